@@ -1,0 +1,228 @@
+"""What every protocol shares: the request shape, phase timeouts, and the timed streaming loop.
+
+A backend module only says how to build its request body and how to read its stream lines
+(`StreamParser`); `Backend.measure` does the timing and turns every failure into a failed sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from ..sample import MAX_TEXT_CHARS, Sample, StreamClock
+
+MAX_LINE_BYTES = 1 << 20  # a stream line longer than this is a lying server, not a token
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-phase limits in seconds; the first byte may wait for a slow model load."""
+
+    connect_s: float = 10.0
+    first_byte_s: float = 300.0
+    between_chunks_s: float = 60.0
+    total_s: float = 900.0
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt to send: what every backend needs, plus protocol-specific extras."""
+
+    model: str
+    prompt: str
+    max_tokens: int = 32
+    temperature: float | None = None
+    seed: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # Ollama `options`
+    keep_alive: float | str | None = None  # Ollama `keep_alive`
+    cache_prompt: bool | None = None  # llama-server `cache_prompt`
+
+
+class ServerError(Exception):
+    """The server said something went wrong (an HTTP error body or an error line in the stream)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class StreamParser(ABC):
+    """Reads one response's lines; records tokens, text and the server's own figures."""
+
+    def __init__(self) -> None:
+        self.text_parts: list[str] = []
+        self.finished = False
+
+    @abstractmethod
+    def feed(self, line: bytes) -> bool:
+        """Parse one line; return True when it carried generated text (content or thinking)."""
+
+    @abstractmethod
+    def fill(self, sample: Sample) -> None:
+        """Write the server-reported figures into `sample`."""
+
+    def add_text(self, text: str) -> None:
+        if sum(map(len, self.text_parts)) < MAX_TEXT_CHARS:
+            self.text_parts.append(text)
+
+    def text(self) -> str:
+        return "".join(self.text_parts)[:MAX_TEXT_CHARS]
+
+
+def parse_json_line(line: bytes) -> dict[str, Any]:
+    """Decode one JSON object; malformed input becomes a `protocol` failure."""
+    try:
+        value = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ServerError("protocol", f"invalid UTF-8 in stream: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ServerError("protocol", f"malformed JSON line {line[:120]!r}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ServerError("protocol", f"expected a JSON object, got {line[:120]!r}")
+    return value
+
+
+def error_text(body: bytes) -> str:
+    """The message of an Ollama (`{"error": "…"}`) or OpenAI (`{"error": {"message": …}}`) error body."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return body[:300].decode("utf-8", "replace").strip()
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+async def timed_lines(
+    response: httpx.Response, clock: StreamClock, timeouts: Timeouts
+) -> AsyncIterator[tuple[int, bytes]]:
+    """Yield each complete line with the perf_counter_ns time at which its last byte arrived."""
+    chunks = response.aiter_bytes().__aiter__()
+    buffer = b""
+    while True:
+        limit = timeouts.first_byte_s if clock.first_byte is None else timeouts.between_chunks_s
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), limit)
+        except StopAsyncIteration:
+            break
+        except TimeoutError as exc:
+            phase = "first byte" if clock.first_byte is None else "next chunk"
+            raise ServerError("timeout", f"no {phase} within {limit:g} s") from exc
+        t = time.perf_counter_ns()
+        clock.on_bytes(t)
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        if len(buffer) > MAX_LINE_BYTES:
+            raise ServerError("protocol", f"a stream line exceeded {MAX_LINE_BYTES} bytes")
+        for line in lines:
+            if line.strip():
+                yield t, line.rstrip(b"\r")
+    if buffer.strip():
+        yield clock.last_byte or time.perf_counter_ns(), buffer.rstrip(b"\r")
+
+
+class Backend(ABC):
+    """A protocol client that turns one `GenerationRequest` into one `Sample`."""
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = Timeouts()
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeouts = timeouts
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An HTTP client with this backend's connect timeout; reads are timed by `measure`.
+
+        Every request opens its own connection: servers close kept-alive connections when they like
+        (llama-server after a few requests), and a reused dead one would turn into a failed sample.
+        """
+        t = self.timeouts
+        timeout = httpx.Timeout(connect=t.connect_s, read=None, write=t.connect_s, pool=None)
+        limits = httpx.Limits(max_keepalive_connections=0)
+        return httpx.AsyncClient(timeout=timeout, headers=self.headers(), limits=limits, **kwargs)
+
+    @abstractmethod
+    def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        """The path and JSON body of a streaming generation request."""
+
+    @abstractmethod
+    def parser(self) -> StreamParser:
+        """A fresh parser for one response."""
+
+    async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
+        """Whether `model` is loaded right now, from a probe that loads nothing; None if unknowable."""
+        return None
+
+    async def measure(self, client: httpx.AsyncClient, request: GenerationRequest) -> Sample:
+        """Send one streaming request and time it; any failure is recorded in the sample."""
+        path, body = self.build(request)
+        http_request = client.build_request("POST", self.url(path), json=body)
+        sample = Sample(backend=self.kind, model=request.model, prompt_chars=len(request.prompt))
+        parser = self.parser()
+        clock = StreamClock()  # t0: just before the request is handed to the client
+        try:
+            async with asyncio.timeout(self.timeouts.total_s):
+                await self._exchange(client, http_request, clock, parser, sample)
+        except ServerError as exc:
+            sample.fail(exc.kind, str(exc))
+        except TimeoutError:
+            sample.fail("timeout", f"request took longer than {self.timeouts.total_s:g} s in total")
+        except httpx.ConnectTimeout as exc:
+            sample.fail("timeout", f"connect to {self.base_url} timed out: {exc}")
+        except httpx.ConnectError as exc:
+            sample.fail("connect", f"cannot connect to {self.base_url}: {exc}")
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            sample.fail("incomplete", f"connection broke: {exc!r}")
+        except httpx.HTTPError as exc:
+            sample.fail("connect", f"{type(exc).__name__}: {exc}")
+        parser.fill(sample)
+        sample.text = parser.text()
+        clock.fill(sample)
+        return sample
+
+    async def _exchange(
+        self,
+        client: httpx.AsyncClient,
+        http_request: httpx.Request,
+        clock: StreamClock,
+        parser: StreamParser,
+        sample: Sample,
+    ) -> None:
+        try:
+            response = await asyncio.wait_for(
+                client.send(http_request, stream=True), self.timeouts.first_byte_s
+            )
+        except TimeoutError as exc:
+            raise ServerError(
+                "timeout", f"no response headers within {self.timeouts.first_byte_s:g} s"
+            ) from exc
+        clock.on_headers()
+        sample.status_code = response.status_code
+        try:
+            if response.status_code >= 400:
+                body = await response.aread()
+                clock.on_bytes(time.perf_counter_ns())
+                raise ServerError("http", f"HTTP {response.status_code}: {error_text(body)}")
+            async for t, line in timed_lines(response, clock, self.timeouts):
+                if parser.feed(line):
+                    clock.on_content(t)
+            if not parser.finished:
+                raise ServerError("incomplete", "the stream ended without its final chunk")
+        finally:
+            await response.aclose()

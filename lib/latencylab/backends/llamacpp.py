@@ -1,0 +1,100 @@
+"""llama.cpp's llama-server: the OpenAI protocol plus its per-response `timings` and router mode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from ..sample import Sample
+from .base import GenerationRequest, ServerError, StreamParser, error_text
+from .openai import OpenAIBackend, OpenAIParser
+
+
+class LlamaCppParser(OpenAIParser):
+    """Adds llama-server's `timings` (prompt_n, prompt_ms, predicted_n, predicted_ms, cache_n)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timings: dict[str, Any] = {}
+
+    def read_extra(self, event: dict[str, Any]) -> None:
+        if event.get("timings"):
+            self.timings = event["timings"]
+
+    def fill(self, sample: Sample) -> None:
+        super().fill(sample)
+        t = self.timings
+        if not t:
+            return
+        cached = t.get("cache_n", 0)
+        sample.cached_tokens = cached
+        if "prompt_n" in t:
+            sample.prompt_tokens = t["prompt_n"] + cached
+        if "predicted_n" in t:
+            sample.output_tokens, sample.output_tokens_source = t["predicted_n"], "server"
+        sample.prompt_eval_ms = t.get("prompt_ms")
+        sample.eval_ms = t.get("predicted_ms")
+
+
+class LlamaCppBackend(OpenAIBackend):
+    """llama-server, single-model or router mode (`/models`, `/models/load`, `/models/unload`)."""
+
+    kind = "llamacpp"
+
+    def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        path, body = super().build(request)
+        if request.cache_prompt is not None:
+            body["cache_prompt"] = request.cache_prompt
+        return path, body
+
+    def parser(self) -> StreamParser:
+        return LlamaCppParser()
+
+    async def models(self, client: httpx.AsyncClient) -> dict[str, str]:
+        """Model id → router status (`unloaded | loading | loaded | sleeping`); never wakes a model."""
+        response = await client.get(self.url("/models"))
+        response.raise_for_status()
+        result = {}
+        for entry in response.json().get("data") or []:
+            status = entry.get("status")
+            value = status.get("value") if isinstance(status, dict) else status
+            result[entry.get("id", "")] = value or "loaded"  # single-model servers give no status
+        return result
+
+    async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
+        try:
+            status = (await self.models(client)).get(model)
+        except (httpx.HTTPError, ValueError):
+            return None
+        return None if status is None else status == "loaded"
+
+    async def _post(self, client: httpx.AsyncClient, action: str, model: str) -> None:
+        response = await client.post(self.url(f"/models/{action}"), json={"model": model}, timeout=None)
+        if response.status_code >= 400:
+            raise ServerError("http", f"{action} {model}: HTTP {response.status_code}: {error_text(response.content)}")
+
+    async def wait_status(
+        self, client: httpx.AsyncClient, model: str, wanted: set[str], timeout_s: float = 120.0
+    ) -> str:
+        """Poll `/models` until `model` reaches one of the `wanted` statuses."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = (await self.models(client)).get(model, "unknown")
+            if status in wanted:
+                return status
+            if time.monotonic() > deadline:
+                raise ServerError("timeout", f"{model} still {status!r} after {timeout_s:g} s")
+            await asyncio.sleep(0.05)
+
+    async def load(self, client: httpx.AsyncClient, model: str) -> None:
+        """Load `model` and wait until the router reports it loaded."""
+        await self._post(client, "load", model)
+        await self.wait_status(client, model, {"loaded"})
+
+    async def unload(self, client: httpx.AsyncClient, model: str) -> None:
+        """Unload `model` and wait until the router no longer holds it."""
+        await self._post(client, "unload", model)
+        await self.wait_status(client, model, {"unloaded", "sleeping"})

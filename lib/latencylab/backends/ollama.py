@@ -1,0 +1,147 @@
+"""Ollama's native API: streaming `/api/generate` and `/api/chat` (NDJSON), load/unload, `/api/ps`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..sample import Sample
+from .base import Backend, GenerationRequest, ServerError, StreamParser, error_text, parse_json_line
+
+NS_PER_MS = 1e6
+
+
+def full_name(model: str) -> str:
+    """Ollama's display form: the tag defaults to `latest` (`llama3.2` → `llama3.2:latest`)."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+@dataclass(frozen=True)
+class Residency:
+    """One loaded model as `/api/ps` reports it."""
+
+    name: str
+    size: int
+    size_vram: int
+    expires_at: str | None
+    context_length: int | None
+
+    @property
+    def gpu_share(self) -> float | None:
+        """Fraction of the model in VRAM (1.0 is the CLI's "100% GPU")."""
+        return self.size_vram / self.size if self.size else None
+
+
+class OllamaParser(StreamParser):
+    """NDJSON chunks; the final one (`done: true`) carries the durations in nanoseconds."""
+
+    def __init__(self, chat: bool) -> None:
+        super().__init__()
+        self.chat = chat
+        self.final: dict[str, Any] = {}
+
+    def feed(self, line: bytes) -> bool:
+        chunk = parse_json_line(line)
+        if chunk.get("error"):
+            raise ServerError("server_error", str(chunk["error"]))
+        part = (chunk.get("message") or {}) if self.chat else chunk
+        text = part.get("content" if self.chat else "response") or ""
+        thinking = part.get("thinking") or ""
+        if text:
+            self.add_text(text)
+        if chunk.get("done"):
+            self.finished, self.final = True, chunk
+        return bool(text or thinking)
+
+    def fill(self, sample: Sample) -> None:
+        f = self.final
+        if not f:
+            return
+        sample.done_reason = f.get("done_reason")
+        # Every metric is `omitempty`: a missing field is a zero, not an unknown.
+        for column, key in (
+            ("load_ms", "load_duration"),
+            ("prompt_eval_ms", "prompt_eval_duration"),
+            ("eval_ms", "eval_duration"),
+            ("total_ms", "total_duration"),
+        ):
+            setattr(sample, column, f.get(key, 0) / NS_PER_MS)
+        sample.prompt_tokens = f.get("prompt_eval_count", 0)
+        if "eval_count" in f or sample.done_reason in ("stop", "length"):
+            sample.output_tokens, sample.output_tokens_source = f.get("eval_count", 0), "server"
+
+
+class OllamaBackend(Backend):
+    """Ollama's native API; `endpoint` is `generate` (the seed's) or `chat`."""
+
+    kind = "ollama"
+
+    def __init__(self, base_url: str, *, endpoint: str = "generate", **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        if endpoint not in ("generate", "chat"):
+            raise ValueError(f"Ollama endpoint must be 'generate' or 'chat', not {endpoint!r}")
+        self.endpoint = endpoint
+
+    def _body(self, model: str, prompt: str, keep_alive: float | str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "stream": True}
+        if self.endpoint == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}] if prompt else []
+        else:
+            body["prompt"] = prompt
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        return body
+
+    def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        body = self._body(request.model, request.prompt, request.keep_alive)
+        options = dict(request.options)
+        options.setdefault("num_predict", request.max_tokens)
+        if request.temperature is not None:
+            options.setdefault("temperature", request.temperature)
+        if request.seed is not None:
+            options.setdefault("seed", request.seed)
+        body["options"] = options
+        return f"/api/{self.endpoint}", body
+
+    def parser(self) -> StreamParser:
+        return OllamaParser(chat=self.endpoint == "chat")
+
+    async def _control(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+        response = await client.post(self.url(f"/api/{self.endpoint}"), json=body, timeout=None)
+        if response.status_code >= 400:
+            raise ServerError("http", f"HTTP {response.status_code}: {error_text(response.content)}")
+        return response.json()
+
+    async def load(
+        self, client: httpx.AsyncClient, model: str, keep_alive: float | str | None = None
+    ) -> dict[str, Any]:
+        """Load-only request (empty prompt); Ollama answers `done_reason: "load"` without metrics."""
+        return await self._control(client, self._body(model, "", keep_alive))
+
+    async def unload(self, client: httpx.AsyncClient, model: str) -> dict[str, Any]:
+        """Empty prompt with `keep_alive: 0`; the unload itself finishes asynchronously."""
+        return await self._control(client, self._body(model, "", 0))
+
+    async def ps(self, client: httpx.AsyncClient) -> list[Residency]:
+        """The loaded models, from `GET /api/ps` (which never loads anything)."""
+        response = await client.get(self.url("/api/ps"))
+        response.raise_for_status()
+        return [
+            Residency(
+                name=m.get("name") or m.get("model", ""),
+                size=int(m.get("size", 0)),
+                size_vram=int(m.get("size_vram", 0)),
+                expires_at=m.get("expires_at"),
+                context_length=m.get("context_length"),
+            )
+            for m in response.json().get("models") or []
+        ]
+
+    async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
+        try:
+            loaded = await self.ps(client)
+        except (httpx.HTTPError, ValueError):
+            return None
+        return full_name(model) in {full_name(m.name) for m in loaded}

@@ -1,0 +1,115 @@
+"""One request's measurement (`Sample`) and the clock that fills in its client-side times.
+
+Every time is measured with `time.perf_counter_ns()` from t0, the moment just before the request is
+handed to the HTTP client, and stored in milliseconds; see the table in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# The documented set of error kinds a failed sample can carry (README, "When things go wrong").
+ERROR_KINDS: dict[str, str] = {
+    "connect": "the server could not be reached (refused, unknown host, TLS)",
+    "timeout": "a phase (connect, first byte, between chunks, total) took longer than its timeout",
+    "http": "the server answered with an HTTP error status",
+    "server_error": "the server reported an error inside a 200 stream",
+    "protocol": "the response could not be parsed (malformed JSON, invalid UTF-8, oversized line)",
+    "incomplete": "the stream ended, or the connection broke, before the final chunk",
+    "interrupted": "the run was stopped while the request was in flight",
+}
+
+STATES = ("cold", "reload", "warm", "unknown")
+PHASES = ("first", "subsequent")
+MAX_TEXT_CHARS = 2000  # generated text kept per sample: enough to read, bounded in size
+
+
+@dataclass
+class Sample:
+    """Everything measured about one request; failed requests are samples too (`ok=False`)."""
+
+    run_id: str = ""
+    seq: int = 0
+    scenario: str = ""
+    backend: str = ""
+    model: str = ""
+    warmup: bool = False
+    phase: str = "subsequent"
+    state: str = "unknown"
+    resident_before: bool | None = None
+    started_at: float = 0.0  # wall-clock UNIX time of t0, for timelines
+    idle_before_s: float | None = None  # time since the previous request of the run ended
+    prompt_chars: int = 0
+    ok: bool = True
+    error_kind: str | None = None
+    error: str | None = None
+    status_code: int | None = None
+    headers_ms: float | None = None
+    ttfb_ms: float | None = None
+    ttft_ms: float | None = None
+    e2e_ms: float | None = None
+    tpot_ms: float | None = None
+    itl_ms: list[float] = field(default_factory=list)
+    output_tokens: int | None = None
+    output_tokens_source: str | None = None  # "server", or "chunks" when the server reported none
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    load_ms: float | None = None
+    prompt_eval_ms: float | None = None
+    eval_ms: float | None = None
+    total_ms: float | None = None
+    done_reason: str | None = None
+    text: str = ""
+
+    def fail(self, kind: str, message: str) -> None:
+        """Mark the sample failed; the first failure wins, later ones are consequences."""
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {kind!r}")
+        if self.ok:
+            self.ok, self.error_kind, self.error = False, kind, message[:500]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StreamClock:
+    """Timestamps of one streamed response: headers, first byte, each content chunk, last byte."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.t0 = time.perf_counter_ns()
+        self.headers: int | None = None
+        self.first_byte: int | None = None
+        self.last_byte: int | None = None
+        self.token_times: list[int] = []
+
+    def on_headers(self) -> None:
+        self.headers = time.perf_counter_ns()
+
+    def on_bytes(self, t: int) -> None:
+        if self.first_byte is None:
+            self.first_byte = t
+        self.last_byte = t
+
+    def on_content(self, t: int) -> None:
+        self.token_times.append(t)
+
+    def _ms(self, t: int | None) -> float | None:
+        return None if t is None else (t - self.t0) / 1e6
+
+    def fill(self, sample: Sample) -> None:
+        """Write the client-side figures into `sample` (TPOT needs `output_tokens` set first)."""
+        sample.started_at = self.started_at
+        sample.headers_ms = self._ms(self.headers)
+        sample.ttfb_ms = self._ms(self.first_byte)
+        sample.ttft_ms = self._ms(self.token_times[0]) if self.token_times else None
+        # A response without a body ends with its headers.
+        sample.e2e_ms = self._ms(self.last_byte if self.last_byte is not None else self.headers)
+        sample.itl_ms = [(b - a) / 1e6 for a, b in zip(self.token_times[:-1], self.token_times[1:], strict=True)]
+        if sample.output_tokens is None and self.token_times:
+            sample.output_tokens, sample.output_tokens_source = len(self.token_times), "chunks"
+        n = sample.output_tokens
+        if sample.ttft_ms is not None and sample.e2e_ms is not None and n and n > 1:
+            sample.tpot_ms = (sample.e2e_ms - sample.ttft_ms) / (n - 1)
