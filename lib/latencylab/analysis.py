@@ -21,9 +21,10 @@ def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = 
     """
     by = list(by)
     attempted = samples[~samples["warmup"].fillna(False)]
-    values = measured(samples).groupby(by, observed=True)[metric]
+    values = measured(samples).sort_values("seq").groupby(by, observed=True, sort=False)[metric]
     table = values.agg(["count", "mean", "median", "min", "max", "std"]).rename(columns={"count": "n"})
-    table["errors"] = (~attempted["ok"].fillna(False)).groupby([attempted[c] for c in by], observed=True).sum()
+    failed = ~attempted["ok"].fillna(False)
+    table["errors"] = failed.groupby([attempted[c] for c in by], observed=True).sum()
     table["errors"] = table["errors"].fillna(0).astype("Int64")
     table["cv"] = table["std"] / table["mean"]
     table = table.reindex(columns=SUMMARY_COLUMNS)

@@ -1,0 +1,38 @@
+"""Shared fixtures: a private data/ + reports/ folder per test, and the real embedded engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from latencylab import paths
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point data/ and reports/ at a temporary folder, in this process and in child processes."""
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
+    monkeypatch.setattr(paths, "WORK_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "data" / "runs")
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def models() -> list[Path]:
+    """The embedded engine's models in data/models/ (prepared once; idempotent)."""
+    from latencylab import engine
+
+    return engine.prepare_models()
+
+
+@pytest.fixture(scope="module")
+def router(models: list[Path]) -> Iterator[object]:
+    """A real llama-server in router mode: one model resident at a time, idle models sleep after 3 s."""
+    from latencylab.engine import Engine
+
+    with Engine(models_max=1, sleep_idle_seconds=3) as server:
+        yield server

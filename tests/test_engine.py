@@ -1,0 +1,130 @@
+"""Integration tests against the real embedded engine: llama.cpp's llama-server with SmolLM2-135M."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+import psutil
+import pytest
+
+from latencylab.backends import GenerationRequest
+from latencylab.backends.llamacpp import LlamaCppBackend
+from latencylab.backends.openai import OpenAIBackend
+from latencylab.engine import Engine, EngineError, find_binary
+
+pytestmark = pytest.mark.engine
+
+Q4, Q8 = "smollm2-135m-q4_1", "smollm2-135m-q8_0"
+
+
+def _measure(base_url: str, model: str, prompts: list[str], *, unload_first: bool = False,
+             cache_prompt: bool | None = None, backend_cls=LlamaCppBackend) -> list:
+    """Send `prompts` one after another; returns (resident_before, sample) pairs."""
+
+    async def go():
+        backend = backend_cls(base_url)
+        async with backend.client() as client:
+            if unload_first:
+                router = LlamaCppBackend(base_url)
+                for model_id, status in (await router.models(client)).items():
+                    if status in ("loaded", "loading"):
+                        await router.unload(client, model_id)
+            out = []
+            for prompt in prompts:
+                resident = await LlamaCppBackend(base_url).resident(client, model)
+                request = GenerationRequest(model=model, prompt=prompt, max_tokens=8, temperature=0.0,
+                                            cache_prompt=cache_prompt)
+                out.append((resident, await backend.measure(client, request)))
+            return out
+
+    return asyncio.run(go())
+
+
+def test_models_are_prepared_idempotently(models):
+    from latencylab.engine import prepare_models
+
+    before = {p: p.stat().st_mtime_ns for p in models}
+    assert {p.stem for p in models} == {Q4, Q8}
+    assert prepare_models() == models
+    assert {p: p.stat().st_mtime_ns for p in models} == before  # nothing re-done
+    assert models[1].stat().st_size > models[0].stat().st_size  # Q8_0 is the bigger variant
+
+
+def test_cold_request_is_several_times_slower_than_warm_ones(router):
+    results = _measure(router.base_url, Q4, [f"Say hello number {i}." for i in range(4)], unload_first=True)
+    (cold_resident, cold), *warm = results
+    assert all(s.ok for _, s in results), [s.error for _, s in results]
+    assert cold_resident is False and all(resident for resident, _ in warm)
+    warm_ttfb = statistics.median(s.ttfb_ms for _, s in warm)
+    assert cold.ttfb_ms > 3 * warm_ttfb, (cold.ttfb_ms, warm_ttfb)
+    for _, s in results:
+        assert s.headers_ms <= s.ttfb_ms <= s.ttft_ms <= s.e2e_ms
+        assert s.output_tokens_source == "server" and 1 <= s.output_tokens <= 8
+        assert s.prompt_eval_ms > 0 and s.eval_ms > 0 and s.text
+
+
+def test_after_the_idle_sleep_the_next_request_is_cold_again(router):
+    _measure(router.base_url, Q4, ["Warm me up."])
+    time.sleep(router.sleep_idle_seconds + 1.5)
+    results = _measure(router.base_url, Q4, ["After a pause.", "Right after."])
+    (resident_after_idle, first), (resident_then, second) = results
+    assert resident_after_idle is False and resident_then is True
+    assert first.ttfb_ms > 3 * second.ttfb_ms, (first.ttfb_ms, second.ttfb_ms)
+
+
+def test_switching_models_evicts_the_other_when_one_fits(router):
+    _measure(router.base_url, Q4, ["Load the small one."])
+
+    async def statuses():
+        backend = LlamaCppBackend(router.base_url)
+        async with backend.client() as client:
+            return await backend.models(client)
+
+    assert asyncio.run(statuses())[Q4] == "loaded"
+    (resident, sample), = _measure(router.base_url, Q8, ["Now the big one."])
+    assert sample.ok and resident is False
+    after = asyncio.run(statuses())
+    assert after[Q8] == "loaded" and after[Q4] != "loaded"
+
+
+def test_a_repeated_prompt_is_served_from_the_prompt_cache(router):
+    prompt = "Repeat after me: the quick brown fox jumps over the lazy dog. " * 3
+    (_, first), (_, again) = _measure(router.base_url, Q4, [prompt, prompt], cache_prompt=True)
+    assert again.cached_tokens > 0 and again.cached_tokens >= first.cached_tokens
+    assert again.prompt_tokens == first.prompt_tokens
+
+
+def test_the_plain_openai_client_measures_the_same_server(router):
+    (_, sample), = _measure(router.base_url, Q4, ["Hello through /v1."], backend_cls=OpenAIBackend)
+    assert sample.ok and sample.backend == "openai" and sample.ttft_ms is not None
+    assert sample.output_tokens_source == "server"  # from usage.completion_tokens
+
+
+def test_an_unknown_model_is_a_failed_sample_not_a_crash(router):
+    (resident, sample), = _measure(router.base_url, "no-such-model", ["hi"])
+    assert resident is None and not sample.ok and sample.error_kind == "http" and sample.status_code >= 400
+
+
+def test_no_process_is_left_behind_on_an_exception(models):
+    pids: list[int] = []
+    with pytest.raises(RuntimeError, match="boom"):
+        with Engine(models_max=1) as server:
+            _measure(server.base_url, Q4, ["spawn a model process"])
+            pids = server.pids()
+            assert len(pids) >= 2  # the router and the model instance it started
+            raise RuntimeError("boom")
+    assert pids and not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def test_a_broken_binary_override_is_explained(monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENCYLAB_LLAMA_CPP_BIN", str(tmp_path))
+    with pytest.raises(EngineError, match="has no llama-server"):
+        find_binary("llama-server")
+
+
+def test_the_server_listens_on_loopback_only(router):
+    listening = [c for c in psutil.Process(router.process.pid).net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)

@@ -1,0 +1,130 @@
+"""The notebooks executed headlessly, as users run them: through the CLI and papermill."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from latencylab import paths, report, store
+from latencylab.sample import Sample
+
+CLI = [sys.executable, "-m", "latencylab.cli"]
+EMBEDDED_FIGURE = re.compile(r'<img[^>]*src="data:image/png;base64')
+
+
+def _cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, paths.HOME_ENV: str(home)}
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _study(tmp_path: Path, requests: int, **workload: object) -> Path:
+    study = {
+        "name": "tiny",
+        "workload": {"requests": requests, "max_tokens": 4, "order": "interleaved", **workload},
+        "scenarios": [{"name": "q8", "model": "smollm2-135m-q8_0"}, {"name": "q4", "model": "smollm2-135m-q4_1"}],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(study))  # JSON is YAML
+    return path
+
+
+def _fixture_run(run_id: str) -> None:
+    """A run written by the store itself, without a server: 2 scenarios, a warm-up, a failure."""
+    writer = store.RunWriter(run_id, study={"name": "fixture"}, settings={})
+    rows = [("a", True, True, "cold", 900.0), ("a", False, True, "warm", 40.0), ("a", False, True, "warm", 60.0),
+            ("b", False, True, "cold", 500.0), ("b", False, True, "warm", 30.0), ("b", False, False, "warm", None)]
+    for seq, (scenario, warmup, ok, state, ttfb) in enumerate(rows):
+        sample = Sample(run_id=run_id, seq=seq, scenario=scenario, warmup=warmup, ok=ok, state=state,
+                        started_at=1.8e9 + seq, ttfb_ms=ttfb, ttft_ms=ttfb, e2e_ms=(ttfb or 0) + 100)
+        if not ok:
+            sample.fail("http", "HTTP 500: <script>alert(1)</script>")
+        writer.append(sample)
+    writer.close("complete")
+
+
+def test_report_notebook_publishes_offline_html_from_a_fixture_run(workdir):
+    _fixture_run("fixture-run")
+    html_path = report.publish(["fixture-run"])
+    assert html_path == paths.REPORTS_DIR / "fixture-run" / "index.html"
+    html = html_path.read_text()
+    for heading in ("Latency report", "Time to first byte per scenario", "Time to first token per scenario",
+                    "Distribution", "Every request in order"):
+        assert heading in html, heading
+    assert len(EMBEDDED_FIGURE.findall(html)) == 2  # both figures embedded
+    assert "<script src=" not in html and "import pandas" not in html  # offline, and no code shown
+    executed = json.loads((paths.REPORTS_DIR / "fixture-run" / "2.0-latency-report.ipynb").read_text())
+    tables = [o["data"]["text/html"] for c in executed["cells"] for o in c.get("outputs", [])
+              if "text/html" in o.get("data", {}) and "errors" in "".join(o["data"]["text/html"])]
+    ttfb_table = "".join(tables[0])
+    # scenario a: warm-up excluded → n 2, mean 50.0; scenario b: the failure is an error, not a figure
+    assert ">50.0<" in ttfb_table and ">30.0<" in ttfb_table and ">500.0<" in ttfb_table
+
+
+@pytest.mark.engine
+def test_cli_runs_a_study_through_both_notebooks_on_the_real_engine(tmp_path, models):
+    result = _cli("run", str(_study(tmp_path, requests=2)), "--run-id", "nb-run", home=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "data" / "runs" / "nb-run"
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [s["scenario"] for s in samples] == ["q8", "q4", "q8", "q4"]
+    assert all(s["ok"] and s["ttft_ms"] > 0 for s in samples)
+    assert [s["state"] for s in samples][:2] == ["cold", "cold"]  # one model resident at a time
+    assert [s["phase"] for s in samples] == ["first", "first", "subsequent", "subsequent"]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["server"]["version"].startswith("version")
+    assert (run_dir / "llama-server.log").stat().st_size > 0
+    html = tmp_path / "reports" / "nb-run" / "index.html"
+    assert f"report: {html}" in result.stdout
+    assert "smollm2" not in result.stderr.lower() or "error" not in result.stderr.lower()
+    text = html.read_text()
+    assert "q8" in text and "q4" in text and len(EMBEDDED_FIGURE.findall(text)) == 2
+
+
+@pytest.mark.engine
+def test_ctrl_c_keeps_the_samples_marks_the_run_and_stops_everything(tmp_path, models):
+    env = {**os.environ, paths.HOME_ENV: str(tmp_path)}
+    study = _study(tmp_path, requests=500)
+    cli = subprocess.Popen([*CLI, "run", str(study), "--run-id", "cut"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = tmp_path / "data" / "runs" / "cut" / "samples.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
+        time.sleep(0.2)
+    descendants = psutil.Process(cli.pid).children(recursive=True)
+    assert any("llama-server" in " ".join(p.cmdline()) for p in descendants if p.is_running())
+    cli.send_signal(signal.SIGINT)
+    _, stderr = cli.communicate(timeout=60)
+    assert cli.returncode == 130 and "interrupted" in stderr
+    kept = store.read_samples(samples)
+    assert len(kept) >= 3 and all(s["ok"] for s in kept)
+    assert json.loads((samples.parent / "run.json").read_text())["status"] == "interrupted"
+    time.sleep(1)
+    assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_cli_errors_are_one_clear_line_and_exit_2(tmp_path):
+    result = _cli("report", "no-such-run", home=tmp_path)
+    assert result.returncode == 2 and "no run 'no-such-run'" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _cli("run", "no-such-study", home=tmp_path)
+    assert result.returncode == 2 and "no study file 'no-such-study'" in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nscenarios: [{name: a, model: m}]\nworkload: {reqests: 2}\n")
+    result = _cli("run", str(bad), home=tmp_path)
+    assert result.returncode == 2 and "did you mean 'requests'" in result.stderr
+    assert not (tmp_path / "data" / "runs").exists()  # nothing written
+
+
+def test_help_explains_every_command():
+    result = subprocess.run([*CLI, "--help"], capture_output=True, text=True)
+    for command in ("run", "report", "runs", "engine"):
+        assert command in result.stdout

@@ -1,0 +1,47 @@
+import pytest
+
+from latencylab.sample import ERROR_KINDS, Sample, StreamClock
+
+
+def test_clock_fills_every_client_figure_from_its_timestamps():
+    clock = StreamClock()
+    clock.t0 = 0
+    clock.headers = 10_000_000
+    clock.on_bytes(20_000_000)
+    for t in (30_000_000, 40_000_000, 60_000_000):
+        clock.on_bytes(t)
+        clock.on_content(t)
+    sample = Sample(output_tokens=3, output_tokens_source="server")
+    clock.fill(sample)
+    assert (sample.headers_ms, sample.ttfb_ms, sample.ttft_ms, sample.e2e_ms) == (10.0, 20.0, 30.0, 60.0)
+    assert sample.itl_ms == [10.0, 20.0]
+    assert sample.tpot_ms == pytest.approx((60 - 30) / 2)
+
+
+def test_chunk_count_is_a_flagged_fallback_for_output_tokens():
+    clock = StreamClock()
+    for t in (clock.t0 + 1_000_000, clock.t0 + 2_000_000):
+        clock.on_bytes(t)
+        clock.on_content(t)
+    sample = Sample()
+    clock.fill(sample)
+    assert (sample.output_tokens, sample.output_tokens_source) == (2, "chunks")
+
+
+def test_a_request_without_tokens_has_no_ttft_or_tpot():
+    clock = StreamClock()
+    clock.on_headers()
+    sample = Sample()
+    clock.fill(sample)
+    assert sample.ttft_ms is None and sample.tpot_ms is None and sample.itl_ms == []
+    assert sample.e2e_ms == sample.headers_ms
+
+
+def test_first_failure_wins_and_kinds_are_a_closed_set():
+    sample = Sample()
+    sample.fail("http", "HTTP 500: boom")
+    sample.fail("incomplete", "consequence")
+    assert (sample.ok, sample.error_kind, sample.error) == (False, "http", "HTTP 500: boom")
+    with pytest.raises(ValueError):
+        Sample().fail("weird", "x")
+    assert "timeout" in ERROR_KINDS

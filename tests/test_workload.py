@@ -1,0 +1,27 @@
+from latencylab.study import parse_study
+from latencylab.workload import plan_requests
+
+
+def _study(**workload):
+    return parse_study({"name": "s", "workload": workload,
+                        "scenarios": [{"name": "a", "model": "m"}, {"name": "b", "model": "n"}]})
+
+
+def test_interleaved_sends_warmups_first_then_alternates():
+    plan = plan_requests(_study(requests=2, warmup=1), "run")
+    assert [(p.scenario, p.warmup) for p in plan] == [
+        ("a", True), ("b", True), ("a", False), ("b", False), ("a", False), ("b", False)]
+    assert [p.seq for p in plan] == list(range(6))
+
+
+def test_blocked_runs_each_scenario_in_turn():
+    plan = plan_requests(_study(requests=2, warmup=1, order="blocked"), "run")
+    assert [(p.scenario, p.warmup) for p in plan] == [
+        ("a", True), ("a", False), ("a", False), ("b", True), ("b", False), ("b", False)]
+
+
+def test_prompts_are_unique_unless_caching_is_wanted():
+    unique = plan_requests(_study(requests=10), "run")
+    assert len({p.prompt for p in unique}) == len(unique)
+    cached = plan_requests(_study(requests=10, unique_prefix=False, prompts=["hi"]), "run")
+    assert {p.prompt for p in cached} == {"hi"}
