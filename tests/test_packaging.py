@@ -2,8 +2,8 @@
 
 import json
 import re
-
 import tomllib
+
 import yaml
 
 from latencylab import paths

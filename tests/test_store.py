@@ -1,4 +1,5 @@
 import json
+from datetime import UTC
 
 import pandas as pd
 import pytest
@@ -70,7 +71,7 @@ def test_load_runs_concatenates_and_lists_in_order(workdir):
 
 
 def test_run_ids_sort_by_time():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    run_id = store.new_run_id("demo", datetime(2026, 11, 27, 4, 5, 6, tzinfo=timezone.utc))
+    run_id = store.new_run_id("demo", datetime(2026, 11, 27, 4, 5, 6, tzinfo=UTC))
     assert run_id == "20261127T040506Z-demo"

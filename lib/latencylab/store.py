@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class RunNotFound(FileNotFoundError):
 
 def new_run_id(study_name: str, now: datetime | None = None) -> str:
     """UTC timestamp + study name: sortable and readable (`20261127T044512Z-embedded-demo`)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{study_name}"
 
 
@@ -54,7 +54,7 @@ def host_info() -> dict[str, Any]:
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class RunWriter:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,6 +18,18 @@ NS_PER_MS = 1e6
 def full_name(model: str) -> str:
     """Ollama's display form: the tag defaults to `latest` (`llama3.2` → `llama3.2:latest`)."""
     return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+def _stopping(expires_at: str | None, now: datetime) -> bool:
+    """`/api/ps` keeps listing an unloading model with a past `expires_at` (the CLI's "Stopping…")."""
+    if not expires_at:
+        return False
+    # Go writes 1-9 fraction digits; Python parses at most 6.
+    stamp = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], expires_at)
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) <= now
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,8 @@ class OllamaParser(StreamParser):
         if not f:
             return
         sample.done_reason = f.get("done_reason")
+        if sample.done_reason in ("load", "unload"):
+            return  # these replies carry no metrics at all, not omitted zeros
         # Every metric is `omitempty`: a missing field is a zero, not an unknown.
         for column, key in (
             ("load_ms", "load_duration"),
@@ -144,4 +160,5 @@ class OllamaBackend(Backend):
             loaded = await self.ps(client)
         except (httpx.HTTPError, ValueError):
             return None
-        return full_name(model) in {full_name(m.name) for m in loaded}
+        now = datetime.now(UTC)
+        return any(full_name(m.name) == full_name(model) and not _stopping(m.expires_at, now) for m in loaded)

@@ -1,0 +1,466 @@
+"""An Ollama test double: a test double written from shared/reference/ollama-api.md, not Ollama.
+
+It simulates what a latency client can observe (the reference's §7 checklist): pulled models,
+loads that delay the first byte, `keep_alive` parsed like `api.Duration` (§1.2), idle expiry,
+reloads when runner options change (§3.3), NDJSON streams of `/api/generate` and `/api/chat` with
+`omitempty` metrics in integer ns (§1.5, §1.6), load-only and unload requests (§1.4), `/api/ps`
+(§2), the errors of §1.7 and a bounded load queue that answers 503. Standard library only; every
+wait is bounded, and the server stops by itself after `lifetime_s` if a test forgets to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FOREVER_NS = 2**63 - 1  # math.MaxInt64 ns, about 292 years
+RUNNER_DEFAULTS = {"num_ctx": None, "num_batch": 512, "num_gpu": -1, "num_thread": 0,
+                   "main_gpu": 0, "use_mmap": None}  # changing any of these reloads the model
+INT_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "num_predict", "seed",
+               "top_k", "num_keep", "repeat_last_n"}
+METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
+           "eval_count", "eval_duration")
+BUSY = "server busy, please try again.  maximum pending requests exceeded"  # two spaces, as in Go
+_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9,
+          "m": 60 * 10**9, "h": 3600 * 10**9}
+_NAME = re.compile(r"^[A-Za-z0-9_][\w.\-]*(/[\w.\-]+)*(:[\w.\-]+)?$")
+
+
+class HTTPError(Exception):
+    """An error answered as `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_go_duration(text: str) -> int:
+    """Go's `time.ParseDuration` in ns; errors are ValueErrors carrying Go's message."""
+    q = lambda v: json.dumps(v, ensure_ascii=False)  # noqa: E731 (close enough to Go's quote)
+    neg, total = text[:1] == "-", 0
+    s = text[1:] if text[:1] in ("-", "+") else text
+    if s == "0":
+        return 0
+    while True:
+        m = re.match(r"(\d*)(?:\.(\d*))?([^\d.]*)", s)
+        whole, frac, unit = m.group(1), m.group(2) or "", m.group(3)
+        if not whole and not frac:
+            raise ValueError(f"time: invalid duration {q(text)}")
+        if not unit:
+            raise ValueError(f"time: missing unit in duration {q(text)}")
+        if unit not in _UNITS:
+            raise ValueError(f"time: unknown unit {q(unit)} in duration {q(text)}")
+        s, scale = s[m.end():], _UNITS[unit]
+        total += int(whole or 0) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
+        if not s:
+            return -total if neg else total
+
+
+def parse_keep_alive(value: Any) -> int | None:
+    """`keep_alive` as `api.Duration.UnmarshalJSON` reads it: ns, FOREVER_NS, or None when unset."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise HTTPError(400, "Unsupported type: 'bool'")
+    if isinstance(value, (int, float)):
+        return FOREVER_NS if value < 0 else int(value * 10**9)  # a number is seconds
+    if isinstance(value, str):
+        try:
+            ns = parse_go_duration(value)
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        return FOREVER_NS if ns < 0 else ns
+    go_type = "map[string]interface {}" if isinstance(value, dict) else "[]interface {}"
+    raise HTTPError(400, f"Unsupported type: '{go_type}'")
+
+
+def parse_options(raw: Any) -> dict[str, Any]:
+    """`Options.FromMap`: unknown keys ignored, floats truncated, a wrong type is a 500."""
+    out = dict(raw or {})
+    for key in INT_OPTIONS & out.keys():
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
+            raise HTTPError(500, f'option "{key}" must be of type integer')
+        out[key] = int(out[key])
+    return out
+
+
+def rfc3339(t_ns: int, local: bool = False) -> str:
+    """Go's RFC 3339 with nanoseconds, trailing zeros trimmed; `Z` for UTC, else `±hh:mm`."""
+    dt = datetime.fromtimestamp(t_ns // 10**9, UTC)
+    dt = dt.astimezone() if local else dt
+    frac, offset = f"{t_ns % 10**9:09d}".rstrip("0"), dt.strftime("%z")
+    zone = "Z" if offset == "+0000" else f"{offset[:3]}:{offset[3:]}"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + zone
+
+
+def full_name(model: str) -> str:
+    """The display form `name:tag` (the tag defaults to `latest`)."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+def _part(chat: bool, text: str) -> dict[str, Any]:
+    """A chunk's text: `message` (chat) or `response` (generate)."""
+    return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+
+
+@dataclass
+class ModelSpec:
+    """A pulled model; `size_vram` below `size` means a partial offload."""
+
+    size: int = 2_000_000_000
+    size_vram: int | None = None  # None: all on the GPU
+    context_length: int = 8192  # the trained context; num_ctx is clamped to it
+    family: str = "llama"
+
+
+@dataclass
+class Runner:
+    """A loaded model instance."""
+
+    name: str
+    spec: ModelSpec
+    opts: dict[str, Any]
+    session_ns: int  # its keep_alive
+    sem: threading.Semaphore  # num_parallel slots
+    refs: int = 0
+    expires: float | None = None  # wall-clock s; set when it goes idle, never while busy
+    cache: list[str] = field(default_factory=list)  # the prompt cache (llama-server's slot)
+
+
+@dataclass
+class Received:
+    """One request as the double received it (the body decoded from JSON when it parses)."""
+
+    method: str
+    path: str
+    body: Any
+
+
+@dataclass(kw_only=True)
+class OllamaDouble:
+    """The server's state and the HTTP server; `with OllamaDouble(models={...}) as server:`.
+
+    `models` maps `name[:tag]` to a ModelSpec, its keywords, or a size in bytes. Tests inspect
+    `received` / `bodies()` (requests), `finals` (done objects sent) and `loads` (cold, reload).
+    """
+
+    models: Mapping[str, ModelSpec | Mapping[str, Any] | int]
+    load_delay_s: float = 0.05  # added before a cold or reloading request's first byte
+    token_delay_s: float = 0.005  # per generated token
+    prompt_token_delay_s: float = 0.0005  # per prompt token not in the runner's cache
+    tokens: Sequence[str] = ("The", " sky", " is", " blue", ".")  # one per chunk
+    text_in_final: bool = False  # the last token rides in the done chunk itself
+    default_keep_alive: str = "5m"  # OLLAMA_KEEP_ALIVE
+    default_num_ctx: int = 4096
+    num_parallel: int = 1  # OLLAMA_NUM_PARALLEL
+    max_queue: int = 512  # OLLAMA_MAX_QUEUE: requests waiting for a load before a 503
+    fail_after_tokens: int | None = None  # then a last `{"error"}` line (at 0: an HTTP 500)
+    fail_message: str = "an error was encountered while running the model: unexpected EOF"
+    unload_delay_s: float = 0.0  # an expired runner stays in /api/ps ("Stopping…") this long
+    request_timeout_s: float = 10.0  # bounds every wait and socket read
+    lifetime_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.models = {full_name(k): v if isinstance(v, ModelSpec) else ModelSpec(size=v)
+                       if isinstance(v, int) else ModelSpec(**v) for k, v in self.models.items()}
+        self.default_keep_ns = parse_keep_alive(self.default_keep_alive)
+        self.loaded: dict[str, Runner] = {}
+        self.received: list[Received] = []
+        self.finals: list[dict[str, Any]] = []
+        self.loads: list[tuple[str, str]] = []
+        self.cond = threading.Condition()
+        self._loading, self._queued = False, 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> OllamaDouble:
+        handler = type("Handler", (_Handler,), {"double": self, "timeout": self.request_timeout_s})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self._timer = threading.Timer(self.lifetime_s, self.close)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        httpd, self._httpd = self._httpd, None
+        if self._timer and self._timer is not threading.current_thread():
+            self._timer.cancel()
+        if httpd:
+            httpd.shutdown()
+            httpd.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd, "use the double as a context manager"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def bodies(self, path: str | None = None) -> list[Any]:
+        """The bodies received, optionally only those sent to `path`."""
+        return [r.body for r in list(self.received) if path is None or r.path == path]
+
+    def wait_idle(self, timeout_s: float = 1.0) -> bool:
+        """Wait until no runner is in use: Ollama releases one just after writing the done chunk."""
+        with self.cond:
+            return self.cond.wait_for(lambda: all(r.refs == 0 for r in self.loaded.values()),
+                                      timeout_s)
+
+    # -- the scheduler (server/sched.go) ---------------------------------------------------------
+    def _stopping(self, r: Runner) -> bool:
+        return r.refs == 0 and r.expires is not None and r.expires <= time.time()
+
+    def _purge(self) -> None:
+        for name, r in list(self.loaded.items()):  # unloaded once the unload delay has passed
+            if self._stopping(r) and r.expires + self.unload_delay_s <= time.time():
+                del self.loaded[name]
+
+    def _usable(self, r: Runner | None, want: dict[str, Any]) -> bool:
+        """A loaded, not stopping runner whose runner options match (num_gpu -1 never reloads)."""
+        return r is not None and not self._stopping(r) and all(
+            r.opts[k] == want[k] for k in RUNNER_DEFAULTS if not (k == "num_gpu" and want[k] < 0))
+
+    def _take(self, r: Runner, keep_ns: int | None) -> Runner:
+        r.refs += 1
+        if keep_ns is not None:  # absent keep_alive keeps the runner's duration
+            r.session_ns = keep_ns
+        return r
+
+    def _wait(self, predicate: Callable[[], bool], deadline: float) -> bool:
+        return self.cond.wait_for(predicate, max(0.0, deadline - time.monotonic()))
+
+    def acquire(self, name: str, options: dict[str, Any], keep_ns: int | None) -> Runner:
+        """`getRunner`: the fast path to a usable runner, else the serial load queue (or a 503)."""
+        spec, deadline = self.models[name], time.monotonic() + self.request_timeout_s
+        want = {**RUNNER_DEFAULTS, "num_ctx": self.default_num_ctx,
+                **{k: v for k, v in options.items() if k in RUNNER_DEFAULTS}}
+        want["num_ctx"] = min(want["num_ctx"], spec.context_length)
+        with self.cond:
+            self._purge()
+            if self._usable(self.loaded.get(name), want):
+                return self._take(self.loaded[name], keep_ns)
+            if self._loading or self._queued:  # processPending is busy: wait in pendingReqCh
+                if self._queued >= self.max_queue:
+                    raise HTTPError(503, BUSY)
+                self._queued += 1
+                try:
+                    if not self._wait(lambda: not self._loading, deadline):
+                        raise HTTPError(500, "test double: timed out in the load queue")
+                finally:
+                    self._queued -= 1
+            self._loading = True
+        try:
+            with self.cond:
+                self._purge()
+                old = self.loaded.get(name)
+                if self._usable(old, want):  # loaded by the request ahead in the queue
+                    return self._take(old, keep_ns)
+                self.loads.append((name, "reload" if old and not self._stopping(old) else "cold"))
+                if old:  # a reload first lets the old runner's requests finish
+                    self._wait(lambda: old.refs <= 0, deadline)
+                    del self.loaded[name]
+            time.sleep(self.load_delay_s)
+            keep = self.default_keep_ns if keep_ns is None else keep_ns
+            r = Runner(name, spec, want, keep, threading.Semaphore(self.num_parallel))
+            with self.cond:
+                self.loaded[name] = r
+                return self._take(r, None)
+        finally:
+            with self.cond:
+                self._loading = False
+                self.cond.notify_all()
+
+    def release(self, r: Runner) -> None:
+        """A request is done with `r`; when idle, it expires after its keep_alive."""
+        with self.cond:
+            r.refs -= 1
+            if r.refs == 0:
+                r.expires = time.time() + r.session_ns / 1e9
+            self.cond.notify_all()
+
+    def expire(self, name: str) -> None:
+        """`expireRunner`: keep_alive becomes 0, so an idle runner starts unloading at once."""
+        with self.cond:
+            if r := self.loaded.get(name):
+                r.session_ns, r.expires = 0, time.time()
+
+    def ps(self) -> dict[str, Any]:
+        """The `/api/ps` body, latest `expires_at` first."""
+        with self.cond:
+            self._purge()
+            rows = []
+            for r in self.loaded.values():
+                expires = r.expires if r.expires is not None else time.time() + r.session_ns / 1e9
+                vram = r.spec.size if r.spec.size_vram is None else r.spec.size_vram
+                rows.append((expires, {
+                    "name": r.name, "model": r.name, "size": r.spec.size,
+                    "digest": hashlib.sha256(r.name.encode()).hexdigest(),
+                    "details": {"parent_model": "", "format": "gguf", "family": r.spec.family,
+                                "families": [r.spec.family], "parameter_size": "3.2B",
+                                "quantization_level": "Q4_K_M"},
+                    "expires_at": rfc3339(int(expires * 1e9), local=True),
+                    "size_vram": 0 if r.opts["num_gpu"] == 0 else vram,
+                    "context_length": r.opts["num_ctx"]}))
+        return {"models": [row for _, row in sorted(rows, key=lambda e: e[0], reverse=True)]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes and the generate/chat handler (server/routes.go); all state lives in `double`."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY, as in Go: each flushed line leaves at once
+    server_version = "OllamaDouble/0.33.0"
+    double: OllamaDouble
+    ROUTES = {"/": ("GET", "HEAD"), "/api/version": ("GET", "HEAD"), "/api/ps": ("GET",),
+              "/api/generate": ("POST",), "/api/chat": ("POST",)}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json; charset=utf-8"
+              ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any) -> None:
+        self._send(status, json.dumps(obj, separators=(",", ":")).encode())
+
+    def _route(self) -> None:
+        method, path = self.command, self.path.split("?", 1)[0]
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            self.double.received.append(Received(method, path, json.loads(raw) if raw else None))
+        except ValueError:
+            self.double.received.append(Received(method, path, raw))
+        if path not in self.ROUTES:
+            return self._send(404, b"404 page not found", "text/plain")
+        if method not in self.ROUTES[path]:
+            return self._send(405, b"405 method not allowed", "text/plain")
+        try:
+            if path == "/":
+                self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
+            elif path == "/api/version":
+                self._json(200, {"version": "0.33.0"})
+            elif path == "/api/ps":
+                self._json(200, self.double.ps())
+            else:
+                self._generate(raw, chat=path == "/api/chat")
+        except HTTPError as exc:
+            self._json(exc.status, {"error": str(exc)})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug in the double: say so rather than hang up
+            self._json(500, {"error": f"test double: {exc!r}"})
+
+    do_GET = do_HEAD = do_POST = do_DELETE = _route
+
+    def _generate(self, raw: bytes, chat: bool) -> None:
+        t0, d = time.perf_counter_ns(), self.double
+        if not raw.strip():
+            raise HTTPError(400, "missing request body")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:  # Go's decoder words this differently case by case
+            raise HTTPError(400, f"invalid character at offset {getattr(exc, 'pos', 0)}") from None
+        if not isinstance(body, dict):
+            raise HTTPError(400, "json: cannot unmarshal into Go value of type api.GenerateRequest")
+        keep_ns = parse_keep_alive(body.get("keep_alive"))  # a bind error, before the lookup
+        model = body.get("model") or ""
+        if chat and not model:
+            raise HTTPError(400, "model is required")
+        if not _NAME.match(model) and chat:
+            raise HTTPError(400, "invalid model name")
+        if not _NAME.match(model) or full_name(model) not in d.models:
+            raise HTTPError(404, f"model '{model}' not found")
+        name = full_name(model)
+        base = lambda: {"model": model, "created_at": rfc3339(time.time_ns())}  # noqa: E731
+        blank = _part(chat, "")
+        load_only = not (body.get("messages") if chat else body.get("prompt"))
+        if load_only and keep_ns == 0:  # unload: nothing scheduled, answered at once
+            d.expire(name)
+            return self._json(200, {**base(), **blank, "done": True, "done_reason": "unload"})
+        options = parse_options(body.get("options"))  # scheduleRunner: a bad type is a 500
+        if load_only:  # one application/json object even when streaming, and no metrics
+            d.release(d.acquire(name, options, keep_ns))
+            return self._json(200, {**base(), **blank, "done": True, "done_reason": "load"})
+        runner = d.acquire(name, options, keep_ns)
+        try:
+            load_ns = time.perf_counter_ns() - t0  # checkpointLoaded, before the slot wait
+            if not runner.sem.acquire(timeout=d.request_timeout_s):
+                raise HTTPError(500, "test double: timed out waiting for a slot")
+            try:
+                self._run(body, options, chat, runner, (t0, load_ns), base)
+            finally:
+                runner.sem.release()
+        finally:
+            d.release(runner)
+
+    def _run(self, body: dict[str, Any], options: dict[str, Any], chat: bool, r: Runner,
+             times: tuple[int, int], base: Callable[[], dict[str, Any]]) -> None:
+        """Prompt eval, one token per chunk, then the done chunk with its omitempty metrics."""
+        (t0, load_ns), d, stream = times, self.double, body.get("stream") is not False
+        words = (" ".join(f"{m.get('role')}: {m.get('content')}" for m in body["messages"])
+                 if chat else str(body["prompt"])).split() or [""]
+        with d.cond:
+            cached = next((i for i, (a, b) in enumerate(zip(r.cache, words, strict=False)) if a != b),
+                          min(len(r.cache), len(words)))
+        cached = min(cached, len(words) - 1)  # llama-server evaluates at least one token
+        t = time.perf_counter_ns()
+        time.sleep(d.prompt_token_delay_s * (len(words) - cached))
+        prompt_ns = time.perf_counter_ns() - t if d.prompt_token_delay_s else 0
+        n = options.get("num_predict", -1)
+        out = list(d.tokens if n < 0 else d.tokens[:n])
+        started, t_eval = False, time.perf_counter_ns()
+        for i, tok in enumerate(out):
+            if i == d.fail_after_tokens:
+                if not started:
+                    raise HTTPError(500, d.fail_message)  # nothing written yet: a plain error
+                return self._line({"error": d.fail_message}, end=True)
+            time.sleep(d.token_delay_s)
+            if stream and not (d.text_in_final and i == len(out) - 1):
+                started = self._line({**base(), **_part(chat, tok), "done": False}, started)
+        eval_ns = time.perf_counter_ns() - t_eval if out else 0
+        text = "".join(out) if not stream else out[-1] if out and d.text_in_final else ""
+        final = {**base(), **_part(chat, text), "done": True,
+                 "done_reason": "length" if len(out) < len(d.tokens) else "stop"}
+        if not chat and not body.get("raw"):
+            final["context"] = list(range(1, len(words) + len(out) + 1))
+        metrics = {"total_duration": time.perf_counter_ns() - t0, "load_duration": load_ns,
+                   "prompt_eval_count": len(words), "prompt_eval_duration": prompt_ns,
+                   "eval_count": len(out), "eval_duration": eval_ns}
+        final.update({k: v for k, v in metrics.items() if v})  # omitempty
+        with d.cond:
+            r.cache = words + out
+        d.finals.append(final)
+        if stream:
+            self._line(final, started, end=True)
+        else:
+            self._json(200, final)
+
+    def _line(self, obj: Any, started: bool = True, end: bool = False) -> bool:
+        """Write one NDJSON line as one HTTP chunk and flush it; the first sends the headers."""
+        if not started:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) + (b"0\r\n\r\n" if end else b""))
+        self.wfile.flush()
+        return True
