@@ -39,7 +39,7 @@ def test_wrong_type_names_the_key_path_and_value():
         ({"backend": "ollama"}, "needs a base_url"),
         ({"backend": "tgi"}, "backend: Input should be 'embedded', 'ollama', 'openai' or 'llamacpp'"),
         ({"scenarios": [{"name": "a", "model": "m"}, {"name": "a", "model": "n"}]}, "repeated: a"),
-        ({"scenarios": []}, "scenarios: List should have at least 1 item"),
+        ({"scenarios": []}, "a study needs at least one scenario"),
     ],
 )
 def test_invalid_values_are_explained(change, expected):
@@ -63,3 +63,82 @@ def test_base_url_override_is_validated():
     assert with_base_url(spec, "http://localhost:11434").base_url == "http://localhost:11434"
     with pytest.raises(StudyError, match="--base-url: base_url"):
         with_base_url(spec, "localhost:11434")
+
+
+@pytest.mark.parametrize("value, message", [
+    ("300", 'number in a string, which Ollama rejects .*write 300 \\(seconds\\) or "300s"'),
+    ("-1", "number in a string"),
+    ("5 minutes", "not a Go duration"),
+    (True, "cannot be true/false"),
+])
+def test_keep_alive_refuses_what_ollama_refuses_and_says_why(value, message):
+    data = {**MINIMAL, "scenarios": [{"name": "a", "model": "m", "keep_alive": value}]}
+    with pytest.raises(StudyError, match="scenarios\\[0\\].keep_alive: .*" + message):
+        parse_study(data, "f.yaml")
+
+
+@pytest.mark.parametrize("value", [300, -1, 0.5, "5m", "1h30m", "300ms", "-1m", "0"])
+def test_keep_alive_accepts_what_ollama_accepts(value):
+    scenario = {"name": "a", "model": "m", "keep_alive": value}
+    assert parse_study({**MINIMAL, "backend": "ollama", "base_url": "http://h:1", "scenarios": [scenario]})
+
+
+def test_option_types_are_checked_before_the_server_answers_500():
+    data = {**MINIMAL, "scenarios": [{"name": "a", "model": "m", "options": {"num_ctx": "4096"}}]}
+    with pytest.raises(StudyError, match="option 'num_ctx' must be a number"):
+        parse_study(data)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"backend": "openai", "base_url": "http://h:1", "cold_protocol": "unload_before_each"}, "cannot be told to load"),
+    ({"scenarios": [{"name": "a", "model": "m", "keep_alive": 0}]}, "keep_alive 0 has no equivalent"),
+    ({"cold_protocol": "sometimes"}, "cold_protocol: Input should be 'none', 'unload_before_each' or 'first_only'"),
+    ({"targets": {"cv": -1}}, "targets.cv: Input should be greater than 0"),
+    ({"workload": {"order": "shuffled"}}, "workload.order"),
+    ({"workload": {"concurrency": 0}}, "workload.concurrency"),
+])
+def test_study_level_rules(change, message):
+    with pytest.raises(StudyError, match=message):
+        parse_study({**MINIMAL, **change})
+
+
+def test_targets_default_to_the_seed_study_and_can_be_turned_off():
+    spec = parse_study(MINIMAL)
+    assert (spec.targets.first_ms, spec.targets.subsequent_ms, spec.targets.cv) == (2000, 500, 0.5)
+    assert spec.targets.fits_in_vram is True
+    assert parse_study({**MINIMAL, "targets": {"first_ms": None}}).targets.first_ms is None
+
+
+def test_a_sweep_expands_into_one_scenario_per_cell():
+    spec = parse_study({"name": "s", "sweep": {"model": "m", "keep_alive": [2, "5m"], "idle_gap_s": [1, 4.5]}})
+    assert [s.name for s in spec.scenarios] == ["ka-2s-gap-1s", "ka-2s-gap-4.5s", "ka-5m-gap-1s", "ka-5m-gap-4.5s"]
+    assert [spec.idle_gap_of(s) for s in spec.scenarios] == [1, 4.5, 1, 4.5]
+    with pytest.raises(StudyError, match="sweep.keep_alive"):
+        parse_study({"name": "s", "sweep": {"model": "m", "keep_alive": [], "idle_gap_s": [1]}})
+
+
+def test_prompts_file_is_read_relative_to_the_study(tmp_path):
+    (tmp_path / "prompts.txt").write_text("first prompt\n\nsecond prompt\n")
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nscenarios: [{name: a, model: m}]\nworkload: {prompts_file: prompts.txt}\n")
+    spec, raw = load_study(study)
+    assert spec.workload.prompts == ["first prompt", "second prompt"] and "prompts_file" in raw["workload"]
+    study.write_text("name: s\nscenarios: [{name: a, model: m}]\nworkload: {prompts_file: missing.txt}\n")
+    with pytest.raises(StudyError, match="workload.prompts_file: cannot read .*missing.txt"):
+        load_study(study)
+
+
+def test_shipped_studies_are_valid_and_shaped_as_the_seed():
+    seed, _ = load_study("seed-phi3")
+    baseline, optimised = seed.scenarios
+    assert (baseline.model, optimised.model) == ("phi3:mini", "phi3:mini-q4_K_M")
+    assert optimised.keep_alive == -1 and optimised.preload and seed.prepare.pull and seed.lang == "es"
+    assert optimised.options == {"num_ctx": 2048, "num_batch": 128, "num_gpu": 1, "num_thread": 4}
+    demo, _ = load_study("embedded-demo")
+    assert demo.workload.requests >= 30
+    base, opt = demo.scenarios
+    from latencylab.durations import keep_alive_seconds
+    assert demo.idle_gap_of(base) > keep_alive_seconds(base.keep_alive)  # so the baseline pays loads
+    assert opt.preload and keep_alive_seconds(opt.keep_alive) == float("inf")
+    sweep, _ = load_study("keepalive-sweep")
+    assert len(sweep.scenarios) >= 4

@@ -25,3 +25,12 @@ def test_prompts_are_unique_unless_caching_is_wanted():
     assert len({p.prompt for p in unique}) == len(unique)
     cached = plan_requests(_study(requests=10, unique_prefix=False, prompts=["hi"]), "run")
     assert {p.prompt for p in cached} == {"hi"}
+
+
+def test_random_order_is_seeded_and_keeps_warmups_first():
+    first = plan_requests(_study(requests=5, warmup=1, order="random", order_seed=3), "run")
+    again = plan_requests(_study(requests=5, warmup=1, order="random", order_seed=3), "run")
+    other = plan_requests(_study(requests=5, warmup=1, order="random", order_seed=4), "run")
+    order = [p.scenario for p in first]
+    assert order == [p.scenario for p in again] and order != [p.scenario for p in other]
+    assert [p.warmup for p in first[:2]] == [True, True] and sorted(order[2:]) == ["a"] * 5 + ["b"] * 5

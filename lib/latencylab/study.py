@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import paths
+from .durations import keep_alive_seconds
 
 BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
+# Ollama options that must be numbers; a string there is an HTTP 500 from the server.
+INTEGER_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "num_predict", "seed", "top_k",
+                   "num_keep", "repeat_last_n"}
 
 
 class StudyError(ValueError):
@@ -25,11 +29,8 @@ class _Spec(BaseModel):
 class EngineSpec(_Spec):
     """The embedded llama-server (router mode) that serves studies with `backend: embedded`."""
 
-    models_max: int = Field(1, ge=1, description="models kept loaded at once; loading another evicts one")
-    sleep_idle_seconds: float | None = Field(
-        None, gt=0, description="unload a model after this many idle seconds (Ollama's keep_alive)"
-    )
-    ctx_size: int = Field(2048, ge=128, description="context size of every model")
+    models_max: int = Field(2, ge=1, description="models kept loaded at once; loading another evicts one")
+    ctx_size: int = Field(2048, ge=128, description="context size of models whose scenario sets no num_ctx")
     threads: int | None = Field(None, ge=1, description="CPU threads; the engine decides when unset")
 
 
@@ -42,6 +43,18 @@ class TimeoutsSpec(_Spec):
     total_s: float = Field(900.0, gt=0)
 
 
+class TargetsSpec(_Spec):
+    """Pass/fail criteria, the seed study's by default; a null turns one off."""
+
+    metric: Literal["ttfb_ms", "ttft_ms"] = "ttfb_ms"
+    first_ms: float | None = Field(2000.0, gt=0, description="first request of a scenario")
+    subsequent_ms: float | None = Field(500.0, gt=0, description="median of the subsequent requests")
+    mean_ms: float | None = Field(2000.0, gt=0, description="mean of every measured request")
+    mean_stretch_ms: float | None = Field(1000.0, gt=0, description="the stretch goal for the mean")
+    cv: float | None = Field(0.5, gt=0, description="coefficient of variation (std / mean): the seed's variance")
+    fits_in_vram: bool | None = Field(True, description="the model entirely in GPU memory")
+
+
 class ScenarioSpec(_Spec):
     """One configuration to measure: a server, a model and its settings."""
 
@@ -50,8 +63,25 @@ class ScenarioSpec(_Spec):
     base_url: str | None = Field(None, pattern=r"^https?://")
     model: str
     endpoint: Literal["generate", "chat"] = "generate"  # Ollama only
-    keep_alive: float | str | None = None  # Ollama only
-    options: dict[str, Any] = Field(default_factory=dict)  # Ollama `options`
+    keep_alive: int | float | str | None = None  # Ollama's; on the embedded engine, the idle sleep
+    options: dict[str, Any] = Field(default_factory=dict)  # Ollama `options`; mapped onto the engine
+    preload: bool = Field(False, description="load the model (with its keep_alive) before measuring")
+    idle_gap_s: float | None = Field(None, ge=0, description="pause before each request; the workload's when unset")
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        if isinstance(value, bool | int | float | str):  # bool first: it would pass as an int
+            keep_alive_seconds(value)  # raises with Ollama's reason
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in INTEGER_OPTIONS & value.keys():
+            if isinstance(value[key], bool) or not isinstance(value[key], int | float):
+                raise ValueError(f"option {key!r} must be a number, got {value[key]!r} (Ollama answers HTTP 500)")
+        return value
 
 
 class WorkloadSpec(_Spec):
@@ -65,9 +95,37 @@ class WorkloadSpec(_Spec):
         True, description="make every prompt unique so the prompt cache cannot flatter warm requests"
     )
     idle_gap_s: float = Field(0.0, ge=0, description="pause before each request")
-    order: Literal["interleaved", "blocked"] = "interleaved"
+    order: Literal["interleaved", "blocked", "random"] = "interleaved"
+    order_seed: int = Field(0, description="seed of the random order")
+    concurrency: int = Field(1, ge=1, description="requests in flight at once")
     temperature: float | None = 0.0
     seed: int | None = 42
+
+
+class PrepareSpec(_Spec):
+    """Steps before measuring."""
+
+    pull: bool = Field(False, description="Ollama: pull models the server does not have (/api/pull)")
+
+
+def _label(keep_alive: int | float | str) -> str:
+    return f"{keep_alive:g}s" if isinstance(keep_alive, float | int) else keep_alive
+
+
+class SweepSpec(_Spec):
+    """A grid of scenarios: one per keep_alive × idle gap, all on one model."""
+
+    model: str
+    keep_alive: list[int | float | str] = Field(min_length=1)
+    idle_gap_s: list[float] = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def scenarios(self) -> list[dict[str, Any]]:
+        return [
+            {"name": f"ka-{_label(ka)}-gap-{gap:g}s", "model": self.model, "keep_alive": ka, "idle_gap_s": gap,
+             "options": self.options}
+            for ka in self.keep_alive for gap in self.idle_gap_s
+        ]
 
 
 class StudySpec(_Spec):
@@ -75,23 +133,51 @@ class StudySpec(_Spec):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    lang: Literal["en", "es"] = "en"
     backend: BackendKind = "embedded"
     base_url: str | None = Field(None, pattern=r"^https?://")
     engine: EngineSpec = EngineSpec()
     timeouts: TimeoutsSpec = TimeoutsSpec()
+    targets: TargetsSpec = TargetsSpec()
     workload: WorkloadSpec = WorkloadSpec()
-    scenarios: list[ScenarioSpec] = Field(min_length=1)
+    prepare: PrepareSpec = PrepareSpec()
+    cold_protocol: Literal["none", "unload_before_each", "first_only"] = "none"
+    sweep: SweepSpec | None = None
+    scenarios: list[ScenarioSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweep(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sweep"), dict):
+            try:
+                sweep = SweepSpec.model_validate(data["sweep"])
+            except ValidationError:
+                return data  # reported with its key path by the field validation
+            data = {**data, "scenarios": [*data.get("scenarios", []), *sweep.scenarios()]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
+        if not self.scenarios:
+            raise ValueError("a study needs at least one scenario (scenarios: or sweep:)")
         names = [s.name for s in self.scenarios]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"scenario names must be unique; repeated: {', '.join(duplicates)}")
         for s in self.scenarios:
-            kind = s.backend or self.backend
+            kind = self.backend_of(s)
             if kind != "embedded" and not (s.base_url or self.base_url):
                 raise ValueError(f"scenario {s.name!r} uses backend {kind!r} and needs a base_url")
+            if kind == "openai" and (self.cold_protocol != "none" or s.preload):
+                raise ValueError(
+                    f"scenario {s.name!r}: an OpenAI-compatible server cannot be told to load or unload; "
+                    "use backend ollama or llamacpp, or cold_protocol: none and preload: false"
+                )
+            if kind == "embedded" and s.keep_alive is not None and keep_alive_seconds(s.keep_alive) == 0:
+                raise ValueError(
+                    f"scenario {s.name!r}: keep_alive 0 has no equivalent on the embedded engine (its idle sleep "
+                    "is at least 1 s); use cold_protocol: unload_before_each to measure cold requests"
+                )
         return self
 
     def backend_of(self, scenario: ScenarioSpec) -> BackendKind:
@@ -99,6 +185,9 @@ class StudySpec(_Spec):
 
     def base_url_of(self, scenario: ScenarioSpec) -> str | None:
         return scenario.base_url or self.base_url
+
+    def idle_gap_of(self, scenario: ScenarioSpec) -> float:
+        return self.workload.idle_gap_s if scenario.idle_gap_s is None else scenario.idle_gap_s
 
     @property
     def uses_engine(self) -> bool:
@@ -133,10 +222,29 @@ def _describe(error: dict[str, Any], source: str) -> str:
     return f"{source}: {where}: {message}"
 
 
-def parse_study(data: Any, source: str = "<study>") -> StudySpec:
+def _inline_prompts(data: dict[str, Any], source: str, base_dir: Path) -> dict[str, Any]:
+    """Replace `workload.prompts_file` (relative to the study file) by the prompts it holds."""
+    workload = data.get("workload")
+    if not isinstance(workload, dict) or not isinstance(workload.get("prompts_file"), str):
+        return data
+    if "prompts" in workload:
+        raise StudyError(f"{source}: workload: give prompts or prompts_file, not both")
+    file = base_dir / workload["prompts_file"]
+    try:
+        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{source}: workload.prompts_file: cannot read {file}: {exc}") from None
+    if not prompts:
+        raise StudyError(f"{source}: workload.prompts_file: {file} holds no prompt (one per line)")
+    rest = {k: v for k, v in workload.items() if k != "prompts_file"}
+    return {**data, "workload": {**rest, "prompts": prompts}}
+
+
+def parse_study(data: Any, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:
     """Validate a study already read from YAML; raise `StudyError` listing every problem."""
     if not isinstance(data, dict):
         raise StudyError(f"{source}: a study must be a YAML mapping, got {type(data).__name__}")
+    data = _inline_prompts(data, source, base_dir or Path.cwd())
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
@@ -161,9 +269,10 @@ def load_study(name_or_path: str | Path) -> tuple[StudySpec, dict[str, Any]]:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {exc}") from None
-    return parse_study(raw, str(path)), raw
+    return parse_study(raw, str(path), path.parent), raw
 
 
 def with_base_url(study: StudySpec, base_url: str) -> StudySpec:
     """The study with `base_url` for every scenario that does not name its own (validated again)."""
-    return parse_study({**study.model_dump(mode="json"), "base_url": base_url}, "--base-url")
+    data = study.model_dump(mode="json", exclude={"sweep"})  # its scenarios are already expanded
+    return parse_study({**data, "base_url": base_url}, "--base-url")

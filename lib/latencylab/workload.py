@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from .study import StudySpec
@@ -34,7 +35,7 @@ class PlannedRequest:
 
 
 def plan_requests(study: StudySpec, run_id: str) -> list[PlannedRequest]:
-    """Warm-ups first, then the measured requests, scenarios interleaved or in blocks."""
+    """Warm-ups first, then the measured requests: scenarios interleaved, in blocks, or shuffled (seeded)."""
     workload = study.workload
     prompts = BUILTIN_PROMPTS if workload.prompts == "builtin" else tuple(workload.prompts)
     names = [s.name for s in study.scenarios]
@@ -44,8 +45,10 @@ def plan_requests(study: StudySpec, run_id: str) -> list[PlannedRequest]:
             slots += [(name, True)] * workload.warmup + [(name, False)] * workload.requests
     else:
         for warmup, count in ((True, workload.warmup), (False, workload.requests)):
-            for _ in range(count):
-                slots += [(name, warmup) for name in names]
+            block = [(name, warmup) for _ in range(count) for name in names]
+            if workload.order == "random":
+                random.Random(workload.order_seed).shuffle(block)
+            slots += block
     plan = []
     for seq, (name, warmup) in enumerate(slots):
         prompt = prompts[seq % len(prompts)]
