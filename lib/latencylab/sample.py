@@ -38,7 +38,10 @@ class Sample:
     warmup: bool = False
     phase: str = "subsequent"
     state: str = "unknown"
-    resident_before: bool | None = None
+    resident_before: bool | None = None  # from a probe that loads nothing (/api/ps, /models)
+    resident_after: bool | None = None
+    keep_alive: str | None = None  # as the scenario gave it
+    idle_gap_s: float | None = None  # the planned pause before this request
     started_at: float = 0.0  # wall-clock UNIX time of t0, for timelines
     idle_before_s: float | None = None  # time since the previous request of the run ended
     prompt_chars: int = 0
@@ -57,10 +60,22 @@ class Sample:
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
     load_ms: float | None = None
+    # "server" (Ollama's load_duration), "derived" (TTFT − prompt − first token), "probe" (was resident: 0)
+    load_ms_source: str | None = None
     prompt_eval_ms: float | None = None
     eval_ms: float | None = None
     total_ms: float | None = None
     done_reason: str | None = None
+    # residency, from the probe after the request
+    model_size_bytes: int | None = None
+    vram_bytes: int | None = None
+    gpu_share: float | None = None
+    fits_in_vram: bool | None = None
+    context_length: int | None = None
+    gpu_layers: int | None = None  # llama-server: layers offloaded, from its log
+    server_rss_bytes: int | None = None  # embedded engine: resident memory of the model's process
+    gpu_mem_used_bytes: int | None = None  # NVML, when an NVIDIA GPU is present
+    gpu_util_pct: float | None = None
     text: str = ""
 
     def fail(self, kind: str, message: str) -> None:

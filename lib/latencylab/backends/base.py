@@ -45,6 +45,35 @@ class GenerationRequest:
     cache_prompt: bool | None = None  # llama-server `cache_prompt`
 
 
+@dataclass(frozen=True)
+class Residency:
+    """What a probe that loads nothing says about one model: resident or not, and where it sits."""
+
+    resident: bool
+    size_bytes: int | None = None
+    vram_bytes: int | None = None
+    context_length: int | None = None
+    expires_at: str | None = None
+
+    @property
+    def gpu_share(self) -> float | None:
+        """Fraction of the model in GPU memory (1.0 is Ollama's "100% GPU")."""
+        if self.vram_bytes is None or not self.size_bytes:
+            return None
+        return self.vram_bytes / self.size_bytes
+
+    @property
+    def fits_in_vram(self) -> bool | None:
+        share = self.gpu_share
+        return None if share is None else share >= 1.0
+
+    def fill(self, sample: Sample) -> None:
+        sample.resident_after = self.resident
+        sample.model_size_bytes, sample.vram_bytes = self.size_bytes, self.vram_bytes
+        sample.gpu_share, sample.fits_in_vram = self.gpu_share, self.fits_in_vram
+        sample.context_length = self.context_length
+
+
 class ServerError(Exception):
     """The server said something went wrong (an HTTP error body or an error line in the stream)."""
 
@@ -165,9 +194,32 @@ class Backend(ABC):
     def parser(self) -> StreamParser:
         """A fresh parser for one response."""
 
-    async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
+    async def probe(self, client: httpx.AsyncClient, model: str) -> Residency | None:
         """Whether `model` is loaded right now, from a probe that loads nothing; None if unknowable."""
         return None
+
+    async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
+        found = await self.probe(client, model)
+        return None if found is None else found.resident
+
+    async def load(self, client: httpx.AsyncClient, model: str, **settings: Any) -> None:
+        """Load `model` and wait until the server shows it resident."""
+        raise NotImplementedError(f"a {self.kind} server cannot be told to load a model")
+
+    async def unload(self, client: httpx.AsyncClient, model: str) -> None:
+        """Unload `model` and wait until the server shows it gone."""
+        raise NotImplementedError(f"a {self.kind} server cannot be told to unload a model")
+
+    async def wait_resident(
+        self, client: httpx.AsyncClient, model: str, wanted: bool, timeout_s: float = 120.0
+    ) -> None:
+        """Poll the probe until `model` is (or is no longer) resident."""
+        deadline = time.monotonic() + timeout_s
+        while await self.resident(client, model) is not wanted:
+            if time.monotonic() > deadline:
+                state = "loaded" if wanted else "unloaded"
+                raise ServerError("timeout", f"{model} not {state} after {timeout_s:g} s")
+            await asyncio.sleep(0.05)
 
     async def measure(self, client: httpx.AsyncClient, request: GenerationRequest) -> Sample:
         """Send one streaming request and time it; any failure is recorded in the sample."""

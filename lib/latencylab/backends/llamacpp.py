@@ -9,8 +9,20 @@ from typing import Any
 import httpx
 
 from ..sample import Sample
-from .base import GenerationRequest, ServerError, StreamParser, error_text
+from .base import GenerationRequest, Residency, ServerError, StreamParser, error_text
 from .openai import OpenAIBackend, OpenAIParser
+
+# Ollama's per-request options that llama-server reads under its own names.
+SAMPLING_OPTIONS = {"temperature": "temperature", "seed": "seed", "top_k": "top_k", "top_p": "top_p",
+                    "min_p": "min_p", "typical_p": "typical_p", "repeat_penalty": "repeat_penalty",
+                    "repeat_last_n": "repeat_last_n", "presence_penalty": "presence_penalty",
+                    "frequency_penalty": "frequency_penalty", "stop": "stop", "num_predict": "max_tokens"}
+
+
+def _status(entry: dict[str, Any]) -> str:
+    status = entry.get("status")
+    value = status.get("value") if isinstance(status, dict) else status
+    return value or "loaded"  # a single-model server gives no status: its model is always loaded
 
 
 class LlamaCppParser(OpenAIParser):
@@ -46,6 +58,9 @@ class LlamaCppBackend(OpenAIBackend):
 
     def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         path, body = super().build(request)
+        for option, field in SAMPLING_OPTIONS.items():
+            if option in request.options:
+                body[field] = request.options[option]
         if request.cache_prompt is not None:
             body["cache_prompt"] = request.cache_prompt
         return path, body
@@ -53,23 +68,25 @@ class LlamaCppBackend(OpenAIBackend):
     def parser(self) -> StreamParser:
         return LlamaCppParser()
 
-    async def models(self, client: httpx.AsyncClient) -> dict[str, str]:
-        """Model id → router status (`unloaded | loading | loaded | sleeping`); never wakes a model."""
+    async def _entries(self, client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         response = await client.get(self.url("/models"))
         response.raise_for_status()
-        result = {}
-        for entry in response.json().get("data") or []:
-            status = entry.get("status")
-            value = status.get("value") if isinstance(status, dict) else status
-            result[entry.get("id", "")] = value or "loaded"  # single-model servers give no status
-        return result
+        return {entry.get("id", ""): entry for entry in response.json().get("data") or []}
 
-    async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
+    async def models(self, client: httpx.AsyncClient) -> dict[str, str]:
+        """Model id → router status (`unloaded | loading | loaded | sleeping`); never wakes a model."""
+        return {model_id: _status(entry) for model_id, entry in (await self._entries(client)).items()}
+
+    async def probe(self, client: httpx.AsyncClient, model: str) -> Residency | None:
         try:
-            status = (await self.models(client)).get(model)
+            entry = (await self._entries(client)).get(model)
         except (httpx.HTTPError, ValueError):
             return None
-        return None if status is None else status == "loaded"
+        if entry is None:
+            return None
+        meta = entry.get("meta") or {}
+        return Residency(resident=_status(entry) == "loaded", size_bytes=meta.get("size"),
+                         context_length=meta.get("n_ctx"))
 
     async def _post(self, client: httpx.AsyncClient, action: str, model: str) -> None:
         response = await client.post(self.url(f"/models/{action}"), json={"model": model}, timeout=None)
@@ -89,12 +106,14 @@ class LlamaCppBackend(OpenAIBackend):
                 raise ServerError("timeout", f"{model} still {status!r} after {timeout_s:g} s")
             await asyncio.sleep(0.05)
 
-    async def load(self, client: httpx.AsyncClient, model: str) -> None:
+    async def load(self, client: httpx.AsyncClient, model: str, **settings: Any) -> None:
         """Load `model` and wait until the router reports it loaded."""
         await self._post(client, "load", model)
         await self.wait_status(client, model, {"loaded"})
 
     async def unload(self, client: httpx.AsyncClient, model: str) -> None:
         """Unload `model` and wait until the router no longer holds it."""
+        if (await self.models(client)).get(model) not in ("loaded", "loading"):
+            return
         await self._post(client, "unload", model)
         await self.wait_status(client, model, {"unloaded", "sleeping"})

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from tqdm.auto import tqdm
 
 from ..sample import Sample
-from .base import Backend, GenerationRequest, ServerError, StreamParser, error_text, parse_json_line
+from .base import Backend, GenerationRequest, Residency, ServerError, StreamParser, error_text, parse_json_line
 
 NS_PER_MS = 1e6
 
@@ -33,7 +34,7 @@ def _stopping(expires_at: str | None, now: datetime) -> bool:
 
 
 @dataclass(frozen=True)
-class Residency:
+class LoadedModel:
     """One loaded model as `/api/ps` reports it."""
 
     name: str
@@ -46,6 +47,11 @@ class Residency:
     def gpu_share(self) -> float | None:
         """Fraction of the model in VRAM (1.0 is the CLI's "100% GPU")."""
         return self.size_vram / self.size if self.size else None
+
+    def residency(self, now: datetime) -> Residency:
+        return Residency(resident=not _stopping(self.expires_at, now), size_bytes=self.size,
+                         vram_bytes=self.size_vram, context_length=self.context_length,
+                         expires_at=self.expires_at)
 
 
 class OllamaParser(StreamParser):
@@ -76,6 +82,7 @@ class OllamaParser(StreamParser):
         sample.done_reason = f.get("done_reason")
         if sample.done_reason in ("load", "unload"):
             return  # these replies carry no metrics at all, not omitted zeros
+        sample.load_ms_source = "server"
         # Every metric is `omitempty`: a missing field is a zero, not an unknown.
         for column, key in (
             ("load_ms", "load_duration"),
@@ -131,21 +138,31 @@ class OllamaBackend(Backend):
         return response.json()
 
     async def load(
-        self, client: httpx.AsyncClient, model: str, keep_alive: float | str | None = None
+        self,
+        client: httpx.AsyncClient,
+        model: str,
+        keep_alive: float | str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Load-only request (empty prompt); Ollama answers `done_reason: "load"` without metrics."""
-        return await self._control(client, self._body(model, "", keep_alive))
+        """Load-only request (empty prompt); Ollama answers `done_reason: "load"` without metrics.
+
+        `options` should be the scenario's, so that its first measured request does not reload.
+        """
+        body = self._body(model, "", keep_alive)
+        if options:
+            body["options"] = options
+        return await self._control(client, body)
 
     async def unload(self, client: httpx.AsyncClient, model: str) -> dict[str, Any]:
         """Empty prompt with `keep_alive: 0`; the unload itself finishes asynchronously."""
         return await self._control(client, self._body(model, "", 0))
 
-    async def ps(self, client: httpx.AsyncClient) -> list[Residency]:
+    async def ps(self, client: httpx.AsyncClient) -> list[LoadedModel]:
         """The loaded models, from `GET /api/ps` (which never loads anything)."""
         response = await client.get(self.url("/api/ps"))
         response.raise_for_status()
         return [
-            Residency(
+            LoadedModel(
                 name=m.get("name") or m.get("model", ""),
                 size=int(m.get("size", 0)),
                 size_vram=int(m.get("size_vram", 0)),
@@ -155,10 +172,43 @@ class OllamaBackend(Backend):
             for m in response.json().get("models") or []
         ]
 
-    async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
+    async def probe(self, client: httpx.AsyncClient, model: str) -> Residency | None:
         try:
             loaded = await self.ps(client)
         except (httpx.HTTPError, ValueError):
             return None
         now = datetime.now(UTC)
-        return any(full_name(m.name) == full_name(model) and not _stopping(m.expires_at, now) for m in loaded)
+        for entry in loaded:
+            if full_name(entry.name) == full_name(model):
+                return entry.residency(now)
+        return Residency(resident=False)
+
+    async def tags(self, client: httpx.AsyncClient) -> set[str]:
+        """The models the server has pulled, by full `name:tag`."""
+        response = await client.get(self.url("/api/tags"))
+        if response.status_code >= 400:
+            raise ServerError("http", f"/api/tags: HTTP {response.status_code}: {error_text(response.content)}")
+        return {full_name(m.get("name") or m.get("model", "")) for m in response.json().get("models") or []}
+
+    async def pull_missing(self, client: httpx.AsyncClient, model: str) -> bool:
+        """Pull `model` unless the server has it (the seed's step 1); returns whether it pulled."""
+        if full_name(model) in await self.tags(client):
+            return False
+        with tqdm(desc=f"pull {model}", unit="B", unit_scale=True) as bar:
+            async with client.stream("POST", self.url("/api/pull"), json={"model": model, "stream": True},
+                                     timeout=httpx.Timeout(self.timeouts.connect_s, read=None)) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise ServerError("http", f"pull {model}: HTTP {response.status_code}: {error_text(body)}")
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = parse_json_line(line.encode())
+                    if event.get("error"):  # an unknown model fails with 200 and an error line
+                        raise ServerError("server_error", f"pull {model}: {event['error']}")
+                    if event.get("total"):
+                        bar.total = event["total"]
+                        bar.n = event.get("completed", 0)
+                    bar.set_postfix_str(event.get("status", ""))
+                    bar.refresh()
+        return True
