@@ -128,3 +128,44 @@ def test_the_server_listens_on_loopback_only(router):
     listening = [c for c in psutil.Process(router.process.pid).net_connections(kind="tcp")
                  if c.status == psutil.CONN_LISTEN]
     assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)
+
+
+def _run_shipped(name: str, **workload) -> object:
+    import yaml
+
+    from latencylab import paths, runner, store
+    from latencylab.study import parse_study
+
+    raw = yaml.safe_load((paths.STUDIES_DIR / f"{name}.yaml").read_text())
+    raw["workload"] = {**raw.get("workload", {}), **workload}
+    return store.load_run(runner.run_study(parse_study(raw), raw, progress=False))
+
+
+def test_demo_baseline_pays_loads_and_optimised_stays_warm(workdir, models):
+    frame = _run_shipped("embedded-demo", requests=3)
+    assert frame["ok"].all(), frame["error"].tolist()
+    baseline, optimised = frame[frame["scenario"] == "baseline"], frame[frame["scenario"] == "optimised"]
+    assert list(baseline["state"]) == ["cold"] * 3
+    assert list(optimised["state"]) == ["warm"] * 3
+    assert (baseline["load_ms_source"] == "derived").all() and (optimised["load_ms"] == 0).all()
+    assert baseline["ttfb_ms"].median() > 2 * optimised["ttfb_ms"].median()
+    assert set(baseline["context_length"]) == {8192} and set(optimised["context_length"]) == {2048}
+    assert (frame["server_rss_bytes"] > 10 * 2**20).all() and (frame["model_size_bytes"] > 0).all()
+
+
+def test_sweep_cold_share_rises_once_the_gap_passes_the_idle_sleep(workdir, models):
+    import yaml
+
+    from latencylab import analysis, runner, store
+    from latencylab.study import parse_study
+
+    raw = yaml.safe_load("""
+        name: mini-sweep
+        workload: {requests: 3, max_tokens: 4, order: blocked}
+        engine: {models_max: 4}
+        sweep: {model: smollm2-135m-q4_1, keep_alive: [2], idle_gap_s: [0.5, 3.5]}
+    """)
+    frame = store.load_run(runner.run_study(parse_study(raw), raw, progress=False))
+    table = analysis.sweep(frame)
+    short, long = table["cold_share"].tolist()
+    assert short <= 1 / 3 and long == 1.0  # only the very first request of the short-gap cell is cold

@@ -11,6 +11,7 @@ import ctypes
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -195,15 +196,16 @@ class Engine:
     def command(self) -> list[str]:
         """The llama-server command line (loopback only; no shell)."""
         cmd = [str(find_binary("llama-server")), "--host", "127.0.0.1", "--port", str(self.port),
-               "--models-dir", str(self.models_dir), "--models-max", str(self.models_max),
-               "--ctx-size", str(self.ctx_size), "--no-webui"]
+               "--models-dir", str(self.models_dir), "--models-max", str(self.models_max), "--no-webui"]
+        # Defaults go in the presets' `[*]` section: flags on the command line would override every preset.
+        defaults: dict[str, Any] = {"ctx-size": self.ctx_size}
         if self.sleep_idle_seconds is not None:
-            cmd += ["--sleep-idle-seconds", f"{self.sleep_idle_seconds:g}"]
+            defaults["sleep-idle-seconds"] = f"{self.sleep_idle_seconds:g}"
         if self.threads:
-            cmd += ["--threads", str(self.threads)]
-        if self.presets:
-            assert self._tmp is not None
-            cmd += ["--models-preset", str(write_presets(self.presets, Path(self._tmp.name) / "presets.ini"))]
+            defaults["threads"] = self.threads
+        assert self._tmp is not None
+        presets_file = Path(self._tmp.name) / "presets.ini"
+        cmd += ["--models-preset", str(write_presets({"*": defaults, **self.presets}, presets_file))]
         return cmd
 
     def version(self) -> str:
@@ -262,6 +264,35 @@ class Engine:
             return [root.pid] + [p.pid for p in root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
+
+    def instance(self, model_id: str) -> psutil.Process | None:
+        """The child process serving `model_id` (the router starts each with `--alias <id>`)."""
+        for pid in self.pids()[1:]:
+            try:
+                process = psutil.Process(pid)
+                args = process.cmdline()
+            except psutil.Error:
+                continue
+            if "--alias" in args and args[args.index("--alias") + 1 : args.index("--alias") + 2] == [model_id]:
+                return process
+        return None
+
+    def rss_bytes(self, model_id: str) -> int | None:
+        """Resident memory of the process serving `model_id`, if it runs."""
+        process = self.instance(model_id)
+        try:
+            return process.memory_info().rss if process else None
+        except psutil.Error:
+            return None
+
+    def gpu_layers(self, model_id: str) -> int | None:
+        """Layers offloaded to the GPU, from the instance's "offloaded N/M layers to GPU" log line."""
+        process = self.instance(model_id)
+        if process is None or not self.log_path or not self.log_path.exists():
+            return None
+        pattern = re.compile(rf"\[{process.pid}\].*offloaded (\d+)/\d+ layers to GPU")
+        found = pattern.findall(self.log_path.read_text(errors="replace"))
+        return int(found[-1]) if found else None
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop the server and its children for sure: SIGTERM, then SIGKILL after `grace_s`."""

@@ -1,4 +1,4 @@
-"""Executes a study: starts the embedded engine if needed, sends the plan, stores every sample at once."""
+"""Executes a study: engine, preparation, cold protocol, probes, requests; every sample stored at once."""
 
 from __future__ import annotations
 
@@ -6,50 +6,58 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from tqdm.auto import tqdm
 
-from . import engine as engine_mod
+from . import embedded, paths
 from .backends import Backend, GenerationRequest, Timeouts, make_backend
+from .backends.base import ServerError
+from .backends.ollama import OllamaBackend
+from .engine import Engine, prepare_models
+from .gpu import GpuMonitor
 from .sample import Sample
 from .store import RunWriter, new_run_id
 from .study import ScenarioSpec, StudySpec
 from .workload import PlannedRequest, plan_requests
 
 API_KEY_ENV = "LATENCYLAB_API_KEY"  # for OpenAI-compatible servers that need a key; never stored
+# Ollama reloads a resident model when one of these differs from the options it was loaded with.
+RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "use_mmap")
+# A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
+# Ollama requests report a few ms of load_duration).
+RELOAD_EVIDENCE_MS = 20.0
 
 
 @dataclass
 class Target:
-    """Where one scenario's requests go."""
+    """Where one scenario's requests go, and under which model id the server knows its model."""
 
     scenario: ScenarioSpec
     backend: Backend
+    model: str
+    client: httpx.AsyncClient | None = None
+    runner_options: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def _engine_for(study: StudySpec, run_dir: Path) -> Any:
-    """The embedded engine when a scenario needs it, stopped on every exit path."""
+def _engine_for(study: StudySpec, run_dir: Path) -> Iterator[Engine | None]:
+    """The embedded engine with one preset per scenario, stopped on every exit path."""
     if not study.uses_engine:
         yield None
         return
-    engine_mod.prepare_models()
-    spec = study.engine
-    with engine_mod.Engine(
-        log_path=run_dir / "llama-server.log",
-        models_max=spec.models_max,
-        sleep_idle_seconds=spec.sleep_idle_seconds,
-        ctx_size=spec.ctx_size,
-        threads=spec.threads,
-    ) as engine:
+    prepare_models()
+    with Engine(log_path=run_dir / "llama-server.log", models_max=study.engine.models_max,
+                ctx_size=study.engine.ctx_size, threads=study.engine.threads,
+                presets=embedded.presets(study, paths.MODELS_DIR)) as engine:
         yield engine
 
 
-def _targets(study: StudySpec, engine: engine_mod.Engine | None) -> dict[str, Target]:
+def _targets(study: StudySpec, engine: Engine | None) -> dict[str, Target]:
     timeouts = Timeouts(**study.timeouts.model_dump())
     api_key = os.environ.get(API_KEY_ENV)
     targets = {}
@@ -58,25 +66,157 @@ def _targets(study: StudySpec, engine: engine_mod.Engine | None) -> dict[str, Ta
         if kind == "embedded":
             assert engine is not None
             backend = make_backend("llamacpp", engine.base_url, timeouts=timeouts)
+            model = embedded.served_model_id(s)
         else:
             extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
             backend = make_backend(kind, study.base_url_of(s) or "", timeouts=timeouts, api_key=api_key, **extra)
-        targets[s.name] = Target(s, backend)
+            model = s.model
+        runner_options = {k: s.options[k] for k in RUNNER_OPTIONS if k in s.options}
+        targets[s.name] = Target(s, backend, model, runner_options=runner_options)
     return targets
 
 
 def _request(study: StudySpec, target: Target, planned: PlannedRequest) -> GenerationRequest:
     w, s = study.workload, target.scenario
+    # The engine applies runner options and keep_alive through its presets, not per request.
+    on_engine = study.backend_of(s) == "embedded"
+    options = {k: v for k, v in s.options.items() if not (on_engine and k in embedded.ENGINE_OPTIONS)}
     return GenerationRequest(
-        model=s.model, prompt=planned.prompt, max_tokens=w.max_tokens, temperature=w.temperature,
-        seed=w.seed, options=dict(s.options), keep_alive=s.keep_alive,
+        model=target.model, prompt=planned.prompt, max_tokens=w.max_tokens, temperature=w.temperature,
+        seed=w.seed, options=options, keep_alive=None if on_engine else s.keep_alive,
         cache_prompt=None if w.unique_prefix else True,
     )
 
 
-def classify_state(resident_before: bool | None) -> str:
-    """`cold` when the server showed the model not resident, `warm` when resident, else `unknown`."""
-    return {True: "warm", False: "cold"}.get(resident_before, "unknown")  # type: ignore[arg-type]
+def classify_state(resident_before: bool | None, options_changed: bool, load_ms: float | None) -> str:
+    """cold / reload / warm / unknown, from the probe before the request and the server's load time."""
+    if resident_before is None:
+        return "unknown"
+    if not resident_before:
+        return "cold"
+    if options_changed and (load_ms is None or load_ms >= RELOAD_EVIDENCE_MS):
+        return "reload"
+    return "warm"
+
+
+def derive_load_ms(sample: Sample) -> None:
+    """llama-server reports no load time: TTFT minus prompt processing and one token's generation."""
+    if sample.load_ms is not None or not sample.ok:
+        return
+    if sample.state == "warm":
+        sample.load_ms, sample.load_ms_source = 0.0, "probe"
+    elif sample.state in ("cold", "reload") and None not in (sample.ttft_ms, sample.prompt_eval_ms, sample.eval_ms):
+        first_token = sample.eval_ms / sample.output_tokens if sample.output_tokens else 0.0
+        sample.load_ms = max(0.0, sample.ttft_ms - sample.prompt_eval_ms - first_token)
+        sample.load_ms_source = "derived"
+
+
+class Collector:
+    """One run in progress: sends the plan and writes each sample the moment it exists."""
+
+    def __init__(self, study: StudySpec, targets: dict[str, Target], writer: RunWriter, run_id: str,
+                 engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool) -> None:
+        self.study, self.targets, self.writer, self.run_id = study, targets, writer, run_id
+        self.engine, self.on_sample = engine, on_sample
+        self.gpu = GpuMonitor()
+        self.started: set[str] = set()  # scenarios whose first request has been sent
+        self.measured: set[str] = set()  # scenarios whose first measured request has been sent
+        self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
+        self.last_end: float | None = None
+        self.bar = tqdm(total=0, desc=study.name, unit="req", disable=not progress)
+
+    async def prepare(self) -> None:
+        """Pull what an Ollama server lacks (when asked), with a progress bar per model."""
+        if not self.study.prepare.pull:
+            return
+        for target in self.targets.values():
+            if isinstance(target.backend, OllamaBackend):
+                assert target.client is not None
+                await target.backend.pull_missing(target.client, target.model)
+
+    async def send(self, planned: PlannedRequest) -> None:
+        target = self.targets[planned.scenario]
+        backend, client, s = target.backend, target.client, target.scenario
+        assert client is not None
+        first_of_scenario = planned.scenario not in self.started
+        self.started.add(planned.scenario)
+        if self.study.cold_protocol == "unload_before_each" or (
+            self.study.cold_protocol == "first_only" and first_of_scenario
+        ):
+            await backend.unload(client, target.model)
+            await backend.wait_resident(client, target.model, False)
+        elif s.preload and first_of_scenario:
+            await self._preload(target)
+        gap = self.study.idle_gap_of(s)
+        if gap:
+            await asyncio.sleep(gap)
+        before = await backend.probe(client, target.model)
+        sample = await backend.measure(client, _request(self.study, target, planned))
+        after = await backend.probe(client, target.model)
+        self._annotate(sample, planned, target, before, after, gap)
+        self.writer.append(sample)
+        self.bar.update(1)
+        self.bar.set_postfix_str(_postfix(sample))
+        if self.on_sample:
+            self.on_sample(sample)
+
+    async def _preload(self, target: Target) -> None:
+        """The seed's step 2: load the model with its own keep_alive (and options) before measuring."""
+        assert target.client is not None
+        if isinstance(target.backend, OllamaBackend):
+            await target.backend.load(target.client, target.model, target.scenario.keep_alive,
+                                      target.scenario.options or None)
+        else:
+            await target.backend.load(target.client, target.model)
+        await target.backend.wait_resident(target.client, target.model, True)
+        self.loaded_with[target.model] = target.runner_options
+
+    def _annotate(self, sample: Sample, planned: PlannedRequest, target: Target, before: Any, after: Any,
+                  gap: float) -> None:
+        s = target.scenario
+        sample.run_id, sample.seq, sample.scenario = self.run_id, planned.seq, planned.scenario
+        sample.warmup, sample.idle_gap_s = planned.warmup, gap
+        sample.keep_alive = None if s.keep_alive is None else str(s.keep_alive)
+        sample.resident_before = None if before is None else before.resident
+        options_changed = target.model in self.loaded_with and self.loaded_with[target.model] != target.runner_options
+        sample.state = classify_state(sample.resident_before, options_changed, sample.load_ms)
+        self.loaded_with[target.model] = target.runner_options
+        derive_load_ms(sample)
+        if not planned.warmup and planned.scenario not in self.measured:
+            sample.phase = "first"
+            self.measured.add(planned.scenario)
+        if after is not None:
+            after.fill(sample)
+        if self.engine is not None and self.study.backend_of(s) == "embedded":
+            sample.server_rss_bytes = self.engine.rss_bytes(target.model)
+            sample.gpu_layers = self.engine.gpu_layers(target.model)
+        if (gpu := self.gpu.snapshot()) is not None:
+            sample.gpu_mem_used_bytes, sample.gpu_util_pct = gpu.mem_used_bytes, gpu.util_pct
+        sample.idle_before_s = None if self.last_end is None else max(0.0, sample.started_at - self.last_end)
+        self.last_end = time.time()
+
+    async def run(self, plan: list[PlannedRequest]) -> None:
+        """Send `plan` with `workload.concurrency` requests in flight (closed loop, plan order)."""
+        self.bar.total = len(plan)
+        self.bar.refresh()
+        queue = iter(plan)
+
+        async def worker() -> None:
+            for planned in queue:  # shared iterator: each request is taken by one worker
+                await self.send(planned)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.study.workload.concurrency)))
+        finally:
+            self.bar.close()
+
+
+@contextlib.asynccontextmanager
+async def _clients(targets: dict[str, Target]) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for target in targets.values():
+            target.client = await stack.enter_async_context(target.backend.client())
+        yield
 
 
 async def collect(
@@ -97,59 +237,25 @@ async def collect(
         with _engine_for(study, writer.dir) as engine:
             if engine is not None:
                 writer.update(server={"kind": "embedded llama-server", "version": engine.version(),
-                                      "command": engine.command()})
+                                      "command": engine.command(), "presets": engine.presets})
             targets = _targets(study, engine)
-            await _send_all(study, plan, targets, writer, run_id, on_sample, progress)
+            async with _clients(targets):
+                collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
+                await collector.prepare()
+                await collector.run(plan)
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
         raise
+    except ServerError as exc:
+        raise RunError(f"run {run_id} stopped: {exc}") from exc
     finally:
         writer.close(status)
     return run_id
 
 
-@contextlib.asynccontextmanager
-async def _clients(targets: dict[str, Target]) -> AsyncIterator[dict[str, Any]]:
-    async with contextlib.AsyncExitStack() as stack:
-        yield {name: await stack.enter_async_context(t.backend.client()) for name, t in targets.items()}
-
-
-async def _send_all(
-    study: StudySpec,
-    plan: list[PlannedRequest],
-    targets: dict[str, Target],
-    writer: RunWriter,
-    run_id: str,
-    on_sample: Callable[[Sample], None] | None,
-    progress: bool,
-) -> None:
-    seen_measured: set[str] = set()
-    last_end: float | None = None
-    bar = tqdm(total=len(plan), desc=study.name, unit="req", disable=not progress)
-    try:
-        async with _clients(targets) as clients:
-            for planned in plan:
-                target, client = targets[planned.scenario], clients[planned.scenario]
-                if study.workload.idle_gap_s:
-                    await asyncio.sleep(study.workload.idle_gap_s)
-                resident = await target.backend.resident(client, target.scenario.model)
-                sample = await target.backend.measure(client, _request(study, target, planned))
-                sample.run_id, sample.seq, sample.scenario = run_id, planned.seq, planned.scenario
-                sample.warmup = planned.warmup
-                sample.resident_before, sample.state = resident, classify_state(resident)
-                sample.idle_before_s = None if last_end is None else sample.started_at - last_end
-                if not planned.warmup and planned.scenario not in seen_measured:
-                    sample.phase = "first"
-                    seen_measured.add(planned.scenario)
-                last_end = time.time()
-                writer.append(sample)
-                bar.update(1)
-                bar.set_postfix_str(_postfix(sample))
-                if on_sample:
-                    on_sample(sample)
-    finally:
-        bar.close()
+class RunError(RuntimeError):
+    """A run that could not go on (a server that refused a load, unload or pull); samples are kept."""
 
 
 def _postfix(sample: Sample) -> str:

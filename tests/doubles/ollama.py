@@ -165,6 +165,7 @@ class OllamaDouble:
     fail_after_tokens: int | None = None  # then a last `{"error"}` line (at 0: an HTTP 500)
     fail_message: str = "an error was encountered while running the model: unexpected EOF"
     unload_delay_s: float = 0.0  # an expired runner stays in /api/ps ("Stopping…") this long
+    registry: Mapping[str, int] = field(default_factory=dict)  # what /api/pull can fetch: name → size
     request_timeout_s: float = 10.0  # bounds every wait and socket read
     lifetime_s: float = 120.0
 
@@ -172,6 +173,7 @@ class OllamaDouble:
         self.models = {full_name(k): v if isinstance(v, ModelSpec) else ModelSpec(size=v)
                        if isinstance(v, int) else ModelSpec(**v) for k, v in self.models.items()}
         self.default_keep_ns = parse_keep_alive(self.default_keep_alive)
+        self.registry = {full_name(k): v for k, v in self.registry.items()}
         self.loaded: dict[str, Runner] = {}
         self.received: list[Received] = []
         self.finals: list[dict[str, Any]] = []
@@ -207,6 +209,11 @@ class OllamaDouble:
     def base_url(self) -> str:
         assert self._httpd, "use the double as a context manager"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def pulled(self) -> list[tuple[str, ModelSpec]]:
+        """The models the server has (what `/api/tags` lists)."""
+        with self.cond:
+            return list(self.models.items())
 
     def bodies(self, path: str | None = None) -> list[Any]:
         """The bodies received, optionally only those sent to `path`."""
@@ -324,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "OllamaDouble/0.33.0"
     double: OllamaDouble
     ROUTES = {"/": ("GET", "HEAD"), "/api/version": ("GET", "HEAD"), "/api/ps": ("GET",),
-              "/api/generate": ("POST",), "/api/chat": ("POST",)}
+              "/api/tags": ("GET",), "/api/pull": ("POST",), "/api/generate": ("POST",), "/api/chat": ("POST",)}
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -359,6 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, {"version": "0.33.0"})
             elif path == "/api/ps":
                 self._json(200, self.double.ps())
+            elif path == "/api/tags":
+                self._json(200, {"models": [{"name": n, "model": n, "size": m.size} for n, m in self.double.pulled()]})
+            elif path == "/api/pull":
+                self._pull(json.loads(raw or b"{}"))
             else:
                 self._generate(raw, chat=path == "/api/chat")
         except HTTPError as exc:
@@ -452,6 +463,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._line(final, started, end=True)
         else:
             self._json(200, final)
+
+    def _pull(self, body: dict[str, Any]) -> None:
+        """§2 `/api/pull`: manifest, layer progress, verify, write, success — or an error line with 200."""
+        name = full_name(str(body.get("model") or body.get("name") or ""))
+        self._line({"status": "pulling manifest"}, started=False)
+        size = self.double.registry.get(name)
+        if size is None:
+            self._line({"error": "pull model manifest: file does not exist"}, end=True)
+            return
+        for completed in (0, size // 2, size):
+            self._line({"status": "pulling 2ae6f6dd7a3d", "digest": "sha256:2ae6f6dd7a3d", "total": size,
+                        "completed": completed})
+        for status in ("verifying sha256 digest", "writing manifest"):
+            self._line({"status": status})
+        with self.double.cond:
+            self.double.models[name] = ModelSpec(size=size)
+        self._line({"status": "success"}, end=True)
 
     def _line(self, obj: Any, started: bool = True, end: bool = False) -> bool:
         """Write one NDJSON line as one HTTP chunk and flush it; the first sends the headers."""
