@@ -38,3 +38,57 @@ def test_scenarios_keep_the_study_order():
     frame.loc[frame["scenario"] == "a", "scenario"] = "z"  # not alphabetical
     assert analysis.scenario_order(frame) == ["z", "b"]
     assert list(analysis.summary(frame).index) == ["z", "b"]
+
+
+def _evidence_frame():
+    rows = [
+        # scenario a: one cold first request paying a 400 ms load, then warm ones
+        {"seq": 0, "scenario": "a", "phase": "first", "state": "cold", "ttfb_ms": 600.0, "ttft_ms": 600.0,
+         "load_ms": 400.0, "load_ms_source": "server", "prompt_eval_ms": 150.0, "eval_ms": 100.0,
+         "output_tokens": 10, "fits_in_vram": False, "gpu_share": 0.6},
+        {"seq": 1, "scenario": "a", "phase": "subsequent", "state": "warm", "ttfb_ms": 200.0, "ttft_ms": 200.0,
+         "load_ms": 2.0, "prompt_eval_ms": 150.0, "eval_ms": 100.0, "output_tokens": 10, "fits_in_vram": False},
+        {"seq": 2, "scenario": "a", "phase": "subsequent", "state": "warm", "ttfb_ms": 100.0, "ttft_ms": 100.0,
+         "load_ms": 2.0, "prompt_eval_ms": 150.0, "eval_ms": 100.0, "output_tokens": 10, "fits_in_vram": False},
+    ]
+    return samples_frame([{**r, "ok": True, "warmup": False} for r in rows])
+
+
+def test_decomposition_adds_up_to_ttft_and_flags_a_negative_rest():
+    parts = analysis.decompose(_evidence_frame())
+    first = parts.iloc[0]
+    assert (first["load"], first["prompt"], first["first_token"]) == (400.0, 150.0, 10.0)
+    assert first["rest"] == pytest.approx(600 - 400 - 150 - 10) and not first["rest_negative"]
+    assert parts.iloc[2]["rest_negative"]  # 2 + 150 + 10 > 100: the server's figures overshoot
+
+
+def test_load_share_counts_who_paid_a_load():
+    row = analysis.load_share(_evidence_frame()).loc["a"]
+    assert (row["n"], row["cold"], row["reload"]) == (3, 1, 0)
+    assert row["paid_load_share"] == pytest.approx(1 / 3) and row["mean_load_ms"] == 400.0
+    assert row["median_ttfb_ms_paid"] == 600.0 and row["median_ttfb_ms_warm"] == 150.0
+    assert row["load_share_of_mean"] == pytest.approx(400 / 900)
+
+
+def test_targets_pass_fail_and_no_evidence():
+    goals = {"metric": "ttfb_ms", "first_ms": 2000, "subsequent_ms": 120, "mean_ms": 500, "cv": 0.5,
+             "fits_in_vram": True, "mean_stretch_ms": None}
+    table = analysis.evaluate_targets(_evidence_frame(), goals).set_index("target")
+    assert table.loc["first request", "passed"] and table.loc["first request", "measured"] == 600.0
+    assert not table.loc["subsequent (median)", "passed"] and table.loc["subsequent (median)", "measured"] == 150.0
+    assert table.loc["mean", "passed"]
+    assert not table.loc["variability (CV)", "passed"]  # std 264.6 / mean 300
+    assert not table.loc["fits in VRAM", "passed"]
+    assert "mean (stretch goal)" not in table.index
+    no_vram = _evidence_frame().assign(fits_in_vram=pd.NA).astype({"fits_in_vram": "boolean"})
+    assert analysis.evaluate_targets(no_vram, goals).set_index("target").loc["fits in VRAM", "passed"] is None
+
+
+def test_sweep_table_only_for_sweeps():
+    assert analysis.sweep(_evidence_frame()).empty
+    rows = [{"seq": i, "scenario": f"ka2-gap{gap}", "ok": True, "warmup": False, "keep_alive": "2",
+             "idle_gap_s": gap, "state": state, "ttfb_ms": t}
+            for i, (gap, state, t) in enumerate([(1.0, "warm", 50.0), (1.0, "warm", 60.0),
+                                                 (4.0, "cold", 500.0), (4.0, "cold", 700.0)])]
+    table = analysis.sweep(samples_frame(rows))
+    assert list(table["cold_share"]) == [0.0, 1.0] and list(table["mean_ttfb_ms"]) == [55.0, 600.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -35,3 +36,133 @@ def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = 
 def scenario_order(samples: pd.DataFrame) -> list[str]:
     """Scenarios in the order they first appear in the run (the study's order)."""
     return list(dict.fromkeys(samples.sort_values("seq")["scenario"].dropna()))
+
+
+def decompose(samples: pd.DataFrame) -> pd.DataFrame:
+    """Each successful sample's TTFT split into load, prompt processing, first token and the rest.
+
+    The rest (queueing, network, client) is computed, never measured: `rest_negative` flags samples where
+    the server's figures add up to more than the client saw (clock or reporting differences).
+    """
+    ok = samples[samples["ok"].fillna(False)].copy()
+    first_token = ok["eval_ms"] / ok["output_tokens"].where(ok["output_tokens"] > 0)
+    parts = pd.DataFrame({
+        "scenario": ok["scenario"], "state": ok["state"], "warmup": ok["warmup"],
+        "load": ok["load_ms"].fillna(0.0),
+        "prompt": ok["prompt_eval_ms"],
+        "first_token": first_token,
+        "ttft": ok["ttft_ms"],
+    })
+    parts["rest"] = parts["ttft"] - parts["load"] - parts["prompt"] - parts["first_token"]
+    parts["rest_negative"] = parts["rest"] < -1e-3  # below a microsecond is rounding, not a contradiction
+    return parts
+
+
+def decomposition_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each TTFT component per scenario and state (ms), measured requests only."""
+    parts = decompose(samples)
+    parts = parts[~parts["warmup"].fillna(False)]
+    columns = ["load", "prompt", "first_token", "rest", "ttft"]
+    table = parts.groupby(["scenario", "state"], observed=True, sort=False)[columns].mean()
+    table["n"] = parts.groupby(["scenario", "state"], observed=True, sort=False).size()
+    table["rest_negative"] = parts.groupby(["scenario", "state"], observed=True, sort=False)["rest_negative"].sum()
+    return table
+
+
+def load_share(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """Per scenario: how many measured requests paid a model load, their mean load, and cold vs warm medians."""
+    data = measured(samples)
+    rows = {}
+    for scenario, group in data.groupby("scenario", sort=False):
+        paid = group[group["state"].isin(["cold", "reload"])]
+        warm = group[group["state"] == "warm"]
+        rows[scenario] = {
+            "n": len(group),
+            "cold": int((group["state"] == "cold").sum()),
+            "reload": int((group["state"] == "reload").sum()),
+            "unknown": int((group["state"] == "unknown").sum()),
+            "paid_load_share": len(paid) / len(group) if len(group) else float("nan"),
+            "mean_load_ms": paid["load_ms"].mean() if len(paid) else float("nan"),
+            "load_source": ", ".join(sorted(paid["load_ms_source"].dropna().unique())),
+            f"median_{metric}_paid": paid[metric].median() if len(paid) else float("nan"),
+            f"median_{metric}_warm": warm[metric].median() if len(warm) else float("nan"),
+            "load_share_of_mean": paid["load_ms"].sum() / group[metric].sum() if group[metric].sum() else float("nan"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("scenario")
+
+
+def residency(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario: where the model sat (size, GPU share, fits in VRAM, process memory), from the probes."""
+    data = samples[samples["ok"].fillna(False)]
+    mib = 2**20
+    grouped = data.groupby("scenario", sort=False)
+    table = pd.DataFrame({
+        "model": grouped["model"].last(),
+        "model_size_mib": grouped["model_size_bytes"].max() / mib,
+        "vram_mib": grouped["vram_bytes"].max() / mib,
+        "gpu_share": grouped["gpu_share"].min(),
+        "fits_in_vram": grouped["fits_in_vram"].agg(lambda s: s.dropna().all() if s.notna().any() else pd.NA),
+        "context_length": grouped["context_length"].max(),
+        "gpu_layers": grouped["gpu_layers"].max(),
+        "server_rss_mib": grouped["server_rss_bytes"].max() / mib,
+        "gpu_mem_used_mib": grouped["gpu_mem_used_bytes"].max() / mib,
+    })
+    return table.rename_axis("scenario")
+
+
+TARGET_LABELS = {
+    "first_ms": "first request",
+    "subsequent_ms": "subsequent (median)",
+    "mean_ms": "mean",
+    "mean_stretch_ms": "mean (stretch goal)",
+    "cv": "variability (CV)",
+    "fits_in_vram": "fits in VRAM",
+}
+
+
+def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any]) -> pd.DataFrame:
+    """Each target per scenario: goal, measured value, passed (True/False, <NA> without evidence)."""
+    metric = targets.get("metric", "ttfb_ms")
+    data = measured(samples)
+    rows = []
+    for scenario, group in data.groupby("scenario", sort=False):
+        values = group[metric].dropna()
+        first = group.loc[group["phase"] == "first", metric].dropna()
+        subsequent = group.loc[group["phase"] == "subsequent", metric].dropna()
+        fits = group["fits_in_vram"].dropna()
+        measured_values = {
+            "first_ms": first.max() if len(first) else None,
+            "subsequent_ms": subsequent.median() if len(subsequent) else None,
+            "mean_ms": values.mean() if len(values) else None,
+            "mean_stretch_ms": values.mean() if len(values) else None,
+            "cv": values.std() / values.mean() if len(values) > 1 else None,
+            "fits_in_vram": bool(fits.all()) if len(fits) else None,
+        }
+        for key, label in TARGET_LABELS.items():
+            goal = targets.get(key)
+            if goal is None:
+                continue
+            value = measured_values[key]
+            if key == "fits_in_vram":
+                passed = None if value is None else value == goal
+            else:
+                passed = None if value is None or pd.isna(value) else bool(value < goal)
+            rows.append({"scenario": scenario, "target": label, "goal": goal, "measured": value, "passed": passed})
+    return pd.DataFrame(rows, columns=["scenario", "target", "goal", "measured", "passed"])
+
+
+def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """Per keep_alive × idle gap: share of measured requests that paid a load, and mean `metric`.
+
+    Empty unless the run varies keep_alive or the idle gap (a sweep study).
+    """
+    data = measured(samples).copy()
+    if data.empty or (data["keep_alive"].nunique() < 2 and data["idle_gap_s"].nunique() < 2):
+        return pd.DataFrame()
+    data["paid_load"] = data["state"].isin(["cold", "reload"])
+    grouped = data.groupby(["keep_alive", "idle_gap_s"], sort=True)
+    return pd.DataFrame({
+        "n": grouped.size(),
+        "cold_share": grouped["paid_load"].mean(),
+        f"mean_{metric}": grouped[metric].mean(),
+    })
