@@ -128,3 +128,16 @@ def test_help_explains_every_command():
     result = subprocess.run([*CLI, "--help"], capture_output=True, text=True)
     for command in ("run", "report", "runs", "engine"):
         assert command in result.stdout
+
+
+def test_a_run_that_cannot_go_on_ends_with_one_line_and_keeps_its_files(tmp_path):
+    from doubles.ollama import OllamaDouble
+
+    with OllamaDouble(models={"tiny": 1_000_000}) as server:
+        study = tmp_path / "pull.yaml"
+        study.write_text(json.dumps({"name": "pull", "backend": "ollama", "base_url": server.base_url,
+                                     "prepare": {"pull": True}, "scenarios": [{"name": "a", "model": "nope:7b"}]}))
+        result = _cli("run", str(study), "--run-id", "stops", home=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "RunError: run stops stopped: pull nope:7b: pull model manifest: file does not exist" in result.stderr
+    assert json.loads((tmp_path / "data" / "runs" / "stops" / "run.json").read_text())["status"] == "failed"

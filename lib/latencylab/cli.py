@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from . import engine, paths, report, store
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, store.RunNotFound, engine.EngineError) as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except PapermillExecutionError as exc:
+        print(f"latencylab: error: {exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
+              f"notebook is under {paths.REPORTS_DIR})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("latencylab: interrupted; samples collected so far are kept", file=sys.stderr)
         return 130
