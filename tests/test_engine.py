@@ -148,7 +148,8 @@ def test_demo_baseline_pays_loads_and_optimised_stays_warm(workdir, models):
     assert list(baseline["state"]) == ["cold"] * 3
     assert list(optimised["state"]) == ["warm"] * 3
     assert (baseline["load_ms_source"] == "derived").all() and (optimised["load_ms"] == 0).all()
-    assert baseline["ttfb_ms"].median() > 2 * optimised["ttfb_ms"].median()
+    assert (baseline["load_ms"] > 0).all()
+    assert baseline["ttfb_ms"].median() > optimised["ttfb_ms"].median()
     assert set(baseline["context_length"]) == {8192} and set(optimised["context_length"]) == {2048}
     assert (frame["server_rss_bytes"] > 10 * 2**20).all() and (frame["model_size_bytes"] > 0).all()
 

@@ -54,3 +54,20 @@ def timeline(samples: pd.DataFrame, metric: str = "ttfb_ms") -> Figure:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def sweep(table: pd.DataFrame, metric: str = "ttfb_ms") -> Figure:
+    """Mean `metric` against the idle gap, one line per keep_alive, each point labelled with its cold share."""
+    data = table.reset_index()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(data=data, x="idle_gap_s", y=f"mean_{metric}", hue="keep_alive", marker="o", ax=ax)
+    for _, row in data.iterrows():
+        ax.annotate(f"{row['cold_share']:.0%} cold", (row["idle_gap_s"], row[f"mean_{metric}"]),
+                    textcoords="offset points", xytext=(4, 6), fontsize="small")
+    ax.set_yscale("log")
+    ax.set_xlabel("idle gap before each request (s)")
+    ax.set_ylabel(f"mean {LABELS.get(metric, metric)}, log scale")
+    ax.set_title("A model pays a load once the idle gap outlasts its keep-alive")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
