@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-SUMMARY_COLUMNS = ["n", "errors", "mean", "median", "min", "max", "std", "cv"]
+from . import stats
+
+SUMMARY_COLUMNS = ["n", "errors", "mean", "median", "min", "max", "std", "cv", "p90", "p95", "p99"]
 
 
 def measured(samples: pd.DataFrame) -> pd.DataFrame:
@@ -16,9 +19,10 @@ def measured(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = ("scenario",)) -> pd.DataFrame:
-    """n, errors, mean, median, min, max, std and CV (std/mean) of `metric` per group.
+    """n, errors, mean, median, min, max, std, CV (std/mean) and p90/p95/p99 of `metric` per group.
 
-    Failed requests never enter a latency figure; they are counted in `errors`.
+    Failed requests never enter a latency figure; they are counted in `errors`. A percentile that n
+    cannot support (p99 needs 100 requests) is <NA>, never extrapolated.
     """
     by = list(by)
     attempted = samples[~samples["warmup"].fillna(False)]
@@ -28,6 +32,8 @@ def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = 
     table["errors"] = failed.groupby([attempted[c] for c in by], observed=True).sum()
     table["errors"] = table["errors"].fillna(0).astype("Int64")
     table["cv"] = table["std"] / table["mean"]
+    for name, q in stats.PERCENTILES.items():
+        table[name] = values.agg(lambda v, q=q: stats.percentile(v.dropna().to_numpy(float), q)).astype("Float64")
     table = table.reindex(columns=SUMMARY_COLUMNS)
     table["n"] = table["n"].astype("Int64")
     return table
@@ -121,7 +127,7 @@ TARGET_LABELS = {
 
 
 def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any]) -> pd.DataFrame:
-    """Each target per scenario: goal, measured value, passed (True/False, <NA> without evidence)."""
+    """Each target per scenario: goal, measured value with its 95 % interval, passed (None without evidence)."""
     metric = targets.get("metric", "ttfb_ms")
     data = measured(samples)
     rows = []
@@ -130,6 +136,11 @@ def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any]) -> pd.DataF
         first = group.loc[group["phase"] == "first", metric].dropna()
         subsequent = group.loc[group["phase"] == "subsequent", metric].dropna()
         fits = group["fits_in_vram"].dropna()
+        intervals_of = {
+            "subsequent_ms": stats.bootstrap_ci(subsequent.to_numpy(float), "median"),
+            "mean_ms": stats.bootstrap_ci(values.to_numpy(float), "mean"),
+            "mean_stretch_ms": stats.bootstrap_ci(values.to_numpy(float), "mean"),
+        }
         measured_values = {
             "first_ms": first.max() if len(first) else None,
             "subsequent_ms": subsequent.median() if len(subsequent) else None,
@@ -147,8 +158,11 @@ def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any]) -> pd.DataF
                 passed = None if value is None else value == goal
             else:
                 passed = None if value is None or pd.isna(value) else bool(value < goal)
-            rows.append({"scenario": scenario, "target": label, "goal": goal, "measured": value, "passed": passed})
-    return pd.DataFrame(rows, columns=["scenario", "target", "goal", "measured", "passed"])
+            interval = intervals_of.get(key)
+            rows.append({"scenario": scenario, "key": key, "target": label, "goal": goal, "measured": value,
+                         "ci_low": interval.low if interval else None, "ci_high": interval.high if interval else None,
+                         "passed": passed})
+    return pd.DataFrame(rows, columns=["scenario", "key", "target", "goal", "measured", "ci_low", "ci_high", "passed"])
 
 
 def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
@@ -166,3 +180,48 @@ def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
         "cold_share": grouped["paid_load"].mean(),
         f"mean_{metric}": grouped[metric].mean(),
     })
+
+
+def phase_summary(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """`summary` per scenario for the phases `first`, `subsequent` and `all`."""
+    both = pd.concat([samples, samples.assign(phase="all")], ignore_index=True)
+    table = summary(both, metric, by=["scenario", "phase"])
+    order = {"first": 0, "subsequent": 1, "all": 2}
+    scenarios = {name: i for i, name in enumerate(scenario_order(samples))}
+    return table.sort_index(key=lambda index: index.map(order) if index.name == "phase" else index.map(scenarios))
+
+
+def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """Seeded bootstrap 95 % intervals of the median and p95 of `metric` per scenario (<NA> where n is too small)."""
+    rows = {}
+    for scenario, group in measured(samples).groupby("scenario", sort=False):
+        values = group[metric].dropna().to_numpy(float)
+        median_ci, p95_ci = stats.bootstrap_ci(values, "median"), stats.bootstrap_ci(values, "p95")
+        rows[scenario] = {
+            "median": float(np.median(values)) if len(values) else np.nan,
+            "median_low": median_ci.low if median_ci else np.nan,
+            "median_high": median_ci.high if median_ci else np.nan,
+            "p95": stats.percentile(values, 0.95),
+            "p95_low": p95_ci.low if p95_ci else np.nan, "p95_high": p95_ci.high if p95_ci else np.nan,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("scenario").astype("Float64")
+
+
+def compare_to(samples: pd.DataFrame, baseline: str, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """Every other scenario against `baseline`: medians, change, ratio and its interval, test, effect, verdict."""
+    data = measured(samples)
+    before = data.loc[data["scenario"] == baseline, metric].dropna().to_numpy(float)
+    rows = []
+    for scenario in scenario_order(samples):
+        if scenario == baseline:
+            continue
+        after = data.loc[data["scenario"] == scenario, metric].dropna().to_numpy(float)
+        if len(before) == 0 or len(after) == 0:
+            continue
+        c = stats.compare(before, after)
+        rows.append({"scenario": scenario, "n_before": c.n_before, "n_after": c.n_after,
+                     "median_before": c.median_before, "median_after": c.median_after, "change_pct": c.change_pct,
+                     "ratio": c.ratio, "ratio_low": c.ratio_ci.low if c.ratio_ci else np.nan,
+                     "ratio_high": c.ratio_ci.high if c.ratio_ci else np.nan, "p_value": c.p_value,
+                     "cliffs_delta": c.cliffs_delta, "verdict": c.verdict})
+    return pd.DataFrame(rows)

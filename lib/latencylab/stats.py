@@ -1,0 +1,126 @@
+"""Statistics for small samples of latencies: the percentiles n can support, seeded bootstrap intervals,
+and before/after comparisons (Mann–Whitney U, Cliff's delta, a plain-words verdict)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SEED = 20241219  # fixed, so that a rerun of a report gives the same intervals
+ALPHA = 0.05
+NEGLIGIBLE_DELTA = 0.147  # |Cliff's delta| below this is a negligible effect (Romano et al., 2006)
+PERCENTILES = {"p90": 0.90, "p95": 0.95, "p99": 0.99}
+
+
+def min_n(q: float) -> int:
+    """Fewest samples for which the q-quantile is an observation rather than an extrapolation."""
+    return math.ceil(round(1 / (1 - q), 9))
+
+
+def percentile(values: np.ndarray, q: float) -> float | None:
+    """The q-quantile, or None when there are fewer than `min_n(q)` values (p99 needs 100)."""
+    return float(np.quantile(values, q)) if len(values) >= min_n(q) else None
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+
+def _median(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(x, axis=axis)
+
+
+def _p95(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.quantile(x, 0.95, axis=axis)
+
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+STATISTICS: dict[str, Callable[..., np.ndarray]] = {"median": _median, "p95": _p95, "mean": _mean}
+
+
+def bootstrap_ci(values: np.ndarray, statistic: str = "median") -> Interval | None:
+    """Seeded percentile-bootstrap 95 % interval of `statistic` (median, p95, mean); None if it cannot be had."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or (statistic == "p95" and len(values) < min_n(0.95)):
+        return None
+    result = sps.bootstrap(
+        (values,),
+        STATISTICS[statistic],
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(SEED),
+    )
+    return Interval(float(result.confidence_interval.low), float(result.confidence_interval.high))
+
+
+def cliffs_delta(before: np.ndarray, after: np.ndarray) -> float:
+    """P(after > before) − P(after < before): −1 means every after value is lower (faster)."""
+    u = sps.mannwhitneyu(after, before, alternative="two-sided").statistic
+    return float(2 * u / (len(after) * len(before)) - 1)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`after` against `before` (the baseline): sizes, medians, change, its interval, test and effect size."""
+
+    n_before: int
+    n_after: int
+    median_before: float
+    median_after: float
+    change_pct: float
+    ratio: float
+    ratio_ci: Interval | None
+    p_value: float | None
+    cliffs_delta: float | None
+    verdict: str  # faster | slower | no_difference | too_few
+
+
+def compare(before: np.ndarray, after: np.ndarray) -> Comparison:
+    """Compare two independent samples of a latency; `verdict` is decided by both the test and the effect."""
+    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    median_before, median_after = float(np.median(before)), float(np.median(after))
+    ratio = median_after / median_before if median_before else math.nan
+    if len(before) < 2 or len(after) < 2:
+        return Comparison(
+            len(before), len(after), median_before, median_after, (ratio - 1) * 100, ratio, None, None, None, "too_few"
+        )
+    ci = sps.bootstrap(
+        (before, after),
+        lambda b, a, axis=-1: np.median(a, axis=axis) / np.median(b, axis=axis),
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(SEED),
+    ).confidence_interval
+    p_value = float(sps.mannwhitneyu(after, before, alternative="two-sided").pvalue)
+    delta = cliffs_delta(before, after)
+    if p_value < ALPHA and abs(delta) >= NEGLIGIBLE_DELTA:
+        verdict = "faster" if median_after < median_before else "slower"
+    else:
+        verdict = "no_difference"
+    return Comparison(
+        len(before),
+        len(after),
+        median_before,
+        median_after,
+        (ratio - 1) * 100,
+        ratio,
+        Interval(float(ci.low), float(ci.high)),
+        p_value,
+        delta,
+        verdict,
+    )
