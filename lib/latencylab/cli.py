@@ -8,11 +8,13 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from . import engine, paths, report, store
+from .baselines import BaselineError
 from .study import StudyError, load_study, with_base_url
 from .workload import plan_requests
 
@@ -71,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _finalise_status(run_id, status)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
-        print(f"report: {report.publish([run_id])}")
+        print(f"report: {report.publish([run_id], **_report_options(args))}")
     return 0
 
 
@@ -85,9 +87,16 @@ def _resolve_run(run_id: str) -> str:
     return run_id
 
 
+def _report_options(args: argparse.Namespace) -> dict[str, str]:
+    if args.baseline and args.baseline.endswith(".csv") and not Path(args.baseline).is_file() \
+            and not (paths.PROJECT_ROOT / args.baseline).is_file():
+        raise StudyError(f"--baseline: no CSV file {args.baseline!r}")
+    return {"baseline": args.baseline or "", "lang": args.lang or ""}
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     run_ids = [_resolve_run(r) for r in args.runs]
-    print(f"report: {report.publish(run_ids)}")
+    print(f"report: {report.publish(run_ids, **_report_options(args))}")
     return 0
 
 
@@ -116,6 +125,12 @@ def cmd_engine(args: argparse.Namespace) -> int:
             time.sleep(3600)
 
 
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", help="scenario to compare against, or a CSV of earlier TTFB values "
+                        "(e.g. data/baselines/seed-phi3-baseline.csv); default: the first scenario")
+    parser.add_argument("--lang", choices=["en", "es"], help="report language; default: the study's (lang:)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latencylab",
@@ -131,11 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-url", help="server URL for scenarios that do not name one (e.g. http://localhost:11434)")
     run.add_argument("--run-id", help="run folder name (default: UTC time + study name)")
     run.add_argument("--no-report", action="store_true", help="collect only; publish later with `latencylab report`")
+    _add_report_options(run)
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",
                          description="Execute notebooks/2.0-latency-report.ipynb for the runs and convert it to HTML.")
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run id(s) under data/runs/, or `latest`")
+    _add_report_options(rep)
     rep.set_defaults(func=cmd_report)
 
     runs = sub.add_parser("runs", help="list the runs in data/runs/ with status and sample count")
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
-    except (StudyError, store.RunNotFound, engine.EngineError) as exc:
+    except (StudyError, store.RunNotFound, engine.EngineError, BaselineError) as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PapermillExecutionError as exc:

@@ -10,9 +10,12 @@ import nbformat
 import pandas as pd
 import papermill
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import TagRemovePreprocessor
 from pandas.io.formats.style import Styler
 
-from . import paths
+from . import paths, store
+from .baselines import read_baseline_csv
+from .document import Document, build
 
 KERNEL = "python3"
 TEMPLATES = Path(__file__).parent / "templates"  # `latencylab`: the lab template, minus CDN scripts
@@ -35,17 +38,67 @@ def to_html(executed: Path, output: Path) -> Path:
     exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="latencylab",
                             exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             embed_images=True)
+    # Cells tagged remove_cell talk to notebook users (what the notebook does), not to report readers.
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"remove_cell"}), enabled=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     output.write_text(body, encoding="utf-8")
     return output
 
 
 def publish(run_ids: list[str], **parameters: Any) -> Path:
-    """Execute the report notebook for `run_ids` and write reports/<run_id>/index.html."""
+    """Execute the report notebook for `run_ids`: reports/<run_id>/{index.html, latency.md, figures/}."""
     folder = paths.report_dir(run_ids[-1])
     executed = execute(paths.REPORT_NOTEBOOK, folder / paths.REPORT_NOTEBOOK.name,
-                       {"run_ids": run_ids, **parameters})
-    return to_html(executed, folder / "index.html")
+                       {"run_ids": run_ids, "output_dir": str(folder), **parameters})
+    page = to_html(executed, folder / "index.html")
+    write_index()
+    return page
+
+
+def document(run_ids: list[str], *, baseline: str = "", lang: str = "", targets: dict[str, Any] | None = None
+             ) -> Document:
+    """The latency documentation of `run_ids` (latest run when empty), as the report notebook shows it.
+
+    `baseline` is a scenario name or a CSV of earlier TTFB values; `lang` defaults to the study's.
+    """
+    run_ids = run_ids or store.list_runs()[-1:]
+    if not run_ids:
+        raise store.RunNotFound(f"no runs yet in {paths.RUNS_DIR}; run `latencylab run STUDY` first")
+    samples = store.load_runs(run_ids)
+    metas = [store.read_meta(r) for r in run_ids]
+    external = None
+    if baseline.endswith(".csv"):
+        external_samples = read_baseline_csv(paths.PROJECT_ROOT / baseline if not Path(baseline).is_absolute()
+                                             else baseline)
+        samples = pd.concat([external_samples, samples], ignore_index=True)
+        external, baseline = baseline, external_samples["scenario"].iloc[0]
+    study = metas[0].get("settings", {}).get("resolved", {})
+    return build(samples, metas, lang=lang or study.get("lang", "en"), baseline=baseline or None,
+                 targets={**study_targets(metas[0]), **(targets or {})}, external=external)
+
+
+def write_index() -> Path:
+    """reports/index.html: every published report, newest first."""
+    rows = []
+    for folder in sorted(paths.REPORTS_DIR.glob("*/index.html"), reverse=True):
+        run_id = folder.parent.name
+        try:
+            meta = store.read_meta(run_id)
+        except store.RunNotFound:
+            meta = {}
+        study = meta.get("study", {})
+        rows.append(f'<tr><td><a href="{html.escape(run_id)}/index.html">{html.escape(run_id)}</a></td>'
+                    f"<td>{html.escape(str(study.get('name', '')))}</td>"
+                    f"<td>{html.escape(str(study.get('description', '')))}</td>"
+                    f"<td>{html.escape(str(meta.get('status', '')))}</td>"
+                    f'<td><a href="{html.escape(run_id)}/latency.md">latency.md</a></td></tr>')
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>latencylab reports</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}</style></head>"
+            "<body><h1>latencylab reports</h1><table><tr><th>run</th><th>study</th><th>description</th>"
+            "<th>status</th><th>Markdown</th></tr>" + "".join(rows) + "</table></body></html>")
+    path = paths.REPORTS_DIR / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 def run_header(meta: dict[str, Any]) -> str:
