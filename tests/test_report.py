@@ -1,0 +1,155 @@
+"""The latency documentation on a fixture run (tests/data/fixture-run, written by hand): its numbers,
+its two languages, its escaping, and the published HTML in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from latencylab import paths, report
+
+FIXTURE = Path(__file__).parent / "data" / "fixture-run"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+SECTIONS = {
+    "en": ["Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
+           "Results: baseline → optimised", "Targets", "Next steps", "Errors", "Figures"],
+    "es": ["Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
+           "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores", "Gráficos"],
+}
+FIGURES = ["ecdf", "histogram", "box", "timeline", "decomposition", "variability", "targets"]
+
+
+@pytest.fixture
+def fixture_run(workdir: Path) -> str:
+    shutil.copytree(FIXTURE, paths.run_dir("fixture-run"))
+    return "fixture-run"
+
+
+def test_key_figures_match_the_hand_written_fixture(fixture_run):
+    doc = report.document([fixture_run])
+    baseline, optimised = doc.key_figures["scenarios"]["baseline"], doc.key_figures["scenarios"]["optimised"]
+    assert (baseline["n"], baseline["errors"]) == (12, 1)  # the failed request is an error, not a figure
+    assert baseline["median"] == 525.0 and baseline["mean"] == pytest.approx(572.5)
+    assert optimised["median"] == 57.5 and baseline["paid_load_share"] == 1.0
+    low, high = baseline["median_ci"]
+    assert low < 525.0 < high
+    comparison, = doc.key_figures["comparisons"]
+    assert comparison["verdict"] == "faster" and comparison["ratio"] == pytest.approx(57.5 / 525.0)
+    targets = {(t["scenario"], t["key"]): t["passed"] for t in doc.key_figures["targets"]}
+    assert targets[("baseline", "subsequent_ms")] is False and targets[("optimised", "subsequent_ms")] is True
+    assert targets[("baseline", "fits_in_vram")] is False and targets[("optimised", "fits_in_vram")] is True
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_the_document_has_every_section_in_each_language(fixture_run, lang):
+    doc = report.document([fixture_run], lang=lang)
+    text = "\n".join(b.markdown for b in doc.blocks)
+    for section in SECTIONS[lang]:
+        assert f"## {section}" in text, section
+    assert [b.name for b in doc.blocks if b.figure is not None] == FIGURES
+    next_steps = next(b.markdown for b in doc.blocks if b.markdown.startswith(f"## {SECTIONS[lang][6]}"))
+    assert "keep_alive: -1" in next_steps  # every baseline request paid a load
+    assert ("VRAM" in next_steps) and ("60 %" in next_steps)  # the baseline model sits 60 % on the GPU
+
+
+def test_numbers_are_written_as_each_language_writes_them():
+    from latencylab.i18n import ms, percent
+
+    assert (ms(21470, "en"), ms(21470, "es")) == ("21.5 s", "21,5 s")
+    assert (ms(3627, "en"), ms(3627, "es")) == ("3,627 ms", "3.627 ms")
+    assert percent(0.475, "es", 1) == "47,5 %"
+
+
+def test_an_external_csv_is_compared_like_any_scenario(fixture_run):
+    doc = report.document([fixture_run], baseline="data/baselines/seed-phi3-baseline.csv", lang="es")
+    figures = doc.key_figures
+    assert figures["baseline"] == "seed-phi3-baseline"
+    seed = figures["scenarios"]["seed-phi3-baseline"]
+    assert seed["n"] == 5 and seed["median"] == 14908.0 and seed["min"] == 3627.0 and seed["max"] == 49874.0
+    assert {c["scenario"] for c in figures["comparisons"]} == {"baseline", "optimised"}
+    text = "\n".join(b.markdown for b in doc.blocks)
+    assert "mediciones externas de data/baselines/seed-phi3-baseline.csv" in text
+
+
+def test_a_bad_baseline_or_language_is_refused_clearly(fixture_run):
+    with pytest.raises(ValueError, match="baseline 'nope' is not a scenario of these runs"):
+        report.document([fixture_run], baseline="nope")
+    with pytest.raises(ValueError, match="lang must be one of en, es, not 'fr'"):
+        report.document([fixture_run], lang="fr")
+
+
+def test_server_text_is_escaped_everywhere(fixture_run, tmp_path):
+    doc = report.document([fixture_run])
+    doc.write(tmp_path)
+    markdown = (tmp_path / "latency.md").read_text()
+    assert "<script>" not in markdown and "<img src=x" not in markdown
+    assert "&lt;script&gt;" in markdown
+    tables = [b.table for b in doc.blocks if b.table is not None]
+    assert not any("<script>" in b.to_html(escape=True) for b in tables)
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index(fixture_run, lang):
+    page = report.publish([fixture_run], lang=lang)
+    folder = page.parent
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["scenarios"]["baseline"]["median"] == pytest.approx(525.0, abs=0.01)
+    assert summary["scenarios"]["optimised"]["median"] == pytest.approx(57.5, abs=0.01)
+    assert sorted(p.stem for p in (folder / "figures").glob("*.png")) == sorted(FIGURES)
+    markdown = (folder / "latency.md").read_text()
+    html = page.read_text()
+    for section in SECTIONS[lang]:
+        assert section in markdown and section in html, section
+    assert "<script src=" not in html and "2.0 Latency report" not in html  # offline; notebook notes removed
+    index = (paths.REPORTS_DIR / "index.html").read_text()
+    assert 'href="fixture-run/index.html"' in index
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if not path:
+        pytest.skip("Debian's chromium is not installed (make test installs it where apt-get can)")
+    return path
+
+
+def test_the_html_report_in_a_real_headless_browser(fixture_run):
+    browser = _chromium()
+    page = report.publish([fixture_run])
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={page.parent / '.chromium'}", "--enable-logging=stderr", "--log-level=0",
+             "--window-size=1200,2400"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console  # nothing logged, and the planted <script>/onerror never ran
+    for section in SECTIONS["en"]:
+        assert section in dom.stdout, section
+    assert dom.stdout.count('src="data:image/png;base64') == len(FIGURES)
+    assert "&lt;script&gt;console.log('pwned')&lt;/script&gt;" in dom.stdout  # shown as text
+    shot = subprocess.run([browser, *flags, f"--screenshot={screenshot}", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000
+
+
+def test_cli_report_takes_a_language_and_an_external_baseline(fixture_run, workdir):
+    import os
+    import sys
+
+    cli = [sys.executable, "-m", "latencylab.cli", "report", "fixture-run"]
+    env = {**os.environ, paths.HOME_ENV: str(workdir)}
+    done = subprocess.run([*cli, "--lang", "es", "--baseline", "data/baselines/seed-phi3-baseline.csv"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    html = (paths.REPORTS_DIR / "fixture-run" / "index.html").read_text()
+    assert "Baseline — seed-phi3-baseline" in html and "Próximos pasos" in html
+    bad = subprocess.run([*cli, "--baseline", "nowhere.csv"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--baseline: no CSV file 'nowhere.csv'" in bad.stderr
+    bad = subprocess.run([*cli, "--lang", "fr"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'fr'" in bad.stderr
