@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from latencylab import paths, report
+from latencylab import document, paths, report, store
 
 FIXTURE = Path(__file__).parent / "data" / "fixture-run"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 SECTIONS = {
     "en": ["Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
-           "Results: baseline → optimised", "Targets", "Next steps", "Errors", "Figures"],
+           "TTFB per scenario and phase", "Results: baseline → optimised", "Targets", "Next steps", "Errors",
+           "Figures"],
     "es": ["Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
-           "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores", "Gráficos"],
+           "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores",
+           "Gráficos"],
 }
 FIGURES = ["ecdf", "histogram", "box", "timeline", "decomposition", "variability", "targets"]
 
@@ -51,7 +53,7 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
     for section in SECTIONS[lang]:
         assert f"## {section}" in text, section
     assert [b.name for b in doc.blocks if b.figure is not None] == FIGURES
-    next_steps = next(b.markdown for b in doc.blocks if b.markdown.startswith(f"## {SECTIONS[lang][6]}"))
+    next_steps = next(b.markdown for b in doc.blocks if b.markdown.startswith(f"## {SECTIONS[lang][7]}"))
     assert "keep_alive: -1" in next_steps  # every baseline request paid a load
     assert ("VRAM" in next_steps) and ("60 %" in next_steps)  # the baseline model sits 60 % on the GPU
 
@@ -153,3 +155,17 @@ def test_cli_report_takes_a_language_and_an_external_baseline(fixture_run, workd
     assert bad.returncode == 2 and "--baseline: no CSV file 'nowhere.csv'" in bad.stderr
     bad = subprocess.run([*cli, "--lang", "fr"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'fr'" in bad.stderr
+
+
+def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
+    clear = report.document([fixture_run])
+    text = "\n".join(b.markdown for b in clear.blocks)
+    assert "faster, and the difference is larger than the noise (p < 0.0001" in text
+    frame = store.load_run(fixture_run)
+    same = frame.copy()
+    baseline_ttfb = same.loc[(same["scenario"] == "baseline") & same["ok"], "ttfb_ms"].to_numpy()
+    same.loc[same["scenario"] == "optimised", "ttfb_ms"] = baseline_ttfb
+    unclear = document.build(same, [store.read_meta(fixture_run)], lang="es")
+    text = "\n".join(b.markdown for b in unclear.blocks)
+    assert "no se demuestra diferencia con tantas muestras" in text
+    assert "medir más antes de concluir" in text  # and the next steps say what to do

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import analysis, plots
+from . import analysis, plots, stats
 from .i18n import LANGS, mib, ms, number, percent, t
 
 RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "options")
@@ -144,6 +144,7 @@ def build(
     _analysis(doc, samples, scenarios)
     comparisons = analysis.compare_to(samples, baseline, metric)
     _optimisation(doc, metas, baseline, scenarios, external)
+    _phases(doc, summary, ci)
     _results(doc, samples, baseline, summary, comparisons)
     target_table = analysis.evaluate_targets(samples, targets) if targets else pd.DataFrame()
     _targets(doc, target_table)
@@ -327,6 +328,53 @@ def _optimisation(
     )
 
 
+def _phases(doc: Document, summary: pd.DataFrame, ci: pd.DataFrame) -> None:
+    """Every figure per scenario and phase; the median's interval on the `all` rows."""
+    lang = doc.lang
+    rows = []
+    for (scenario, phase), r in summary.iterrows():
+        median = ms(r["median"], lang)
+        if phase == "all" and scenario in ci.index and pd.notna(ci.loc[scenario, "median_low"]):
+            median += f" [{_interval(ci.loc[scenario, 'median_low'], ci.loc[scenario, 'median_high'], lang)}]"
+        pct = {
+            name: ms(r[name], lang) if pd.notna(r[name]) else t("n_too_small", lang, n=stats.min_n(q))
+            for name, q in stats.PERCENTILES.items()
+        }
+        rows.append(
+            (
+                scenario,
+                t(phase, lang),
+                number(r["n"], lang),
+                number(r["errors"], lang),
+                ms(r["mean"], lang),
+                median,
+                ms(r["min"], lang),
+                ms(r["max"], lang),
+                ms(r["std"], lang),
+                percent(r["cv"], lang),
+                pct["p90"],
+                pct["p95"],
+                pct["p99"],
+            )
+        )
+    columns = [
+        t("scenario", lang),
+        t("phase", lang),
+        "n",
+        t("errors", lang),
+        "mean",
+        "median [95 %]",
+        "min",
+        "max",
+        "std",
+        "CV",
+        "p90",
+        "p95",
+        "p99",
+    ]
+    doc.add(f"## {t('h_phases', lang)}", table=pd.DataFrame(rows, columns=columns))
+
+
 def _p_value(p: float | None, lang: str) -> str:
     if p is None or pd.isna(p):
         return "–"
@@ -499,23 +547,57 @@ def _figures(
     metric: str,
 ) -> None:
     lang = doc.lang
+    medians = summary.xs("all", level="phase")["median"].dropna().astype(float)
+    fastest, slowest = medians.idxmin(), medians.idxmax()
+    ranking = (
+        t(
+            "conclude_medians",
+            lang,
+            fastest=fastest,
+            fast=ms(medians[fastest], lang),
+            slowest=slowest,
+            slow=ms(medians[slowest], lang),
+        )
+        if len(medians) > 1
+        else ""
+    )
+    measured = analysis.measured(samples)
+    paid = int(measured["state"].isin(["cold", "reload"]).sum())
     doc.add(f"## {t('h_figures', lang)}")
-    doc.add(figure=plots.distribution(samples, metric, lang=lang, title=t("fig_ecdf", lang)), name="ecdf")
+    doc.add(figure=plots.distribution(samples, metric, lang=lang, title=_title("fig_ecdf", ranking, lang)), name="ecdf")
     doc.add(figure=plots.histogram(samples, metric, lang=lang, title=t("fig_hist", lang)), name="histogram")
-    doc.add(figure=plots.box_strip(samples, metric, lang=lang, title=t("fig_box", lang)), name="box")
-    doc.add(figure=plots.timeline(samples, metric, lang=lang, title=t("fig_timeline", lang)), name="timeline")
+    doc.add(figure=plots.box_strip(samples, metric, lang=lang, title=_title("fig_box", ranking, lang)), name="box")
+    doc.add(
+        figure=plots.timeline(
+            samples,
+            metric,
+            lang=lang,
+            title=_title("fig_timeline", t("conclude_paid", lang, paid=paid, n=len(measured)), lang),
+        ),
+        name="timeline",
+    )
     if samples["ttft_ms"].notna().any():
         doc.add(
             figure=plots.decomposition(samples, lang=lang, title=t("fig_decomposition", lang)), name="decomposition"
         )
-    cv = summary.xs("all", level="phase")["cv"].dropna()
+    cv = summary.xs("all", level="phase")["cv"].dropna().astype(float)
+    goal = targets.get("cv")
     if len(cv):
+        steady = t("conclude_cv", lang, k=int((cv < goal).sum()), n=len(cv), goal=percent(goal, lang)) if goal else ""
         doc.add(
-            figure=plots.variability(cv, samples=samples, goal=targets.get("cv"), lang=lang, title=t("fig_cv", lang)),
+            figure=plots.variability(cv, samples=samples, goal=goal, lang=lang, title=_title("fig_cv", steady, lang)),
             name="variability",
         )
     if not target_table.empty and target_table["measured"].notna().any():
-        doc.add(figure=plots.targets(target_table, lang=lang, title=t("fig_targets", lang)), name="targets")
+        met = t(
+            "conclude_targets", lang, k=int(target_table["passed"].map(lambda v: v is True).sum()), n=len(target_table)
+        )
+        doc.add(figure=plots.targets(target_table, lang=lang, title=_title("fig_targets", met, lang)), name="targets")
+
+
+def _title(key: str, conclusion: str, lang: str) -> str:
+    """A figure title that says what to conclude first, and what is drawn second."""
+    return f"{conclusion}\n{t(key, lang)}" if conclusion else t(key, lang)
 
 
 def _key_figures(

@@ -23,6 +23,7 @@ TEXT: dict[str, dict[str, str]] = {
     "h_baseline": {"en": "Baseline — {name}", "es": "Baseline — {name}"},
     "h_analysis": {"en": "Analysis", "es": "Análisis"},
     "h_optimisation": {"en": "Optimisation applied", "es": "Optimización aplicada"},
+    "h_phases": {"en": "TTFB per scenario and phase", "es": "TTFB por escenario y fase"},
     "h_results": {"en": "Results: baseline → optimised", "es": "Resultados: baseline → optimizado"},
     "h_targets": {"en": "Targets", "es": "Targets"},
     "h_next": {"en": "Next steps", "es": "Próximos pasos"},
@@ -172,6 +173,20 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "next_nothing": {"en": "Nothing stands out in the data.", "es": "Nada destaca en los datos."},
     "no_errors": {"en": "No request failed.", "es": "Ninguna request falló."},
+    # figures: what to conclude
+    "conclude_medians": {
+        "en": "{fastest} answers first (median {fast}); {slowest} last (median {slow})",
+        "es": "{fastest} responde primero (mediana {fast}); {slowest} al final (mediana {slow})",
+    },
+    "conclude_paid": {
+        "en": "{paid} of {n} measured requests paid a model load (red)",
+        "es": "{paid} de {n} requests medidas pagaron una carga de modelo (rojo)",
+    },
+    "conclude_cv": {
+        "en": "{k} of {n} scenarios vary less than {goal}",
+        "es": "{k} de {n} escenarios varían menos del {goal}",
+    },
+    "conclude_targets": {"en": "{k} of {n} targets met", "es": "{k} de {n} targets cumplidos"},
     # figures
     "fig_ecdf": {
         "en": "Share of requests at or below each TTFB",
