@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -13,7 +15,7 @@ from pathlib import Path
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
-from . import engine, paths, report, store
+from . import engine, paths, preflight, report, runner, store
 from .baselines import BaselineError
 from .study import StudyError, load_study, with_base_url
 from .workload import plan_requests
@@ -49,12 +51,21 @@ def _finalise_status(run_id: str, status: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec, _ = load_study(args.study)
+    report_options = _report_options(args)
+    if args.resume:
+        spec, _ = runner.resumable(args.resume)
+        run_id = args.resume
+    elif args.study:
+        spec, _ = load_study(args.study)
+        run_id = args.run_id or store.new_run_id(spec.name)
+        if paths.run_dir(run_id).exists():
+            raise StudyError(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
+    else:
+        raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
     if args.base_url:
         spec = with_base_url(spec, args.base_url)
-    run_id = args.run_id or store.new_run_id(spec.name)
-    if paths.run_dir(run_id).exists():
-        raise StudyError(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
+    if not args.resume:
+        asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
     total = len(plan_requests(spec, run_id))
     done = threading.Event()
     follower = threading.Thread(target=_follow, args=(run_id, total, done), daemon=True)
@@ -62,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = "failed"
     try:
         report.execute(paths.COLLECT_NOTEBOOK, paths.report_dir(run_id) / paths.COLLECT_NOTEBOOK.name,
-                       {"study": str(args.study), "base_url": args.base_url or "", "run_id": run_id})
+                       {"study": str(args.study or ""), "base_url": args.base_url or "", "run_id": run_id,
+                        "resume": bool(args.resume)})
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -73,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _finalise_status(run_id, status)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
-        print(f"report: {report.publish([run_id], **_report_options(args))}")
+        print(f"report: {report.publish([run_id], **report_options)}")
     return 0
 
 
@@ -142,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a study through notebooks/1.0-collect.ipynb, then publish its report",
                          description="Run a study (a YAML file, or a name under studies/) with papermill; "
                          "samples go to data/runs/<run_id>/, the report to reports/<run_id>/index.html.")
-    run.add_argument("study", help="study name under studies/ (e.g. embedded-demo) or a path to a YAML file")
+    run.add_argument("study", nargs="?", help="study name under studies/ (e.g. embedded-demo) or a path to a YAML file")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue a stopped run where it stopped, with the same plan")
     run.add_argument("--base-url", help="server URL for scenarios that do not name one (e.g. http://localhost:11434)")
     run.add_argument("--run-id", help="run folder name (default: UTC time + study name)")
     run.add_argument("--no-report", action="store_true", help="collect only; publish later with `latencylab report`")
@@ -173,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
-    except (StudyError, store.RunNotFound, engine.EngineError, BaselineError) as exc:
+    except (StudyError, store.RunNotFound, engine.EngineError, BaselineError, preflight.PreflightError,
+            runner.RunError) as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PapermillExecutionError as exc:

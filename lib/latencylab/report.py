@@ -61,6 +61,10 @@ def document(run_ids: list[str], *, baseline: str = "", lang: str = "", targets:
 
     `baseline` is a scenario name or a CSV of earlier TTFB values; `lang` defaults to the study's.
     """
+    for name, value, kind in (("run_ids", run_ids, list), ("baseline", baseline, str), ("lang", lang, str),
+                              ("targets", targets or {}, dict)):
+        if not isinstance(value, kind):
+            raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
     run_ids = run_ids or store.list_runs()[-1:]
     if not run_ids:
         raise store.RunNotFound(f"no runs yet in {paths.RUNS_DIR}; run `latencylab run STUDY` first")

@@ -14,15 +14,15 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
-from . import embedded, paths
+from . import embedded, paths, preflight
 from .backends import Backend, GenerationRequest, Timeouts, make_backend
 from .backends.base import ServerError
 from .backends.ollama import OllamaBackend
 from .engine import Engine, prepare_models
 from .gpu import GpuMonitor
 from .sample import Sample
-from .store import RunWriter, new_run_id
-from .study import ScenarioSpec, StudySpec
+from .store import RunWriter, new_run_id, read_meta, read_samples
+from .study import ScenarioSpec, StudySpec, load_study, parse_study, with_base_url
 from .workload import PlannedRequest, plan_requests
 
 API_KEY_ENV = "LATENCYLAB_API_KEY"  # for OpenAI-compatible servers that need a key; never stored
@@ -125,6 +125,14 @@ class Collector:
         self.last_end: float | None = None
         self.bar = tqdm(total=0, desc=study.name, unit="req", disable=not progress)
 
+    def restore(self, done: list[dict[str, Any]]) -> None:
+        """Take up what a resumed run had already sent (which scenarios started, which were measured)."""
+        for sample in sorted(done, key=lambda s: s["seq"]):
+            self.started.add(sample["scenario"])
+            if not sample.get("warmup"):
+                self.measured.add(sample["scenario"])
+        self.bar.update(len(done))
+
     async def prepare(self) -> None:
         """Pull what an Ollama server lacks (when asked), with a progress bar per model."""
         if not self.study.prepare.pull:
@@ -197,7 +205,7 @@ class Collector:
 
     async def run(self, plan: list[PlannedRequest]) -> None:
         """Send `plan` with `workload.concurrency` requests in flight (closed loop, plan order)."""
-        self.bar.total = len(plan)
+        self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
         queue = iter(plan)
 
@@ -226,12 +234,22 @@ async def collect(
     run_id: str | None = None,
     on_sample: Callable[[Sample], None] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> str:
-    """Run `study` to completion and return its run id; samples are on disk as soon as they exist."""
+    """Run `study` to completion and return its run id; samples are on disk as soon as they exist.
+
+    With `resume`, continue run `run_id` where it stopped: same plan, the samples it has are kept.
+    """
     run_id = run_id or new_run_id(study.name)
     plan = plan_requests(study, run_id)
+    done: list[dict[str, Any]] = []
+    if resume:
+        done = read_samples(paths.run_dir(run_id) / "samples.jsonl")
+    else:
+        await preflight.check(study, os.environ.get(API_KEY_ENV))
     writer = RunWriter(run_id, study=raw_study or study.model_dump(mode="json"),
-                       settings={"resolved": study.model_dump(mode="json"), "planned_requests": len(plan)})
+                       settings={"resolved": study.model_dump(mode="json"), "planned_requests": len(plan)},
+                       resume=resume)
     status = "failed"
     try:
         with _engine_for(study, writer.dir) as engine:
@@ -241,8 +259,9 @@ async def collect(
             targets = _targets(study, engine)
             async with _clients(targets):
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
+                collector.restore(done)
                 await collector.prepare()
-                await collector.run(plan)
+                await collector.run([p for p in plan if p.seq not in {s["seq"] for s in done}])
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
@@ -267,3 +286,30 @@ def _postfix(sample: Sample) -> str:
 def run_study(study: StudySpec, raw_study: dict[str, Any] | None = None, **kwargs: Any) -> str:
     """Synchronous `collect` for scripts (in a notebook, `await collect(...)` instead)."""
     return asyncio.run(collect(study, raw_study, **kwargs))
+
+
+def resumable(run_id: str) -> tuple[StudySpec, dict[str, Any]]:
+    """The study of a run that stopped before the end, as it was resolved when the run started."""
+    meta = read_meta(run_id)
+    if meta.get("status") == "complete":
+        raise RunError(f"run {run_id} is complete: there is nothing to resume")
+    resolved = {k: v for k, v in meta["settings"]["resolved"].items() if k != "sweep"}  # already expanded
+    return parse_study(resolved, f"{run_id}/run.json"), meta["study"]
+
+
+async def collect_study(study: str, *, base_url: str = "", run_id: str = "", resume: bool = False,
+                        progress: bool = True) -> str:
+    """What the collect notebook does: load (or resume) a study, point it at `base_url`, run it."""
+    for name, value, kind in (("study", study, str), ("base_url", base_url, str), ("run_id", run_id, str),
+                              ("resume", resume, bool)):
+        if not isinstance(value, kind):
+            raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
+    if resume:
+        if not run_id:
+            raise TypeError("parameter resume needs run_id: the run to continue")
+        spec, raw = resumable(run_id)
+    else:
+        spec, raw = load_study(study)
+    if base_url:
+        spec = with_base_url(spec, base_url)
+    return await collect(spec, raw, run_id=run_id or None, resume=resume, progress=progress)

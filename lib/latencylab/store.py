@@ -60,9 +60,17 @@ def _utc_now() -> str:
 class RunWriter:
     """Writes one run; every sample is on disk (flushed) as soon as `append` returns."""
 
-    def __init__(self, run_id: str, *, study: dict[str, Any], settings: dict[str, Any]) -> None:
+    def __init__(self, run_id: str, *, study: dict[str, Any], settings: dict[str, Any], resume: bool = False) -> None:
         self.run_id = run_id
         self.dir = paths.run_dir(run_id)
+        if resume:
+            self.meta = read_meta(run_id)
+            self.meta["status"] = "running"
+            self.meta.setdefault("resumed_at", []).append(_utc_now())
+            self._write_meta()
+            self._drop_torn_line()
+            self._samples = open(self.dir / "samples.jsonl", "a", encoding="utf-8")
+            return
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         self.dir.mkdir()  # fails if the folder exists: two runs never share one
         self.meta: dict[str, Any] = {
@@ -77,6 +85,13 @@ class RunWriter:
         }
         self._write_meta()
         self._samples = open(self.dir / "samples.jsonl", "a", encoding="utf-8")
+
+    def _drop_torn_line(self) -> None:
+        """Cut a sample that a killed run left half-written (it never completed), so appends start clean."""
+        data = self.samples_path.read_bytes() if self.samples_path.exists() else b""
+        if data and not data.endswith(b"\n"):
+            with open(self.samples_path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
 
     @property
     def samples_path(self) -> Path:

@@ -1,0 +1,57 @@
+"""Checks before a run starts, so that a wrong URL or a missing model is said at once, not after
+200 failed samples, and nothing is written."""
+
+from __future__ import annotations
+
+import httpx
+
+from .backends import Timeouts, make_backend
+from .backends.base import ServerError
+from .backends.ollama import OllamaBackend, full_name
+from .study import StudySpec
+
+# A cheap GET that every server of the kind answers (any HTTP status proves it is there).
+HEALTH_PATH = {"ollama": "/api/version", "openai": "/v1/models", "llamacpp": "/health"}
+
+
+class PreflightError(RuntimeError):
+    """A server the study needs is not usable; the message says which and what to do."""
+
+
+async def check(study: StudySpec, api_key: str | None = None) -> None:
+    """Every server the study names answers, and an Ollama server has every model (unless it may pull)."""
+    seen: set[tuple[str, str]] = set()
+    for scenario in study.scenarios:
+        kind, url = study.backend_of(scenario), study.base_url_of(scenario)
+        if kind == "embedded" or url is None:
+            continue
+        backend = make_backend(kind, url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
+        async with backend.client() as client:
+            if (kind, url) not in seen:
+                seen.add((kind, url))
+                await _reachable(client, backend.url(HEALTH_PATH[kind]), kind, url)
+            if isinstance(backend, OllamaBackend) and not study.prepare.pull:
+                await _has_model(client, backend, scenario.model, url)
+
+
+async def _reachable(client: httpx.AsyncClient, probe: str, kind: str, url: str) -> None:
+    try:
+        response = await client.get(probe, timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise PreflightError(
+            f"cannot reach the {kind} server at {url} ({type(exc).__name__}: {exc or 'no answer'}); "
+            "is it running, and is the URL right? (--base-url or base_url: in the study)"
+        ) from None
+    if response.status_code in (401, 403):
+        raise PreflightError(f"the {kind} server at {url} refused the request (HTTP {response.status_code}): "
+                             "set $LATENCYLAB_API_KEY to a key it accepts")
+
+
+async def _has_model(client: httpx.AsyncClient, backend: OllamaBackend, model: str, url: str) -> None:
+    try:
+        pulled = await backend.tags(client)
+    except (ServerError, httpx.HTTPError, ValueError):
+        return  # an older or proxied server without /api/tags: the requests themselves will say
+    if full_name(model) not in pulled:
+        raise PreflightError(f"the Ollama server at {url} has no model {model!r}: run `ollama pull {model}` "
+                             "there, or set prepare: {pull: true} in the study")
