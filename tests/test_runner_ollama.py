@@ -95,3 +95,43 @@ def test_a_model_no_registry_has_stops_the_run_with_the_server_message(workdir):
         run(server, [{"name": "a", "model": "nope:7b"}], prepare={"pull": True})
     run_id = store.list_runs()[-1]
     assert store.read_meta(run_id)["status"] == "failed"
+
+
+def test_a_closed_loop_concurrency_sweep_records_each_level(workdir):
+    with OllamaDouble(models=MODELS, load_delay_s=0.01, num_parallel=1) as server:
+        frame = run(server, [{"name": "a", "model": "tiny"}],
+                    workload={"requests": 4, "concurrency": [1, 4], "order": "blocked"})
+    assert list(frame.sort_values("seq")["concurrency"]) == [1] * 4 + [4] * 4
+    assert frame["ok"].all() and (frame["client_queue_ms"] >= 0).all() and (frame["client_queue_ms"] < 50).all()
+    by_level = frame[frame["state"] == "warm"].groupby("concurrency")["ttft_ms"].median()
+    assert by_level[4] > by_level[1]  # one slot (OLLAMA_NUM_PARALLEL=1): concurrent requests wait their turn
+    from latencylab import document
+
+    doc = document.build(frame, [store.read_meta(store.list_runs()[-1])])
+    text = "\n".join(b.markdown for b in doc.blocks)
+    assert "## Time to first token under concurrency" in text and "concurrency" in [b.name for b in doc.blocks]
+
+
+def test_an_open_loop_keeps_its_seeded_poisson_schedule(workdir):
+    with OllamaDouble(models=MODELS, load_delay_s=0.01) as server:
+        frame = run(server, [{"name": "a", "model": "tiny"}],
+                    workload={"requests": 12, "mode": "open", "rate_per_s": 40, "arrival_seed": 5})
+        again = run(server, [{"name": "a", "model": "tiny"}],
+                    workload={"requests": 12, "mode": "open", "rate_per_s": 40, "arrival_seed": 5})
+    gaps = frame.sort_values("seq")["scheduled_at"].diff().dropna().to_numpy()
+    gaps_again = again.sort_values("seq")["scheduled_at"].diff().dropna().to_numpy()
+    assert gaps == pytest.approx(gaps_again, abs=1e-6)  # the same arrivals for the same seed
+    assert 0.005 < gaps.mean() < 0.08  # about 1/40 s apart
+    assert frame["concurrency"].isna().all() and (frame["client_queue_ms"] >= 0).all()
+
+
+def test_open_loop_needs_a_rate_and_a_sweep_needs_a_closed_loop():
+    from latencylab.study import StudyError
+
+    base = {"name": "s", "scenarios": [{"name": "a", "model": "m"}]}
+    with pytest.raises(StudyError, match="mode: open needs rate_per_s"):
+        parse_study({**base, "workload": {"mode": "open"}})
+    with pytest.raises(StudyError, match="a concurrency sweep is a closed-loop study"):
+        parse_study({**base, "workload": {"mode": "open", "rate_per_s": 2, "concurrency": [1, 2]}})
+    with pytest.raises(StudyError, match="concurrency must be 1 or more"):
+        parse_study({**base, "workload": {"concurrency": [0, 2]}})

@@ -75,3 +75,12 @@ def test_run_ids_sort_by_time():
 
     run_id = store.new_run_id("demo", datetime(2026, 11, 27, 4, 5, 6, tzinfo=UTC))
     assert run_id == "20261127T040506Z-demo"
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(workdir):
+    first = store.free_run_id("demo")
+    store.RunWriter(first, study={}, settings={}).close("complete")
+    second = store.free_run_id("demo")
+    assert second != first
+    store.RunWriter(second, study={}, settings={}).close("complete")
+    assert len(store.list_runs()) == 2

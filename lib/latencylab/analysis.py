@@ -52,13 +52,17 @@ def decompose(samples: pd.DataFrame) -> pd.DataFrame:
     """
     ok = samples[samples["ok"].fillna(False)].copy()
     first_token = ok["eval_ms"] / ok["output_tokens"].where(ok["output_tokens"] > 0)
-    parts = pd.DataFrame({
-        "scenario": ok["scenario"], "state": ok["state"], "warmup": ok["warmup"],
-        "load": ok["load_ms"].fillna(0.0),
-        "prompt": ok["prompt_eval_ms"],
-        "first_token": first_token,
-        "ttft": ok["ttft_ms"],
-    })
+    parts = pd.DataFrame(
+        {
+            "scenario": ok["scenario"],
+            "state": ok["state"],
+            "warmup": ok["warmup"],
+            "load": ok["load_ms"].fillna(0.0),
+            "prompt": ok["prompt_eval_ms"],
+            "first_token": first_token,
+            "ttft": ok["ttft_ms"],
+        }
+    )
     parts["rest"] = parts["ttft"] - parts["load"] - parts["prompt"] - parts["first_token"]
     parts["rest_negative"] = parts["rest"] < -1e-3  # below a microsecond is rounding, not a contradiction
     return parts
@@ -102,17 +106,19 @@ def residency(samples: pd.DataFrame) -> pd.DataFrame:
     data = samples[samples["ok"].fillna(False)]
     mib = 2**20
     grouped = data.groupby("scenario", sort=False)
-    table = pd.DataFrame({
-        "model": grouped["model"].last(),
-        "model_size_mib": grouped["model_size_bytes"].max() / mib,
-        "vram_mib": grouped["vram_bytes"].max() / mib,
-        "gpu_share": grouped["gpu_share"].min(),
-        "fits_in_vram": grouped["fits_in_vram"].agg(lambda s: s.dropna().all() if s.notna().any() else pd.NA),
-        "context_length": grouped["context_length"].max(),
-        "gpu_layers": grouped["gpu_layers"].max(),
-        "server_rss_mib": grouped["server_rss_bytes"].max() / mib,
-        "gpu_mem_used_mib": grouped["gpu_mem_used_bytes"].max() / mib,
-    })
+    table = pd.DataFrame(
+        {
+            "model": grouped["model"].last(),
+            "model_size_mib": grouped["model_size_bytes"].max() / mib,
+            "vram_mib": grouped["vram_bytes"].max() / mib,
+            "gpu_share": grouped["gpu_share"].min(),
+            "fits_in_vram": grouped["fits_in_vram"].agg(lambda s: s.dropna().all() if s.notna().any() else pd.NA),
+            "context_length": grouped["context_length"].max(),
+            "gpu_layers": grouped["gpu_layers"].max(),
+            "server_rss_mib": grouped["server_rss_bytes"].max() / mib,
+            "gpu_mem_used_mib": grouped["gpu_mem_used_bytes"].max() / mib,
+        }
+    )
     return table.rename_axis("scenario")
 
 
@@ -159,9 +165,18 @@ def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any]) -> pd.DataF
             else:
                 passed = None if value is None or pd.isna(value) else bool(value < goal)
             interval = intervals_of.get(key)
-            rows.append({"scenario": scenario, "key": key, "target": label, "goal": goal, "measured": value,
-                         "ci_low": interval.low if interval else None, "ci_high": interval.high if interval else None,
-                         "passed": passed})
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "key": key,
+                    "target": label,
+                    "goal": goal,
+                    "measured": value,
+                    "ci_low": interval.low if interval else None,
+                    "ci_high": interval.high if interval else None,
+                    "passed": passed,
+                }
+            )
     return pd.DataFrame(rows, columns=["scenario", "key", "target", "goal", "measured", "ci_low", "ci_high", "passed"])
 
 
@@ -175,11 +190,13 @@ def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
         return pd.DataFrame()
     data["paid_load"] = data["state"].isin(["cold", "reload"])
     grouped = data.groupby(["keep_alive", "idle_gap_s"], sort=True)
-    return pd.DataFrame({
-        "n": grouped.size(),
-        "cold_share": grouped["paid_load"].mean(),
-        f"mean_{metric}": grouped[metric].mean(),
-    })
+    return pd.DataFrame(
+        {
+            "n": grouped.size(),
+            "cold_share": grouped["paid_load"].mean(),
+            f"mean_{metric}": grouped[metric].mean(),
+        }
+    )
 
 
 def phase_summary(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
@@ -202,7 +219,8 @@ def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
             "median_low": median_ci.low if median_ci else np.nan,
             "median_high": median_ci.high if median_ci else np.nan,
             "p95": stats.percentile(values, 0.95),
-            "p95_low": p95_ci.low if p95_ci else np.nan, "p95_high": p95_ci.high if p95_ci else np.nan,
+            "p95_low": p95_ci.low if p95_ci else np.nan,
+            "p95_high": p95_ci.high if p95_ci else np.nan,
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("scenario").astype("Float64")
 
@@ -219,9 +237,43 @@ def compare_to(samples: pd.DataFrame, baseline: str, metric: str = "ttfb_ms") ->
         if len(before) == 0 or len(after) == 0:
             continue
         c = stats.compare(before, after)
-        rows.append({"scenario": scenario, "n_before": c.n_before, "n_after": c.n_after,
-                     "median_before": c.median_before, "median_after": c.median_after, "change_pct": c.change_pct,
-                     "ratio": c.ratio, "ratio_low": c.ratio_ci.low if c.ratio_ci else np.nan,
-                     "ratio_high": c.ratio_ci.high if c.ratio_ci else np.nan, "p_value": c.p_value,
-                     "cliffs_delta": c.cliffs_delta, "verdict": c.verdict})
+        rows.append(
+            {
+                "scenario": scenario,
+                "n_before": c.n_before,
+                "n_after": c.n_after,
+                "median_before": c.median_before,
+                "median_after": c.median_after,
+                "change_pct": c.change_pct,
+                "ratio": c.ratio,
+                "ratio_low": c.ratio_ci.low if c.ratio_ci else np.nan,
+                "ratio_high": c.ratio_ci.high if c.ratio_ci else np.nan,
+                "p_value": c.p_value,
+                "cliffs_delta": c.cliffs_delta,
+                "verdict": c.verdict,
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def concurrency_table(samples: pd.DataFrame, metric: str = "ttft_ms") -> pd.DataFrame:
+    """Per scenario and concurrency level: n, p50/p90/p95 of `metric` (where n supports them), client queueing.
+
+    Empty unless the run swept concurrency.
+    """
+    data = measured(samples)
+    if data["concurrency"].nunique() < 2:
+        return pd.DataFrame()
+    rows = {}
+    for (scenario, level), group in data.groupby(["scenario", "concurrency"], sort=False):
+        values = group[metric].dropna().to_numpy(float)
+        rows[(scenario, int(level))] = {
+            "n": len(values),
+            "p50": float(np.median(values)) if len(values) else np.nan,
+            "p90": stats.percentile(values, 0.90),
+            "p95": stats.percentile(values, 0.95),
+            "client_queue_ms": group["client_queue_ms"].mean(),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["scenario", "concurrency"])
+    return table.astype({"p90": "Float64", "p95": "Float64"})

@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id = args.resume
     elif args.study:
         spec, _ = load_study(args.study)
-        run_id = args.run_id or store.new_run_id(spec.name)
+        run_id = args.run_id or store.free_run_id(spec.name)
         if paths.run_dir(run_id).exists():
             raise StudyError(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
     else:

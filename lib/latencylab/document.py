@@ -149,6 +149,7 @@ def build(
     target_table = analysis.evaluate_targets(samples, targets) if targets else pd.DataFrame()
     _targets(doc, target_table)
     _next_steps(doc, samples, summary, comparisons, target_table, targets)
+    _concurrency(doc, samples)
     _errors(doc, samples)
     _figures(doc, samples, summary, target_table, targets, metric)
     doc.key_figures = _key_figures(samples, summary, ci, comparisons, target_table, baseline)
@@ -515,11 +516,50 @@ def _next_steps(
         mine = target_table[target_table["scenario"] == scenario] if not target_table.empty else target_table
         if len(mine) and mine["passed"].map(lambda v: v is True).all():
             steps.append(t("next_all_met", lang, scenario=_esc(scenario)))
+    for scenario, factor, low, high in serialised(samples):
+        steps.append(t("next_serialised", lang, scenario=scenario, factor=number(factor, lang, 1), low=low, high=high))
     for c in comparisons.itertuples():
         if c.verdict in ("no_difference", "too_few"):
             steps.append(t("next_more_samples", lang, scenario=_esc(c.scenario), n=min(c.n_before, c.n_after)))
     body = "\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1)) or t("next_nothing", lang)
     doc.add(f"## {t('h_next', lang)}\n\n{body}")
+
+
+def _concurrency(doc: Document, samples: pd.DataFrame) -> None:
+    lang = doc.lang
+    table = analysis.concurrency_table(samples)
+    if table.empty:
+        return
+    rows = [
+        (
+            scenario,
+            level,
+            number(r["n"], lang),
+            ms(r["p50"], lang),
+            ms(r["p90"], lang) if pd.notna(r["p90"]) else t("n_too_small", lang, n=10),
+            ms(r["p95"], lang) if pd.notna(r["p95"]) else t("n_too_small", lang, n=20),
+            f"{number(r['client_queue_ms'], lang, 2)} ms",
+        )
+        for (scenario, level), r in table.iterrows()
+    ]
+    doc.add(
+        f"## {t('h_concurrency', lang)}\n\n{t('concurrency_intro', lang)}",
+        table=pd.DataFrame(
+            rows, columns=[t("scenario", lang), "concurrency", "n", "p50", "p90", "p95", "client queue"]
+        ),
+    )
+    doc.add(figure=plots.concurrency(table, samples, lang=lang, title=t("fig_concurrency", lang)), name="concurrency")
+
+
+def serialised(samples: pd.DataFrame) -> list[tuple[str, float, int, int]]:
+    """Scenarios whose median TTFT at the highest level is over twice the lowest level's."""
+    table = analysis.concurrency_table(samples)
+    found = []
+    for scenario, group in table.reset_index().groupby("scenario", sort=False) if not table.empty else []:
+        low, high = group.iloc[0], group.iloc[-1]
+        if low["p50"] and high["p50"] / low["p50"] > 2:
+            found.append((scenario, high["p50"] / low["p50"], int(low["concurrency"]), int(high["concurrency"])))
+    return found
 
 
 def _errors(doc: Document, samples: pd.DataFrame) -> None:

@@ -24,6 +24,29 @@ TEXT: dict[str, dict[str, str]] = {
     "h_analysis": {"en": "Analysis", "es": "Análisis"},
     "h_optimisation": {"en": "Optimisation applied", "es": "Optimización aplicada"},
     "h_phases": {"en": "TTFB per scenario and phase", "es": "TTFB por escenario y fase"},
+    "h_concurrency": {
+        "en": "Time to first token under concurrency",
+        "es": "Tiempo hasta el primer token con concurrencia",
+    },
+    "concurrency_intro": {
+        "en": "Each level ran with that many requests in flight (closed loop). A median that grows with the "
+        "level means the server serialises requests (Ollama: `OLLAMA_NUM_PARALLEL`; llama-server: `--parallel`). "
+        "Client queueing is the time between a request being due and being sent: it is never inside the TTFT.",
+        "es": "Cada nivel corrió con esa cantidad de requests en vuelo (bucle cerrado). Una mediana que crece con el "
+        "nivel indica que el servidor serializa las requests (Ollama: `OLLAMA_NUM_PARALLEL`; llama-server: "
+        "`--parallel`). La cola del cliente es el tiempo entre que una request debía salir y salió: nunca está "
+        "dentro del TTFT.",
+    },
+    "next_serialised": {
+        "en": "**{scenario}**: the median TTFT grows {factor}× from {low} to {high} requests in flight: the server "
+        "serialises them; raise `OLLAMA_NUM_PARALLEL` (llama-server: `--parallel`) if memory allows.",
+        "es": "**{scenario}**: la mediana de TTFT crece {factor}× de {low} a {high} requests en vuelo: el servidor "
+        "las serializa; subir `OLLAMA_NUM_PARALLEL` (llama-server: `--parallel`) si la memoria lo permite.",
+    },
+    "fig_concurrency": {
+        "en": "TTFT percentiles against concurrency",
+        "es": "Percentiles de TTFT según la concurrencia",
+    },
     "h_results": {"en": "Results: baseline → optimised", "es": "Resultados: baseline → optimizado"},
     "h_targets": {"en": "Targets", "es": "Targets"},
     "h_next": {"en": "Next steps", "es": "Próximos pasos"},
@@ -212,6 +235,8 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "seconds since the run started (gaps are idle time)",
         "es": "segundos desde el inicio (los huecos son pausas)",
     },
+    "ax_concurrency": {"en": "requests in flight (log scale)", "es": "requests en vuelo (escala log)"},
+    "ax_ttft": {"en": "time to first token (ms), log scale", "es": "tiempo hasta el primer token (ms), escala log"},
     "ax_cv": {"en": "coefficient of variation", "es": "coeficiente de variación"},
     "ax_ratio": {"en": "measured / goal (below 1 passes)", "es": "medido / objetivo (bajo 1 cumple)"},
     "load": {"en": "load", "es": "carga"},

@@ -200,3 +200,27 @@ def sweep(table: pd.DataFrame, metric: str = "ttfb_ms", *, title: str | None = N
     ax.set_xlabel("idle gap before each request (s)")
     ax.set_ylabel(f"mean {LABELS.get(metric, metric)}, log scale")
     return _finish(fig, ax, title or "A model pays a load once the idle gap outlasts its keep-alive")
+
+
+def concurrency(table: pd.DataFrame, samples: pd.DataFrame, *, lang: str = "en", title: str | None = None) -> Figure:
+    """TTFT percentiles against concurrency: median solid, p90 dashed, one colour per scenario."""
+    colours = palette(samples)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for scenario, group in table.reset_index().groupby("scenario", sort=False):
+        colour = colours.get(scenario, "grey")
+        ax.plot(group["concurrency"], group["p50"], marker="o", color=colour, label=f"{scenario} p50")
+        if group["p90"].notna().any():
+            ax.plot(
+                group["concurrency"],
+                group["p90"].astype(float),
+                marker="o",
+                ls="--",
+                color=colour,
+                label=f"{scenario} p90",
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(t("ax_concurrency", lang))
+    ax.set_ylabel(t("ax_ttft", lang))
+    ax.legend(fontsize="small")
+    return _finish(fig, ax, title)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from .backends.ollama import OllamaBackend
 from .engine import Engine, prepare_models
 from .gpu import GpuMonitor
 from .sample import Sample
-from .store import RunWriter, new_run_id, read_meta, read_samples
+from .store import RunWriter, free_run_id, read_meta, read_samples
 from .study import ScenarioSpec, StudySpec, load_study, parse_study, with_base_url
 from .workload import PlannedRequest, plan_requests
 
@@ -142,7 +143,8 @@ class Collector:
                 assert target.client is not None
                 await target.backend.pull_missing(target.client, target.model)
 
-    async def send(self, planned: PlannedRequest) -> None:
+    async def send(self, planned: PlannedRequest, scheduled_at: float | None = None) -> None:
+        """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready."""
         target = self.targets[planned.scenario]
         backend, client, s = target.backend, target.client, target.scenario
         assert client is not None
@@ -155,11 +157,15 @@ class Collector:
             await backend.wait_resident(client, target.model, False)
         elif s.preload and first_of_scenario:
             await self._preload(target)
-        gap = self.study.idle_gap_of(s)
+        gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
         if gap:
             await asyncio.sleep(gap)
         before = await backend.probe(client, target.model)
+        scheduled_at = time.time() if scheduled_at is None else scheduled_at
         sample = await backend.measure(client, _request(self.study, target, planned))
+        sample.scheduled_at = scheduled_at
+        sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
+        sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
         after = await backend.probe(client, target.model)
         self._annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
@@ -204,26 +210,51 @@ class Collector:
         self.last_end = time.time()
 
     async def run(self, plan: list[PlannedRequest]) -> None:
-        """Send `plan` with `workload.concurrency` requests in flight (closed loop, plan order)."""
+        """Send `plan`: closed loop (each concurrency level in turn) or open loop (Poisson arrivals)."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
+        try:
+            if self.study.workload.mode == "open":
+                await self._open_loop(plan)
+            else:
+                for level in dict.fromkeys(p.concurrency for p in plan):
+                    await self._closed_loop([p for p in plan if p.concurrency == level], level)
+        finally:
+            self.bar.close()
+
+    async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
+        """`concurrency` workers take the plan in order; each sends its next request when the last ends."""
         queue = iter(plan)
 
         async def worker() -> None:
             for planned in queue:  # shared iterator: each request is taken by one worker
                 await self.send(planned)
 
-        try:
-            await asyncio.gather(*(worker() for _ in range(self.study.workload.concurrency)))
-        finally:
-            self.bar.close()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    async def _open_loop(self, plan: list[PlannedRequest]) -> None:
+        """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
+        workload = self.study.workload
+        assert workload.rate_per_s is not None
+        arrivals = random.Random(workload.arrival_seed)
+        loop = asyncio.get_running_loop()
+        start_loop, start_wall, offset = loop.time(), time.time(), 0.0
+        tasks = []
+        for planned in plan:
+            offset += arrivals.expovariate(workload.rate_per_s)
+            await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
+            tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
+        await asyncio.gather(*tasks)
 
 
 @contextlib.asynccontextmanager
-async def _clients(targets: dict[str, Target]) -> AsyncIterator[None]:
+async def _clients(targets: dict[str, Target], study: StudySpec) -> AsyncIterator[None]:
+    """One HTTP client per scenario, its connection pool sized to the most requests ever in flight."""
+    workload = study.workload
+    in_flight = None if workload.mode == "open" else max(workload.levels) * 2  # a request and its probe
     async with contextlib.AsyncExitStack() as stack:
         for target in targets.values():
-            target.client = await stack.enter_async_context(target.backend.client())
+            target.client = await stack.enter_async_context(target.backend.client(max_connections=in_flight))
         yield
 
 
@@ -240,7 +271,7 @@ async def collect(
 
     With `resume`, continue run `run_id` where it stopped: same plan, the samples it has are kept.
     """
-    run_id = run_id or new_run_id(study.name)
+    run_id = run_id or free_run_id(study.name)
     plan = plan_requests(study, run_id)
     done: list[dict[str, Any]] = []
     if resume:
@@ -257,7 +288,7 @@ async def collect(
                 writer.update(server={"kind": "embedded llama-server", "version": engine.version(),
                                       "command": engine.command(), "presets": engine.presets})
             targets = _targets(study, engine)
-            async with _clients(targets):
+            async with _clients(targets, study):
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
                 collector.restore(done)
                 await collector.prepare()

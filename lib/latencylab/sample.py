@@ -43,6 +43,9 @@ class Sample:
     keep_alive: str | None = None  # as the scenario gave it
     idle_gap_s: float | None = None  # the planned pause before this request
     started_at: float = 0.0  # wall-clock UNIX time of t0, for timelines
+    scheduled_at: float | None = None  # when the client meant to send it (open loop: its arrival time)
+    client_queue_ms: float | None = None  # sent − scheduled: time lost on the client side, never inside TTFB
+    concurrency: int | None = None  # requests the client allowed in flight (closed loop)
     idle_before_s: float | None = None  # time since the previous request of the run ended
     prompt_chars: int = 0
     ok: bool = True

@@ -37,6 +37,16 @@ def new_run_id(study_name: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{study_name}"
 
 
+def free_run_id(study_name: str) -> str:
+    """A new run id whose folder does not exist yet (`-2`, `-3`… when two runs start in one second)."""
+    base = new_run_id(study_name)
+    candidate, n = base, 1
+    while paths.run_dir(candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
 def host_info() -> dict[str, Any]:
     """The machine a run measured from."""
     try:

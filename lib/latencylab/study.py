@@ -97,7 +97,33 @@ class WorkloadSpec(_Spec):
     idle_gap_s: float = Field(0.0, ge=0, description="pause before each request")
     order: Literal["interleaved", "blocked", "random"] = "interleaved"
     order_seed: int = Field(0, description="seed of the random order")
-    concurrency: int = Field(1, ge=1, description="requests in flight at once")
+    mode: Literal["closed", "open"] = Field(
+        "closed", description="closed: `concurrency` requests in flight; open: Poisson arrivals at `rate_per_s`"
+    )
+    concurrency: int | list[int] = Field(1, description="requests in flight at once; a list sweeps the levels")
+    rate_per_s: float | None = Field(None, gt=0, description="open loop: mean arrivals per second")
+    arrival_seed: int = Field(0, description="seed of the open loop's arrival times")
+
+    @field_validator("concurrency")
+    @classmethod
+    def _levels(cls, value: int | list[int]) -> int | list[int]:
+        levels = value if isinstance(value, list) else [value]
+        if not levels or any(level < 1 for level in levels):
+            raise ValueError("concurrency must be 1 or more (or a non-empty list of such levels)")
+        return value
+
+    @model_validator(mode="after")
+    def _mode(self) -> WorkloadSpec:
+        if self.mode == "open" and self.rate_per_s is None:
+            raise ValueError("mode: open needs rate_per_s (mean requests per second)")
+        if self.mode == "open" and isinstance(self.concurrency, list):
+            raise ValueError("a concurrency sweep is a closed-loop study: use mode: closed")
+        return self
+
+    @property
+    def levels(self) -> list[int]:
+        """The concurrency levels, in the order they are run."""
+        return self.concurrency if isinstance(self.concurrency, list) else [self.concurrency]
     temperature: float | None = 0.0
     seed: int | None = 42
 

@@ -32,10 +32,14 @@ class PlannedRequest:
     scenario: str
     prompt: str
     warmup: bool
+    concurrency: int = 1
 
 
 def plan_requests(study: StudySpec, run_id: str) -> list[PlannedRequest]:
-    """Warm-ups first, then the measured requests: scenarios interleaved, in blocks, or shuffled (seeded)."""
+    """Warm-ups first, then the measured requests: scenarios interleaved, in blocks, or shuffled (seeded).
+
+    A concurrency sweep repeats that plan once per level.
+    """
     workload = study.workload
     prompts = BUILTIN_PROMPTS if workload.prompts == "builtin" else tuple(workload.prompts)
     names = [s.name for s in study.scenarios]
@@ -50,10 +54,12 @@ def plan_requests(study: StudySpec, run_id: str) -> list[PlannedRequest]:
                 random.Random(workload.order_seed).shuffle(block)
             slots += block
     plan = []
-    for seq, (name, warmup) in enumerate(slots):
-        prompt = prompts[seq % len(prompts)]
-        if workload.unique_prefix:
-            # A unique first line defeats prefix caching, which would flatter warm requests.
-            prompt = f"Request {seq} of run {run_id}.\n{prompt}"
-        plan.append(PlannedRequest(seq=seq, scenario=name, prompt=prompt, warmup=warmup))
+    for level in workload.levels:
+        for name, warmup in slots:
+            seq = len(plan)
+            prompt = prompts[seq % len(prompts)]
+            if workload.unique_prefix:
+                # A unique first line defeats prefix caching, which would flatter warm requests.
+                prompt = f"Request {seq} of run {run_id}.\n{prompt}"
+            plan.append(PlannedRequest(seq=seq, scenario=name, prompt=prompt, warmup=warmup, concurrency=level))
     return plan

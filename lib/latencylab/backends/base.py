@@ -175,15 +175,17 @@ class Backend(ABC):
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+    def client(self, max_connections: int | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client with this backend's connect timeout; reads are timed by `measure`.
 
         Every request opens its own connection: servers close kept-alive connections when they like
         (llama-server after a few requests), and a reused dead one would turn into a failed sample.
+        The pool is unbounded unless `max_connections` says otherwise, so that no request waits in it
+        unseen (that wait would land inside its TTFB); the runner sizes it to the concurrency.
         """
         t = self.timeouts
         timeout = httpx.Timeout(connect=t.connect_s, read=None, write=t.connect_s, pool=None)
-        limits = httpx.Limits(max_keepalive_connections=0)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
         return httpx.AsyncClient(timeout=timeout, headers=self.headers(), limits=limits, **kwargs)
 
     @abstractmethod
