@@ -28,6 +28,9 @@ def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = 
     attempted = samples[~samples["warmup"].fillna(False)]
     values = measured(samples).sort_values("seq").groupby(by, observed=True, sort=False)[metric]
     table = values.agg(["count", "mean", "median", "min", "max", "std"]).rename(columns={"count": "n"})
+    groups = attempted.sort_values("seq").groupby(by, observed=True, sort=False).size().index
+    table = table.reindex(groups)  # a group whose every request failed keeps its row (n 0)
+    table["n"] = table["n"].fillna(0)
     failed = ~attempted["ok"].fillna(False)
     table["errors"] = failed.groupby([attempted[c] for c in by], observed=True).sum()
     table["errors"] = table["errors"].fillna(0).astype("Int64")

@@ -19,6 +19,23 @@ import httpx
 from ..sample import MAX_TEXT_CHARS, Sample, StreamClock
 
 MAX_LINE_BYTES = 1 << 20  # a stream line longer than this is a lying server, not a token
+MAX_CONTENT_CHUNKS = 1 << 16  # when the request sets no positive token limit
+MAX_ERROR_BODY_BYTES = 64 << 10  # of an HTTP error body, enough for any message
+
+
+def content_chunk_limit(request: GenerationRequest) -> int:
+    """Content chunks accepted before a response counts as far larger than asked for."""
+    n = request.options.get("num_predict", request.max_tokens)
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        return MAX_CONTENT_CHUNKS
+    return 2 * n + 64
+
+
+def number(value: Any, what: str) -> Any:
+    """A server-reported figure, which must be a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ServerError("protocol", f"{what} is not a number: {value!r:.80}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,8 @@ class StreamParser(ABC):
         """Write the server-reported figures into `sample`."""
 
     def add_text(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise ServerError("protocol", f"generated text is not a string: {text!r:.80}")
         if sum(map(len, self.text_parts)) < MAX_TEXT_CHARS:
             self.text_parts.append(text)
 
@@ -120,13 +139,19 @@ def parse_json_line(line: bytes) -> dict[str, Any]:
 
 def error_text(body: bytes) -> str:
     """The message of an Ollama (`{"error": "…"}`) or OpenAI (`{"error": {"message": …}}`) error body."""
+    raw = body[:300].decode("utf-8", "replace").strip()
     try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return body[:300].decode("utf-8", "replace").strip()
+        parsed = json.loads(body)
+    except ValueError:
+        return raw
+    if not isinstance(parsed, dict):
+        return raw
+    error = parsed.get("error")
     if isinstance(error, dict):
         return str(error.get("message") or error)
-    return str(error)
+    if error:
+        return str(error)
+    return str(parsed.get("message") or parsed.get("detail") or raw)  # vLLM's, FastAPI's
 
 
 async def timed_lines(
@@ -138,7 +163,8 @@ async def timed_lines(
     while True:
         limit = timeouts.first_byte_s if clock.first_byte is None else timeouts.between_chunks_s
         try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), limit)
+            async with asyncio.timeout(limit):
+                chunk = await chunks.__anext__()
         except StopAsyncIteration:
             break
         except TimeoutError as exc:
@@ -155,6 +181,19 @@ async def timed_lines(
                 yield t, line.rstrip(b"\r")
     if buffer.strip():
         yield clock.last_byte or time.perf_counter_ns(), buffer.rstrip(b"\r")
+
+
+async def read_error_body(response: httpx.Response, timeouts: Timeouts) -> bytes:
+    """At most MAX_ERROR_BODY_BYTES of an error body, each chunk within between_chunks_s."""
+    body = b""
+    chunks = response.aiter_bytes().__aiter__()
+    while len(body) < MAX_ERROR_BODY_BYTES:
+        try:
+            async with asyncio.timeout(timeouts.between_chunks_s):
+                body += await chunks.__anext__()
+        except (StopAsyncIteration, TimeoutError):
+            break
+    return body[:MAX_ERROR_BODY_BYTES]
 
 
 class Backend(ABC):
@@ -232,7 +271,7 @@ class Backend(ABC):
         clock = StreamClock()  # t0: just before the request is handed to the client
         try:
             async with asyncio.timeout(self.timeouts.total_s):
-                await self._exchange(client, http_request, clock, parser, sample)
+                await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
         except ServerError as exc:
             sample.fail(exc.kind, str(exc))
         except TimeoutError:
@@ -245,7 +284,10 @@ class Backend(ABC):
             sample.fail("incomplete", f"connection broke: {exc!r}")
         except httpx.HTTPError as exc:
             sample.fail("connect", f"{type(exc).__name__}: {exc}")
-        parser.fill(sample)
+        try:
+            parser.fill(sample)
+        except ServerError as exc:
+            sample.fail(exc.kind, str(exc))
         sample.text = parser.text()
         clock.fill(sample)
         return sample
@@ -257,11 +299,11 @@ class Backend(ABC):
         clock: StreamClock,
         parser: StreamParser,
         sample: Sample,
+        max_chunks: int = MAX_CONTENT_CHUNKS,
     ) -> None:
         try:
-            response = await asyncio.wait_for(
-                client.send(http_request, stream=True), self.timeouts.first_byte_s
-            )
+            async with asyncio.timeout(self.timeouts.first_byte_s):
+                response = await client.send(http_request, stream=True)
         except TimeoutError as exc:
             raise ServerError(
                 "timeout", f"no response headers within {self.timeouts.first_byte_s:g} s"
@@ -270,12 +312,18 @@ class Backend(ABC):
         sample.status_code = response.status_code
         try:
             if response.status_code >= 400:
-                body = await response.aread()
+                body = await read_error_body(response, self.timeouts)
                 clock.on_bytes(time.perf_counter_ns())
                 raise ServerError("http", f"HTTP {response.status_code}: {error_text(body)}")
             async for t, line in timed_lines(response, clock, self.timeouts):
-                if parser.feed(line):
+                try:
+                    carried = parser.feed(line)
+                except (TypeError, AttributeError, KeyError, ValueError) as exc:
+                    raise ServerError("protocol", f"unexpected chunk {line[:120]!r}: {exc!r}") from exc
+                if carried:
                     clock.on_content(t)
+                    if len(clock.token_times) > max_chunks:
+                        raise ServerError("protocol", f"more than {max_chunks} content chunks: far more than asked for")
             if not parser.finished:
                 raise ServerError("incomplete", "the stream ended without its final chunk")
         finally:

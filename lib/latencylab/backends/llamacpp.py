@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from ..sample import Sample
-from .base import GenerationRequest, Residency, ServerError, StreamParser, error_text
+from .base import GenerationRequest, Residency, ServerError, StreamParser, error_text, number
 from .openai import OpenAIBackend, OpenAIParser
 
 # Ollama's per-request options that llama-server reads under its own names.
@@ -41,14 +41,18 @@ class LlamaCppParser(OpenAIParser):
         t = self.timings
         if not t:
             return
-        cached = t.get("cache_n", 0)
+        if not isinstance(t, dict):
+            raise ServerError("protocol", f"timings is not an object: {t!r:.80}")
+        cached = number(t.get("cache_n", 0), "cache_n")
         sample.cached_tokens = cached
         if "prompt_n" in t:
-            sample.prompt_tokens = t["prompt_n"] + cached
+            sample.prompt_tokens = number(t["prompt_n"], "prompt_n") + cached
         if "predicted_n" in t:
-            sample.output_tokens, sample.output_tokens_source = t["predicted_n"], "server"
-        sample.prompt_eval_ms = t.get("prompt_ms")
-        sample.eval_ms = t.get("predicted_ms")
+            sample.output_tokens, sample.output_tokens_source = number(t["predicted_n"], "predicted_n"), "server"
+        if "prompt_ms" in t:
+            sample.prompt_eval_ms = number(t["prompt_ms"], "prompt_ms")
+        if "predicted_ms" in t:
+            sample.eval_ms = number(t["predicted_ms"], "predicted_ms")
 
 
 class LlamaCppBackend(OpenAIBackend):

@@ -11,7 +11,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from ..sample import Sample
-from .base import Backend, GenerationRequest, Residency, ServerError, StreamParser, error_text, parse_json_line
+from .base import Backend, GenerationRequest, Residency, ServerError, StreamParser, error_text, number, parse_json_line
 
 NS_PER_MS = 1e6
 
@@ -90,10 +90,10 @@ class OllamaParser(StreamParser):
             ("eval_ms", "eval_duration"),
             ("total_ms", "total_duration"),
         ):
-            setattr(sample, column, f.get(key, 0) / NS_PER_MS)
-        sample.prompt_tokens = f.get("prompt_eval_count", 0)
+            setattr(sample, column, number(f.get(key, 0), key) / NS_PER_MS)
+        sample.prompt_tokens = number(f.get("prompt_eval_count", 0), "prompt_eval_count")
         if "eval_count" in f or sample.done_reason in ("stop", "length"):
-            sample.output_tokens, sample.output_tokens_source = f.get("eval_count", 0), "server"
+            sample.output_tokens, sample.output_tokens_source = number(f.get("eval_count", 0), "eval_count"), "server"
 
 
 class OllamaBackend(Backend):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..sample import Sample
-from .base import Backend, GenerationRequest, ServerError, StreamParser, parse_json_line
+from .base import Backend, GenerationRequest, ServerError, StreamParser, number, parse_json_line
 
 
 class OpenAIParser(StreamParser):
@@ -29,6 +29,8 @@ class OpenAIParser(StreamParser):
             raise ServerError("server_error", str(error.get("message", error) if isinstance(error, dict) else error))
         self.read_extra(event)
         if event.get("usage"):
+            if not isinstance(event["usage"], dict):
+                raise ServerError("protocol", f"usage is not an object: {event['usage']!r:.80}")
             self.usage = event["usage"]
         carried = False
         for choice in event.get("choices") or []:
@@ -48,10 +50,10 @@ class OpenAIParser(StreamParser):
     def fill(self, sample: Sample) -> None:
         sample.done_reason = self.finish_reason
         if "completion_tokens" in self.usage:
-            sample.output_tokens = self.usage["completion_tokens"]
+            sample.output_tokens = number(self.usage["completion_tokens"], "completion_tokens")
             sample.output_tokens_source = "server"
         if "prompt_tokens" in self.usage:
-            sample.prompt_tokens = self.usage["prompt_tokens"]
+            sample.prompt_tokens = number(self.usage["prompt_tokens"], "prompt_tokens")
         cached = (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         if cached is not None:
             sample.cached_tokens = cached
