@@ -78,31 +78,10 @@ def box_strip(samples: pd.DataFrame, metric: str = "ttfb_ms", *, lang: str = "en
     data["phase"] = data["phase"].map(lambda p: t(p, lang))
     order, phases = scenario_order(samples), [t("first", lang), t("subsequent", lang)]
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    sns.boxplot(
-        data=data,
-        x="scenario",
-        y=metric,
-        hue="phase",
-        order=order,
-        hue_order=phases,
-        fill=False,
-        showfliers=False,
-        log_scale=True,
-        ax=ax,
-    )
-    sns.stripplot(
-        data=data,
-        x="scenario",
-        y=metric,
-        hue="phase",
-        order=order,
-        hue_order=phases,
-        dodge=True,
-        alpha=0.6,
-        size=4,
-        legend=False,
-        ax=ax,
-    )
+    layout = {"data": data, "x": "scenario", "y": metric, "hue": "phase", "order": order, "hue_order": phases,
+              "ax": ax}
+    sns.boxplot(**layout, fill=False, showfliers=False, log_scale=True)
+    sns.stripplot(**layout, dodge=True, alpha=0.6, size=4, legend=False)
     ax.set_xlabel("")
     ax.set_ylabel(t("ax_ttfb", lang))
     return _finish(fig, ax, title)

@@ -23,8 +23,10 @@ import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .loopback import LoopbackServer
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"  # Ollama's, two spaces
 CRASH = "an error was encountered while running the model: unexpected EOF"
@@ -94,17 +96,11 @@ class FaultServer:
         self.received: list[tuple[str, str, Any]] = []  # (method, path, JSON body or raw bytes)
         self.lock = threading.Lock()
         self.stop = threading.Event()  # set on close: every hold ends at once
-        self._httpd: ThreadingHTTPServer | None = None
-        self._timer: threading.Timer | None = None
+        self._server: LoopbackServer | None = None
 
     def __enter__(self) -> FaultServer:
         handler = type("Handler", (_Handler,), {"server_state": self, "timeout": self.socket_timeout_s})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        self._timer = threading.Timer(self.lifetime_s, self.close)
-        self._timer.daemon = True
-        self._timer.start()
+        self._server = LoopbackServer(handler, self.lifetime_s, expire=self.close)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -113,17 +109,13 @@ class FaultServer:
     def close(self) -> None:
         """Stop serving and end every hold (idempotent)."""
         self.stop.set()
-        httpd, self._httpd = self._httpd, None
-        if self._timer and self._timer is not threading.current_thread():
-            self._timer.cancel()
-        if httpd:
-            httpd.shutdown()
-            httpd.server_close()
+        if self._server:
+            self._server.close()
 
     @property
     def base_url(self) -> str:
-        assert self._httpd, "use the server as a context manager"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        assert self._server, "use the server as a context manager"
+        return self._server.base_url
 
     def next_fault(self, path: str) -> str:
         with self.lock:

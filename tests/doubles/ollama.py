@@ -18,8 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .loopback import LoopbackServer
 
 FOREVER_NS = 2**63 - 1  # math.MaxInt64 ns, about 292 years
 RUNNER_DEFAULTS = {"num_ctx": None, "num_batch": 512, "num_gpu": -1, "num_thread": 0,
@@ -180,17 +182,11 @@ class OllamaDouble:
         self.loads: list[tuple[str, str]] = []
         self.cond = threading.Condition()
         self._loading, self._queued = False, 0
-        self._httpd: ThreadingHTTPServer | None = None
-        self._timer: threading.Timer | None = None
+        self._server: LoopbackServer | None = None
 
     def __enter__(self) -> OllamaDouble:
         handler = type("Handler", (_Handler,), {"double": self, "timeout": self.request_timeout_s})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        self._timer = threading.Timer(self.lifetime_s, self.close)
-        self._timer.daemon = True
-        self._timer.start()
+        self._server = LoopbackServer(handler, self.lifetime_s, expire=self.close)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -198,17 +194,13 @@ class OllamaDouble:
 
     def close(self) -> None:
         """Stop serving (idempotent)."""
-        httpd, self._httpd = self._httpd, None
-        if self._timer and self._timer is not threading.current_thread():
-            self._timer.cancel()
-        if httpd:
-            httpd.shutdown()
-            httpd.server_close()
+        if self._server:
+            self._server.close()
 
     @property
     def base_url(self) -> str:
-        assert self._httpd, "use the double as a context manager"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        assert self._server, "use the double as a context manager"
+        return self._server.base_url
 
     def pulled(self) -> list[tuple[str, ModelSpec]]:
         """The models the server has (what `/api/tags` lists)."""

@@ -1,0 +1,35 @@
+"""What every test server here shares: an HTTP handler served on 127.0.0.1 and a free port from daemon
+threads, stopped by itself after a lifetime so that a test that forgets to close it leaves nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LoopbackServer:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], lifetime_s: float, expire: Callable[[], None] | None = None
+    ) -> None:
+        """`expire` is called when the lifetime ends (the owner's own close); by default, `close`."""
+        self._httpd: ThreadingHTTPServer | None = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self._timer = threading.Timer(lifetime_s, expire or self.close)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd, "the server is closed"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def close(self) -> None:
+        """Stop serving (idempotent; also called by the lifetime timer)."""
+        httpd, self._httpd = self._httpd, None
+        if threading.current_thread() is not self._timer:
+            self._timer.cancel()
+        if httpd:
+            httpd.shutdown()
+            httpd.server_close()
