@@ -169,3 +169,28 @@ def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
     text = "\n".join(b.markdown for b in unclear.blocks)
     assert "no se demuestra diferencia con tantas muestras" in text
     assert "medir más antes de concluir" in text  # and the next steps say what to do
+
+
+def test_a_server_that_answers_script_tags_runs_nothing_in_the_browser(workdir):
+    from doubles.ollama import OllamaDouble
+    from latencylab import runner
+    from latencylab.study import parse_study
+
+    browser = _chromium()
+    hostile = "<script>console.log('pwned')</script><img src=x onerror=\"console.log('pwned')\">"
+    with OllamaDouble(models={"tiny": 1_000_000}, tokens=(hostile, " ok"), fail_after_tokens=1,
+                      fail_message=hostile) as server:
+        study = parse_study({"name": "hostile", "backend": "ollama", "base_url": server.base_url,
+                             "workload": {"requests": 2, "max_tokens": 4},
+                             "scenarios": [{"name": "a", "model": "tiny"}]})
+        run_id = runner.run_study(study, progress=False)
+    frame = store.load_run(run_id)
+    assert (frame["error_kind"] == "server_error").all() and frame["text"].str.contains("<script>").all()
+    page = report.publish([run_id])
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={page.parent / '.chromium'}", "--enable-logging=stderr", "--log-level=0"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0
+    assert not [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert "&lt;script&gt;console.log('pwned')&lt;/script&gt;" in dom.stdout

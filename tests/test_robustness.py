@@ -148,3 +148,19 @@ def test_a_run_killed_with_sigkill_keeps_every_finished_sample_and_leaves_no_ser
     assert store.read_meta("killed")["status"] == "running"  # it never got to say otherwise
     _, alive = psutil.wait_procs(servers, timeout=15)
     assert not alive, "the engine outlived a SIGKILLed run"
+
+
+def test_a_corrupt_samples_file_is_named_with_its_line_and_nothing_is_written(tmp_path):
+    run = tmp_path / "data" / "runs" / "broken"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"run_id": "broken", "status": "complete"}))
+    (run / "samples.jsonl").write_text('{"seq": 0}\nnot json\n{"seq": 2}\n')
+    result = _cli(tmp_path, "report", "broken")
+    assert result.returncode == 2 and "samples.jsonl:2: not a JSON sample" in result.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+def test_no_subprocess_goes_through_a_shell_and_yaml_is_loaded_safely():
+    source = "\n".join(p.read_text() for p in (paths.PROJECT_ROOT / "lib").rglob("*.py"))
+    assert "shell=True" not in source and "os.system(" not in source
+    assert "yaml.load(" not in source and "yaml.safe_load(" in source

@@ -214,8 +214,9 @@ def phase_summary(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFram
 def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     """Seeded bootstrap 95 % intervals of the median and p95 of `metric` per scenario (<NA> where n is too small)."""
     rows = {}
-    for scenario, group in measured(samples).groupby("scenario", sort=False):
-        values = group[metric].dropna().to_numpy(float)
+    data = measured(samples)
+    for scenario in scenario_order(samples):  # a scenario whose every request failed keeps its (empty) row
+        values = data.loc[data["scenario"] == scenario, metric].dropna().to_numpy(float)
         median_ci, p95_ci = stats.bootstrap_ci(values, "median"), stats.bootstrap_ci(values, "p95")
         rows[scenario] = {
             "median": float(np.median(values)) if len(values) else np.nan,

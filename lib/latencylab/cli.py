@@ -108,6 +108,8 @@ def _report_options(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     run_ids = [_resolve_run(r) for r in args.runs]
+    for run_id in run_ids:
+        store.load_run(run_id)  # a corrupt samples file is said here, before anything is written
     print(f"report: {report.publish(run_ids, **_report_options(args))}")
     return 0
 
@@ -186,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
-    except (StudyError, store.RunNotFound, engine.EngineError, BaselineError, preflight.PreflightError,
-            runner.RunError) as exc:
+    except (StudyError, store.RunNotFound, store.CorruptRun, engine.EngineError, BaselineError,
+            preflight.PreflightError, runner.RunError) as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PapermillExecutionError as exc:

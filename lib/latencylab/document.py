@@ -490,7 +490,12 @@ def _next_steps(
                 t("next_vram", lang, scenario=_esc(scenario), share=percent(residency.loc[scenario, "gpu_share"], lang))
             )
         cv_goal = targets.get("cv")
-        if cv_goal and (scenario, "all") in summary.index and summary.loc[(scenario, "all"), "cv"] > cv_goal:
+        if (
+            cv_goal
+            and (scenario, "all") in summary.index
+            and pd.notna(summary.loc[(scenario, "all"), "cv"])
+            and summary.loc[(scenario, "all"), "cv"] > cv_goal
+        ):
             steps.append(
                 t(
                     "next_variance",
@@ -587,10 +592,14 @@ def _figures(
     metric: str,
 ) -> None:
     lang = doc.lang
+    if analysis.measured(samples)[metric].dropna().empty:
+        doc.add(f"## {t('h_figures', lang)}\n\n{t('no_figures', lang)}")
+        return
     medians = summary.xs("all", level="phase")["median"].dropna().astype(float)
-    fastest, slowest = medians.idxmin(), medians.idxmax()
-    ranking = (
-        t(
+    ranking = ""
+    if len(medians) > 1:
+        fastest, slowest = medians.idxmin(), medians.idxmax()
+        ranking = t(
             "conclude_medians",
             lang,
             fastest=fastest,
@@ -598,9 +607,6 @@ def _figures(
             slowest=slowest,
             slow=ms(medians[slowest], lang),
         )
-        if len(medians) > 1
-        else ""
-    )
     measured = analysis.measured(samples)
     paid = int(measured["state"].isin(["cold", "reload"]).sum())
     doc.add(f"## {t('h_figures', lang)}")

@@ -195,6 +195,10 @@ TEXT: dict[str, dict[str, str]] = {
         "es": "**{scenario}** cumple todos los targets con evidencia: mantener esta configuración.",
     },
     "next_nothing": {"en": "Nothing stands out in the data.", "es": "Nada destaca en los datos."},
+    "no_figures": {
+        "en": "No request succeeded: there is no latency to draw.",
+        "es": "Ninguna request tuvo éxito: no hay latencia que graficar.",
+    },
     "no_errors": {"en": "No request failed.", "es": "Ninguna request falló."},
     # figures: what to conclude
     "conclude_medians": {

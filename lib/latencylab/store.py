@@ -31,6 +31,10 @@ class RunNotFound(FileNotFoundError):
     """A run id with no folder under data/runs/."""
 
 
+class CorruptRun(ValueError):
+    """A samples.jsonl with a broken line that is not the last one (a killed run only tears the last)."""
+
+
 def new_run_id(study_name: str, now: datetime | None = None) -> str:
     """UTC timestamp + study name: sortable and readable (`20261127T044512Z-embedded-demo`)."""
     now = now or datetime.now(UTC)
@@ -151,7 +155,9 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
             if number == len(lines):
                 warnings.warn(f"{path}:{number}: skipped a torn last line (the run was cut off)", stacklevel=2)
                 continue
-            raise ValueError(f"{path}:{number}: not a JSON sample ({exc.msg}); the file is corrupt") from exc
+            raise CorruptRun(
+                f"{path}:{number}: not a JSON sample ({exc.msg}); the file is corrupt: mend or delete that line"
+            ) from exc
     return records
 
 
