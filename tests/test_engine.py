@@ -57,8 +57,11 @@ def test_cold_request_is_several_times_slower_than_warm_ones(router):
     (cold_resident, cold), *warm = results
     assert all(s.ok for _, s in results), [s.error for _, s in results]
     assert cold_resident is False and all(resident for resident, _ in warm)
+    # The router answers headers only once the model is loaded, so headers carry the load and little else:
+    # a ratio that holds even on a busy machine, where prompt processing slows cold and warm alike.
     warm_ttfb = statistics.median(s.ttfb_ms for _, s in warm)
-    assert cold.ttfb_ms > 3 * warm_ttfb, (cold.ttfb_ms, warm_ttfb)
+    warm_headers = statistics.median(s.headers_ms for _, s in warm)
+    assert cold.headers_ms > 3 * warm_headers and cold.ttfb_ms > 2 * warm_ttfb, (cold, warm)
     for _, s in results:
         assert s.headers_ms <= s.ttfb_ms <= s.ttft_ms <= s.e2e_ms
         assert s.output_tokens_source == "server" and 1 <= s.output_tokens <= 8
@@ -71,7 +74,7 @@ def test_after_the_idle_sleep_the_next_request_is_cold_again(router):
     results = _measure(router.base_url, Q4, ["After a pause.", "Right after."])
     (resident_after_idle, first), (resident_then, second) = results
     assert resident_after_idle is False and resident_then is True
-    assert first.ttfb_ms > 3 * second.ttfb_ms, (first.ttfb_ms, second.ttfb_ms)
+    assert first.headers_ms > 3 * second.headers_ms and first.ttfb_ms > second.ttfb_ms, (first, second)
 
 
 def test_switching_models_evicts_the_other_when_one_fits(router):
