@@ -32,6 +32,7 @@ RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "
 # A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
 # Ollama requests report a few ms of load_duration).
 RELOAD_EVIDENCE_MS = 20.0
+WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
 
 
 @dataclass
@@ -226,11 +227,13 @@ class Collector:
         """`concurrency` workers take the plan in order; each sends its next request when the last ends."""
         queue = iter(plan)
 
-        async def worker() -> None:
+        async def worker(index: int) -> None:
+            # Staggered starts: 256 connection set-ups at once would queue on the event loop, inside TTFB.
+            await asyncio.sleep(index * WORKER_STAGGER_S)
             for planned in queue:  # shared iterator: each request is taken by one worker
                 await self.send(planned)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
 
     async def _open_loop(self, plan: list[PlannedRequest]) -> None:
         """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
