@@ -150,6 +150,8 @@ def build(
     _targets(doc, target_table)
     _next_steps(doc, samples, summary, comparisons, target_table, targets)
     _concurrency(doc, samples)
+    if any(m.get("settings", {}).get("resolved", {}).get("sweep") for m in metas):
+        _sweep(doc, samples, metric)
     _errors(doc, samples)
     _figures(doc, samples, summary, target_table, targets, metric)
     doc.key_figures = _key_figures(samples, summary, ci, comparisons, target_table, baseline)
@@ -554,6 +556,31 @@ def _concurrency(doc: Document, samples: pd.DataFrame) -> None:
         ),
     )
     doc.add(figure=plots.concurrency(table, samples, lang=lang, title=t("fig_concurrency", lang)), name="concurrency")
+
+
+def _sweep(doc: Document, samples: pd.DataFrame, metric: str) -> None:
+    """The keep-alive sweep: share of requests that paid a load, and mean TTFB, per keep_alive × idle gap."""
+    lang = doc.lang
+    table = analysis.sweep(samples, metric)
+    if table.empty:
+        return
+    rows = [
+        (
+            keep_alive,
+            f"{number(gap, lang, 1)} s",
+            number(r["n"], lang),
+            percent(r["cold_share"], lang),
+            ms(r[f"mean_{metric}"], lang),
+        )
+        for (keep_alive, gap), r in table.iterrows()
+    ]
+    doc.add(
+        f"## {t('h_sweep', lang)}\n\n{t('sweep_intro', lang)}",
+        table=pd.DataFrame(
+            rows, columns=["keep_alive", t("setting_idle_gap", lang), "n", t("cold_share", lang), t("mean", lang)]
+        ),
+    )
+    doc.add(figure=plots.sweep(table, metric, title=t("fig_sweep", lang)), name="sweep")
 
 
 def serialised(samples: pd.DataFrame) -> list[tuple[str, float, int, int]]:

@@ -53,7 +53,17 @@ TEXT: dict[str, dict[str, str]] = {
     "h_figures": {"en": "Figures", "es": "Gráficos"},
     "h_errors": {"en": "Errors", "es": "Errores"},
     "h_sweep": {"en": "Keep-alive sweep", "es": "Barrido de keep-alive"},
-    "h_all_figures": {"en": "All scenarios", "es": "Todos los escenarios"},
+    "sweep_intro": {
+        "en": "Each cell waited its idle gap before every request: once the gap outlasts keep_alive, requests pay a "
+        "load. Pick a keep_alive longer than the gaps your users leave.",
+        "es": "Cada celda esperó su pausa antes de cada request: cuando la pausa supera el keep_alive, las requests "
+        "pagan una carga. Elegir un keep_alive más largo que las pausas que dejan los usuarios.",
+    },
+    "cold_share": {"en": "paid a load", "es": "pagaron carga"},
+    "fig_sweep": {
+        "en": "A model pays a load once the idle gap outlasts its keep-alive",
+        "es": "Un modelo paga una carga cuando la pausa supera su keep-alive",
+    },
     # table headings
     "metric": {"en": "Metric", "es": "Métrica"},
     "value": {"en": "Value", "es": "Valor"},

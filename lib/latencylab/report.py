@@ -11,7 +11,6 @@ import pandas as pd
 import papermill
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
-from pandas.io.formats.style import Styler
 
 from . import paths, store
 from .baselines import read_baseline_csv
@@ -105,61 +104,6 @@ def write_index() -> Path:
     return path
 
 
-def run_header(meta: dict[str, Any]) -> str:
-    """Markdown lines describing a run: study, server, host, when, status (all text escaped)."""
-    host, server = meta.get("host", {}), meta.get("server", {})
-    ram = host.get("ram_bytes")
-    rows = {
-        "Run": meta.get("run_id"),
-        "Study": meta.get("study", {}).get("name"),
-        "Status": meta.get("status"),
-        "Started / ended (UTC)": f"{meta.get('started_at')} / {meta.get('ended_at')}",
-        "Server": f"{server.get('kind', 'as given in the study')} {server.get('version', '')}".strip(),
-        "Host": f"{host.get('platform')}, {host.get('cpu_count')} CPUs"
-        + (f", {ram / 2**30:.1f} GiB RAM" if ram else ""),
-        "latencylab": meta.get("versions", {}).get("latencylab"),
-    }
-    lines = ["| | |", "|---|---|"]
-    lines += [f"| {key} | {html.escape(str(value))} |" for key, value in rows.items()]
-    return "\n".join(lines)
-
-
 def study_targets(meta: dict[str, Any]) -> dict[str, Any]:
     """The targets a run's study resolved to (the seed's defaults unless the study changed them)."""
     return dict(meta.get("settings", {}).get("resolved", {}).get("targets", {}))
-
-
-def _number_format(frame: pd.DataFrame, column: object) -> str:
-    if "share" in str(column) or column == "cv":
-        return "{:.0%}"
-    return "{:,.0f}" if pd.api.types.is_integer_dtype(frame[column]) else "{:,.1f}"
-
-
-def table(frame: pd.DataFrame) -> Styler:
-    """A figures table as the report shows it: counts whole, times to 0.1 ms, shares and CV in %, gaps as –."""
-    numeric = frame.select_dtypes("number").columns
-    return frame.style.format({c: _number_format(frame, c) for c in numeric}, na_rep="–")
-
-
-def targets_table(frame: pd.DataFrame) -> Styler:
-    """Targets with ✅ pass / ❌ fail (and – where the run holds no evidence)."""
-    shown = frame.copy()
-    shown["passed"] = shown["passed"].map({True: "✅ pass", False: "❌ fail"}).fillna("– no evidence")
-    shown["goal"] = [_goal_text(t, g) for t, g in zip(shown["target"], shown["goal"], strict=True)]
-    shown["measured"] = [_goal_text(t, m) for t, m in zip(shown["target"], shown["measured"], strict=True)]
-    return shown.style.hide(axis="index")
-
-
-def _goal_text(target: str, value: object) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if "CV" in target:
-        return f"{value:.0%}"
-    return f"{value:,.0f} ms"
-
-
-def has_sweep(meta: dict[str, Any]) -> bool:
-    """Whether the run's study was a keep-alive sweep."""
-    return bool(meta.get("settings", {}).get("resolved", {}).get("sweep"))
