@@ -58,7 +58,8 @@ def test_cli_runs_a_study_through_both_notebooks_on_the_real_engine(tmp_path, mo
 
 
 @pytest.mark.engine
-def test_ctrl_c_keeps_the_samples_marks_the_run_and_stops_everything(tmp_path, models):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_keeps_the_samples_marks_the_run_and_stops_everything(tmp_path, models, stop):
     env = {**os.environ, paths.HOME_ENV: str(tmp_path)}
     study = _study(tmp_path, requests=500)
     cli = subprocess.Popen([*CLI, "run", str(study), "--run-id", "cut"], env=env,
@@ -69,7 +70,7 @@ def test_ctrl_c_keeps_the_samples_marks_the_run_and_stops_everything(tmp_path, m
         time.sleep(0.2)
     descendants = psutil.Process(cli.pid).children(recursive=True)
     assert any("llama-server" in " ".join(p.cmdline()) for p in descendants if p.is_running())
-    cli.send_signal(signal.SIGINT)
+    cli.send_signal(stop)
     _, stderr = cli.communicate(timeout=60)
     assert cli.returncode == 130 and "interrupted" in stderr
     kept = store.read_samples(samples)
