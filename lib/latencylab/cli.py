@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -40,16 +39,6 @@ def _follow(run_id: str, total: int, done: threading.Event) -> None:
             time.sleep(0.25)
 
 
-def _finalise_status(run_id: str, status: str) -> None:
-    """Mark a run that the kernel could not close itself (killed kernel, Ctrl-C)."""
-    path = paths.run_dir(run_id) / "run.json"
-    if path.exists():
-        meta = json.loads(path.read_text())
-        if meta.get("status") == "running":
-            meta["status"] = status
-            path.write_text(json.dumps(meta, indent=2))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     report_options = _report_options(args)
     if args.resume:
@@ -82,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         done.set()
         follower.join()
-        _finalise_status(run_id, status)
+        store.settle_status(run_id, status)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         print(f"report: {report.publish([run_id], **report_options)}")

@@ -580,7 +580,7 @@ def _sweep(doc: Document, samples: pd.DataFrame, metric: str) -> None:
             rows, columns=["keep_alive", t("setting_idle_gap", lang), "n", t("cold_share", lang), t("mean", lang)]
         ),
     )
-    doc.add(figure=plots.sweep(table, metric, title=t("fig_sweep", lang)), name="sweep")
+    doc.add(figure=plots.sweep(table, metric, lang=lang, title=t("fig_sweep", lang)), name="sweep")
 
 
 def serialised(samples: pd.DataFrame) -> list[tuple[str, float, int, int]]:

@@ -16,7 +16,6 @@ from .i18n import t
 
 STATE_COLOURS = {"cold": "#d62728", "reload": "#ff7f0e", "warm": "#2ca02c", "unknown": "#7f7f7f"}
 STATE_MARKERS = {"cold": "X", "reload": "s", "warm": "o", "unknown": "D"}
-LABELS = {"ttfb_ms": "time to first byte (ms)", "ttft_ms": "time to first token (ms)"}
 
 
 def palette(samples: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
@@ -151,7 +150,7 @@ def targets(table: pd.DataFrame, *, lang: str = "en", title: str | None = None) 
     """Each numeric target as measured / goal (below 1 passes), per scenario."""
     numeric = table[table["key"] != "fits_in_vram"].dropna(subset=["measured"]).copy()
     numeric["ratio"] = numeric["measured"].astype(float) / numeric["goal"].astype(float)
-    numeric["label"] = numeric["scenario"] + " · " + numeric["target"]
+    numeric["label"] = numeric["scenario"] + " · " + numeric["key"].map(lambda key: t(f"t_{key}", lang))
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(numeric) + 1)))
     colours = np.where(numeric["ratio"] < 1, "#2ca02c", "#d62728")
     ax.barh(numeric["label"], numeric["ratio"], color=colours)
@@ -162,23 +161,23 @@ def targets(table: pd.DataFrame, *, lang: str = "en", title: str | None = None) 
     return _finish(fig, ax, title)
 
 
-def sweep(table: pd.DataFrame, metric: str = "ttfb_ms", *, title: str | None = None) -> Figure:
+def sweep(table: pd.DataFrame, metric: str = "ttfb_ms", *, lang: str = "en", title: str | None = None) -> Figure:
     """Mean `metric` against the idle gap, one line per keep_alive, each point labelled with its cold share."""
     data = table.reset_index()
     fig, ax = plt.subplots(figsize=(8, 4.2))
     sns.lineplot(data=data, x="idle_gap_s", y=f"mean_{metric}", hue="keep_alive", marker="o", ax=ax)
     for _, row in data.iterrows():
         ax.annotate(
-            f"{row['cold_share']:.0%} cold",
+            f"{row['cold_share']:.0%} {t('cold_word', lang)}",
             (row["idle_gap_s"], row[f"mean_{metric}"]),
             textcoords="offset points",
             xytext=(4, 6),
             fontsize="small",
         )
     ax.set_yscale("log")
-    ax.set_xlabel("idle gap before each request (s)")
-    ax.set_ylabel(f"mean {LABELS.get(metric, metric)}, log scale")
-    return _finish(fig, ax, title or "A model pays a load once the idle gap outlasts its keep-alive")
+    ax.set_xlabel(t("ax_idle_gap", lang))
+    ax.set_ylabel(t("ax_mean_ttfb", lang))
+    return _finish(fig, ax, title)
 
 
 def concurrency(table: pd.DataFrame, samples: pd.DataFrame, *, lang: str = "en", title: str | None = None) -> Figure:

@@ -112,9 +112,7 @@ class RunWriter:
         return self.dir / "samples.jsonl"
 
     def _write_meta(self) -> None:
-        tmp = self.dir / "run.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=2, default=str), encoding="utf-8")
-        tmp.replace(self.dir / "run.json")  # atomic: a reader never sees half a file
+        _write_meta(self.dir, self.meta)
 
     def update(self, **meta: Any) -> None:
         """Record more metadata (server version, engine settings) in run.json."""
@@ -131,6 +129,22 @@ class RunWriter:
             raise ValueError(f"unknown run status {status!r}")
         self._samples.close()
         self.update(status=status, ended_at=_utc_now())
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    tmp = folder / "run.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    tmp.replace(folder / "run.json")  # atomic: a reader never sees half a file
+
+
+def settle_status(run_id: str, status: str) -> None:
+    """Record `status` for a run still marked running whose writer could not close it (a killed kernel)."""
+    try:
+        meta = read_meta(run_id)
+    except RunNotFound:
+        return
+    if meta.get("status") == "running":
+        _write_meta(paths.run_dir(run_id), {**meta, "status": status})
 
 
 def read_meta(run_id: str) -> dict[str, Any]:
