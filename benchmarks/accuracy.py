@@ -65,6 +65,7 @@ from latencylab.backends import base  # noqa: E402
 from latencylab.backends.base import Backend, GenerationRequest  # noqa: E402
 from latencylab.backends.ollama import OllamaBackend  # noqa: E402
 from latencylab.backends.openai import OpenAIBackend  # noqa: E402
+from latencylab.gpu import GpuSampler  # noqa: E402
 from latencylab.sample import Sample, StreamClock  # noqa: E402
 
 METRICS = ("headers_ms", "ttfb_ms", "ttft_ms", "itl_ms", "e2e_ms")
@@ -300,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--interval-ms", type=float, default=5.0, help="per-stream chunk interval, at least")
     parser.add_argument("--aggregate-tok-s", type=float, default=10_000.0,
                         help="chunks per second over all streams, at most (I grows with concurrency)")
+    parser.add_argument("--gpu-sampler", action="store_true",
+                        help="read NVML in a background thread during the run, as `latencylab run` does, to "
+                             "measure what it costs (needs an NVIDIA GPU)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.requests = args.requests or (20 if args.quick else 150)
@@ -310,14 +314,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.jsonl"
-        with gt.serve(log_path, lifetime_s=900) as port:
+        with gt.serve(log_path, lifetime_s=900) as port, GpuSampler() if args.gpu_sampler else contextlib.nullcontext():
             results = asyncio.run(measure_all(port, log_path, args))
     goals = check_goals(results)
     print_table(results, goals)
     report = {
         "settings": {"levels": args.levels, "requests": args.requests, "chunks": args.chunks, "d_ms": args.d_ms,
                      "e_ms": args.e_ms, "interval_ms": args.interval_ms, "aggregate_tok_s": args.aggregate_tok_s,
-                     "quick": args.quick},
+                     "quick": args.quick, "gpu_sampler": args.gpu_sampler},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "httpx": httpx.__version__,
                     "sniffio": importlib.util.find_spec("sniffio") is not None, "platform": platform.platform(),
                     "loadavg_1min_at_end": os.getloadavg()[0]},

@@ -118,7 +118,11 @@ def cmd_engine(args: argparse.Namespace) -> int:
             print(path)
         return 0
     if args.action == "version":
-        print(engine.Engine().version())
+        server = engine.find_binary("llama-server")
+        print(f"{engine.Engine().version()}\nbackend: {engine.build_backend(server)}\nbinary: {server}")
+        return 0
+    if args.action == "backend":
+        print(engine.build_backend())
         return 0
     engine.prepare_models()
     with engine.Engine(models_max=args.models_max, sleep_idle_seconds=args.sleep_idle_seconds) as server:
@@ -164,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     eng = sub.add_parser("engine", help="the embedded llama.cpp engine: prepare models, show version, serve",
                          description="prepare: put SmolLM2 Q4_1 and its Q8_0 variant in data/models/. "
-                         "version: llama-server's version. serve: run the router on a free loopback port.")
-    eng.add_argument("action", choices=["prepare", "version", "serve"])
+                         "version: llama-server's version, the backend it was built with (cpu, cuda, …) and "
+                         "where it is. backend: that backend alone. "
+                         "serve: run the router on a free loopback port.")
+    eng.add_argument("action", choices=["prepare", "version", "backend", "serve"])
     eng.add_argument("--models-max", type=int, default=1, help="models loaded at once (serve)")
     eng.add_argument("--sleep-idle-seconds", type=float, help="unload a model after this idle time (serve)")
     eng.set_defaults(func=cmd_engine)

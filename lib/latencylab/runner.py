@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import time
@@ -15,12 +16,11 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
-from . import embedded, paths, preflight
+from . import embedded, gpu, paths, preflight
 from .backends import Backend, GenerationRequest, Timeouts, make_backend
 from .backends.base import ServerError
 from .backends.ollama import OllamaBackend
 from .engine import Engine, prepare_models
-from .gpu import GpuMonitor
 from .sample import Sample
 from .store import RunWriter, free_run_id, read_meta, read_samples
 from .study import ScenarioSpec, StudySpec, load_study, parse_study, with_base_url
@@ -52,7 +52,7 @@ def _engine_for(study: StudySpec, run_dir: Path) -> Iterator[Engine | None]:
     if not study.uses_engine:
         yield None
         return
-    prepare_models()
+    prepare_models(only={s.model for s in study.scenarios if study.backend_of(s) == "embedded"})
     with Engine(log_path=run_dir / "llama-server.log", models_max=study.engine.models_max,
                 ctx_size=study.engine.ctx_size, threads=study.engine.threads,
                 presets=embedded.presets(study, paths.MODELS_DIR)) as engine:
@@ -120,7 +120,8 @@ class Collector:
                  engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool) -> None:
         self.study, self.targets, self.writer, self.run_id = study, targets, writer, run_id
         self.engine, self.on_sample = engine, on_sample
-        self.gpu = GpuMonitor()
+        self.gpu = gpu.GpuSampler()
+        self.gpu_index: int | None = None  # the GPU the server runs on, once NVML can tell
         self.started: set[str] = set()  # scenarios whose first request has been sent
         self.measured: set[str] = set()  # scenarios whose first measured request has been sent
         self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
@@ -163,7 +164,9 @@ class Collector:
             await asyncio.sleep(gap)
         before = await backend.probe(client, target.model)
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
+        window_start = time.monotonic()
         sample = await backend.measure(client, _request(self.study, target, planned))
+        self._gpu_peaks(sample, window_start, time.monotonic())
         sample.scheduled_at = scheduled_at
         sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
         sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
@@ -186,6 +189,16 @@ class Collector:
         await target.backend.wait_resident(target.client, target.model, True)
         self.loaded_with[target.model] = target.runner_options
 
+    def _gpu_peaks(self, sample: Sample, start: float, end: float) -> None:
+        """NVML's peak memory and utilisation on the server's GPU while the request was in flight."""
+        if not self.gpu.available:
+            return
+        if self.gpu_index is None and self.engine is not None:
+            self.gpu_index = gpu.gpu_of_processes(self.engine.pids())
+        sample.gpu_index = self.gpu_index if self.gpu_index is not None else 0
+        if (peak := self.gpu.peak(start, end, sample.gpu_index)) is not None:
+            sample.gpu_mem_used_bytes, sample.gpu_util_pct = peak.mem_used_bytes, peak.util_pct
+
     def _annotate(self, sample: Sample, planned: PlannedRequest, target: Target, before: Any, after: Any,
                   gap: float) -> None:
         s = target.scenario
@@ -204,9 +217,11 @@ class Collector:
             after.fill(sample)
         if self.engine is not None and self.study.backend_of(s) == "embedded":
             sample.server_rss_bytes = self.engine.rss_bytes(target.model)
-            sample.gpu_layers = self.engine.gpu_layers(target.model)
-        if (gpu := self.gpu.snapshot()) is not None:
-            sample.gpu_mem_used_bytes, sample.gpu_util_pct = gpu.mem_used_bytes, gpu.util_pct
+            offload, sample.gpu_layers_source = self.engine.offload(target.model)
+            if offload is not None:
+                sample.gpu_layers, sample.gpu_layers_total = offload.layers, offload.total
+                sample.gpu_share, sample.fits_in_vram = offload.share, offload.complete
+                sample.gpu_share_source = "layers"
         sample.idle_before_s = None if self.last_end is None else max(0.0, sample.started_at - self.last_end)
         self.last_end = time.time()
 
@@ -214,6 +229,7 @@ class Collector:
         """Send `plan`: closed loop (each concurrency level in turn) or open loop (Poisson arrivals)."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
+        self.gpu.start()
         try:
             if self.study.workload.mode == "open":
                 await self._open_loop(plan)
@@ -221,6 +237,7 @@ class Collector:
                 for level in dict.fromkeys(p.concurrency for p in plan):
                     await self._closed_loop([p for p in plan if p.concurrency == level], level)
         finally:
+            self.gpu.stop()
             self.bar.close()
 
     async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
@@ -289,7 +306,9 @@ async def collect(
         with _engine_for(study, writer.dir) as engine:
             if engine is not None:
                 writer.update(server={"kind": "embedded llama-server", "version": engine.version(),
-                                      "command": engine.command(), "presets": engine.presets})
+                                      "backend": engine.backend, "command": engine.command(),
+                                      "presets": engine.presets})
+            writer.update(gpus=[dataclasses.asdict(d) for d in gpu.devices()])
             targets = _targets(study, engine)
             async with _clients(targets, study):
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)

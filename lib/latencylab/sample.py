@@ -75,9 +75,18 @@ class Sample:
     gpu_share: float | None = None
     fits_in_vram: bool | None = None
     context_length: int | None = None
-    gpu_layers: int | None = None  # llama-server: layers offloaded, from its log
+    # Where gpu_share / fits_in_vram come from: "size_vram" (Ollama's /api/ps) or "layers" (llama-server's
+    # offloaded layers over its total, from the log)
+    gpu_share_source: str | None = None
+    gpu_layers: int | None = None  # llama-server: layers offloaded (the output layer counts as one)
+    gpu_layers_total: int | None = None
+    # "log", or why gpu_layers is unknown: "cpu-build" (no GPU backend), "not-loaded", "not-in-log"
+    gpu_layers_source: str | None = None
     server_rss_bytes: int | None = None  # embedded engine: resident memory of the model's process
-    gpu_mem_used_bytes: int | None = None  # NVML, when an NVIDIA GPU is present
+    # NVML, sampled in the background while the request ran (when an NVIDIA GPU is present): the GPU the
+    # server runs on (GPU 0 when that cannot be told), its peak used memory and peak utilisation
+    gpu_index: int | None = None
+    gpu_mem_used_bytes: int | None = None
     gpu_util_pct: float | None = None
     text: str = ""
 

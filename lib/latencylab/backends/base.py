@@ -88,6 +88,7 @@ class Residency:
         sample.resident_after = self.resident
         sample.model_size_bytes, sample.vram_bytes = self.size_bytes, self.vram_bytes
         sample.gpu_share, sample.fits_in_vram = self.gpu_share, self.fits_in_vram
+        sample.gpu_share_source = None if self.gpu_share is None else "size_vram"
         sample.context_length = self.context_length
 
 
