@@ -15,7 +15,7 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from . import engine, paths, preflight, report, runner, store
-from .baselines import BaselineError
+from .errors import LatencyLabError
 from .study import StudyError, load_study, with_base_url
 from .workload import plan_requests
 
@@ -177,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
-    except (StudyError, store.RunNotFound, store.CorruptRun, engine.EngineError, BaselineError,
-            preflight.PreflightError, runner.RunError) as exc:
+    except LatencyLabError as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PapermillExecutionError as exc:

@@ -8,13 +8,14 @@ import httpx
 from .backends import Timeouts, make_backend
 from .backends.base import ServerError
 from .backends.ollama import OllamaBackend, full_name
+from .errors import LatencyLabError
 from .study import StudySpec
 
 # A cheap GET that every server of the kind answers (any HTTP status proves it is there).
 HEALTH_PATH = {"ollama": "/api/version", "openai": "/v1/models", "llamacpp": "/health"}
 
 
-class PreflightError(RuntimeError):
+class PreflightError(LatencyLabError):
     """A server the study needs is not usable; the message says which and what to do."""
 
 

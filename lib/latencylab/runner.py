@@ -20,6 +20,7 @@ from .backends import Backend, GenerationRequest, Timeouts, make_backend
 from .backends.base import ServerError
 from .backends.ollama import OllamaBackend
 from .engine import Engine, prepare_models
+from .errors import LatencyLabError
 from .gpu import GpuMonitor
 from .sample import Sample
 from .store import RunWriter, free_run_id, read_meta, read_samples
@@ -307,7 +308,7 @@ async def collect(
     return run_id
 
 
-class RunError(RuntimeError):
+class RunError(LatencyLabError):
     """A run that could not go on (a server that refused a load, unload or pull); samples are kept."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from . import __version__, paths
+from .errors import LatencyLabError
 from .sample import Sample
 
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
@@ -27,11 +28,11 @@ _DTYPE_BY_TYPE = {"str": "string", "str | None": "string", "int": "Int64", "int 
 SAMPLE_DTYPES: dict[str, str] = {f.name: _DTYPE_BY_TYPE[str(f.type)] for f in fields(Sample)}
 
 
-class RunNotFound(FileNotFoundError):
+class RunNotFound(LatencyLabError, FileNotFoundError):
     """A run id with no folder under data/runs/."""
 
 
-class CorruptRun(ValueError):
+class CorruptRun(LatencyLabError, ValueError):
     """A samples.jsonl with a broken line that is not the last one (a killed run only tears the last)."""
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import paths
 from .durations import keep_alive_seconds
+from .errors import LatencyLabError
 
 BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
 # Ollama options that must be numbers; a string there is an HTTP 500 from the server.
@@ -18,7 +19,7 @@ INTEGER_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", 
                    "num_keep", "repeat_last_n"}
 
 
-class StudyError(ValueError):
+class StudyError(LatencyLabError, ValueError):
     """A study spec that cannot be used; the message says where and what to change."""
 
 
@@ -293,6 +294,8 @@ def load_study(name_or_path: str | Path) -> tuple[StudySpec, dict[str, Any]]:
     path = resolve_study_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a study is a YAML file") from None
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {exc}") from None
     return parse_study(raw, str(path), path.parent), raw

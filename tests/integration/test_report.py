@@ -12,8 +12,8 @@ import pytest
 
 from latencylab import document, paths, report, store
 
-FIXTURE = Path(__file__).parent / "data" / "fixture-run"
-ARTIFACTS = Path(__file__).parent / "artifacts"
+FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 SECTIONS = {
     "en": ["Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
            "TTFB per scenario and phase", "Results: baseline → optimised", "Targets", "Next steps", "Errors",
