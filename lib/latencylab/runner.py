@@ -310,14 +310,18 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     The one entry point that collects (the CLI and the collect notebook call it); while it runs, this
     process holds the run's lock, so nothing else writes the run. Samples are on disk as soon as they exist.
     """
-    meta = store.load_meta(run_id)
-    if meta.status == "complete":
-        raise RunError(f"run {run_id} is complete: there is nothing to resume")
-    if meta.study is None:
-        raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
-    study = meta.study
     writer = RunWriter(run_id)  # RunLocked while another process writes it
-    done = store.finished(store.read_samples(writer.samples_path))
+    meta = writer.meta
+    try:
+        if meta.status == "complete":
+            raise RunError(f"run {run_id} is complete: there is nothing to resume")
+        if meta.study is None:
+            raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
+        done = store.finished(store.read_samples(writer.samples_path))
+    except LatencyLabError:
+        writer.release()  # status unchanged: this was no attempt to run
+        raise
+    study = meta.study
     sent = {s["seq"] for s in done}
     plan = [p for p in plan_requests(study, run_id) if p.seq not in sent]
     if meta.status == "prepared":

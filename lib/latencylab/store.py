@@ -180,8 +180,9 @@ class RunWriter:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.dir = paths.run_dir(run_id)
-        self.meta = load_meta(run_id)
+        load_meta(run_id)  # RunNotFound before anything is touched
         self._lock = _acquire(self.dir, run_id)
+        self.meta = load_meta(run_id)  # as the last writer left it
         self._drop_torn_line()
         self._samples = open(self.samples_path, "a", encoding="utf-8")
 
@@ -206,14 +207,18 @@ class RunWriter:
         self._samples.flush()
 
     def close(self, status: RunStatus) -> None:
-        """Close the samples file, record the final status, and let go of the run."""
+        """Record the final status and let go of the run."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        self._samples.close()
         try:
             self.update(status=status, ended_at=utc_now())
         finally:
-            self._lock.close()  # closing the file releases the flock
+            self.release()
+
+    def release(self) -> None:
+        """Close the samples file and let go of the run, its status unchanged."""
+        self._samples.close()
+        self._lock.close()  # closing the file releases the flock
 
 
 def _acquire(folder: Path, run_id: str) -> IO[str]:

@@ -40,6 +40,7 @@ def number(value: Any, what: str) -> Any:
 
 
 Timeouts = TimeoutsSpec  # per-phase limits in seconds, defined once (a study's `timeouts:`)
+DEFAULT_TIMEOUTS = Timeouts()
 POLL_INTERVAL_S = 0.05  # between two residency probes while waiting for a load or an unload
 
 
@@ -226,7 +227,7 @@ class Backend(ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
-        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = Timeouts()
+        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key

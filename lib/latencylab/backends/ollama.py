@@ -11,7 +11,17 @@ import httpx
 from tqdm.auto import tqdm
 
 from ..sample import Sample
-from .base import Backend, Capabilities, GenerationRequest, Residency, ServerError, StreamParser, error_text, number, parse_json_line
+from .base import (
+    Backend,
+    Capabilities,
+    GenerationRequest,
+    Residency,
+    ServerError,
+    StreamParser,
+    error_text,
+    number,
+    parse_json_line,
+)
 
 NS_PER_MS = 1e6
 
