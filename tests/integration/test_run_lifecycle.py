@@ -127,3 +127,23 @@ def test_a_resume_after_a_server_restart_preloads_again(workdir):
     assert list(frame["state"]) == ["warm"] * 4  # not a cold request among the "optimised" ones
     resume = store.load_meta("pre").resumes[0]
     assert (resume.samples_kept, resume.next_seq) == (2, 2)
+
+
+@pytest.mark.engine
+def test_a_resume_on_the_embedded_engine_preloads_in_the_new_engine(workdir, models):
+    spec = parse_study({"name": "emb", "workload": {"requests": 4, "max_tokens": 4},
+                        "scenarios": [{"name": "q4", "model": "smollm2-135m-q4_1", "preload": True, "keep_alive": -1}]})
+    sent = []
+
+    def stop_after_two(sample):
+        sent.append(sample.seq)
+        if len(sent) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_study(spec, run_id="emb", on_sample=stop_after_two, progress=False)
+    runner.run("emb", progress=False)  # a new llama-server: nothing resident until the preload
+    frame = store.load_run("emb").sort_values("seq")
+    assert list(frame["state"]) == ["warm"] * 4 and frame["resident_before"].all()
+    [resume] = store.load_meta("emb").resumes
+    assert resume.engine_restarted and (resume.samples_kept, resume.next_seq) == (2, 2)
