@@ -166,7 +166,7 @@ def _setup(doc: Document, metas: list[RunMeta]) -> None:
         ram = host.get("ram_bytes")
         rows += [
             ("Run", meta.run_id),
-            ("Study", f"{meta.name} — {meta.study.description if meta.study else ''}"),
+            ("Study", f"{meta.name} — {meta.description}"),
             ("Status", meta.status),
             ("UTC", f"{meta.started_at} → {meta.ended_at}"),
             *[("Resumed", f"{r.at}: {r.samples_kept} samples kept, from request {r.next_seq}"

@@ -90,7 +90,7 @@ def write_index() -> Path:
         except (store.RunNotFound, store.CorruptRun):
             meta = None
         name = meta.name if meta else ""
-        description = meta.study.description if meta and meta.study else ""
+        description = meta.description if meta else ""
         rows.append(f'<tr><td><a href="{html.escape(run_id)}/index.html">{html.escape(run_id)}</a></td>'
                     f"<td>{html.escape(name)}</td>"
                     f"<td>{html.escape(description)}</td>"

@@ -115,6 +115,11 @@ class RunMeta(BaseModel):
         """The study's name (the run id's when the record has no study)."""
         return self.study.name if self.study else str(self.study_as_written.get("name", self.run_id))
 
+    @property
+    def description(self) -> str:
+        """The study's description, from the study as written where the resolved one has none (schema 1)."""
+        return (self.study.description if self.study else "") or str(self.study_as_written.get("description", ""))
+
 
 def new_run_id(study_name: str, now: datetime | None = None) -> str:
     """UTC timestamp + study name: sortable and readable (`20261127T044512Z-embedded-demo`)."""

@@ -103,7 +103,7 @@ def test_an_older_run_json_loads_as_the_current_schema(workdir):
     assert meta.schema_version == store.SCHEMA_VERSION and meta.status == "complete"
     assert meta.study.name == "fixture" and [s.name for s in meta.study.scenarios] == ["baseline", "optimised"]
     assert meta.study.targets.first_ms == 2000.0 and meta.planned_requests == 25
-    assert meta.study_as_written["description"].startswith("two scenarios")
+    assert meta.description.startswith("two scenarios")  # schema 1 kept it only in the study as written
     assert [r.at for r in meta.resumes] == ["2026-11-27T05:00:30Z"] and meta.server["version"] == "version: test"
     assert store.load_meta("old") == store.RunMeta.model_validate_json(meta.model_dump_json())  # round trip
 
