@@ -181,7 +181,8 @@ class Collector:
         gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
         if gap:
             await asyncio.sleep(gap)
-        before = await backend.residency(client, target.model)
+        probe = backend.capabilities.residency
+        before = await backend.residency(client, target.model) if probe else None
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         try:
             sample = await backend.measure(client, _request(self.study, target, planned))
@@ -191,7 +192,7 @@ class Collector:
             self.writer.append(stop.sample)
             raise
         self._stamp(sample, planned, scheduled_at)
-        after = await backend.residency(client, target.model)
+        after = await backend.residency(client, target.model) if probe else None
         self._annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
         self.bar.update(1)

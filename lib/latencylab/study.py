@@ -195,9 +195,9 @@ class StudySpec(_Spec):
             kind = self.backend_of(s)
             if kind != "embedded" and not (s.base_url or self.base_url):
                 raise ValueError(f"scenario {s.name!r} uses backend {kind!r} and needs a base_url")
-            if kind == "openai" and (self.cold_protocol != "none" or s.preload):
+            if (self.cold_protocol != "none" or s.preload) and not _can_load(kind):
                 raise ValueError(
-                    f"scenario {s.name!r}: an OpenAI-compatible server cannot be told to load or unload; "
+                    f"scenario {s.name!r}: a {kind} server cannot be told to load or unload; "
                     "use backend ollama or llamacpp, or cold_protocol: none and preload: false"
                 )
             if kind == "embedded" and s.keep_alive is not None and keep_alive_seconds(s.keep_alive) == 0:
@@ -219,6 +219,13 @@ class StudySpec(_Spec):
     @property
     def uses_engine(self) -> bool:
         return any(self.backend_of(s) == "embedded" for s in self.scenarios)
+
+
+def _can_load(kind: BackendKind) -> bool:
+    """Whether a server of `kind` loads and unloads models on request (its backend's capability)."""
+    from .backends import BACKENDS  # backends import study (for Timeouts): imported when first needed
+
+    return BACKENDS["llamacpp" if kind == "embedded" else kind].capabilities.load_unload
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
