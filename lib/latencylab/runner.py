@@ -260,7 +260,11 @@ class Collector:
             for planned in queue:  # shared iterator: each request is taken by one worker
                 await self.send(planned)
 
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:  # one failed or the run stopped: the others end too, before the run closes
+            await _cancel_and_wait(workers)
 
     async def _open_loop(self, plan: list[PlannedRequest]) -> None:
         """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
@@ -277,9 +281,14 @@ class Collector:
                 tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
             await asyncio.gather(*tasks)
         finally:  # stopped: every request in flight writes its sample before the run closes
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_and_wait(tasks)
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks still running and wait until each has ended (a request in flight writes its sample)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
