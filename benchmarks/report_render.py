@@ -19,10 +19,13 @@ def main(n: int) -> None:
         os.environ["LATENCYLAB_HOME"] = home  # before importing latencylab: paths are read at import
         from latencylab import report, store
         from latencylab.sample import Sample
+        from latencylab.study import parse_study
 
         rng = np.random.default_rng(0)
-        writer = store.RunWriter("bench", study={"name": "bench"}, settings={"resolved": {
-            "targets": {"metric": "ttfb_ms", "first_ms": 2000, "subsequent_ms": 500, "mean_ms": 2000, "cv": 0.5}}})
+        study = parse_study({"name": "bench", "scenarios": [{"name": "baseline", "model": "m"},
+                                                             {"name": "optimised", "model": "m"}]})
+        store.create_run("bench", study=study)
+        writer = store.RunWriter("bench")
         start = time.perf_counter()
         for seq in range(n):
             scenario = ("baseline", "optimised")[seq % 2]

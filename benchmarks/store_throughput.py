@@ -21,7 +21,8 @@ def main(n: int) -> None:
         sample = Sample(run_id="bench", scenario="a", ok=True, headers_ms=5.1, ttfb_ms=40.2, ttft_ms=40.2,
                         e2e_ms=380.0, itl_ms=[10.5] * 31, output_tokens=32, output_tokens_source="server",
                         text="x" * 120)
-        writer = store.RunWriter("bench", study={"name": "bench"}, settings={})
+        store.create_run("bench")
+        writer = store.RunWriter("bench")
         start = time.perf_counter()
         for seq in range(n):
             sample.seq = seq

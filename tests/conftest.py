@@ -9,6 +9,15 @@ import pytest
 
 from latencylab import paths
 
+TESTS_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder (`-m unit`, `-m "not integration"`); anything outside tests/unit/ is slow."""
+    for item in items:
+        in_unit = Path(item.path).relative_to(TESTS_DIR).parts[0] == "unit"
+        item.add_marker("unit" if in_unit else "integration")
+
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import LatencyLabError
 from .store import samples_frame
 
 OPTIONAL = ("ttft_ms", "e2e_ms")
 
 
-class BaselineError(ValueError):
+class BaselineError(LatencyLabError, ValueError):
     """A baseline CSV that cannot be read; the message names the file, row and column."""
 
 

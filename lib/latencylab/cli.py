@@ -7,18 +7,16 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 from papermill.exceptions import PapermillExecutionError
-from tqdm import tqdm
 
 from . import engine, paths, preflight, report, runner, store
-from .baselines import BaselineError
+from .errors import LatencyLabError
 from .study import StudyError, load_study, with_base_url
-from .workload import plan_requests
 
+EXIT_STOPPED = 1  # a server stopped the run
 EXIT_USAGE = 2
 
 
@@ -26,52 +24,26 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _follow(run_id: str, total: int, done: threading.Event) -> None:
-    """Terminal progress bar fed by the run's samples.jsonl, which the notebook kernel appends to."""
-    samples = paths.run_dir(run_id) / "samples.jsonl"
-    with tqdm(total=total, desc=run_id, unit="req") as bar:
-        while True:
-            finished = done.is_set()
-            count = samples.read_bytes().count(b"\n") if samples.exists() else 0
-            bar.update(count - bar.n)
-            if finished:
-                return
-            time.sleep(0.25)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    """Create the run once (unless resuming), collect it in this process, then publish its report."""
     report_options = _report_options(args)
     if args.resume:
-        spec, _ = runner.resumable(args.resume)
+        if args.study or args.run_id or args.base_url:
+            raise StudyError("--resume RUN_ID continues a run with its own study: give no STUDY, --run-id "
+                             "or --base-url with it")
         run_id = args.resume
+        store.load_meta(run_id)  # a clear error for an unknown run
     elif args.study:
-        spec, _ = load_study(args.study)
-        run_id = args.run_id or store.free_run_id(spec.name)
-        if paths.run_dir(run_id).exists():
-            raise StudyError(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
+        spec, raw = load_study(args.study)
+        if args.base_url:
+            spec = with_base_url(spec, args.base_url)
+        if args.run_id and paths.run_dir(args.run_id).exists():
+            raise store.RunExists(f"run {args.run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
+        asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
+        run_id = runner.create_run(spec, raw, args.run_id)
     else:
         raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
-    if args.base_url:
-        spec = with_base_url(spec, args.base_url)
-    if not args.resume:
-        asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
-    total = len(plan_requests(spec, run_id))
-    done = threading.Event()
-    follower = threading.Thread(target=_follow, args=(run_id, total, done), daemon=True)
-    follower.start()
-    status = "failed"
-    try:
-        report.execute(paths.COLLECT_NOTEBOOK, paths.report_dir(run_id) / paths.COLLECT_NOTEBOOK.name,
-                       {"study": str(args.study or ""), "base_url": args.base_url or "", "run_id": run_id,
-                        "resume": bool(args.resume)})
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        done.set()
-        follower.join()
-        store.settle_status(run_id, status)
+    runner.run(run_id)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         print(f"report: {report.publish([run_id], **report_options)}")
@@ -84,7 +56,7 @@ def _resolve_run(run_id: str) -> str:
         if not runs:
             raise store.RunNotFound(f"no runs yet in {paths.RUNS_DIR}; run `latencylab run STUDY` first")
         return runs[-1]
-    store.read_meta(run_id)  # a clear error for an unknown run
+    store.load_meta(run_id)  # a clear error for an unknown run
     return run_id
 
 
@@ -105,10 +77,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     for run_id in store.list_runs():
-        meta = store.read_meta(run_id)
+        status = store.load_meta(run_id).status
         samples = paths.run_dir(run_id) / "samples.jsonl"
         count = samples.read_bytes().count(b"\n") if samples.exists() else 0
-        print(f"{run_id}  {meta.get('status', '?'):<11}  {count:>5} samples")
+        print(f"{run_id}  {status:<11}  {count:>5} samples")
     return 0
 
 
@@ -146,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a study through notebooks/1.0-collect.ipynb, then publish its report",
-                         description="Run a study (a YAML file, or a name under studies/) with papermill; "
-                         "samples go to data/runs/<run_id>/, the report to reports/<run_id>/index.html.")
+    run = sub.add_parser("run", help="run a study, then publish its report",
+                         description="Run a study (a YAML file, or a name under studies/); samples go to "
+                         "data/runs/<run_id>/, the report to reports/<run_id>/index.html.")
     run.add_argument("study", nargs="?", help="study name under studies/ (e.g. embedded-demo) or a path to a YAML file")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a stopped run where it stopped, with the same plan")
     run.add_argument("--base-url", help="server URL for scenarios that do not name one (e.g. http://localhost:11434)")
@@ -183,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
-    except (StudyError, store.RunNotFound, store.CorruptRun, engine.EngineError, BaselineError,
-            preflight.PreflightError, runner.RunError) as exc:
+    except LatencyLabError as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except runner.RunStopped as exc:
+        print(f"latencylab: error: {exc} (the samples so far are kept)", file=sys.stderr)
+        return EXIT_STOPPED
     except PapermillExecutionError as exc:
         print(f"latencylab: error: {exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
               f"notebook is under {paths.REPORTS_DIR})", file=sys.stderr)

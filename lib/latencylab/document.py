@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from . import analysis, plots, stats
 from .i18n import LANGS, mib, ms, number, percent, t
+from .store import RunMeta
 
 RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "options")
 
@@ -106,18 +107,18 @@ def _interval(low: Any, high: Any, lang: str) -> str:
     return f"{ms(float(low), lang)} – {ms(float(high), lang)}"
 
 
-def _scenario_settings(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    resolved = meta.get("settings", {}).get("resolved", {})
-    backend = resolved.get("backend")
+def _scenario_settings(meta: RunMeta) -> dict[str, dict[str, Any]]:
+    if meta.study is None:
+        return {}
     return {
-        s["name"]: {**{k: s.get(k) for k in RUNNER_KEYS}, "backend": s.get("backend") or backend}
-        for s in resolved.get("scenarios", [])
+        s.name: {**{k: getattr(s, k) for k in RUNNER_KEYS}, "backend": meta.study.backend_of(s)}
+        for s in meta.study.scenarios
     }
 
 
 def build(
     samples: pd.DataFrame,
-    metas: list[dict[str, Any]],
+    metas: list[RunMeta],
     *,
     lang: str = "en",
     baseline: str | None = None,
@@ -133,8 +134,7 @@ def build(
         raise ValueError(f"baseline {baseline!r} is not a scenario of these runs ({', '.join(scenarios)})")
     targets = targets or {}
     metric = targets.get("metric", "ttfb_ms")
-    meta = metas[0] if metas else {}
-    study = meta.get("study", {}).get("name", "latencylab")
+    study = metas[0].name if metas else "latencylab"
     doc = Document(lang, t("title", lang, study=study))
     doc.add(f"# {_esc(doc.title)}\n\n{t('intro', lang)}")
     _setup(doc, metas)
@@ -150,7 +150,7 @@ def build(
     _targets(doc, target_table)
     _next_steps(doc, samples, summary, comparisons, target_table, targets)
     _concurrency(doc, samples)
-    if any(m.get("settings", {}).get("resolved", {}).get("sweep") for m in metas):
+    if any(m.study and m.study.sweep for m in metas):
         _sweep(doc, samples, metric)
     _errors(doc, samples)
     _figures(doc, samples, summary, target_table, targets, metric)
@@ -158,32 +158,30 @@ def build(
     return doc
 
 
-def _setup(doc: Document, metas: list[dict[str, Any]]) -> None:
+def _setup(doc: Document, metas: list[RunMeta]) -> None:
     lang = doc.lang
     rows = []
     for meta in metas:
-        host, server = meta.get("host", {}), meta.get("server", {})
+        host, server = meta.host, meta.server
         ram = host.get("ram_bytes")
         rows += [
-            ("Run", meta.get("run_id")),
-            ("Study", f"{meta.get('study', {}).get('name')} — {meta.get('study', {}).get('description', '')}"),
-            ("Status", meta.get("status")),
-            ("UTC", f"{meta.get('started_at')} → {meta.get('ended_at')}"),
+            ("Run", meta.run_id),
+            ("Study", f"{meta.name} — {meta.description}"),
+            ("Status", meta.status),
+            ("UTC", f"{meta.started_at} → {meta.ended_at}"),
+            *[("Resumed", f"{r.at}: {r.samples_kept} samples kept, from request {r.next_seq}"
+               + (" (engine restarted, preloads redone)" if r.engine_restarted else "")) for r in meta.resumes],
             (
                 "Server",
-                f"{server.get('kind', meta.get('settings', {}).get('resolved', {}).get('backend', ''))} "
-                f"{server.get('version', '')}".strip(),
+                f"{server.get('kind', meta.study.backend if meta.study else '')} {server.get('version', '')}".strip(),
             ),
             (
                 "Host",
                 f"{host.get('platform')}, {host.get('cpu_count')} CPU"
                 + (f", {number(ram / 2**30, lang, 1)} GiB RAM" if ram else ""),
             ),
-            ("GPU", "NVML" if meta.get("gpu") else "–"),
-            (
-                "latencylab / Python",
-                f"{meta.get('versions', {}).get('latencylab')} / {meta.get('versions', {}).get('python')}",
-            ),
+            ("GPU", "NVML" if meta.gpu else "–"),
+            ("latencylab / Python", f"{meta.versions.get('latencylab')} / {meta.versions.get('python')}"),
         ]
     doc.add(
         f"## {t('h_setup', lang)}",
@@ -294,7 +292,7 @@ def _analysis(doc: Document, samples: pd.DataFrame, scenarios: list[str]) -> Non
 
 
 def _optimisation(
-    doc: Document, metas: list[dict[str, Any]], baseline: str, scenarios: list[str], external: str | None
+    doc: Document, metas: list[RunMeta], baseline: str, scenarios: list[str], external: str | None
 ) -> None:
     lang = doc.lang
     settings: dict[str, dict[str, Any]] = {}

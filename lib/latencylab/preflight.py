@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import httpx
 
-from .backends import Timeouts, make_backend
-from .backends.base import ServerError
-from .backends.ollama import OllamaBackend, full_name
+from .backends import Backend, Timeouts, make_backend
+from .errors import LatencyLabError
 from .study import StudySpec
 
 # A cheap GET that every server of the kind answers (any HTTP status proves it is there).
 HEALTH_PATH = {"ollama": "/api/version", "openai": "/v1/models", "llamacpp": "/health"}
 
 
-class PreflightError(RuntimeError):
+class PreflightError(LatencyLabError):
     """A server the study needs is not usable; the message says which and what to do."""
 
 
 async def check(study: StudySpec, api_key: str | None = None) -> None:
-    """Every server the study names answers, and an Ollama server has every model (unless it may pull)."""
+    """Every server the study names answers, and has every model where it can say so (unless it may pull)."""
     seen: set[tuple[str, str]] = set()
     for scenario in study.scenarios:
         kind, url = study.backend_of(scenario), study.base_url_of(scenario)
@@ -30,7 +29,7 @@ async def check(study: StudySpec, api_key: str | None = None) -> None:
             if (kind, url) not in seen:
                 seen.add((kind, url))
                 await _reachable(client, backend.url(HEALTH_PATH[kind]), kind, url)
-            if isinstance(backend, OllamaBackend) and not study.prepare.pull:
+            if backend.capabilities.list_models and not study.prepare.pull:
                 await _has_model(client, backend, scenario.model, url)
 
 
@@ -47,11 +46,8 @@ async def _reachable(client: httpx.AsyncClient, probe: str, kind: str, url: str)
                              "set $LATENCYLAB_API_KEY to a key it accepts")
 
 
-async def _has_model(client: httpx.AsyncClient, backend: OllamaBackend, model: str, url: str) -> None:
-    try:
-        pulled = await backend.tags(client)
-    except (ServerError, httpx.HTTPError, ValueError):
-        return  # an older or proxied server without /api/tags: the requests themselves will say
-    if full_name(model) not in pulled:
-        raise PreflightError(f"the Ollama server at {url} has no model {model!r}: run `ollama pull {model}` "
-                             "there, or set prepare: {pull: true} in the study")
+async def _has_model(client: httpx.AsyncClient, backend: Backend, model: str, url: str) -> None:
+    if await backend.has_model(client, model) is False:  # None: the requests themselves will say
+        raise PreflightError(f"the {backend.kind} server at {url} has no model {model!r}: "
+                             + (f"run `ollama pull {model}` there, or " if backend.kind == "ollama" else "")
+                             + "set prepare: {pull: true} in the study")

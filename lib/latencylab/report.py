@@ -68,15 +68,15 @@ def document(run_ids: list[str], *, baseline: str = "", lang: str = "", targets:
     if not run_ids:
         raise store.RunNotFound(f"no runs yet in {paths.RUNS_DIR}; run `latencylab run STUDY` first")
     samples = store.load_runs(run_ids)
-    metas = [store.read_meta(r) for r in run_ids]
+    metas = [store.load_meta(r) for r in run_ids]
     external = None
     if baseline.endswith(".csv"):
         external_samples = read_baseline_csv(paths.PROJECT_ROOT / baseline if not Path(baseline).is_absolute()
                                              else baseline)
         samples = pd.concat([external_samples, samples], ignore_index=True)
         external, baseline = baseline, external_samples["scenario"].iloc[0]
-    study = metas[0].get("settings", {}).get("resolved", {})
-    return build(samples, metas, lang=lang or study.get("lang", "en"), baseline=baseline or None,
+    study = metas[0].study
+    return build(samples, metas, lang=lang or (study.lang if study else "en"), baseline=baseline or None,
                  targets={**study_targets(metas[0]), **(targets or {})}, external=external)
 
 
@@ -86,14 +86,15 @@ def write_index() -> Path:
     for folder in sorted(paths.REPORTS_DIR.glob("*/index.html"), reverse=True):
         run_id = folder.parent.name
         try:
-            meta = store.read_meta(run_id)
-        except store.RunNotFound:
-            meta = {}
-        study = meta.get("study", {})
+            meta: store.RunMeta | None = store.load_meta(run_id)
+        except (store.RunNotFound, store.CorruptRun):
+            meta = None
+        name = meta.name if meta else ""
+        description = meta.description if meta else ""
         rows.append(f'<tr><td><a href="{html.escape(run_id)}/index.html">{html.escape(run_id)}</a></td>'
-                    f"<td>{html.escape(str(study.get('name', '')))}</td>"
-                    f"<td>{html.escape(str(study.get('description', '')))}</td>"
-                    f"<td>{html.escape(str(meta.get('status', '')))}</td>"
+                    f"<td>{html.escape(name)}</td>"
+                    f"<td>{html.escape(description)}</td>"
+                    f"<td>{html.escape(meta.status if meta else '')}</td>"
                     f'<td><a href="{html.escape(run_id)}/latency.md">latency.md</a></td></tr>')
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>latencylab reports</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}</style></head>"
@@ -104,6 +105,6 @@ def write_index() -> Path:
     return path
 
 
-def study_targets(meta: dict[str, Any]) -> dict[str, Any]:
+def study_targets(meta: store.RunMeta) -> dict[str, Any]:
     """The targets a run's study resolved to (the seed's defaults unless the study changed them)."""
-    return dict(meta.get("settings", {}).get("resolved", {}).get("targets", {}))
+    return meta.study.targets.model_dump() if meta.study else {}

@@ -7,23 +7,24 @@ import contextlib
 import dataclasses
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 from tqdm.auto import tqdm
 
-from . import embedded, gpu, paths, preflight
-from .backends import Backend, GenerationRequest, Timeouts, make_backend
-from .backends.base import ServerError
-from .backends.ollama import OllamaBackend
+from . import embedded, gpu, paths, preflight, store
+from .backends import Backend, GenerationRequest, make_backend
+from .backends.base import RequestInterrupted, ServerError
 from .engine import Engine, prepare_models
+from .errors import LatencyLabError
 from .sample import Sample
-from .store import RunWriter, free_run_id, read_meta, read_samples
-from .study import ScenarioSpec, StudySpec, load_study, parse_study, with_base_url
+from .store import RunWriter
+from .study import ScenarioSpec, StudySpec, load_study, with_base_url
 from .workload import PlannedRequest, plan_requests
 
 API_KEY_ENV = "LATENCYLAB_API_KEY"  # for OpenAI-compatible servers that need a key; never stored
@@ -46,21 +47,41 @@ class Target:
     runner_options: dict[str, Any] = field(default_factory=dict)
 
 
+def _engine(study: StudySpec, run_id: str) -> Engine:
+    return Engine(log_path=paths.run_dir(run_id) / "llama-server.log", models_max=study.engine.models_max,
+                  ctx_size=study.engine.ctx_size, threads=study.engine.threads,
+                  presets=embedded.presets(study, paths.MODELS_DIR))
+
+
 @contextlib.contextmanager
-def _engine_for(study: StudySpec, run_dir: Path) -> Iterator[Engine | None]:
+def _engine_for(study: StudySpec, run_id: str) -> Iterator[Engine | None]:
     """The embedded engine with one preset per scenario, stopped on every exit path."""
     if not study.uses_engine:
         yield None
         return
-    prepare_models(only={s.model for s in study.scenarios if study.backend_of(s) == "embedded"})
-    with Engine(log_path=run_dir / "llama-server.log", models_max=study.engine.models_max,
-                ctx_size=study.engine.ctx_size, threads=study.engine.threads,
-                presets=embedded.presets(study, paths.MODELS_DIR)) as engine:
+    prepare_models(only=_engine_models(study))
+    with _engine(study, run_id) as engine:
         yield engine
 
 
+def _engine_models(study: StudySpec) -> set[str]:
+    return {s.model for s in study.scenarios if study.backend_of(s) == "embedded"}
+
+
+def server_facts(study: StudySpec, run_id: str) -> dict[str, Any]:
+    """What is known about the servers before the first request: the engine's version and presets, or the
+    kinds and URLs of the servers the study names."""
+    if study.uses_engine:
+        prepare_models(only=_engine_models(study))
+        engine = _engine(study, run_id)
+        return {"kind": "embedded llama-server", "version": engine.version(), "backend": engine.backend,
+                "presets": engine.presets}
+    kinds = sorted({study.backend_of(s) for s in study.scenarios})
+    return {"kind": ", ".join(kinds), "base_urls": sorted({study.base_url_of(s) or "" for s in study.scenarios})}
+
+
 def _targets(study: StudySpec, engine: Engine | None) -> dict[str, Target]:
-    timeouts = Timeouts(**study.timeouts.model_dump())
+    timeouts = study.timeouts
     api_key = os.environ.get(API_KEY_ENV)
     targets = {}
     for s in study.scenarios:
@@ -126,24 +147,27 @@ class Collector:
         self.measured: set[str] = set()  # scenarios whose first measured request has been sent
         self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
         self.last_end: float | None = None
-        self.bar = tqdm(total=0, desc=study.name, unit="req", disable=not progress)
+        self.to_preload_again: set[str] = set()  # preloading scenarios a resume takes up mid-way
+        self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
 
     def restore(self, done: list[dict[str, Any]]) -> None:
-        """Take up what a resumed run had already sent (which scenarios started, which were measured)."""
+        """Take up what a resumed run had finished: which scenarios started, which were measured; those
+        with `preload` load their model again before their next request (the server may have restarted)."""
         for sample in sorted(done, key=lambda s: s["seq"]):
             self.started.add(sample["scenario"])
             if not sample.get("warmup"):
                 self.measured.add(sample["scenario"])
+        self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
         self.bar.update(len(done))
 
     async def prepare(self) -> None:
-        """Pull what an Ollama server lacks (when asked), with a progress bar per model."""
+        """Pull what a server lacks (when the study asks and the server can), with a progress bar per model."""
         if not self.study.prepare.pull:
             return
         for target in self.targets.values():
-            if isinstance(target.backend, OllamaBackend):
+            if target.backend.capabilities.pull:
                 assert target.client is not None
-                await target.backend.pull_missing(target.client, target.model)
+                await target.backend.ensure_model(target.client, target.model, pull=True)
 
     async def send(self, planned: PlannedRequest, scheduled_at: float | None = None) -> None:
         """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready."""
@@ -157,20 +181,27 @@ class Collector:
         ):
             await backend.unload(client, target.model)
             await backend.wait_resident(client, target.model, False)
-        elif s.preload and first_of_scenario:
+        elif s.preload and (first_of_scenario or planned.scenario in self.to_preload_again):
+            self.to_preload_again.discard(planned.scenario)
             await self._preload(target)
         gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
         if gap:
             await asyncio.sleep(gap)
-        before = await backend.probe(client, target.model)
+        probe = backend.capabilities.residency
+        before = await backend.residency(client, target.model) if probe else None
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
-        sample = await backend.measure(client, _request(self.study, target, planned))
+        try:
+            sample = await backend.measure(client, _request(self.study, target, planned))
+        except RequestInterrupted as stop:  # kept with the times it reached; a resume sends it again
+            self._gpu_peaks(stop.sample, window_start, time.monotonic())
+            self._stamp(stop.sample, planned, scheduled_at)
+            self._annotate(stop.sample, planned, target, before, None, gap)
+            self.writer.append(stop.sample)
+            raise
         self._gpu_peaks(sample, window_start, time.monotonic())
-        sample.scheduled_at = scheduled_at
-        sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
-        sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
-        after = await backend.probe(client, target.model)
+        self._stamp(sample, planned, scheduled_at)
+        after = await backend.residency(client, target.model) if probe else None
         self._annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
         self.bar.update(1)
@@ -178,14 +209,16 @@ class Collector:
         if self.on_sample:
             self.on_sample(sample)
 
+    def _stamp(self, sample: Sample, planned: PlannedRequest, scheduled_at: float) -> None:
+        sample.scheduled_at = scheduled_at
+        sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
+        sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
+
     async def _preload(self, target: Target) -> None:
         """The seed's step 2: load the model with its own keep_alive (and options) before measuring."""
         assert target.client is not None
-        if isinstance(target.backend, OllamaBackend):
-            await target.backend.load(target.client, target.model, target.scenario.keep_alive,
-                                      target.scenario.options or None)
-        else:
-            await target.backend.load(target.client, target.model)
+        await target.backend.load(target.client, target.model, keep_alive=target.scenario.keep_alive,
+                                  options=target.scenario.options or None)
         await target.backend.wait_resident(target.client, target.model, True)
         self.loaded_with[target.model] = target.runner_options
 
@@ -250,7 +283,11 @@ class Collector:
             for planned in queue:  # shared iterator: each request is taken by one worker
                 await self.send(planned)
 
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:  # one failed or the run stopped: the others end too, before the run closes
+            await _cancel_and_wait(workers)
 
     async def _open_loop(self, plan: list[PlannedRequest]) -> None:
         """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
@@ -260,11 +297,21 @@ class Collector:
         loop = asyncio.get_running_loop()
         start_loop, start_wall, offset = loop.time(), time.time(), 0.0
         tasks = []
-        for planned in plan:
-            offset += arrivals.expovariate(workload.rate_per_s)
-            await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
-            tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
-        await asyncio.gather(*tasks)
+        try:
+            for planned in plan:
+                offset += arrivals.expovariate(workload.rate_per_s)
+                await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
+                tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
+            await asyncio.gather(*tasks)
+        finally:  # stopped: every request in flight writes its sample before the run closes
+            await _cancel_and_wait(tasks)
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks still running and wait until each has ended (a request in flight writes its sample)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -278,55 +325,72 @@ async def _clients(targets: dict[str, Target], study: StudySpec) -> AsyncIterato
         yield
 
 
-async def collect(
-    study: StudySpec,
-    raw_study: dict[str, Any] | None = None,
-    *,
-    run_id: str | None = None,
-    on_sample: Callable[[Sample], None] | None = None,
-    progress: bool = True,
-    resume: bool = False,
-) -> str:
-    """Run `study` to completion and return its run id; samples are on disk as soon as they exist.
+def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    """Create the run once: its folder, the resolved study, the plan's size, status `prepared` and the
+    server facts known before sending. Returns the run id; `collect(run_id)` then runs it."""
+    run_id = run_id or store.free_run_id(study.name)
+    if paths.run_dir(run_id).exists():
+        raise store.RunExists(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another run id")
+    facts = server_facts(study, run_id)
+    store.create_run(run_id, study=study, study_as_written=study_as_written or study.model_dump(mode="json"),
+                     planned_requests=len(plan_requests(study, run_id)), server=facts,
+                     gpus=[dataclasses.asdict(d) for d in gpu.devices()])
+    return run_id
 
-    With `resume`, continue run `run_id` where it stopped: same plan, the samples it has are kept.
+
+async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = None, progress: bool = True) -> str:
+    """Send the run's plan, new or stopped alike: every request without a finished sample, in plan order.
+
+    The one entry point that collects (the CLI and the collect notebook call it); while it runs, this
+    process holds the run's lock, so nothing else writes the run. Samples are on disk as soon as they exist.
     """
-    run_id = run_id or free_run_id(study.name)
-    plan = plan_requests(study, run_id)
-    done: list[dict[str, Any]] = []
-    if resume:
-        done = read_samples(paths.run_dir(run_id) / "samples.jsonl")
+    writer = RunWriter(run_id)  # RunLocked while another process writes it
+    meta = writer.meta
+    try:
+        if meta.status == "complete":
+            raise RunError(f"run {run_id} is complete: there is nothing to resume")
+        if meta.study is None:
+            raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
+        done = store.finished(store.read_samples(writer.samples_path))
+    except LatencyLabError:
+        writer.release()  # status unchanged: this was no attempt to run
+        raise
+    study = meta.study
+    sent = {s["seq"] for s in done}
+    plan = [p for p in plan_requests(study, run_id) if p.seq not in sent]
+    if meta.status == "prepared":
+        writer.update(status="running")
     else:
-        await preflight.check(study, os.environ.get(API_KEY_ENV))
-    writer = RunWriter(run_id, study=raw_study or study.model_dump(mode="json"),
-                       settings={"resolved": study.model_dump(mode="json"), "planned_requests": len(plan)},
-                       resume=resume)
+        resume = store.Resume(at=store.utc_now(), samples_kept=len(done), next_seq=plan[0].seq if plan else None,
+                              engine_restarted=study.uses_engine)
+        writer.update(status="running", resumes=[*meta.resumes, resume])
     status = "failed"
     try:
-        with _engine_for(study, writer.dir) as engine:
+        with _engine_for(study, run_id) as engine:
             if engine is not None:
-                writer.update(server={"kind": "embedded llama-server", "version": engine.version(),
-                                      "backend": engine.backend, "command": engine.command(),
-                                      "presets": engine.presets})
-            writer.update(gpus=[dataclasses.asdict(d) for d in gpu.devices()])
+                writer.update(server={**writer.meta.server, "command": engine.command()})
             targets = _targets(study, engine)
             async with _clients(targets, study):
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
                 collector.restore(done)
                 await collector.prepare()
-                await collector.run([p for p in plan if p.seq not in {s["seq"] for s in done}])
+                await collector.run(plan)
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
         raise
     except ServerError as exc:
-        raise RunError(f"run {run_id} stopped: {exc}") from exc
+        raise RunStopped(f"run {run_id} stopped: {exc}") from exc
     finally:
         writer.close(status)
     return run_id
 
 
-class RunError(RuntimeError):
+class RunError(LatencyLabError):
+    """A run that cannot be collected (complete already, or without a study)."""
+
+
+class RunStopped(RuntimeError):
     """A run that could not go on (a server that refused a load, unload or pull); samples are kept."""
 
 
@@ -336,33 +400,45 @@ def _postfix(sample: Sample) -> str:
     return f"{sample.scenario}: TTFT {sample.ttft_ms or 0:.0f} ms ({sample.state})"
 
 
-def run_study(study: StudySpec, raw_study: dict[str, Any] | None = None, **kwargs: Any) -> str:
-    """Synchronous `collect` for scripts (in a notebook, `await collect(...)` instead)."""
-    return asyncio.run(collect(study, raw_study, **kwargs))
+def run(run_id: str, **kwargs: Any) -> str:
+    """`collect` from a script or the CLI: its own event loop, where Ctrl-C and SIGTERM stop the run the same
+    way (requests in flight kept as `interrupted` samples) and end in KeyboardInterrupt."""
+    async def main() -> str:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        on_term = signal.getsignal(signal.SIGTERM)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(task.cancel, "SIGTERM"))
+        try:
+            return await collect(run_id, **kwargs)
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, on_term)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:  # SIGTERM (Ctrl-C already ends asyncio.run in KeyboardInterrupt)
+        raise KeyboardInterrupt("SIGTERM") from None
 
 
-def resumable(run_id: str) -> tuple[StudySpec, dict[str, Any]]:
-    """The study of a run that stopped before the end, as it was resolved when the run started."""
-    meta = read_meta(run_id)
-    if meta.get("status") == "complete":
-        raise RunError(f"run {run_id} is complete: there is nothing to resume")
-    resolved = {k: v for k, v in meta["settings"]["resolved"].items() if k != "sweep"}  # already expanded
-    return parse_study(resolved, f"{run_id}/run.json"), meta["study"]
+def run_study(study: StudySpec, study_as_written: dict[str, Any] | None = None, *, run_id: str | None = None,
+              **kwargs: Any) -> str:
+    """Create a run of `study` and collect it (scripts and tests; the CLI does the same in two steps)."""
+    return run(create_run(study, study_as_written, run_id), **kwargs)
 
 
-async def collect_study(study: str, *, base_url: str = "", run_id: str = "", resume: bool = False,
-                        progress: bool = True) -> str:
-    """What the collect notebook does: load (or resume) a study, point it at `base_url`, run it."""
-    for name, value, kind in (("study", study, str), ("base_url", base_url, str), ("run_id", run_id, str),
-                              ("resume", resume, bool)):
-        if not isinstance(value, kind):
-            raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
-    if resume:
-        if not run_id:
-            raise TypeError("parameter resume needs run_id: the run to continue")
-        spec, raw = resumable(run_id)
-    else:
+async def create_and_collect(study: str, *, base_url: str = "", run_id: str = "", progress: bool = True) -> str:
+    """What the collect notebook does: collect run `run_id`, creating it from `study` (+ `base_url`) when it
+    does not exist yet."""
+    for name, value in (("study", study), ("base_url", base_url), ("run_id", run_id)):
+        if not isinstance(value, str):
+            raise TypeError(f"parameter {name} must be a str, got {value!r}")
+    if not (run_id and paths.run_dir(run_id).exists()):
         spec, raw = load_study(study)
-    if base_url:
-        spec = with_base_url(spec, base_url)
-    return await collect(spec, raw, run_id=run_id or None, resume=resume, progress=progress)
+        if base_url:
+            spec = with_base_url(spec, base_url)
+        await preflight.check(spec, os.environ.get(API_KEY_ENV))
+        run_id = create_run(spec, raw, run_id or None)
+    return await collect(run_id, progress=progress)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import paths
 from .durations import keep_alive_seconds
+from .errors import LatencyLabError
 
 BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
 # Ollama options that must be numbers; a string there is an HTTP 500 from the server.
@@ -18,7 +19,7 @@ INTEGER_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", 
                    "num_keep", "repeat_last_n"}
 
 
-class StudyError(ValueError):
+class StudyError(LatencyLabError, ValueError):
     """A study spec that cannot be used; the message says where and what to change."""
 
 
@@ -194,9 +195,9 @@ class StudySpec(_Spec):
             kind = self.backend_of(s)
             if kind != "embedded" and not (s.base_url or self.base_url):
                 raise ValueError(f"scenario {s.name!r} uses backend {kind!r} and needs a base_url")
-            if kind == "openai" and (self.cold_protocol != "none" or s.preload):
+            if (self.cold_protocol != "none" or s.preload) and not _can_load(kind):
                 raise ValueError(
-                    f"scenario {s.name!r}: an OpenAI-compatible server cannot be told to load or unload; "
+                    f"scenario {s.name!r}: a {kind} server cannot be told to load or unload; "
                     "use backend ollama or llamacpp, or cold_protocol: none and preload: false"
                 )
             if kind == "embedded" and s.keep_alive is not None and keep_alive_seconds(s.keep_alive) == 0:
@@ -218,6 +219,13 @@ class StudySpec(_Spec):
     @property
     def uses_engine(self) -> bool:
         return any(self.backend_of(s) == "embedded" for s in self.scenarios)
+
+
+def _can_load(kind: BackendKind) -> bool:
+    """Whether a server of `kind` loads and unloads models on request (its backend's capability)."""
+    from .backends import BACKENDS  # backends import study (for Timeouts): imported when first needed
+
+    return BACKENDS["llamacpp" if kind == "embedded" else kind].capabilities.load_unload
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -293,6 +301,8 @@ def load_study(name_or_path: str | Path) -> tuple[StudySpec, dict[str, Any]]:
     path = resolve_study_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a study is a YAML file") from None
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {exc}") from None
     return parse_study(raw, str(path), path.parent), raw

@@ -10,13 +10,14 @@ import asyncio
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
 from ..sample import MAX_TEXT_CHARS, Sample, StreamClock
+from ..study import TimeoutsSpec
 
 MAX_LINE_BYTES = 1 << 20  # a stream line longer than this is a lying server, not a token
 MAX_CONTENT_CHUNKS = 1 << 16  # when the request sets no positive token limit
@@ -38,14 +39,19 @@ def number(value: Any, what: str) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    """Per-phase limits in seconds; the first byte may wait for a slow model load."""
+Timeouts = TimeoutsSpec  # per-phase limits in seconds, defined once (a study's `timeouts:`)
+DEFAULT_TIMEOUTS = Timeouts()
+POLL_INTERVAL_S = 0.05  # between two residency probes while waiting for a load or an unload
 
-    connect_s: float = 10.0
-    first_byte_s: float = 300.0
-    between_chunks_s: float = 60.0
-    total_s: float = 900.0
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server can be asked besides generating; callers ask these, never the backend's class."""
+
+    load_unload: bool = False  # load / unload a model on request
+    residency: bool = False  # say whether a model is loaded, without loading it
+    list_models: bool = False  # say whether it has a model (has_model)
+    pull: bool = False  # fetch a model it lacks (ensure_model(pull=True))
 
 
 @dataclass
@@ -98,6 +104,23 @@ class ServerError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class RequestInterrupted(asyncio.CancelledError):
+    """The run was stopped while a request was in flight; `sample` holds the times it reached."""
+
+    def __init__(self, sample: Sample) -> None:
+        super().__init__("interrupted")
+        self.sample = sample
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> None:
+    """Await `check()` every POLL_INTERVAL_S until it is true; a `timeout` ServerError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise ServerError("timeout", f"{what} after {timeout_s:g} s")
+        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 class StreamParser(ABC):
@@ -198,12 +221,14 @@ async def read_error_body(response: httpx.Response, timeouts: Timeouts) -> bytes
 
 
 class Backend(ABC):
-    """A protocol client that turns one `GenerationRequest` into one `Sample`."""
+    """A protocol client that turns one `GenerationRequest` into one `Sample`, and asks the server what
+    `capabilities` allow (load, unload, residency, models); what it cannot do raises NotImplementedError."""
 
     kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
-        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = Timeouts()
+        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -236,32 +261,55 @@ class Backend(ABC):
     def parser(self) -> StreamParser:
         """A fresh parser for one response."""
 
-    async def probe(self, client: httpx.AsyncClient, model: str) -> Residency | None:
+    async def residency(self, client: httpx.AsyncClient, model: str) -> Residency | None:
         """Whether `model` is loaded right now, from a probe that loads nothing; None if unknowable."""
         return None
 
     async def resident(self, client: httpx.AsyncClient, model: str) -> bool | None:
-        found = await self.probe(client, model)
+        found = await self.residency(client, model)
         return None if found is None else found.resident
 
-    async def load(self, client: httpx.AsyncClient, model: str, **settings: Any) -> None:
-        """Load `model` and wait until the server shows it resident."""
+    async def load(
+        self,
+        client: httpx.AsyncClient,
+        model: str,
+        *,
+        keep_alive: float | str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Ask the server to load `model` (with its keep_alive and options where the server takes them)."""
         raise NotImplementedError(f"a {self.kind} server cannot be told to load a model")
 
-    async def unload(self, client: httpx.AsyncClient, model: str) -> None:
-        """Unload `model` and wait until the server shows it gone."""
+    async def unload(self, client: httpx.AsyncClient, model: str) -> dict[str, Any] | None:
+        """Ask the server to unload `model`; it may stay resident a moment (see `wait_resident`)."""
         raise NotImplementedError(f"a {self.kind} server cannot be told to unload a model")
 
     async def wait_resident(
         self, client: httpx.AsyncClient, model: str, wanted: bool, timeout_s: float = 120.0
     ) -> None:
-        """Poll the probe until `model` is (or is no longer) resident."""
-        deadline = time.monotonic() + timeout_s
-        while await self.resident(client, model) is not wanted:
-            if time.monotonic() > deadline:
-                state = "loaded" if wanted else "unloaded"
-                raise ServerError("timeout", f"{model} not {state} after {timeout_s:g} s")
-            await asyncio.sleep(0.05)
+        """Poll the residency probe until `model` is (or is no longer) resident."""
+
+        async def reached() -> bool:
+            return await self.resident(client, model) is wanted
+
+        await poll_until(reached, f"{model} not {'loaded' if wanted else 'unloaded'}", timeout_s)
+
+    async def has_model(self, client: httpx.AsyncClient, model: str) -> bool | None:
+        """Whether the server has `model` (pulled, on disk); None when it cannot say."""
+        return None
+
+    async def pull(self, client: httpx.AsyncClient, model: str) -> None:
+        """Fetch `model` onto the server."""
+        raise NotImplementedError(f"a {self.kind} server cannot be told to pull a model")
+
+    async def ensure_model(self, client: httpx.AsyncClient, model: str, *, pull: bool) -> bool:
+        """Make sure the server has `model`, pulling it when `pull` allows; returns whether it pulled."""
+        if await self.has_model(client, model) is not False:
+            return False
+        if not (pull and self.capabilities.pull):
+            raise ServerError("http", f"the server at {self.base_url} has no model {model!r}")
+        await self.pull(client, model)
+        return True
 
     async def measure(self, client: httpx.AsyncClient, request: GenerationRequest) -> Sample:
         """Send one streaming request and time it; any failure is recorded in the sample."""
@@ -270,6 +318,7 @@ class Backend(ABC):
         sample = Sample(backend=self.kind, model=request.model, prompt_chars=len(request.prompt))
         parser = self.parser()
         clock = StreamClock()  # t0: just before the request is handed to the client
+        interrupted = False
         try:
             async with asyncio.timeout(self.timeouts.total_s):
                 await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
@@ -285,12 +334,17 @@ class Backend(ABC):
             sample.fail("incomplete", f"connection broke: {exc!r}")
         except httpx.HTTPError as exc:
             sample.fail("connect", f"{type(exc).__name__}: {exc}")
+        except asyncio.CancelledError:  # Ctrl-C or SIGTERM: the sample keeps the times reached
+            sample.fail("interrupted", "the run was stopped while the request was in flight")
+            interrupted = True
         try:
             parser.fill(sample)
         except ServerError as exc:
             sample.fail(exc.kind, str(exc))
         sample.text = parser.text()
         clock.fill(sample)
+        if interrupted:
+            raise RequestInterrupted(sample)
         return sample
 
     async def _exchange(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
 
 from ..sample import Sample
-from .base import GenerationRequest, Residency, ServerError, StreamParser, error_text, number
+from .base import Capabilities, GenerationRequest, Residency, ServerError, StreamParser, error_text, number
 from .openai import OpenAIBackend, OpenAIParser
 
 # Ollama's per-request options that llama-server reads under its own names.
@@ -59,6 +57,7 @@ class LlamaCppBackend(OpenAIBackend):
     """llama-server, single-model or router mode (`/models`, `/models/load`, `/models/unload`)."""
 
     kind = "llamacpp"
+    capabilities = Capabilities(load_unload=True, residency=True)  # router mode; a single-model server has no load
 
     def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         path, body = super().build(request)
@@ -81,7 +80,7 @@ class LlamaCppBackend(OpenAIBackend):
         """Model id → router status (`unloaded | loading | loaded | sleeping`); never wakes a model."""
         return {model_id: _status(entry) for model_id, entry in (await self._entries(client)).items()}
 
-    async def probe(self, client: httpx.AsyncClient, model: str) -> Residency | None:
+    async def residency(self, client: httpx.AsyncClient, model: str) -> Residency | None:
         try:
             entry = (await self._entries(client)).get(model)
         except (httpx.HTTPError, ValueError):
@@ -97,27 +96,22 @@ class LlamaCppBackend(OpenAIBackend):
         if response.status_code >= 400:
             raise ServerError("http", f"{action} {model}: HTTP {response.status_code}: {error_text(response.content)}")
 
-    async def wait_status(
-        self, client: httpx.AsyncClient, model: str, wanted: set[str], timeout_s: float = 120.0
-    ) -> str:
-        """Poll `/models` until `model` reaches one of the `wanted` statuses."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            status = (await self.models(client)).get(model, "unknown")
-            if status in wanted:
-                return status
-            if time.monotonic() > deadline:
-                raise ServerError("timeout", f"{model} still {status!r} after {timeout_s:g} s")
-            await asyncio.sleep(0.05)
-
-    async def load(self, client: httpx.AsyncClient, model: str, **settings: Any) -> None:
-        """Load `model` and wait until the router reports it loaded."""
+    async def load(
+        self,
+        client: httpx.AsyncClient,
+        model: str,
+        *,
+        keep_alive: float | str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Load `model` and wait until the router reports it loaded (keep_alive and options are the
+        engine's presets, not per request)."""
         await self._post(client, "load", model)
-        await self.wait_status(client, model, {"loaded"})
+        await self.wait_resident(client, model, True)
 
     async def unload(self, client: httpx.AsyncClient, model: str) -> None:
         """Unload `model` and wait until the router no longer holds it."""
         if (await self.models(client)).get(model) not in ("loaded", "loading"):
             return
         await self._post(client, "unload", model)
-        await self.wait_status(client, model, {"unloaded", "sleeping"})
+        await self.wait_resident(client, model, False)

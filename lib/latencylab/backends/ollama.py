@@ -11,7 +11,17 @@ import httpx
 from tqdm.auto import tqdm
 
 from ..sample import Sample
-from .base import Backend, GenerationRequest, Residency, ServerError, StreamParser, error_text, number, parse_json_line
+from .base import (
+    Backend,
+    Capabilities,
+    GenerationRequest,
+    Residency,
+    ServerError,
+    StreamParser,
+    error_text,
+    number,
+    parse_json_line,
+)
 
 NS_PER_MS = 1e6
 
@@ -100,6 +110,7 @@ class OllamaBackend(Backend):
     """Ollama's native API; `endpoint` is `generate` (the seed's) or `chat`."""
 
     kind = "ollama"
+    capabilities = Capabilities(load_unload=True, residency=True, list_models=True, pull=True)
 
     def __init__(self, base_url: str, *, endpoint: str = "generate", **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
@@ -141,6 +152,7 @@ class OllamaBackend(Backend):
         self,
         client: httpx.AsyncClient,
         model: str,
+        *,
         keep_alive: float | str | None = None,
         options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -172,7 +184,7 @@ class OllamaBackend(Backend):
             for m in response.json().get("models") or []
         ]
 
-    async def probe(self, client: httpx.AsyncClient, model: str) -> Residency | None:
+    async def residency(self, client: httpx.AsyncClient, model: str) -> Residency | None:
         try:
             loaded = await self.ps(client)
         except (httpx.HTTPError, ValueError):
@@ -190,10 +202,15 @@ class OllamaBackend(Backend):
             raise ServerError("http", f"/api/tags: HTTP {response.status_code}: {error_text(response.content)}")
         return {full_name(m.get("name") or m.get("model", "")) for m in response.json().get("models") or []}
 
-    async def pull_missing(self, client: httpx.AsyncClient, model: str) -> bool:
-        """Pull `model` unless the server has it (the seed's step 1); returns whether it pulled."""
-        if full_name(model) in await self.tags(client):
-            return False
+    async def has_model(self, client: httpx.AsyncClient, model: str) -> bool | None:
+        """From `/api/tags`; None when the server does not answer it (an older or proxied server)."""
+        try:
+            return full_name(model) in await self.tags(client)
+        except (ServerError, httpx.HTTPError, ValueError):
+            return None
+
+    async def pull(self, client: httpx.AsyncClient, model: str) -> None:
+        """`POST /api/pull` with a progress bar (the seed's step 1)."""
         with tqdm(desc=f"pull {model}", unit="B", unit_scale=True) as bar:
             async with client.stream("POST", self.url("/api/pull"), json={"model": model, "stream": True},
                                      timeout=httpx.Timeout(self.timeouts.connect_s, read=None)) as response:
@@ -211,4 +228,3 @@ class OllamaBackend(Backend):
                         bar.n = event.get("completed", 0)
                     bar.set_postfix_str(event.get("status", ""))
                     bar.refresh()
-        return True

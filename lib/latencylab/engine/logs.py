@@ -1,4 +1,4 @@
-"""Facts that llama-server writes only to its log: how many layers a model instance offloaded to a GPU.
+"""Reading llama-server's log: its tail for error messages, and how many layers an instance offloaded to a GPU.
 
 llama.cpp prints `load_tensors: offloaded N/M layers to GPU` (src/llama-model.cpp) only when it was built
 with a GPU backend (a CPU build prints no such line), and only at log verbosity 4: the library's INFO
@@ -14,6 +14,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+
+
+def tail(log_path: Path | None, lines: int = 20) -> str:
+    """The last `lines` lines of the log, or "(no log)"."""
+    if not log_path or not log_path.exists():
+        return "(no log)"
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
 
 _OFFLOADED = re.compile(r"^(?:\[\s*(?P<port>\d+)\]\s+)?.*?offloaded (?P<n>\d+)/(?P<total>\d+) layers to GPU", re.M)
 

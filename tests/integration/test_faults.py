@@ -316,7 +316,7 @@ def test_a_study_against_a_struggling_server_records_every_request_and_completes
         run_id, frame = run(scenarios, server.base_url, requests=5, on_sample=on_sample)
         served = list(server.served)
 
-    assert store.read_meta(run_id)["status"] == "complete"
+    assert store.load_meta(run_id).status == "complete"
     assert list(frame["seq"]) == list(range(20))  # every planned request, in order, none lost
     up = frame[frame["scenario"] != "flaky"]
     assert [path for path, _ in served] == [PATH[s] for s in up["scenario"]]
@@ -355,5 +355,5 @@ def test_a_scenario_whose_every_request_failed_still_shows_its_errors(workdir):
 def test_a_study_goes_on_past_a_chunk_of_the_wrong_shape(workdir):
     with FaultServer("ok", script=["ok", "wrong_shape", "ok"]) as server:
         run_id, frame = run([{"name": "a", "model": "m", "endpoint": "chat"}], server.base_url, requests=3)
-    assert store.read_meta(run_id)["status"] == "complete"
+    assert store.load_meta(run_id).status == "complete"
     assert list(frame["ok"]) == [True, False, True] and frame.loc[1, "error_kind"] == "protocol"

@@ -142,3 +142,15 @@ def test_shipped_studies_are_valid_and_shaped_as_the_seed():
     assert opt.preload and keep_alive_seconds(opt.keep_alive) == float("inf")
     sweep, _ = load_study("keepalive-sweep")
     assert len(sweep.scenarios) >= 4
+
+
+def test_a_study_file_that_is_not_text_is_one_line_and_exit_2(tmp_path, capsys):
+    from latencylab import cli
+
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")
+    with pytest.raises(StudyError, match="not a text file"):
+        load_study(path)
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a text file" in err and "Traceback" not in err

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 METRICS = ("headers_ms", "ttfb_ms", "ttft_ms", "itl_ms", "e2e_ms")
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"

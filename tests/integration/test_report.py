@@ -12,8 +12,8 @@ import pytest
 
 from latencylab import document, paths, report, store
 
-FIXTURE = Path(__file__).parent / "data" / "fixture-run"
-ARTIFACTS = Path(__file__).parent / "artifacts"
+FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 SECTIONS = {
     "en": ["Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
            "TTFB per scenario and phase", "Results: baseline → optimised", "Targets", "Next steps", "Errors",
@@ -165,7 +165,7 @@ def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
     same = frame.copy()
     baseline_ttfb = same.loc[(same["scenario"] == "baseline") & same["ok"], "ttfb_ms"].to_numpy()
     same.loc[same["scenario"] == "optimised", "ttfb_ms"] = baseline_ttfb
-    unclear = document.build(same, [store.read_meta(fixture_run)], lang="es")
+    unclear = document.build(same, [store.load_meta(fixture_run)], lang="es")
     text = "\n".join(b.markdown for b in unclear.blocks)
     assert "no se demuestra diferencia con tantas muestras" in text
     assert "medir más antes de concluir" in text  # and the next steps say what to do

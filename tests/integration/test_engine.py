@@ -175,6 +175,6 @@ def test_sweep_cold_share_rises_once_the_gap_passes_the_idle_sleep(workdir, mode
     assert short <= 1 / 3 and long == 1.0  # only the very first request of the short-gap cell is cold
     from latencylab import document
 
-    doc = document.build(frame, [store.read_meta(store.list_runs()[-1])])
+    doc = document.build(frame, [store.load_meta(store.list_runs()[-1])])
     assert "## Keep-alive sweep" in "\n".join(b.markdown for b in doc.blocks)
     assert "sweep" in [b.name for b in doc.blocks]

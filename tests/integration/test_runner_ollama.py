@@ -91,10 +91,10 @@ def test_prepare_pulls_only_what_the_server_lacks(workdir):
 
 
 def test_a_model_no_registry_has_stops_the_run_with_the_server_message(workdir):
-    with OllamaDouble(models=MODELS) as server, pytest.raises(runner.RunError, match="file does not exist"):
+    with OllamaDouble(models=MODELS) as server, pytest.raises(runner.RunStopped, match="file does not exist"):
         run(server, [{"name": "a", "model": "nope:7b"}], prepare={"pull": True})
     run_id = store.list_runs()[-1]
-    assert store.read_meta(run_id)["status"] == "failed"
+    assert store.load_meta(run_id).status == "failed"
 
 
 def test_a_closed_loop_concurrency_sweep_records_each_level(workdir):
@@ -107,7 +107,7 @@ def test_a_closed_loop_concurrency_sweep_records_each_level(workdir):
     assert by_level[4] > by_level[1]  # one slot (OLLAMA_NUM_PARALLEL=1): concurrent requests wait their turn
     from latencylab import document
 
-    doc = document.build(frame, [store.read_meta(store.list_runs()[-1])])
+    doc = document.build(frame, [store.load_meta(store.list_runs()[-1])])
     text = "\n".join(b.markdown for b in doc.blocks)
     assert "## Time to first token under concurrency" in text and "concurrency" in [b.name for b in doc.blocks]
 

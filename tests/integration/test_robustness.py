@@ -89,17 +89,17 @@ def test_an_interrupted_run_resumes_with_the_same_plan_and_loses_nothing(workdir
 
         with pytest.raises(KeyboardInterrupt):
             runner.run_study(study, run_id="cut", on_sample=stop_after_five, progress=False)
-        assert store.read_meta("cut")["status"] == "interrupted"
+        assert store.load_meta("cut").status == "interrupted"
         with open(paths.run_dir("cut") / "samples.jsonl", "a") as f:
             f.write('{"seq": 5, "scen')  # a sample a killed run left half-written
         with pytest.warns(UserWarning, match="torn last line"):
             assert len(store.load_run("cut")) == 5
-        runner.run_study(study, run_id="cut", resume=True, progress=False)
+        runner.run("cut", progress=False)
         prompts = [b["prompt"] for b in server.bodies("/api/generate")]
     frame = store.load_run("cut")
-    meta = store.read_meta("cut")
+    meta = store.load_meta("cut")
     assert sorted(frame["seq"]) == list(range(12)) and frame["ok"].all()
-    assert meta["status"] == "complete" and len(meta["resumed_at"]) == 1
+    assert meta.status == "complete" and [r.samples_kept for r in meta.resumes] == [5]
     assert (frame["phase"] == "first").sum() == 2  # one per scenario, not again after the resume
     assert len(set(prompts)) == 12  # the same unique prompts: the plan did not change
 
@@ -108,7 +108,7 @@ def test_a_complete_run_cannot_be_resumed(workdir):
     with OllamaDouble(models={"tiny": 1_000_000}) as server:
         runner.run_study(_study_on(server, requests=1), run_id="done", progress=False)
     with pytest.raises(runner.RunError, match="run done is complete: there is nothing to resume"):
-        runner.resumable("done")
+        runner.run("done")
 
 
 def test_an_api_key_is_sent_but_never_written_anywhere(tmp_path):
@@ -145,7 +145,7 @@ def test_a_run_killed_with_sigkill_keeps_every_finished_sample_and_leaves_no_ser
     process.wait(timeout=30)
     kept = store.load_run("killed")
     assert len(kept) >= 3 and kept["ok"].all() and list(kept["seq"]) == list(range(len(kept)))
-    assert store.read_meta("killed")["status"] == "running"  # it never got to say otherwise
+    assert store.load_meta("killed").status == "running"  # it never got to say otherwise
     _, alive = psutil.wait_procs(servers, timeout=15)
     assert not alive, "the engine outlived a SIGKILLed run"
 
