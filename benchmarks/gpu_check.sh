@@ -23,11 +23,36 @@ fi
 CUDA_ARCH=${CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')}
 command -v ninja >/dev/null && export CMAKE_GENERATOR=${CMAKE_GENERATOR:-Ninja}
 nvcc --version | tail -2
+# Some CUDA images have nvcc and the runtime but take cuBLAS from pip's nvidia packages (PyTorch's), and no
+# unversioned libcuda.so: point CMake (and the loader) at what there is.
+cuda_args=""
+if ! ldconfig -p | grep -q 'libcublas\.so '; then
+    cublas=$(python3 - <<'PY'
+import glob, site
+found = [f for p in site.getsitepackages() for f in sorted(glob.glob(p + "/nvidia/*/lib/libcublas.so.*"))]
+print(found[0] if found else "")
+PY
+)
+    if [ -n "$cublas" ]; then
+        nv=$(dirname "$(dirname "$cublas")")
+        echo "cuBLAS from pip's nvidia packages: $nv"
+        cuda_args="-DCUDA_cublas_LIBRARY=$cublas -DCUDA_cublasLt_LIBRARY=$(ls "$nv"/lib/libcublasLt.so.* | head -1)"
+        cuda_args="$cuda_args -DCMAKE_CUDA_FLAGS=-I$nv/include -DCMAKE_CXX_FLAGS=-I$nv/include"
+        export LD_LIBRARY_PATH="$nv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
+fi
+if ! ldconfig -p | grep -q 'libcuda\.so '; then
+    driver=$(ldconfig -p | awk '/libcuda\.so\.1 /{print $NF; exit}')
+    cuda_args="$cuda_args ${driver:+-DCUDA_cuda_driver_LIBRARY=$driver}"
+    [ -n "$driver" ] || cuda_args="$cuda_args -DGGML_CUDA_NO_VMM=ON"  # then llama.cpp needs no libcuda at link
+fi
+export CUDA_CMAKE_ARGS="${CUDA_CMAKE_ARGS:-$cuda_args}"
+echo "extra CMake flags: ${CUDA_CMAKE_ARGS:-none}"
 
 BUNDLE=.device
 if [ -d "$BUNDLE/wheels" ]; then
     step "offline set-up from $BUNDLE (this machine's own packages + the bundle's wheels)"
-    python3 -m venv .venv
+    python3 -m venv --without-pip .venv  # pip comes from the machine's packages, which the venv sees
     # The machine's packages stay visible in the venv (python3 may itself be a venv, which
     # --system-site-packages would skip).
     python3 -c 'import site; print("\n".join(site.getsitepackages()))' \

@@ -180,7 +180,7 @@ def _setup(doc: Document, metas: list[RunMeta]) -> None:
                 f"{host.get('platform')}, {host.get('cpu_count')} CPU"
                 + (f", {number(ram / 2**30, lang, 1)} GiB RAM" if ram else ""),
             ),
-            ("GPU", "NVML" if meta.gpu else "–"),
+            ("GPU", ", ".join(g["name"] for g in meta.gpus) or "no NVIDIA GPU seen"),
             ("latencylab / Python", f"{meta.versions.get('latencylab')} / {meta.versions.get('python')}"),
         ]
     doc.add(
