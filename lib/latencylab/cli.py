@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -14,9 +15,9 @@ from pathlib import Path
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
-from . import engine, paths, preflight, report, runner, store
+from . import check, check_text, engine, paths, preflight, report, runner, store
 from .baselines import BaselineError
-from .study import StudyError, load_study, with_base_url
+from .study import StudyError, StudySpec, load_study, with_base_url
 from .workload import plan_requests
 
 EXIT_USAGE = 2
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = with_base_url(spec, args.base_url)
     if not args.resume:
         asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
+    checked = _check_before_run(spec)
     total = len(plan_requests(spec, run_id))
     done = threading.Event()
     follower = threading.Thread(target=_follow, args=(run_id, total, done), daemon=True)
@@ -72,10 +74,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         done.set()
         follower.join()
         store.settle_status(run_id, status)
+        if paths.run_dir(run_id).is_dir():
+            check.save(checked, paths.run_dir(run_id))
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         print(f"report: {report.publish([run_id], **report_options)}")
     return 0
+
+
+def _check_before_run(spec: StudySpec) -> check.CheckResult:
+    """The plan's check, its warnings and errors printed before the run starts (the run goes on)."""
+    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV))
+    for finding in result.findings:
+        if finding.level != "note":
+            message, fix = check_text.render(finding)
+            print(f"latencylab: check {finding.level}: {message}\n  fix: {fix}", file=sys.stderr)
+    return result
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    spec, _ = load_study(args.study)
+    if args.base_url:
+        spec = with_base_url(spec, args.base_url)
+    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV))
+    if args.json:
+        print(json.dumps(check_text.as_json(result), indent=1, ensure_ascii=False))
+    else:
+        print("\n".join(check_text.lines(result)))
+    return result.exit_code
 
 
 def _resolve_run(run_id: str) -> str:
@@ -152,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="collect only; publish later with `latencylab report`")
     _add_report_options(run)
     run.set_defaults(func=cmd_run)
+
+    chk = sub.add_parser(
+        "check", help="check a study's plan before running it: memory fit, num_gpu, eviction, keep_alive",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check a study against its servers' facts (Ollama /api/tags, /api/show, /api/ps, /api/version; "
+        "llama-server /props and /models; the embedded engine's GGUF files; NVML when the server is local, "
+        "else the study's gpu: {vram_gb: N}) and print one line per finding with its fix.",
+        epilog="exit status: 0 nothing or notes only, 1 warnings (the run would mislead), 2 errors "
+        "(the run would fail)\n`latencylab run` runs the same check first and prints its warnings and errors.")
+    chk.add_argument("study", help="study name under studies/ or a path to a YAML file")
+    chk.add_argument("--base-url", help="server URL for scenarios that do not name one")
+    chk.add_argument("--json", action="store_true", help="the same findings as JSON (with the facts they rest on)")
+    chk.set_defaults(func=cmd_check)
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",
                          description="Execute notebooks/2.0-latency-report.ipynb for the runs and convert it to HTML.")
