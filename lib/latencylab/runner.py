@@ -151,12 +151,12 @@ class Collector:
         assert client is not None
         first_of_scenario = planned.scenario not in self.started
         self.started.add(planned.scenario)
-        if self.study.cold_protocol == "unload_before_each" or (
-            self.study.cold_protocol == "first_only" and first_of_scenario
-        ):
+        if self.study.cold_protocol == "unload_before_each":
             await backend.unload(client, target.model)
             await backend.wait_resident(client, target.model, False)
-        elif s.preload and first_of_scenario:
+        elif self.study.cold_protocol == "first_only" and first_of_scenario:
+            await self._cold_start(target)
+        if s.preload and first_of_scenario and self.study.cold_protocol != "unload_before_each":
             await self._preload(target)
         gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
         if gap:
@@ -174,6 +174,16 @@ class Collector:
         self.bar.set_postfix_str(_postfix(sample))
         if self.on_sample:
             self.on_sample(sample)
+
+    async def _cold_start(self, target: Target) -> None:
+        """Unload every model of the study on the scenario's server, so its first request starts from nothing
+        resident (a blocked order then never carries one scenario's model, or its eviction, into the next)."""
+        same_server = {t.model: t for t in self.targets.values()
+                       if t.backend.base_url == target.backend.base_url and t.client is not None}
+        for other in same_server.values():
+            if other is target or await other.backend.resident(other.client, other.model) is not False:
+                await other.backend.unload(other.client, other.model)
+                await other.backend.wait_resident(other.client, other.model, False)
 
     async def _preload(self, target: Target) -> None:
         """The seed's step 2: load the model with its own keep_alive (and options) before measuring."""
