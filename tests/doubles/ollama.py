@@ -581,3 +581,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) + (b"0\r\n\r\n" if end else b""))
         self.wfile.flush()
         return True
+
+
+# The seed's machine (shared/seed/latency-study-es.md): a GTX 1050 with 3 GB and phi3-mini. Sizes as Ollama's
+# library lists the tags (about 2.2 and 2.4 GB); layers and heads as phi3-mini's GGUF has them (32 blocks,
+# embedding 3072, 32 heads, no grouped-query attention). Numbers to make the rules fire, not a benchmark.
+PHI3_MINI = ModelSpec(size=2_176_178_913, family="phi3", context_length=4096, block_count=32,
+                      embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
+                      quantization_level="Q4_0")
+PHI3_MINI_Q4_K_M = ModelSpec(size=2_393_232_672, family="phi3", context_length=4096, block_count=32,
+                             embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
+                             quantization_level="Q4_K_M")
+SEED_VRAM_BYTES = 3 * 2**30
+
+
+def seed_machine(**kwargs: Any) -> OllamaDouble:
+    """The double as the seed's machine: 3 GB of VRAM, phi3:mini pulled, the K-quant tag in the registry."""
+    settings: dict[str, Any] = {"models": {"phi3:mini": PHI3_MINI},
+                                "registry": {"phi3:3.8b-mini-4k-instruct-q4_K_M": PHI3_MINI_Q4_K_M},
+                                "vram_bytes": SEED_VRAM_BYTES, **kwargs}
+    return OllamaDouble(**settings)
