@@ -23,8 +23,8 @@ EN: dict[str, tuple[str, str]] = {
                        "leave num_gpu unset to let the server fit as many layers as it can"),
     "num-gpu-unknown": ("num_gpu {num_gpu} is the number of layers sent to the GPU, not of GPUs: the other layers "
                         "run on the CPU",
-                        "leave num_gpu unset to let the server fit as many layers as it can; run the check "
-                        "against the server (--base-url) to compare with the model's layer count"),
+                        "leave num_gpu unset to let the server fit as many layers as it can (the model's layer "
+                        "count is unknown here: no facts of it on the server)"),
     "cpu-only": ("num_gpu 0 runs the model on the CPU only", "leave num_gpu unset if the GPU should be used"),
     "memory-partial": ("will not fit: about {gpu_pct} % on the GPU — {model} at num_ctx {num_ctx} needs "
                        "{weights_gb} GiB weights + {kv_gb} GiB KV cache + {margin_gb} GiB margin = {need_gb} GiB, "
