@@ -18,7 +18,7 @@ from typing import Any, Literal
 from .backends import Timeouts, make_backend
 from .backends.ollama import OllamaBackend, full_name
 from .durations import keep_alive_seconds
-from .facts import Facts, ModelFacts, ServerFacts, gather, is_local
+from .facts import Facts, ModelFacts, Moment, ServerFacts, gather, is_local
 from .study import ScenarioSpec, StudySpec
 
 Level = Literal["error", "warning", "note"]
@@ -311,12 +311,13 @@ class CheckResult:
     def counts(self) -> dict[Level, int]:
         return {level: sum(f.level == level for f in self.findings) for level in LEVELS}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (`--json`, `check.json`): findings as data, plus the budget and the facts."""
-        return {"exit_code": self.exit_code, "counts": self.counts(),
-                "budget": asdict(self.budget) if self.budget else None,
-                "findings": [asdict(f) for f in self.findings],
-                "facts": self.facts.model_dump(mode="json") if self.facts else None}
+    def to_dict(self, with_facts: bool = True) -> dict[str, Any]:
+        """The JSON form (`--json`, `check.json`): findings as data, the budget, and the facts they rest on."""
+        data = {"exit_code": self.exit_code, "counts": self.counts(),
+                "budget": asdict(self.budget) if self.budget else None, "findings": [asdict(f) for f in self.findings]}
+        if with_facts:
+            data["facts"] = self.facts.model_dump(mode="json") if self.facts else None
+        return data
 
 
 async def _pull_probes(study: StudySpec, facts: Facts, api_key: str | None) -> dict[str, tuple[str | None, int | None]]:
@@ -335,20 +336,22 @@ async def _pull_probes(study: StudySpec, facts: Facts, api_key: str | None) -> d
     return probes
 
 
-async def check_study(study: StudySpec, api_key: str | None = None, facts: Facts | None = None) -> CheckResult:
+async def check_study(study: StudySpec, api_key: str | None = None, facts: Facts | None = None,
+                      moment: Moment = "check") -> CheckResult:
     """Gather the servers' facts (unless given), probe the tags a pull would need, and evaluate every rule."""
-    facts = facts or await gather(study, "check", api_key)
+    facts = facts or await gather(study, moment, api_key)
     plan = Plan(study, facts, await _pull_probes(study, facts, api_key))
     return CheckResult(evaluate(plan), facts, plan.budget)
 
 
-def run_check(study: StudySpec, api_key: str | None = None) -> CheckResult:
-    """`check_study` for callers outside an event loop (the CLI)."""
-    return asyncio.run(check_study(study, api_key))
+def run_check(study: StudySpec, api_key: str | None = None, moment: Moment = "check") -> CheckResult:
+    """`check_study` for callers outside an event loop (the CLI; `moment="before"` ahead of a run)."""
+    return asyncio.run(check_study(study, api_key, moment=moment))
 
 
 def save(result: CheckResult, run_dir: Path) -> Path:
-    """Write `check.json` into a run's folder, for the report to show beside what was measured."""
+    """Write `check.json` (findings and budget; the facts go to facts.json) for the report to show."""
     path = run_dir / "check.json"
-    path.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(result.to_dict(with_facts=False), indent=1, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
     return path

@@ -15,7 +15,7 @@ from pathlib import Path
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
-from . import check, check_text, engine, paths, preflight, report, runner, store
+from . import check, check_text, engine, facts, paths, preflight, report, runner, store
 from .baselines import BaselineError
 from .study import StudyError, StudySpec, load_study, with_base_url
 from .workload import plan_requests
@@ -74,8 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         done.set()
         follower.join()
         store.settle_status(run_id, status)
-        if paths.run_dir(run_id).is_dir():
+        if paths.run_dir(run_id).is_dir():  # the check and the server facts beside the samples
             check.save(checked, paths.run_dir(run_id))
+            after = facts.collect(spec, "after", os.environ.get(runner.API_KEY_ENV))
+            facts.save(facts.RunFacts(before=checked.facts, after=after), paths.run_dir(run_id))
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         print(f"report: {report.publish([run_id], **report_options)}")
@@ -84,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _check_before_run(spec: StudySpec) -> check.CheckResult:
     """The plan's check, its warnings and errors printed before the run starts (the run goes on)."""
-    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV))
+    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV), moment="before")
     for finding in result.findings:
         if finding.level != "note":
             message, fix = check_text.render(finding)

@@ -34,6 +34,7 @@ except ImportError:  # nvidia-ml-py is a dependency, but a trimmed install may l
     pynvml = None
 
 Moment = Literal["before", "after", "check"]
+FACTS_TIMEOUT_S = 30.0  # a server that answers none of its facts in this time counts as unreachable
 PROPS_KEYS = ("build_info", "model_path", "total_slots", "model_alias", "is_sleeping")
 
 
@@ -256,20 +257,23 @@ async def _llamacpp(backend: LlamaCppBackend, client: httpx.AsyncClient, models:
             "missing": [m for m in dict.fromkeys(models) if entries and m not in entries]}
 
 
+async def _ask(backend: Any, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+    if isinstance(backend, OllamaBackend):
+        return await _ollama(backend, client, models)
+    if isinstance(backend, LlamaCppBackend):
+        return await _llamacpp(backend, client, models)
+    response = await client.get(backend.url("/v1/models"))  # an OpenAI-compatible server: its model ids only
+    response.raise_for_status()
+    ids = {m.get("id") for m in response.json().get("data") or []}
+    return {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
+
+
 async def _server(kind: str, url: str, models: list[str], api_key: str | None) -> ServerFacts:
     backend = make_backend(kind, url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
     try:
         async with backend.client() as client:
-            if isinstance(backend, OllamaBackend):
-                found = await _ollama(backend, client, models)
-            elif isinstance(backend, LlamaCppBackend):
-                found = await _llamacpp(backend, client, models)
-            else:  # an OpenAI-compatible server tells its model ids and nothing more
-                response = await client.get(backend.url("/v1/models"))
-                response.raise_for_status()
-                ids = {m.get("id") for m in response.json().get("data") or []}
-                found = {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
-    except (httpx.HTTPError, ServerError, ValueError) as exc:
+            found = await asyncio.wait_for(_ask(backend, client, models), FACTS_TIMEOUT_S)
+    except (httpx.HTTPError, ServerError, ValueError, TimeoutError) as exc:
         return ServerFacts(kind=kind, base_url=url, reachable=False, error=f"{type(exc).__name__}: {exc}")
     return ServerFacts(kind=kind, base_url=url, reachable=True, **found)
 
@@ -297,3 +301,17 @@ async def gather(study: StudySpec, moment: Moment = "before", api_key: str | Non
 def collect(study: StudySpec, moment: Moment = "before", api_key: str | None = None) -> Facts:
     """`gather` for callers outside an event loop (the CLI)."""
     return asyncio.run(gather(study, moment, api_key))
+
+
+class RunFacts(_Facts):
+    """What a run record holds: the facts before its first request and after its last."""
+
+    before: Facts | None = None
+    after: Facts | None = None
+
+
+def save(run_facts: RunFacts, run_dir: Path) -> Path:
+    """Write `facts.json` into a run's folder."""
+    path = run_dir / "facts.json"
+    path.write_text(run_facts.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    return path
