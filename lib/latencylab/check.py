@@ -83,7 +83,9 @@ class Plan:
 
     def server(self, s: ScenarioSpec) -> ServerFacts | None:
         kind = self.study.backend_of(s)
-        return self.facts.server(kind, None if kind == "embedded" else self.study.base_url_of(s)) if self.facts else None
+        if self.facts is None:
+            return None
+        return self.facts.server(kind, None if kind == "embedded" else self.study.base_url_of(s))
 
     def model(self, s: ScenarioSpec) -> ModelFacts | None:
         server = self.server(s)
@@ -195,7 +197,8 @@ def rule_memory(plan: Plan) -> Iterator[Finding]:
                 yield Finding("no-model-facts", "note", s.name, {"model": s.model})
             continue
         evidence = {"model": s.model, "num_ctx": need.num_ctx, "weights_gb": _gb(need.weights),
-                    "kv_gb": _gb(need.kv), "margin_gb": _gb(MARGIN_BYTES), "need_gb": _gb(need.weights + need.kv + MARGIN_BYTES),
+                    "kv_gb": _gb(need.kv), "margin_gb": _gb(MARGIN_BYTES),
+                    "need_gb": _gb(need.weights + need.kv + MARGIN_BYTES),
                     "budget_gb": _gb(budget.bytes), "budget_source": budget.source,
                     "gpu_pct": math.floor(100 * (need.share or 0))}
         if need.share is not None and need.share >= 1:
@@ -234,8 +237,9 @@ def rule_thrashing(plan: Plan) -> Iterator[Finding]:
         if shared:
             yield Finding("thrashing-options", "warning", None, {"scenarios": names, "models": shared})
         elif len(runners) > OLLAMA_MODELS_PER_GPU * gpus:
-            yield Finding("thrashing-count", "warning", None, {"scenarios": names, "resident_max": OLLAMA_MODELS_PER_GPU * gpus,
-                                                               "setting": "OLLAMA_MAX_LOADED_MODELS"})
+            yield Finding("thrashing-count", "warning", None,
+                          {"scenarios": names, "resident_max": OLLAMA_MODELS_PER_GPU * gpus,
+                           "setting": "OLLAMA_MAX_LOADED_MODELS"})
         else:  # the models whose needs are unknown can only add to the known ones
             total = sum(n.weights + n.kv for n in needs if n) + MARGIN_BYTES
             if plan.budget and total > plan.budget.bytes:
@@ -279,7 +283,8 @@ def rule_num_ctx(plan: Plan) -> Iterator[Finding]:
     """A context above the model's trained one: Ollama clamps it (sched.go), llama-server runs it untrained."""
     for s in plan.study.scenarios:
         facts = plan.model(s)
-        if "num_ctx" in s.options and facts and facts.context_length and int(s.options["num_ctx"]) > facts.context_length:
+        trained = facts.context_length if facts else None
+        if "num_ctx" in s.options and trained and int(s.options["num_ctx"]) > trained:
             yield Finding("num-ctx-trained", "warning", s.name,
                           {"num_ctx": int(s.options["num_ctx"]), "trained": facts.context_length,
                            "kind": plan.study.backend_of(s)})

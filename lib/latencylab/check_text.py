@@ -41,9 +41,9 @@ EN: dict[str, tuple[str, str]] = {
                       "declare the server's GPU in the study: gpu: {{vram_gb: 3}}"),
     "no-model-facts": ("no layer or size facts for {model}: its memory fit is not checked",
                        "run the check against the server (--base-url) so that it can read /api/show"),
-    "thrashing-memory": ("{models} cannot be resident together (at least {together_gb} GiB with their KV caches, the GPU has "
-                         "{budget_gb} GiB), and the plan interleaves {scenarios}: each switch evicts the other and "
-                         "every request measures a load",
+    "thrashing-memory": ("{models} cannot be resident together (at least {together_gb} GiB with their KV caches, "
+                         "the GPU has {budget_gb} GiB), and the plan interleaves {scenarios}: each switch evicts "
+                         "the other and every request measures a load",
                          "order: blocked with cold_protocol: first_only (one cold start per scenario, then warm "
                          "requests)"),
     "thrashing-options": ("{models} is measured with different runner options in {scenarios}, interleaved: Ollama "

@@ -35,7 +35,7 @@ except ImportError:  # nvidia-ml-py is a dependency, but a trimmed install may l
 
 Moment = Literal["before", "after", "check"]
 FACTS_TIMEOUT_S = 30.0  # a server that answers none of its facts in this time counts as unreachable
-PROPS_KEYS = ("build_info", "model_path", "total_slots", "model_alias", "is_sleeping")
+PROPS_KEYS = ("build_info", "model_path", "total_slots", "model_alias", "is_sleeping", "role", "max_instances")
 
 
 class _Facts(BaseModel):
@@ -241,18 +241,24 @@ async def _llamacpp(backend: LlamaCppBackend, client: httpx.AsyncClient, models:
     except (ServerError, ValueError):
         props = {}
     settings = props.get("default_generation_settings") or {}
-    kept = {k: props[k] for k in PROPS_KEYS if k in props} | ({"n_ctx": settings["n_ctx"]} if "n_ctx" in settings else {})
+    kept = {k: props[k] for k in PROPS_KEYS if k in props}
+    if settings.get("n_ctx"):  # a router says 0: each model has its own
+        kept["n_ctx"] = settings["n_ctx"]
     try:
         entries = await backend.model_entries(client)
     except (httpx.HTTPError, ValueError):
         entries = {}
     found = []
     for model in dict.fromkeys(models):
-        meta = (entries.get(model) or {}).get("meta") or {}
+        meta = (entries.get(model) or {}).get("meta") or {}  # a router gives it for loaded models only
+        params = _number(meta.get("n_params"))
         if model in entries:
-            found.append(ModelFacts(name=model, source="llama-server", size_bytes=_number(meta.get("size")),
-                                    context_length=_number(meta.get("n_ctx_train")),
-                                    embedding_length=_number(meta.get("n_embd"))))
+            found.append(ModelFacts(
+                name=model, source="llama-server", size_bytes=_number(meta.get("size")),
+                context_length=_number(meta.get("n_ctx_train")), embedding_length=_number(meta.get("n_embd")),
+                quantization_level=meta.get("ftype"),
+                parameter_size=None if params is None else f"{params / 1e9:.1f}B" if params >= 1e9
+                else f"{params / 1e6:.0f}M"))
     return {"version": props.get("build_info"), "props": kept, "models": found,
             "missing": [m for m in dict.fromkeys(models) if entries and m not in entries]}
 
@@ -278,21 +284,34 @@ async def _server(kind: str, url: str, models: list[str], api_key: str | None) -
     return ServerFacts(kind=kind, base_url=url, reachable=True, **found)
 
 
-def _embedded(models: list[str], models_dir: Path) -> ServerFacts:
+async def _embedded(models: list[str], models_dir: Path, engine_url: str | None) -> ServerFacts:
+    """The engine's models from their GGUF files; with the engine running, its build from `/props` too."""
     found = [f for m in dict.fromkeys(models) if (f := gguf_facts(m, models_dir / f"{m}.gguf"))]
+    props: dict[str, Any] = {}
+    if engine_url:
+        try:
+            backend = LlamaCppBackend(engine_url, timeouts=Timeouts(connect_s=5.0))
+            async with backend.client() as client:
+                props = (await asyncio.wait_for(_llamacpp(backend, client, []), FACTS_TIMEOUT_S))["props"]
+        except (httpx.HTTPError, ServerError, ValueError, TimeoutError):
+            props = {}
     return ServerFacts(kind="embedded", base_url=None, reachable=True, models=found,
+                       version=props.get("build_info"), props=props,
                        missing=[m for m in dict.fromkeys(models) if not (models_dir / f"{m}.gguf").exists()])
 
 
 async def gather(study: StudySpec, moment: Moment = "before", api_key: str | None = None,
-                 models_dir: Path | None = None) -> Facts:
-    """The facts of every server the study names, the GPU and the host (servers in parallel)."""
+                 models_dir: Path | None = None, engine_url: str | None = None) -> Facts:
+    """The facts of every server the study names, the GPU and the host (servers in parallel).
+
+    `engine_url`: the embedded engine's address while it runs (its `/props`); without it, its GGUF files only.
+    """
     by_server: dict[tuple[str, str | None], list[str]] = {}
     for scenario in study.scenarios:
         by_server.setdefault((study.backend_of(scenario), study.base_url_of(scenario)), []).append(scenario.model)
     servers = await asyncio.gather(*(
         _server(kind, url, models, api_key) if kind != "embedded" and url else
-        asyncio.to_thread(_embedded, models, models_dir or paths.MODELS_DIR)
+        _embedded(models, models_dir or paths.MODELS_DIR, engine_url)
         for (kind, url), models in by_server.items()))
     return Facts(moment=moment, taken_at=datetime.now(UTC).isoformat(timespec="seconds"), servers=list(servers),
                  gpu=gpu_facts(), host=host_facts())

@@ -219,7 +219,7 @@ class OllamaDouble:
     fail_after_tokens: int | None = None  # then a last `{"error"}` line (at 0: an HTTP 500)
     fail_message: str = "an error was encountered while running the model: unexpected EOF"
     unload_delay_s: float = 0.0  # an expired runner stays in /api/ps ("Stopping…") this long
-    registry: Mapping[str, ModelSpec | Mapping[str, Any] | int] = field(default_factory=dict)  # what /api/pull can fetch
+    registry: Mapping[str, ModelSpec | Mapping[str, Any] | int] = field(default_factory=dict)  # what /api/pull has
     request_timeout_s: float = 10.0  # bounds every wait and socket read
     lifetime_s: float = 120.0
     vram_bytes: int | None = None  # the GPU's memory; None: memory is not modelled
@@ -404,7 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "OllamaDouble/0.33.0"
     double: OllamaDouble
     ROUTES = {"/": ("GET", "HEAD"), "/api/version": ("GET", "HEAD"), "/api/ps": ("GET",),
-              "/api/tags": ("GET",), "/api/show": ("POST",), "/api/pull": ("POST",), "/api/generate": ("POST",), "/api/chat": ("POST",)}
+              "/api/tags": ("GET",), "/api/show": ("POST",), "/api/pull": ("POST",), "/api/generate": ("POST",),
+              "/api/chat": ("POST",)}
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -176,3 +176,14 @@ def test_run_prints_the_checks_warnings_first_and_keeps_them_as_check_json(workd
     data = json.loads(saved.read_text())
     assert saved.name == "check.json" and data["exit_code"] == 2
     assert {f["rule"] for f in data["findings"]} >= {"thrashing-memory", "memory-partial"}
+
+
+@pytest.mark.engine
+def test_the_running_engine_adds_its_build_and_router_settings_from_props(router):
+    import asyncio
+
+    spec, _ = load_study("embedded-demo")
+    snapshot = asyncio.run(facts.gather(spec, "before", engine_url=router.base_url))
+    (engine,) = snapshot.servers
+    assert engine.props["role"] == "router" and engine.props["max_instances"] == 1 and engine.version
+    assert {m.quantization_level for m in engine.models} == {"Q4_1", "Q8_0"}  # from the GGUF files

@@ -104,7 +104,8 @@ def test_two_models_that_cannot_be_resident_together_thrash_when_interleaved():
 
 
 def test_one_model_with_different_runner_options_interleaved_reloads_each_switch():
-    spec = study([{"name": "a", "model": "phi3:mini"}, {"name": "b", "model": "phi3:mini", "options": {"num_ctx": 2048}},
+    spec = study([{"name": "a", "model": "phi3:mini"},
+                  {"name": "b", "model": "phi3:mini", "options": {"num_ctx": 2048}},
                   {"name": "c", "model": "phi3:mini", "options": {"temperature": 0.1}}])
     (finding,) = found(spec, facts(PHI3))["thrashing-options"]
     assert finding.evidence == {"scenarios": ["a", "b", "c"], "models": ["phi3:mini"]}
@@ -124,7 +125,8 @@ def test_more_models_than_stay_loaded_thrash_by_count():
 
 
 def test_keep_alive_shorter_than_the_gap_means_every_request_is_cold():
-    spec = study([{"name": "default", "model": "phi3:mini"}, {"name": "short", "model": "phi3:mini", "keep_alive": "2s"},
+    spec = study([{"name": "default", "model": "phi3:mini"},
+                  {"name": "short", "model": "phi3:mini", "keep_alive": "2s"},
                   {"name": "zero", "model": "phi3:mini", "keep_alive": 0}],
                  workload={"order": "blocked", "idle_gap_s": 400})
     got = found(spec, facts(PHI3))["keep-alive-gap"]
@@ -139,7 +141,8 @@ def test_keep_alive_shorter_than_the_gap_means_every_request_is_cold():
 def test_num_thread_above_the_cores_of_a_local_server_and_num_ctx_above_the_trained_context():
     local = "http://127.0.0.1:11434"
     spec = parse_study({"name": "s", "backend": "ollama", "base_url": local,
-                        "scenarios": [{"name": "a", "model": "phi3:mini", "options": {"num_thread": 4, "num_ctx": 8192}}]})
+                        "scenarios": [{"name": "a", "model": "phi3:mini",
+                                       "options": {"num_thread": 4, "num_ctx": 8192}}]})
     got = found(spec, facts(PHI3, url=local))
     assert got["num-thread"][0].evidence == {"num_thread": 4, "cores": 2}
     assert got["num-ctx-trained"][0].evidence == {"num_ctx": 8192, "trained": 4096, "kind": "ollama"}
