@@ -54,7 +54,7 @@ EN: dict[str, tuple[str, str]] = {
                         "order: blocked with cold_protocol: first_only, or raise {setting}"),
     "interleaved-unknown": ("{models} are interleaved across {scenarios}; whether they fit together is unknown",
                             "declare gpu: {{vram_gb: N}} or run the check against the server"),
-    "keep-alive-gap": ("keep_alive {keep_alive_s:g} s ({keep_alive_source}) is shorter than the {gap_s:g} s between "
+    "keep-alive-gap": ("keep_alive {keep_alive_s} s ({keep_alive_source}) is shorter than the {gap_s} s between "
                        "this scenario's requests: every request will be cold — fine if that is what you measure",
                        "a keep_alive longer than the gap (or -1) to measure warm requests; keep_alive: 0 or "
                        "cold_protocol: unload_before_each to say that cold is the point"),
@@ -65,16 +65,84 @@ EN: dict[str, tuple[str, str]] = {
 }
 
 
-def _fill(template: str, evidence: dict[str, Any]) -> str:
-    shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in evidence.items()}
-    return template.format(**shown)
+# The same in Spanish (the seed study's language), for the report.
+ES: dict[str, tuple[str, str]] = {
+    "server-unreachable": ("el servidor {kind} en {server} no responde ({error})",
+                           "arráncalo o apunta el estudio a él: --base-url URL o base_url: en el estudio"),
+    "model-missing": ("el servidor {kind} ({server}) no tiene el modelo {model!r}; la ejecución se pararía enseguida",
+                      "ollama pull {model} en el servidor, o prepare: {{pull: true}} en el estudio "
+                      "(motor embebido: latencylab engine prepare)"),
+    "tag-unavailable": ("la etiqueta {model!r} no se puede descargar: {error}",
+                        "elige una etiqueta que exista: {tags_url}"),
+    "will-pull": ("{model!r} no está en el servidor; la ejecución lo descarga antes ({size_gb} GiB); su encaje en "
+                  "memoria se comprueba cuando esté allí",
+                  "nada que hacer, o descárgalo antes para que la ejecución empiece a medir enseguida"),
+    "num-gpu-layers": ("num_gpu {num_gpu} pone {num_gpu} de {layers} capas en la GPU (cerca del {gpu_pct} %); "
+                       "las otras {cpu_layers} corren en la CPU",
+                       "deja num_gpu sin fijar para que el servidor coloque en la GPU todas las capas que quepan"),
+    "num-gpu-unknown": ("num_gpu {num_gpu} es el número de capas enviadas a la GPU, no de GPUs: el resto de capas "
+                        "corre en la CPU",
+                        "deja num_gpu sin fijar para que el servidor coloque todas las capas que quepan (el número "
+                        "de capas del modelo no se conoce aquí: el servidor no da datos de él)"),
+    "cpu-only": ("num_gpu 0 ejecuta el modelo solo en la CPU", "deja num_gpu sin fijar si se debe usar la GPU"),
+    "memory-partial": ("no cabe: cerca del {gpu_pct} % en la GPU — {model} con num_ctx {num_ctx} necesita "
+                       "{weights_gb} GiB de pesos + {kv_gb} GiB de caché KV + {margin_gb} GiB de margen = {need_gb} "
+                       "GiB, la GPU tiene {budget_gb} GiB ({budget_source}); la ejecución lo confirma con size_vram",
+                       "un num_ctx menor o una cuantización más pequeña; o gpu: {{offload_expected: true}} si la "
+                       "descarga parcial es lo que mide el estudio"),
+    "memory-offload-expected": ("no cabe: cerca del {gpu_pct} % en la GPU, como espera el estudio — {model} con "
+                                "num_ctx {num_ctx} necesita {need_gb} GiB ({weights_gb} de pesos + {kv_gb} de caché "
+                                "KV + {margin_gb} de margen), la GPU tiene {budget_gb} GiB ({budget_source})",
+                                "nada que hacer: la ejecución lo confirma o lo refuta con size_vram"),
+    "memory-fits": ("cabe: {model} con num_ctx {num_ctx} necesita unos {need_gb} GiB de los {budget_gb} GiB de la GPU "
+                    "({budget_source}); la ejecución lo confirma con size_vram", "nada que hacer"),
+    "no-gpu-budget": ("memoria de la GPU desconocida (sin NVML aquí y sin declarar): no se comprueba si cabe",
+                      "declara la GPU del servidor en el estudio: gpu: {{vram_gb: 3}}"),
+    "no-model-facts": ("sin datos de capas o tamaño de {model}: no se comprueba si cabe en memoria",
+                       "comprueba contra el servidor (--base-url) para que pueda leer /api/show"),
+    "thrashing-memory": ("{models} no pueden estar cargados a la vez (al menos {together_gb} GiB con sus cachés KV, "
+                         "la GPU tiene {budget_gb} GiB), y el plan intercala {scenarios}: cada cambio expulsa al otro "
+                         "y cada petición mide una carga",
+                         "order: blocked con cold_protocol: first_only (un arranque en frío por escenario, después "
+                         "peticiones en caliente)"),
+    "thrashing-options": ("{models} se mide con opciones de runner distintas en {scenarios}, intercalados: Ollama "
+                          "mantiene un runner por modelo, así que cada cambio lo recarga",
+                          "order: blocked con cold_protocol: first_only (un arranque en frío por escenario)"),
+    "thrashing-count": ("{scenarios} intercalan más modelos de los que pueden seguir cargados ({setting}: "
+                        "{resident_max}): cada cambio expulsa uno",
+                        "order: blocked con cold_protocol: first_only, o sube {setting}"),
+    "interleaved-unknown": ("{models} se intercalan en {scenarios}; no se sabe si caben juntos",
+                            "declara gpu: {{vram_gb: N}} o comprueba contra el servidor"),
+    "keep-alive-gap": ("keep_alive de {keep_alive_s} s ({keep_alive_source}) es menor que los {gap_s} s entre "
+                       "las peticiones de este escenario: todas serán en frío — bien si es lo que mides",
+                       "un keep_alive mayor que la pausa (o -1) para medir peticiones en caliente; keep_alive: 0 o "
+                       "cold_protocol: unload_before_each para decir que lo frío es el objetivo"),
+    "num-thread": ("num_thread {num_thread} supera los {cores} núcleos de esta máquina: los hilos compiten",
+                   "deja num_thread sin fijar (el servidor usa los núcleos físicos)"),
+    "num-ctx-trained": ("num_ctx {num_ctx} supera el contexto de entrenamiento del modelo, {trained}",
+                        "num_ctx {trained} o menos (Ollama lo recorta a {trained}, así que la ejecución mide "
+                        "{trained})"),
+}
+CATALOGS = {"en": EN, "es": ES}
 
 
-def render(finding: Finding) -> tuple[str, str]:
-    """The finding's line (scenario first) and its fix."""
-    message, fix = EN[finding.rule]
+def _shown(value: Any, lang: str) -> Any:
+    if isinstance(value, list):
+        return ", ".join(str(_shown(v, lang)) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}".replace(".", ",") if lang == "es" else f"{value:g}"
+    return value
+
+
+def _fill(template: str, evidence: dict[str, Any], lang: str) -> str:
+    return template.format(**{k: _shown(v, lang) for k, v in evidence.items()})
+
+
+def render(finding: Finding, lang: str = "en") -> tuple[str, str]:
+    """The finding's line (scenario first) and its fix, in English or Spanish."""
+    message, fix = CATALOGS[lang][finding.rule]
     where = f"{finding.scenario}: " if finding.scenario else ""
-    return where + _fill(message, finding.evidence), _fill(fix, finding.evidence)
+    return where + _fill(message, finding.evidence, lang), _fill(fix, finding.evidence, lang)
 
 
 def lines(result: CheckResult) -> list[str]:

@@ -185,6 +185,14 @@ def test_findings_come_errors_first_and_every_line_has_a_fix():
     assert all(f["message"] and f["fix"] for f in data["findings"])
 
 
+def test_the_words_exist_in_spanish_with_numbers_written_the_spanish_way():
+    finding = found(study(SEED, gpu={"vram_gb": 3}), facts(PHI3, K_QUANT))["memory-partial"][0]
+    message, fix = check_text.render(finding, "es")
+    assert message.startswith("baseline: no cabe: cerca del 70 % en la GPU") and "1,5 GiB de caché KV" in message
+    assert "num_ctx menor" in fix
+    assert set(check_text.ES) == set(check_text.EN)
+
+
 def test_every_rule_id_has_words():
     emitted = {"server-unreachable", "model-missing", "tag-unavailable", "will-pull", "num-gpu-layers",
                "num-gpu-unknown", "cpu-only", "memory-partial", "memory-offload-expected", "memory-fits",
