@@ -325,6 +325,37 @@ class CheckResult:
         return data
 
 
+MEMORY_RULES = ("memory-fits", "memory-partial", "memory-offload-expected")
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A memory prediction against what the run measured (`gpu_share`: size_vram / size from /api/ps)."""
+
+    scenario: str
+    predicted_pct: int
+    measured_pct: float
+    verdict: Literal["confirmed", "refuted"]
+
+
+def confirm(findings: list[Finding] | list[dict[str, Any]], measured_share: dict[str, float],
+            tolerance_pct: float = 10.0) -> list[Confirmation]:
+    """Each scenario's predicted share on the GPU (memory, capped by num_gpu's layers) against its median measured
+    share; the findings may be `Finding`s or check.json's dicts."""
+    given = [Finding(**f) if isinstance(f, dict) else f for f in findings]
+    caps = {f.scenario: f.evidence.get("gpu_pct", 0) for f in given if f.rule in ("num-gpu-layers", "cpu-only")}
+    out = []
+    for f in given:
+        if f.rule not in MEMORY_RULES or f.scenario not in measured_share:
+            continue
+        predicted = min(f.evidence["gpu_pct"], caps.get(f.scenario, 100))
+        measured = 100 * measured_share[f.scenario]
+        whole = f.rule == "memory-fits" and predicted == 100
+        agrees = whole == (measured >= 99.5) and (whole or abs(measured - predicted) <= tolerance_pct)
+        out.append(Confirmation(f.scenario, predicted, round(measured, 1), "confirmed" if agrees else "refuted"))
+    return out
+
+
 async def _pull_probes(study: StudySpec, facts: Facts, api_key: str | None) -> dict[str, tuple[str | None, int | None]]:
     """For a study that may pull: ask each Ollama server for the tags it lacks, up to the manifest."""
     probes: dict[str, tuple[str | None, int | None]] = {}

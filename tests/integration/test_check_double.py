@@ -121,12 +121,14 @@ def run(spec_path: Path, server: OllamaDouble, **workload: Any):
 
 def test_a_run_confirms_the_prediction_and_the_shipped_order_never_thrashes(workdir):
     with seed_machine(models={"phi3:mini": PHI3_MINI, "phi3:mini-q4_K_M": PHI3_MINI_Q4_K_M}) as server:
-        predicted = {f.scenario: f.evidence["gpu_pct"] for f in checked(LITERAL, server).findings
-                     if f.rule == "memory-partial"}
+        findings = checked(LITERAL, server).findings
+        predicted = {f.scenario: f.evidence["gpu_pct"] for f in findings if f.rule == "memory-partial"}
         frame = run(LITERAL, server)
         thrashed = len(server.evictions)
     measured = frame.groupby("scenario")["gpu_share"].median() * 100
     assert abs(measured["baseline"] - predicted["baseline"]) < 5  # the run confirms "about 70 % on the GPU"
+    verdicts = {c.scenario: c.verdict for c in check.confirm(findings, (measured / 100).to_dict())}
+    assert verdicts == {"baseline": "confirmed", "optimised": "confirmed"}  # optimised: num_gpu 1, one layer
     subsequent = frame[frame["phase"] == "subsequent"]
     assert thrashed >= 3 and (subsequent["state"] == "cold").all()  # interleaved: every request pays a load
     with seed_machine() as server:

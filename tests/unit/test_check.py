@@ -199,3 +199,13 @@ def test_every_rule_id_has_words():
                "no-gpu-budget", "no-model-facts", "thrashing-memory", "thrashing-options", "thrashing-count",
                "interleaved-unknown", "keep-alive-gap", "num-thread", "num-ctx-trained"}
     assert emitted == set(check_text.EN)
+
+
+def test_a_run_confirms_or_refutes_each_memory_prediction():
+    findings = evaluate(Plan(study(SEED, gpu={"vram_gb": 3}), facts(PHI3, K_QUANT)))
+    got = check.confirm(findings, {"baseline": 0.697, "optimised": 1.0})
+    # optimised: 83 % would fit, but num_gpu 1 caps it at 1 layer of 33 (3 %)
+    assert [(c.scenario, c.predicted_pct, c.verdict) for c in got] == [("baseline", 70, "confirmed"),
+                                                                       ("optimised", 3, "refuted")]
+    as_saved = check.CheckResult(findings, None, None).to_dict(with_facts=False)["findings"]
+    assert check.confirm(as_saved, {"baseline": 0.697}) == got[:1]  # check.json's findings work alike
