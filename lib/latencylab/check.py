@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from .backends import Timeouts, make_backend
+from .backends.base import ServerError
 from .backends.ollama import OllamaBackend, full_name
 from .durations import keep_alive_seconds
 from .facts import Facts, ModelFacts, Moment, ServerFacts, gather, is_local
@@ -368,7 +371,10 @@ async def _pull_probes(study: StudySpec, facts: Facts, api_key: str | None) -> d
         assert isinstance(backend, OllamaBackend)
         async with backend.client() as client:
             for model in server.missing:
-                probes[model] = await backend.pull_probe(client, model)
+                try:
+                    probes[model] = await backend.pull_probe(client, model)
+                except (httpx.HTTPError, ServerError, ValueError):
+                    continue  # unknown: the run's own pull will say
     return probes
 
 

@@ -229,9 +229,13 @@ async def _ollama(backend: OllamaBackend, client: httpx.AsyncClient, models: lis
                                  parameter_size=details.get("parameter_size"),
                                  quantization_level=details.get("quantization_level"),
                                  size_bytes=tag.get("size"), digest=tag.get("digest")))
-    loaded = [LoadedModel(name=m.name, size_bytes=m.size, vram_bytes=m.size_vram, context_length=m.context_length)
-              for m in await backend.ps(client)]
-    return {"version": await backend.version(client), "models": found, "loaded": loaded,
+    try:  # older or proxied servers may lack these two; the rest still stands
+        loaded = [LoadedModel(name=m.name, size_bytes=m.size, vram_bytes=m.size_vram,
+                              context_length=m.context_length) for m in await backend.ps(client)]
+        version = await backend.version(client)
+    except (httpx.HTTPStatusError, ServerError, ValueError):
+        loaded, version = [], None
+    return {"version": version, "models": found, "loaded": loaded,
             "missing": sorted({full_name(m) for m in models} - tags.keys())}
 
 
