@@ -145,20 +145,20 @@ def render(finding: Finding, lang: str = "en") -> tuple[str, str]:
     return where + _fill(message, finding.evidence, lang), _fill(fix, finding.evidence, lang)
 
 
-def lines(result: CheckResult) -> list[str]:
+def lines(result: CheckResult, lang: str = "en") -> list[str]:
     """The check as the terminal shows it: one line per finding, its fix under it, then the counts."""
     out = []
     for finding in result.findings:
-        message, fix = render(finding)
+        message, fix = render(finding, lang)
         out += [f"{finding.level:<7}  {finding.rule}  {message}", f"{'':<9}fix: {fix}"]
     counts = result.counts()
     out.append(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['note']} note(s)")
     return out
 
 
-def as_json(result: CheckResult) -> dict[str, Any]:
-    """The JSON form with each finding's English line and fix added (the data stays as it was)."""
+def as_json(result: CheckResult, lang: str = "en") -> dict[str, Any]:
+    """The JSON form with each finding's line and fix added (the data stays as it was)."""
     data = result.to_dict()
     for entry, finding in zip(data["findings"], result.findings, strict=True):
-        entry["message"], entry["fix"] = render(finding)
+        entry["message"], entry["fix"] = render(finding, lang)
     return data

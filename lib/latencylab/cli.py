@@ -100,9 +100,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         spec = with_base_url(spec, args.base_url)
     result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV))
     if args.json:
-        print(json.dumps(check_text.as_json(result), indent=1, ensure_ascii=False))
+        print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
     else:
-        print("\n".join(check_text.lines(result)))
+        print("\n".join(check_text.lines(result, args.lang)))
     return result.exit_code
 
 
@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("study", help="study name under studies/ or a path to a YAML file")
     chk.add_argument("--base-url", help="server URL for scenarios that do not name one")
     chk.add_argument("--json", action="store_true", help="the same findings as JSON (with the facts they rest on)")
+    chk.add_argument("--lang", choices=["en", "es"], default="en", help="language of the findings' words")
     chk.set_defaults(func=cmd_check)
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",
