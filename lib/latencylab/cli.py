@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -12,9 +13,9 @@ from pathlib import Path
 
 from papermill.exceptions import PapermillExecutionError
 
-from . import engine, paths, preflight, report, runner, store
+from . import check, check_text, engine, facts, paths, preflight, report, runner, store
 from .errors import LatencyLabError
-from .study import StudyError, load_study, with_base_url
+from .study import StudyError, StudySpec, load_study, with_base_url
 
 EXIT_STOPPED = 1  # a server stopped the run
 EXIT_USAGE = 2
@@ -27,6 +28,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Create the run once (unless resuming), collect it in this process, then publish its report."""
     report_options = _report_options(args)
+    checked = None
     if args.resume:
         if args.study or args.run_id or args.base_url:
             raise StudyError("--resume RUN_ID continues a run with its own study: give no STUDY, --run-id "
@@ -40,14 +42,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.run_id and paths.run_dir(args.run_id).exists():
             raise store.RunExists(f"run {args.run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
         asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
+        checked = _check_before_run(spec)
         run_id = runner.create_run(spec, raw, args.run_id)
+        check.save(checked, paths.run_dir(run_id))  # the plan's check beside the samples, for the report
     else:
         raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
-    runner.run(run_id)
+    try:
+        runner.run(run_id)
+    finally:
+        if checked is not None:  # the server facts after the last request, beside those from before the first
+            after = facts.collect(spec, "after", os.environ.get(runner.API_KEY_ENV))
+            facts.save(facts.RunFacts(before=checked.facts, after=after), paths.run_dir(run_id))
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         print(f"report: {report.publish([run_id], **report_options)}")
     return 0
+
+
+def _check_before_run(spec: StudySpec) -> check.CheckResult:
+    """The plan's check, its warnings and errors printed before the run starts (the run goes on)."""
+    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV), moment="before")
+    for finding in result.findings:
+        if finding.level != "note":
+            message, fix = check_text.render(finding)
+            print(f"latencylab: check {finding.level}: {message}\n  fix: {fix}", file=sys.stderr)
+    return result
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    spec, _ = load_study(args.study)
+    if args.base_url:
+        spec = with_base_url(spec, args.base_url)
+    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV))
+    if args.json:
+        print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
+    else:
+        print("\n".join(check_text.lines(result, args.lang)))
+    return result.exit_code
 
 
 def _resolve_run(run_id: str) -> str:
@@ -128,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="collect only; publish later with `latencylab report`")
     _add_report_options(run)
     run.set_defaults(func=cmd_run)
+
+    chk = sub.add_parser(
+        "check", help="check a study's plan before running it: memory fit, num_gpu, eviction, keep_alive",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check a study against its servers' facts (Ollama /api/tags, /api/show, /api/ps, /api/version; "
+        "llama-server /props and /models; the embedded engine's GGUF files; NVML when the server is local, "
+        "else the study's gpu: {vram_gb: N}) and print one line per finding with its fix.",
+        epilog="exit status: 0 nothing or notes only, 1 warnings (the run would mislead), 2 errors "
+        "(the run would fail)\n`latencylab run` runs the same check first and prints its warnings and errors.")
+    chk.add_argument("study", help="study name under studies/ or a path to a YAML file")
+    chk.add_argument("--base-url", help="server URL for scenarios that do not name one")
+    chk.add_argument("--json", action="store_true", help="the same findings as JSON (with the facts they rest on)")
+    chk.add_argument("--lang", choices=["en", "es"], default="en", help="language of the findings' words")
+    chk.set_defaults(func=cmd_check)
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",
                          description="Execute notebooks/2.0-latency-report.ipynb for the runs and convert it to HTML.")

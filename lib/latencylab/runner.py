@@ -176,12 +176,14 @@ class Collector:
         assert client is not None
         first_of_scenario = planned.scenario not in self.started
         self.started.add(planned.scenario)
-        if self.study.cold_protocol == "unload_before_each" or (
-            self.study.cold_protocol == "first_only" and first_of_scenario
-        ):
+        if self.study.cold_protocol == "unload_before_each":
             await backend.unload(client, target.model)
             await backend.wait_resident(client, target.model, False)
-        elif s.preload and (first_of_scenario or planned.scenario in self.to_preload_again):
+        elif self.study.cold_protocol == "first_only" and first_of_scenario:
+            await self._cold_start(target)
+        if s.preload and self.study.cold_protocol != "unload_before_each" and (
+            first_of_scenario or planned.scenario in self.to_preload_again
+        ):
             self.to_preload_again.discard(planned.scenario)
             await self._preload(target)
         gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
@@ -213,6 +215,16 @@ class Collector:
         sample.scheduled_at = scheduled_at
         sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
         sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
+
+    async def _cold_start(self, target: Target) -> None:
+        """Unload every model of the study on the scenario's server, so its first request starts from nothing
+        resident (a blocked order then never carries one scenario's model, or its eviction, into the next)."""
+        same_server = {t.model: t for t in self.targets.values()
+                       if t.backend.base_url == target.backend.base_url and t.client is not None}
+        for other in same_server.values():
+            if other is target or await other.backend.resident(other.client, other.model) is not False:
+                await other.backend.unload(other.client, other.model)
+                await other.backend.wait_resident(other.client, other.model, False)
 
     async def _preload(self, target: Target) -> None:
         """The seed's step 2: load the model with its own keep_alive (and options) before measuring."""

@@ -129,6 +129,14 @@ class WorkloadSpec(_Spec):
     seed: int | None = 42
 
 
+class GpuSpec(_Spec):
+    """The server's GPU, for `latencylab check` when NVML cannot see it (a remote server)."""
+
+    vram_gb: float = Field(gt=0, description="GPU memory as the card is sold: a \"3GB\" card has 3 × 2^30 bytes")
+    offload_expected: bool = Field(
+        False, description="scenarios that will not fit are what the study measures: a note, not a warning")
+
+
 class PrepareSpec(_Spec):
     """Steps before measuring."""
 
@@ -168,6 +176,7 @@ class StudySpec(_Spec):
     targets: TargetsSpec = TargetsSpec()
     workload: WorkloadSpec = WorkloadSpec()
     prepare: PrepareSpec = PrepareSpec()
+    gpu: GpuSpec | None = None
     cold_protocol: Literal["none", "unload_before_each", "first_only"] = "none"
     sweep: SweepSpec | None = None
     scenarios: list[ScenarioSpec] = Field(default_factory=list)

@@ -6,6 +6,14 @@ reloads when runner options change (§3.3), NDJSON streams of `/api/generate` an
 `omitempty` metrics in integer ns (§1.5, §1.6), load-only and unload requests (§1.4), `/api/ps`
 (§2), the errors of §1.7 and a bounded load queue that answers 503. Standard library only; every
 wait is bounded, and the server stops by itself after `lifetime_s` if a test forgets to.
+
+With `vram_bytes` set it also models memory (§3.4): a model needs its weights plus a KV cache for its
+`num_ctx` (llm/memory.go's formula, from the model's layer and head counts); it is partially offloaded
+when that does not fit (or when `num_gpu` caps its layers); loading another model evicts idle ones
+while they do not fit together or `max_loaded_models` (OLLAMA_MAX_LOADED_MODELS) is reached. Loads take
+longer for bigger models and decoding slows with the share on the CPU. `/api/show` and `/api/version`
+answer as §2 says. It is a test double: its numbers prove that latencylab's rules and analysis find
+what was put in, never how fast any real server or GPU is.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 from .loopback import LoopbackServer
 
 FOREVER_NS = 2**63 - 1  # math.MaxInt64 ns, about 292 years
+CUDA_MINIMUM_BYTES = 457 * 2**20  # set aside per GPU before any layer (discover/gpu.go cudaMinimumMemory)
 RUNNER_DEFAULTS = {"num_ctx": None, "num_batch": 512, "num_gpu": -1, "num_thread": 0,
                    "main_gpu": 0, "use_mmap": None}  # changing any of these reloads the model
 INT_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "num_predict", "seed",
@@ -108,6 +117,17 @@ def full_name(model: str) -> str:
     return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
 
 
+def _spec(value: ModelSpec | Mapping[str, Any] | int) -> ModelSpec:
+    """A ModelSpec from itself, its keywords, or a size in bytes."""
+    return value if isinstance(value, ModelSpec) else ModelSpec(size=value) if isinstance(value, int) \
+        else ModelSpec(**value)
+
+
+def digest(name: str) -> str:
+    """A stable stand-in for a model's sha256 digest."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
 def _part(chat: bool, text: str) -> dict[str, Any]:
     """A chunk's text: `message` (chat) or `response` (generate)."""
     return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
@@ -115,12 +135,38 @@ def _part(chat: bool, text: str) -> dict[str, Any]:
 
 @dataclass
 class ModelSpec:
-    """A pulled model; `size_vram` below `size` means a partial offload."""
+    """A pulled model: its weights (`size`) and the facts `/api/show` gives; `size_vram` forces an offload."""
 
     size: int = 2_000_000_000
-    size_vram: int | None = None  # None: all on the GPU
+    size_vram: int | None = None  # without a VRAM budget: the GPU's part (None: all of it)
     context_length: int = 8192  # the trained context; num_ctx is clamped to it
     family: str = "llama"
+    block_count: int = 32
+    embedding_length: int = 3072
+    head_count: int = 32
+    head_count_kv: int = 32
+    parameter_size: str = "3.8B"
+    quantization_level: str = "Q4_0"
+
+    @property
+    def layers(self) -> int:
+        """What Ollama offloads: the blocks plus the output layer."""
+        return self.block_count + 1
+
+    def kv_bytes(self, num_ctx: int) -> int:
+        """f16 K and V for every layer and token of context (llm/memory.go)."""
+        return 2 * num_ctx * self.block_count * 2 * (self.embedding_length // self.head_count) * self.head_count_kv
+
+    def model_info(self) -> dict[str, Any]:
+        """`/api/show`'s `model_info`: GGUF keys prefixed by the architecture."""
+        a = self.family
+        return {"general.architecture": a, f"{a}.block_count": self.block_count,
+                f"{a}.context_length": self.context_length, f"{a}.embedding_length": self.embedding_length,
+                f"{a}.attention.head_count": self.head_count, f"{a}.attention.head_count_kv": self.head_count_kv}
+
+    def details(self) -> dict[str, Any]:
+        return {"parent_model": "", "format": "gguf", "family": self.family, "families": [self.family],
+                "parameter_size": self.parameter_size, "quantization_level": self.quantization_level}
 
 
 @dataclass
@@ -135,6 +181,12 @@ class Runner:
     refs: int = 0
     expires: float | None = None  # wall-clock s; set when it goes idle, never while busy
     cache: list[str] = field(default_factory=list)  # the prompt cache (llama-server's slot)
+    size: int = 0  # weights + KV cache, as /api/ps reports it
+    size_vram: int = 0  # the part on the GPU
+
+    @property
+    def cpu_share(self) -> float:
+        return 1 - self.size_vram / self.size if self.size else 0.0
 
 
 @dataclass
@@ -167,19 +219,25 @@ class OllamaDouble:
     fail_after_tokens: int | None = None  # then a last `{"error"}` line (at 0: an HTTP 500)
     fail_message: str = "an error was encountered while running the model: unexpected EOF"
     unload_delay_s: float = 0.0  # an expired runner stays in /api/ps ("Stopping…") this long
-    registry: Mapping[str, int] = field(default_factory=dict)  # what /api/pull can fetch: name → size
+    registry: Mapping[str, ModelSpec | Mapping[str, Any] | int] = field(default_factory=dict)  # what /api/pull has
     request_timeout_s: float = 10.0  # bounds every wait and socket read
     lifetime_s: float = 120.0
+    vram_bytes: int | None = None  # the GPU's memory; None: memory is not modelled
+    gpu_reserve_bytes: int = CUDA_MINIMUM_BYTES
+    max_loaded_models: int = 3  # OLLAMA_MAX_LOADED_MODELS (its default: 3 × 1 GPU)
+    load_s_per_gb: float = 0.0  # added to load_delay_s per 10^9 bytes of weights
+    cpu_decode_penalty: float = 3.0  # a token takes (1 + this × the CPU share) × token_delay_s
+    version: str = "0.33.0"
 
     def __post_init__(self) -> None:
-        self.models = {full_name(k): v if isinstance(v, ModelSpec) else ModelSpec(size=v)
-                       if isinstance(v, int) else ModelSpec(**v) for k, v in self.models.items()}
+        self.models = {full_name(k): _spec(v) for k, v in self.models.items()}
         self.default_keep_ns = parse_keep_alive(self.default_keep_alive)
-        self.registry = {full_name(k): v for k, v in self.registry.items()}
+        self.registry = {full_name(k): _spec(v) for k, v in self.registry.items()}
         self.loaded: dict[str, Runner] = {}
         self.received: list[Received] = []
         self.finals: list[dict[str, Any]] = []
         self.loads: list[tuple[str, str]] = []
+        self.evictions: list[str] = []  # models unloaded to make room for another
         self.cond = threading.Condition()
         self._loading, self._queued = False, 0
         self._server: LoopbackServer | None = None
@@ -270,9 +328,10 @@ class OllamaDouble:
                 if old:  # a reload first lets the old runner's requests finish
                     self._wait(lambda: old.refs <= 0, deadline)
                     del self.loaded[name]
-            time.sleep(self.load_delay_s)
+                size, size_vram = self._place(name, spec, want)
+            time.sleep(self.load_delay_s + self.load_s_per_gb * spec.size / 1e9)
             keep = self.default_keep_ns if keep_ns is None else keep_ns
-            r = Runner(name, spec, want, keep, threading.Semaphore(self.num_parallel))
+            r = Runner(name, spec, want, keep, threading.Semaphore(self.num_parallel), size=size, size_vram=size_vram)
             with self.cond:
                 self.loaded[name] = r
                 return self._take(r, None)
@@ -280,6 +339,34 @@ class OllamaDouble:
             with self.cond:
                 self._loading = False
                 self.cond.notify_all()
+
+    def _place(self, name: str, spec: ModelSpec, want: dict[str, Any]) -> tuple[int, int]:
+        """Evict what must go, then the runner's size and its part on the GPU (called holding `cond`)."""
+        modelled = self.vram_bytes is not None
+        need = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+        self._evict_for(name, need)
+        if modelled:  # as many whole layers as fit beside the others
+            free = self.vram_bytes - self.gpu_reserve_bytes - sum(
+                r.size_vram for n, r in self.loaded.items() if n != name)
+            per_layer = need / spec.layers
+            vram = need if need <= free else int(max(0, free) // per_layer * per_layer)
+        else:
+            vram = need if spec.size_vram is None else spec.size_vram
+        if want["num_gpu"] >= 0:  # llm/memory.go stops placing layers after num_gpu of them
+            vram = min(vram, need * min(want["num_gpu"], spec.layers) // spec.layers)
+        return need, vram
+
+    def _evict_for(self, name: str, need: int) -> None:
+        """Unload idle runners, shortest keep_alive first, until `need` fits beside the others (§3.4)."""
+        while True:
+            others = [r for n, r in self.loaded.items() if n != name]
+            used = sum(r.size_vram for r in others)
+            fits = self.vram_bytes is None or need <= self.vram_bytes - self.gpu_reserve_bytes - used
+            idle = sorted((r for r in others if r.refs == 0), key=lambda r: (r.session_ns, r.name))
+            if not others or not idle or (fits and len(others) < self.max_loaded_models):
+                return
+            del self.loaded[idle[0].name]
+            self.evictions.append(idle[0].name)
 
     def release(self, r: Runner) -> None:
         """A request is done with `r`; when idle, it expires after its keep_alive."""
@@ -302,16 +389,10 @@ class OllamaDouble:
             rows = []
             for r in self.loaded.values():
                 expires = r.expires if r.expires is not None else time.time() + r.session_ns / 1e9
-                vram = r.spec.size if r.spec.size_vram is None else r.spec.size_vram
                 rows.append((expires, {
-                    "name": r.name, "model": r.name, "size": r.spec.size,
-                    "digest": hashlib.sha256(r.name.encode()).hexdigest(),
-                    "details": {"parent_model": "", "format": "gguf", "family": r.spec.family,
-                                "families": [r.spec.family], "parameter_size": "3.2B",
-                                "quantization_level": "Q4_K_M"},
-                    "expires_at": rfc3339(int(expires * 1e9), local=True),
-                    "size_vram": 0 if r.opts["num_gpu"] == 0 else vram,
-                    "context_length": r.opts["num_ctx"]}))
+                    "name": r.name, "model": r.name, "size": r.size, "digest": digest(r.name),
+                    "details": r.spec.details(), "expires_at": rfc3339(int(expires * 1e9), local=True),
+                    "size_vram": r.size_vram, "context_length": r.opts["num_ctx"]}))
         return {"models": [row for _, row in sorted(rows, key=lambda e: e[0], reverse=True)]}
 
 
@@ -323,7 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "OllamaDouble/0.33.0"
     double: OllamaDouble
     ROUTES = {"/": ("GET", "HEAD"), "/api/version": ("GET", "HEAD"), "/api/ps": ("GET",),
-              "/api/tags": ("GET",), "/api/pull": ("POST",), "/api/generate": ("POST",), "/api/chat": ("POST",)}
+              "/api/tags": ("GET",), "/api/show": ("POST",), "/api/pull": ("POST",), "/api/generate": ("POST",),
+              "/api/chat": ("POST",)}
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -355,11 +437,14 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/":
                 self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
             elif path == "/api/version":
-                self._json(200, {"version": "0.33.0"})
+                self._json(200, {"version": self.double.version})
             elif path == "/api/ps":
                 self._json(200, self.double.ps())
             elif path == "/api/tags":
-                self._json(200, {"models": [{"name": n, "model": n, "size": m.size} for n, m in self.double.pulled()]})
+                self._json(200, {"models": [{"name": n, "model": n, "size": m.size, "digest": digest(n),
+                                             "details": m.details()} for n, m in self.double.pulled()]})
+            elif path == "/api/show":
+                self._show(json.loads(raw or b"{}"))
             elif path == "/api/pull":
                 self._pull(json.loads(raw or b"{}"))
             else:
@@ -435,7 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not started:
                     raise HTTPError(500, d.fail_message)  # nothing written yet: a plain error
                 return self._line({"error": d.fail_message}, end=True)
-            time.sleep(d.token_delay_s)
+            time.sleep(d.token_delay_s * (1 + d.cpu_decode_penalty * r.cpu_share))
             if stream and not (d.text_in_final and i == len(out) - 1):
                 started = self._line({**base(), **_part(chat, tok), "done": False}, started)
         eval_ns = time.perf_counter_ns() - t_eval if out else 0
@@ -456,21 +541,34 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(200, final)
 
+    def _show(self, body: dict[str, Any]) -> None:
+        """§2 `/api/show`: details and model_info; 400 without a model, 404 for one not pulled."""
+        model = str(body.get("model") or body.get("name") or "")
+        if not model:
+            raise HTTPError(400, "model is required")
+        spec = self.double.models.get(full_name(model))
+        if spec is None:
+            raise HTTPError(404, f"model '{model}' not found")
+        self._json(200, {"modelfile": f"FROM {model}\n", "parameters": "", "template": "{{ .Prompt }}",
+                         "details": spec.details(), "model_info": spec.model_info(),
+                         "capabilities": ["completion"], "modified_at": rfc3339(time.time_ns(), local=True)})
+
     def _pull(self, body: dict[str, Any]) -> None:
         """§2 `/api/pull`: manifest, layer progress, verify, write, success — or an error line with 200."""
         name = full_name(str(body.get("model") or body.get("name") or ""))
         self._line({"status": "pulling manifest"}, started=False)
-        size = self.double.registry.get(name)
-        if size is None:
+        spec = self.double.registry.get(name)
+        if spec is None:
             self._line({"error": "pull model manifest: file does not exist"}, end=True)
             return
+        size = spec.size
         for completed in (0, size // 2, size):
             self._line({"status": "pulling 2ae6f6dd7a3d", "digest": "sha256:2ae6f6dd7a3d", "total": size,
                         "completed": completed})
         for status in ("verifying sha256 digest", "writing manifest"):
             self._line({"status": status})
         with self.double.cond:
-            self.double.models[name] = ModelSpec(size=size)
+            self.double.models[name] = spec
         self._line({"status": "success"}, end=True)
 
     def _line(self, obj: Any, started: bool = True, end: bool = False) -> bool:
@@ -484,3 +582,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) + (b"0\r\n\r\n" if end else b""))
         self.wfile.flush()
         return True
+
+
+# The seed's machine (shared/seed/latency-study-es.md): a GTX 1050 with 3 GB and phi3-mini. Sizes as Ollama's
+# library lists the tags (about 2.2 and 2.4 GB); layers and heads as phi3-mini's GGUF has them (32 blocks,
+# embedding 3072, 32 heads, no grouped-query attention). Numbers to make the rules fire, not a benchmark.
+PHI3_MINI = ModelSpec(size=2_176_178_913, family="phi3", context_length=4096, block_count=32,
+                      embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
+                      quantization_level="Q4_0")
+PHI3_MINI_Q4_K_M = ModelSpec(size=2_393_232_672, family="phi3", context_length=4096, block_count=32,
+                             embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
+                             quantization_level="Q4_K_M")
+SEED_VRAM_BYTES = 3 * 2**30
+
+
+def seed_machine(**kwargs: Any) -> OllamaDouble:
+    """The double as the seed's machine: 3 GB of VRAM, phi3:mini pulled, the K-quant tag in the registry."""
+    settings: dict[str, Any] = {"models": {"phi3:mini": PHI3_MINI},
+                                "registry": {"phi3:3.8b-mini-4k-instruct-q4_K_M": PHI3_MINI_Q4_K_M},
+                                "vram_bytes": SEED_VRAM_BYTES, **kwargs}
+    return OllamaDouble(**settings)

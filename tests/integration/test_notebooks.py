@@ -97,7 +97,7 @@ def test_cli_errors_are_one_clear_line_and_exit_2(tmp_path):
 
 def test_help_explains_every_command():
     result = subprocess.run([*CLI, "--help"], capture_output=True, text=True)
-    for command in ("run", "report", "runs", "engine"):
+    for command in ("run", "check", "report", "runs", "engine"):
         assert command in result.stdout
 
 
@@ -112,6 +112,12 @@ def test_a_run_that_cannot_go_on_ends_with_one_line_and_keeps_its_files(tmp_path
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: run stops stopped: pull nope:7b: pull model manifest: file does not exist" in result.stderr
     assert json.loads((tmp_path / "data" / "runs" / "stops" / "run.json").read_text())["status"] == "failed"
+    # the check said so before the run started, and its findings and the server facts stay with the run
+    assert "check error: a: tag 'nope:7b' cannot be pulled" in result.stderr
+    run_dir = tmp_path / "data" / "runs" / "stops"
+    assert json.loads((run_dir / "check.json").read_text())["findings"][0]["rule"] == "tag-unavailable"
+    run_facts = json.loads((run_dir / "facts.json").read_text())
+    assert run_facts["before"]["servers"][0]["version"] == run_facts["after"]["servers"][0]["version"] == "0.33.0"
 
 
 def test_the_collect_notebook_creates_and_collects_a_run_through_the_runner(workdir):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from latencylab.study import StudyError, load_study, parse_study, with_base_url
@@ -130,10 +132,19 @@ def test_prompts_file_is_read_relative_to_the_study(tmp_path):
 
 def test_shipped_studies_are_valid_and_shaped_as_the_seed():
     seed, _ = load_study("seed-phi3")
-    baseline, optimised = seed.scenarios
-    assert (baseline.model, optimised.model) == ("phi3:mini", "phi3:mini-q4_K_M")
-    assert optimised.keep_alive == -1 and optimised.preload and seed.prepare.pull and seed.lang == "es"
-    assert optimised.options == {"num_ctx": 2048, "num_batch": 128, "num_gpu": 1, "num_thread": 4}
+    by_name = {s.name: s for s in seed.scenarios}
+    assert list(by_name) == ["baseline", "keepalive", "small-context", "q4-k-m", "all"]  # one change at a time
+    assert by_name["baseline"].model == "phi3:mini" and not by_name["baseline"].options
+    assert by_name["keepalive"].keep_alive == -1 and by_name["keepalive"].preload
+    assert by_name["small-context"].options == {"num_ctx": 2048, "num_batch": 128}
+    assert by_name["q4-k-m"].model == "phi3:3.8b-mini-4k-instruct-q4_K_M"  # a tag Ollama's library has
+    everything = by_name["all"]
+    assert everything.keep_alive == -1 and everything.preload and everything.model == by_name["q4-k-m"].model
+    assert "num_gpu" not in everything.options  # num_gpu is a count of layers: 1 would put 1 of 33 on the GPU
+    assert seed.workload.order == "blocked" and seed.cold_protocol == "first_only"  # cannot thrash
+    assert seed.prepare.pull and seed.lang == "es" and seed.gpu and seed.gpu.vram_gb == 3
+    literal, _ = load_study(Path(__file__).parents[1] / "data" / "seed-phi3-literal.yaml")
+    assert literal.scenarios[1].options["num_gpu"] == 1  # the seed's text, kept as the check's fixture
     demo, _ = load_study("embedded-demo")
     assert demo.workload.requests >= 30
     base, opt = demo.scenarios

@@ -91,6 +91,17 @@ class LlamaCppBackend(OpenAIBackend):
         return Residency(resident=_status(entry) == "loaded", size_bytes=meta.get("size"),
                          context_length=meta.get("n_ctx"))
 
+    async def props(self, client: httpx.AsyncClient, model: str | None = None) -> dict[str, Any]:
+        """`GET /props` (router mode: `?model=`): context, slots, build, model path; never wakes a model."""
+        response = await client.get(self.url("/props"), params={"model": model} if model else None)
+        if response.status_code >= 400:
+            raise ServerError("http", f"/props: HTTP {response.status_code}: {error_text(response.content)}")
+        return response.json()
+
+    async def model_entries(self, client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+        """`/models` entries by id (status, and `meta` where the server gives it: size, trained context)."""
+        return await self._entries(client)
+
     async def _post(self, client: httpx.AsyncClient, action: str, model: str) -> None:
         response = await client.post(self.url(f"/models/{action}"), json={"model": model}, timeout=None)
         if response.status_code >= 400:

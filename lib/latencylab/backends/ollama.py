@@ -202,6 +202,43 @@ class OllamaBackend(Backend):
             raise ServerError("http", f"/api/tags: HTTP {response.status_code}: {error_text(response.content)}")
         return {full_name(m.get("name") or m.get("model", "")) for m in response.json().get("models") or []}
 
+    async def _get_json(self, client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = await (client.post(self.url(path), json=body) if body is not None else client.get(self.url(path)))
+        if response.status_code >= 400:
+            raise ServerError("http", f"{path}: HTTP {response.status_code}: {error_text(response.content)}")
+        return response.json()
+
+    async def version(self, client: httpx.AsyncClient) -> str | None:
+        """The server's version, from `GET /api/version` (`{"version": "0.33.0"}`)."""
+        return (await self._get_json(client, "/api/version")).get("version")
+
+    async def tag_list(self, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        """`/api/tags` entries as given: name, size, digest, details."""
+        return list((await self._get_json(client, "/api/tags")).get("models") or [])
+
+    async def show(self, client: httpx.AsyncClient, model: str) -> dict[str, Any]:
+        """`POST /api/show`: details (family, parameter size, quantization) and `model_info` (GGUF keys)."""
+        return await self._get_json(client, "/api/show", {"model": model})
+
+    async def pull_probe(self, client: httpx.AsyncClient, model: str) -> tuple[str | None, int | None]:
+        """Whether the registry has `model`: start a pull and stop reading once its manifest resolves.
+
+        Returns (the pull's own error, None) or (None, the first layer's size: the weights). An unknown tag
+        fails right after "pulling manifest" with an error line (HTTP 200); whatever a known one fetched
+        meanwhile stays on the server for the real pull.
+        """
+        async with client.stream("POST", self.url("/api/pull"), json={"model": model, "stream": True},
+                                 timeout=httpx.Timeout(self.timeouts.connect_s, read=60.0)) as response:
+            if response.status_code >= 400:
+                return f"HTTP {response.status_code}: {error_text(await response.aread())}", None
+            async for line in response.aiter_lines():
+                event = parse_json_line(line.encode()) if line.strip() else {}
+                if event.get("error"):
+                    return str(event["error"]), None
+                if event.get("digest") or event.get("status") == "success":
+                    return None, event.get("total")
+        return None, None
+
     async def has_model(self, client: httpx.AsyncClient, model: str) -> bool | None:
         """From `/api/tags`; None when the server does not answer it (an older or proxied server)."""
         try:

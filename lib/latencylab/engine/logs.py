@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 def tail(log_path: Path | None, lines: int = 20) -> str:
     """The last `lines` lines of the log, or "(no log)"."""
     if not log_path or not log_path.exists():
