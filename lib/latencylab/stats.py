@@ -46,11 +46,15 @@ def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(x, axis=axis)
 
 
-STATISTICS: dict[str, Callable[..., np.ndarray]] = {"median": _median, "p95": _p95, "mean": _mean}
+def _cv(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.std(x, axis=axis, ddof=1) / np.mean(x, axis=axis)
+
+
+STATISTICS: dict[str, Callable[..., np.ndarray]] = {"median": _median, "p95": _p95, "mean": _mean, "cv": _cv}
 
 
 def bootstrap_ci(values: np.ndarray, statistic: str = "median") -> Interval | None:
-    """Seeded percentile-bootstrap 95 % interval of `statistic` (median, p95, mean); None if it cannot be had."""
+    """Seeded percentile-bootstrap 95 % interval of `statistic` (median, p95, mean, cv); None if it cannot be had."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2 or (statistic == "p95" and len(values) < min_n(0.95)):
         return None
