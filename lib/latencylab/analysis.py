@@ -252,7 +252,10 @@ def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any], metric: str
                          "ci_low": interval.low if interval else None, "ci_high": interval.high if interval else None,
                          "status": status})
     columns = ["run", "scenario", "target", "goal", "measured", "n", "ci_low", "ci_high", "status"]
-    return pd.DataFrame(rows, columns=columns).astype({"goal": object, "measured": object})
+    table = pd.DataFrame(rows, columns=columns)
+    for column in ("goal", "measured"):  # floats and booleans; None stays None (no evidence), never NaN
+        table[column] = pd.Series([row[column] for row in rows], dtype=object)
+    return table
 
 
 def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:

@@ -42,7 +42,7 @@ def summary(f: Findings) -> dict[str, Any]:
         ci = f.intervals.loc[key]
         load = f.load.loc[key] if key in f.load.index else None
         scenarios.append({
-            **_key(key), "label": f.labels[key], "n": row["n"], "errors": row["errors"],
+            **_key(key), "label": f.labels[key], "n": int(row["n"]), "errors": int(row["errors"]),
             **{k: row[k] for k in ("mean", "median", "min", "max", "std", "cv", "p90", "p95", "p99")},
             "median_ci": [ci["median_low"], ci["median_high"]], "p95_ci": [ci["p95_low"], ci["p95_high"]],
             "paid_load_share": None if load is None else load["paid_load_share"],
@@ -93,8 +93,8 @@ def terminal_table(summary: dict[str, Any]) -> str:
     rows = []
     for s in summary["scenarios"]:
         key = (s["run"], s["scenario"])
-        rows.append((s["label"] + (" (baseline)" if key == baseline else ""), str(s["n"]), ms(s["median"]),
-                     ms(s["p95"]), "–" if change.get(key) is None else f"{change[key]:+.0f} %",
+        difference = "baseline" if key == baseline else "–" if change.get(key) is None else f"{change[key]:+.0f} %"
+        rows.append((s["label"], str(s["n"]), ms(s["median"]), ms(s["p95"]), difference,
                      f"{passed[key][0]} of {passed[key][1]}" if key in passed else "–"))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
