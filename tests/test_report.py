@@ -111,7 +111,7 @@ def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index
     assert "<script src=" not in html and "2.0 Latency report" not in html  # offline; notebook notes removed
     index = (paths.REPORTS_DIR / "index.html").read_text()
     assert 'href="fixture-run/index.html"' in index and "2026-11-27 05:00" in index and "0.11×" in index
-    assert "alt=" in html and html.index(SECTIONS[lang][0]) < html.index(SECTIONS[lang][1])  # summary first
+    assert "alt=" in html and html.index(f">{SECTIONS[lang][0]}<a") < html.index(f">{SECTIONS[lang][1]}<a")  # summary first
 
 
 def _chromium() -> str:
@@ -135,7 +135,7 @@ def test_the_html_report_in_a_real_headless_browser(fixture_run, lang):
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console  # nothing logged, and the planted <script>/onerror never ran
-    positions = [dom.stdout.index(section) for section in SECTIONS[lang]]
+    positions = [dom.stdout.index(f">{section}<a") for section in SECTIONS[lang]]  # the headings
     assert positions == sorted(positions)  # summary first, sections in order
     assert dom.stdout.count('src="data:image/png;base64') == len(FIGURES)
     assert dom.stdout.count('<img alt="') == len(FIGURES)  # every figure has alt text

@@ -334,6 +334,7 @@ def figure_facts(phases: pd.DataFrame, samples: pd.DataFrame, decomposition: pd.
         targets_passed=int((targets["status"] == "pass").sum()),
         targets_judged=len(targets),
         load_share_of_ttft=share,
+        has_ttft=bool(samples["ttft_ms"].notna().any()),
     )
 
 
@@ -477,7 +478,7 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     steps = next_steps(load, where, target_table, comparisons, concurrency, errors, attempted)
     phases, decomposition = phase_summary(frame, metric), decomposition_table(frame)
     return Findings(
-        metric=metric, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
+        metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
         decomposition=decomposition, changes=changes, comparisons=comparisons, results=results(phases, base, keys),
         targets=target_table, facts=figure_facts(phases, frame, decomposition, target_table, targets),

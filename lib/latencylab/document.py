@@ -139,7 +139,7 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
         "decomposition": i18n.text("conclude_decomposition", lang, scenario=label(x.load_share_of_ttft[0]),
                                    share=i18n.percent(x.load_share_of_ttft[1], lang)) if x.load_share_of_ttft else "",
         "variability": i18n.text("conclude_cv", lang, k=x.cv_below_goal, n=x.cv_count,
-                                 goal=i18n.percent(f.runs[0].targets.get("cv") if f.runs else None, lang))
+                                 goal=i18n.percent(f.goals.get("cv"), lang))
         if x.cv_below_goal is not None else "",
         "targets": i18n.text("conclude_targets", lang, k=x.targets_passed, n=x.targets_judged),
         "concurrency": "", "sweep": "",
@@ -171,7 +171,7 @@ class Report:
     def _drawable(self, name: str) -> bool:
         f = self.findings
         return f.has_latency and {
-            "decomposition": f.samples["ttft_ms"].notna().any(), "variability": f.facts.cv_count > 0,
+            "decomposition": f.facts.has_ttft, "variability": f.facts.cv_count > 0,
             "targets": not f.targets.empty and f.targets["measured"].notna().any(),
             "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
         }.get(name, True)

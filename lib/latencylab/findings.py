@@ -114,6 +114,7 @@ class FigureFacts:
     targets_passed: int
     targets_judged: int
     load_share_of_ttft: tuple[Key, float] | None  # the key whose loads weigh most in its mean TTFT
+    has_ttft: bool  # whether any request has a TTFT to decompose
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Findings:
     """Everything a report says about some runs, computed once (see `analysis.findings`)."""
 
     metric: str  # ttfb_ms or ttft_ms: what every latency label refers to
+    goals: dict[str, Any]  # the targets judged (the study's, with any overrides)
     baseline: Key
     keys: list[Key]  # in the study's order
     labels: dict[Key, str]  # how each scenario is named on a figure or a table

@@ -122,7 +122,7 @@ def variability(f: Findings, *, lang: str = "en", title: str | None = None) -> F
     """Coefficient of variation per scenario against the target line (the study's CV goal)."""
     cv = f.phases.xs("all", level="phase")["cv"].dropna().astype(float)
     labels = [f.labels[key] for key in cv.index]
-    goal = (f.runs[0].targets if f.runs else {}).get("cv")
+    goal = f.goals.get("cv")
     colours = palette(f)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.barh(labels, cv.to_numpy(float), color=[colours.get(s, "grey") for s in labels])
