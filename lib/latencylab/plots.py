@@ -89,8 +89,9 @@ def timeline(f: Findings, *, lang: str = "en", title: str | None = None) -> Figu
     data["t_s"] = data["started_at"] - samples["started_at"].min()
     colours = {t(f"state_{s}", lang): colour for s, colour in STATE_COLOURS.items()}
     fig, ax = plt.subplots(figsize=(10, 4.2))
-    sns.scatterplot(data=data, x="t_s", y=metric, hue="state", palette=colours, style="label", style_order=order(f),
-                    s=45, ax=ax)
+    state, scenario = t("legend_state", lang), t("legend_scenario", lang)  # the legend's titles are column names
+    sns.scatterplot(data=data.rename(columns={"state": state, "label": scenario}), x="t_s", y=metric, hue=state,
+                    palette=colours, style=scenario, style_order=order(f), s=45, ax=ax)
     warmups = data[data["warmup"].fillna(False)]
     ax.scatter(warmups["t_s"], warmups[metric], s=140, facecolors="none", edgecolors="grey",
                label=t("legend_warmup", lang))
