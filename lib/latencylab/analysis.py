@@ -329,6 +329,7 @@ def figure_facts(phases: pd.DataFrame, samples: pd.DataFrame, decomposition: pd.
         medians=medians,
         paid=int(data["state"].isin(["cold", "reload"]).sum()),
         measured=len(data),
+        paid_share=float(data["state"].isin(["cold", "reload"]).mean()) if len(data) else None,
         cv_below_goal=int((cv < goals["cv"]).sum()) if goals.get("cv") else None,
         cv_count=len(cv),
         targets_passed=int((targets["status"] == "pass").sum()),

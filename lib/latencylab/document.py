@@ -126,6 +126,7 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
     """(title, alt text) of one figure: what to conclude, then what is drawn; None where it has nothing to say."""
     x, metric = f.facts, i18n.text(f"metric_{f.metric}", lang)
     label = f.labels.get
+    serialised = next((step for step in f.steps if step.kind == "serialised"), None)
     medians = ""
     if x.fastest and x.slowest and x.fastest != x.slowest:
         medians = i18n.text("conclude_medians", lang, fastest=label(x.fastest), slowest=label(x.slowest),
@@ -142,7 +143,10 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
                                  goal=i18n.percent(f.goals.get("cv"), lang))
         if x.cv_below_goal is not None else "",
         "targets": i18n.text("conclude_targets", lang, k=x.targets_passed, n=x.targets_judged),
-        "concurrency": "", "sweep": "",
+        "concurrency": i18n.text("conclude_concurrency", lang, scenario=label(serialised.key),
+                                 factor=i18n.number(serialised.values["factor"], lang, 1),
+                                 low=serialised.values["low"], high=serialised.values["high"]) if serialised else "",
+        "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
     }[name]
     what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
     return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()

@@ -109,6 +109,7 @@ class FigureFacts:
     medians: dict[Key, float]
     paid: int
     measured: int
+    paid_share: float | None
     cv_below_goal: int | None
     cv_count: int
     targets_passed: int
