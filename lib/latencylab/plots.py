@@ -90,8 +90,9 @@ def timeline(f: Findings, *, lang: str = "en", title: str | None = None) -> Figu
     colours = {t(f"state_{s}", lang): colour for s, colour in STATE_COLOURS.items()}
     fig, ax = plt.subplots(figsize=(10, 4.2))
     state, scenario = t("legend_state", lang), t("legend_scenario", lang)  # the legend's titles are column names
-    sns.scatterplot(data=data.rename(columns={"state": state, "label": scenario}), x="t_s", y=metric, hue=state,
-                    palette=colours, style=scenario, style_order=order(f), s=45, ax=ax)
+    shown = pd.DataFrame({"t_s": data["t_s"], metric: data[metric], state: data["state"], scenario: data["label"]})
+    sns.scatterplot(data=shown, x="t_s", y=metric, hue=state, palette=colours, style=scenario, style_order=order(f),
+                    s=45, ax=ax)
     warmups = data[data["warmup"].fillna(False)]
     ax.scatter(warmups["t_s"], warmups[metric], s=140, facecolors="none", edgecolors="grey",
                label=t("legend_warmup", lang))
