@@ -175,7 +175,7 @@ class Report:
     def _drawable(self, name: str) -> bool:
         f = self.findings
         return f.has_latency and {
-            "decomposition": f.facts.has_ttft, "variability": f.facts.cv_count > 0,
+            "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
             "targets": not f.targets.empty and f.targets["measured"].notna().any(),
             "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
         }.get(name, True)
