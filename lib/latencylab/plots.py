@@ -16,7 +16,6 @@ from .findings import Findings
 from .i18n import text as t
 
 STATE_COLOURS = {"cold": "#d62728", "reload": "#ff7f0e", "warm": "#2ca02c", "unknown": "#7f7f7f"}
-STATE_MARKERS = {"cold": "X", "reload": "s", "warm": "o", "unknown": "D"}
 
 
 def order(f: Findings) -> list[str]:

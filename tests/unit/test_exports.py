@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from latencylab import analysis, exports
-from latencylab.findings import RunInfo
+from latencylab.findings import STATUSES, RunInfo
 from latencylab.store import samples_frame
 
 
@@ -28,7 +28,7 @@ def test_summary_json_is_strict_and_versioned(tmp_path: Path):
     assert (a["scenario"], a["n"], a["median"], a["p95"]) == ("a", 3, 100.0, None)  # p95 needs 20: null
     assert b["cv"] is not None and data["baseline"] == {"run": "r", "scenario": "a"}
     assert data["headline"]["scenario"] == {"run": "r", "scenario": "b"} and data["headline"]["ratio"] == 0.45
-    assert {t["status"] for t in data["targets"]} <= {"pass", "fail", "inconclusive", "no_evidence"}
+    assert {t["status"] for t in data["targets"]} <= set(STATUSES)
 
 
 def test_terminal_table_has_one_line_per_scenario(tmp_path: Path):
