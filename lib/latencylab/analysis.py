@@ -168,6 +168,7 @@ def load_share(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
             "n": len(group),
             "cold": int((group["state"] == "cold").sum()),
             "reload": int((group["state"] == "reload").sum()),
+            "paid": len(paid),
             "unknown": int((group["state"] == "unknown").sum()),
             "external": bool((group["backend"] == "external").all()),
             "paid_load_share": len(paid) / len(group) if len(group) else np.nan,
@@ -336,6 +337,8 @@ def figure_facts(phases: pd.DataFrame, samples: pd.DataFrame, decomposition: pd.
         targets_judged=len(targets),
         load_share_of_ttft=share,
         has_ttft=bool(samples["ttft_ms"].notna().any()),
+        targets_measured=bool(targets["measured"].notna().any()),
+        rest_negative=int(decomposition["rest_negative"].sum()) if not decomposition.empty else 0,
     )
 
 

@@ -176,7 +176,7 @@ class Report:
         f = self.findings
         return f.has_latency and {
             "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
-            "targets": not f.targets.empty and f.targets["measured"].notna().any(),
+            "targets": f.facts.targets_measured,
             "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
         }.get(name, True)
 

@@ -102,7 +102,7 @@ class Headline:
 
 @dataclass(frozen=True)
 class FigureFacts:
-    """What each figure's title concludes: fastest and slowest medians, loads paid, CVs under the goal."""
+    """What figure titles and notes state: fastest and slowest medians, loads paid, CVs under the goal."""
 
     fastest: Key | None
     slowest: Key | None
@@ -116,6 +116,8 @@ class FigureFacts:
     targets_judged: int
     load_share_of_ttft: tuple[Key, float] | None  # the key whose loads weigh most in its mean TTFT
     has_ttft: bool  # whether any request has a TTFT to decompose
+    targets_measured: bool  # whether any target has a measured value to draw
+    rest_negative: int  # requests whose server figures add up to more than the client measured
 
 
 @dataclass
