@@ -1,4 +1,7 @@
-"""Pure functions of a samples DataFrame: which samples count, and per-scenario summaries."""
+"""Pure functions of a samples DataFrame: which samples count, per-scenario tables, and `findings()`.
+
+A scenario is keyed by (run label, scenario name): tables are indexed by `run` and `scenario`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,23 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .findings import FigureFacts, Findings, Headline, Key, RunInfo, Step
 
+KEY = ["run", "scenario"]
 SUMMARY_COLUMNS = ["n", "errors", "mean", "median", "min", "max", "std", "cv", "p90", "p95", "p99"]
+TARGET_KEYS = ("first_ms", "subsequent_ms", "mean_ms", "mean_stretch_ms", "cv", "fits_in_vram")
+STEP_ORDER = ("errors", "keep_loaded", "vram", "minor_errors", "serialised", "variance", "more_samples", "all_met")
+PAID_LOAD_STEP = 0.2  # this share of requests paying a load (or failing) makes a step, and ranks it first
+
+
+def keyed(samples: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """The samples with a `run` column: each sample's run label (`labels[run_id]`, else its run id)."""
+    if "run" in samples.columns and not labels:
+        return samples
+    run_ids = samples["run_id"].astype("string").fillna("")
+    frame = samples.copy()
+    frame["run"] = (run_ids.map(labels).fillna(run_ids) if labels else run_ids).astype(str)
+    return frame
 
 
 def measured(samples: pd.DataFrame) -> pd.DataFrame:
@@ -18,13 +36,39 @@ def measured(samples: pd.DataFrame) -> pd.DataFrame:
     return samples[samples["ok"].fillna(False) & ~samples["warmup"].fillna(False)]
 
 
-def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = ("scenario",)) -> pd.DataFrame:
+def scenario_order(samples: pd.DataFrame) -> list[Key]:
+    """(run, scenario) keys in the order their runs come and, within a run, as they first appear."""
+    frame = keyed(samples)
+    if frame.empty:
+        return []
+    first = frame.groupby(KEY, sort=False)["seq"].min()
+    runs = {run: i for i, run in enumerate(dict.fromkeys(frame["run"]))}
+    return sorted(first.index, key=lambda key: (runs[key[0]], first[key]))
+
+
+def _sorted(table: pd.DataFrame, samples: pd.DataFrame, extra: dict[str, dict[Any, int]] | None = None
+            ) -> pd.DataFrame:
+    """`table` (indexed by run, scenario and maybe more) in the study's order of keys."""
+    if table.empty:
+        return table
+    order = {key: i for i, key in enumerate(scenario_order(samples))}
+    extra = extra or {}
+    names = list(table.index.names)
+
+    def rank(index: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (order.get(tuple(index[:2]), len(order)), *(extra.get(n, {}).get(v, v) for n, v in
+                                                            zip(names[2:], index[2:], strict=True)))
+
+    return table.reindex(sorted(table.index, key=rank))
+
+
+def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = KEY) -> pd.DataFrame:
     """n, errors, mean, median, min, max, std, CV (std/mean) and p90/p95/p99 of `metric` per group.
 
     Failed requests never enter a latency figure; they are counted in `errors`. A percentile that n
     cannot support (p99 needs 100 requests) is <NA>, never extrapolated.
     """
-    by = list(by)
+    samples, by = keyed(samples), list(by)
     attempted = samples[~samples["warmup"].fillna(False)]
     values = measured(samples).sort_values("seq").groupby(by, observed=True, sort=False)[metric]
     table = values.agg(["count", "mean", "median", "min", "max", "std"]).rename(columns={"count": "n"})
@@ -42,73 +86,110 @@ def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = 
     return table
 
 
-def scenario_order(samples: pd.DataFrame) -> list[str]:
-    """Scenarios in the order they first appear in the run (the study's order)."""
-    return list(dict.fromkeys(samples.sort_values("seq")["scenario"].dropna()))
+def phase_summary(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """`summary` per key for the phases `first`, `subsequent` and `all`."""
+    samples = keyed(samples)
+    both = pd.concat([samples, samples.assign(phase="all")], ignore_index=True)
+    table = summary(both, metric, by=[*KEY, "phase"])
+    return _sorted(table, samples, {"phase": {"first": 0, "subsequent": 1, "all": 2}})
+
+
+def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """Seeded bootstrap 95 % intervals of the median and p95 of `metric` per key (<NA> where n is too small)."""
+    samples = keyed(samples)
+    data = measured(samples)
+    groups = dict(list(data.groupby(KEY, sort=False)[metric]))
+    rows = {}
+    for key in scenario_order(samples):  # a scenario whose every request failed keeps its (empty) row
+        values = groups[key].dropna().to_numpy(float) if key in groups else np.array([])
+        median_ci, p95_ci = stats.bootstrap_ci(values, "median"), stats.bootstrap_ci(values, "p95")
+        rows[key] = {
+            "median": float(np.median(values)) if len(values) else np.nan,
+            "median_low": median_ci.low if median_ci else np.nan,
+            "median_high": median_ci.high if median_ci else np.nan,
+            "p95": stats.percentile(values, 0.95),
+            "p95_low": p95_ci.low if p95_ci else np.nan,
+            "p95_high": p95_ci.high if p95_ci else np.nan,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index").astype("Float64")
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=KEY)
+    return table
 
 
 def decompose(samples: pd.DataFrame) -> pd.DataFrame:
     """Each successful sample's TTFT split into load, prompt processing, first token and the rest.
 
+    A load is unknown (NaN), not zero, unless the server reported it or the model was resident (warm).
     The rest (queueing, network, client) is computed, never measured: `rest_negative` flags samples where
     the server's figures add up to more than the client saw (clock or reporting differences).
     """
-    ok = samples[samples["ok"].fillna(False)].copy()
+    ok = keyed(samples)
+    ok = ok[ok["ok"].fillna(False)]
     first_token = ok["eval_ms"] / ok["output_tokens"].where(ok["output_tokens"] > 0)
+    load = ok["load_ms"].astype("Float64").where(ok["load_ms"].notna() | (ok["state"] != "warm"), 0.0)
     parts = pd.DataFrame(
         {
+            "run": ok["run"],
             "scenario": ok["scenario"],
             "state": ok["state"],
             "warmup": ok["warmup"],
-            "load": ok["load_ms"].fillna(0.0),
+            "load": load,
             "prompt": ok["prompt_eval_ms"],
             "first_token": first_token,
             "ttft": ok["ttft_ms"],
         }
     )
     parts["rest"] = parts["ttft"] - parts["load"] - parts["prompt"] - parts["first_token"]
-    parts["rest_negative"] = parts["rest"] < -1e-3  # below a microsecond is rounding, not a contradiction
+    parts["rest_negative"] = (parts["rest"] < -1e-3).fillna(False)  # below a µs is rounding, not a contradiction
     return parts
 
 
 def decomposition_table(samples: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each TTFT component per scenario and state (ms), measured requests only."""
+    """Mean of each TTFT component per key and state (ms; <NA> where unknown), measured requests only."""
     parts = decompose(samples)
     parts = parts[~parts["warmup"].fillna(False)]
     columns = ["load", "prompt", "first_token", "rest", "ttft"]
-    table = parts.groupby(["scenario", "state"], observed=True, sort=False)[columns].mean()
-    table["n"] = parts.groupby(["scenario", "state"], observed=True, sort=False).size()
-    table["rest_negative"] = parts.groupby(["scenario", "state"], observed=True, sort=False)["rest_negative"].sum()
-    return table
+    grouped = parts.groupby([*KEY, "state"], observed=True, sort=False)
+    table = grouped[columns].mean()
+    table["n"] = grouped.size()
+    table["rest_negative"] = grouped["rest_negative"].sum()
+    return _sorted(table, keyed(samples))
 
 
 def load_share(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
-    """Per scenario: how many measured requests paid a model load, their mean load, and cold vs warm medians."""
-    data = measured(samples)
+    """Per key: how many measured requests paid a model load, their mean load, cold vs warm medians."""
+    data = measured(keyed(samples))
     rows = {}
-    for scenario, group in data.groupby("scenario", sort=False):
+    for key, group in data.groupby(KEY, sort=False):
         paid = group[group["state"].isin(["cold", "reload"])]
         warm = group[group["state"] == "warm"]
-        rows[scenario] = {
+        total = group[metric].sum()
+        rows[key] = {
             "n": len(group),
             "cold": int((group["state"] == "cold").sum()),
             "reload": int((group["state"] == "reload").sum()),
+            "paid": len(paid),
             "unknown": int((group["state"] == "unknown").sum()),
-            "paid_load_share": len(paid) / len(group) if len(group) else float("nan"),
-            "mean_load_ms": paid["load_ms"].mean() if len(paid) else float("nan"),
+            "external": bool((group["backend"] == "external").all()),
+            "paid_load_share": len(paid) / len(group) if len(group) else np.nan,
+            "mean_load_ms": paid["load_ms"].mean() if len(paid) else np.nan,
             "load_source": ", ".join(sorted(paid["load_ms_source"].dropna().unique())),
-            f"median_{metric}_paid": paid[metric].median() if len(paid) else float("nan"),
-            f"median_{metric}_warm": warm[metric].median() if len(warm) else float("nan"),
-            "load_share_of_mean": paid["load_ms"].sum() / group[metric].sum() if group[metric].sum() else float("nan"),
+            "median_paid": paid[metric].median() if len(paid) else np.nan,
+            "median_warm": warm[metric].median() if len(warm) else np.nan,
+            "load_share_of_total": paid["load_ms"].sum() / total if total else np.nan,
         }
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("scenario")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if rows:
+        table.index = pd.MultiIndex.from_tuples(list(rows), names=KEY)
+    return table
 
 
 def residency(samples: pd.DataFrame) -> pd.DataFrame:
-    """Per scenario: where the model sat (size, GPU share, fits in VRAM, process memory), from the probes."""
-    data = samples[samples["ok"].fillna(False)]
+    """Per key: where the model sat (size, GPU share, fits in VRAM, process memory), from the probes."""
+    data = keyed(samples)
+    data = data[data["ok"].fillna(False)]
     mib = 2**20
-    grouped = data.groupby("scenario", sort=False)
+    grouped = data.groupby(KEY, sort=False)
     table = pd.DataFrame(
         {
             "model": grouped["model"].last(),
@@ -122,65 +203,60 @@ def residency(samples: pd.DataFrame) -> pd.DataFrame:
             "gpu_mem_used_mib": grouped["gpu_mem_used_bytes"].max() / mib,
         }
     )
-    return table.rename_axis("scenario")
+    return table
 
 
-TARGET_LABELS = {
-    "first_ms": "first request",
-    "subsequent_ms": "subsequent (median)",
-    "mean_ms": "mean",
-    "mean_stretch_ms": "mean (stretch goal)",
-    "cv": "variability (CV)",
-    "fits_in_vram": "fits in VRAM",
-}
+def judge(measured_value: float | None, goal: float, low: float | None = None, high: float | None = None) -> str:
+    """pass / fail / inconclusive for a lower-is-better target, by its interval when there is one."""
+    if measured_value is None or pd.isna(measured_value):
+        return "no_evidence"
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "pass" if measured_value < goal else "fail"
+    if high < goal:
+        return "pass"
+    return "fail" if low >= goal else "inconclusive"
 
 
-def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any]) -> pd.DataFrame:
-    """Each target per scenario: goal, measured value with its 95 % interval, passed (None without evidence)."""
-    metric = targets.get("metric", "ttfb_ms")
-    data = measured(samples)
+def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any], metric: str | None = None) -> pd.DataFrame:
+    """Each target per key: goal, measured value, n, its 95 % interval and status (pass, fail, inconclusive,
+    no_evidence). A target with no interval (one sample, the first request) is judged on its value."""
+    metric = metric or targets.get("metric", "ttfb_ms")
+    data = measured(keyed(samples))
     rows = []
-    for scenario, group in data.groupby("scenario", sort=False):
-        values = group[metric].dropna()
-        first = group.loc[group["phase"] == "first", metric].dropna()
-        subsequent = group.loc[group["phase"] == "subsequent", metric].dropna()
+    for (run, scenario), group in data.groupby(KEY, sort=False):
+        values = group[metric].dropna().to_numpy(float)
+        first = group.loc[group["phase"] == "first", metric].dropna().to_numpy(float)
+        later = group.loc[group["phase"] == "subsequent", metric].dropna().to_numpy(float)
         fits = group["fits_in_vram"].dropna()
-        intervals_of = {
-            "subsequent_ms": stats.bootstrap_ci(subsequent.to_numpy(float), "median"),
-            "mean_ms": stats.bootstrap_ci(values.to_numpy(float), "mean"),
-            "mean_stretch_ms": stats.bootstrap_ci(values.to_numpy(float), "mean"),
+        mean_ci = stats.bootstrap_ci(values, "mean")
+        judged = {
+            "first_ms": (first.max() if len(first) else None, len(first), None),
+            "subsequent_ms": (float(np.median(later)) if len(later) else None, len(later),
+                              stats.bootstrap_ci(later, "median")),
+            "mean_ms": (float(values.mean()) if len(values) else None, len(values), mean_ci),
+            "mean_stretch_ms": (float(values.mean()) if len(values) else None, len(values), mean_ci),
+            "cv": (float(values.std(ddof=1) / values.mean()) if len(values) > 1 else None, len(values),
+                   stats.bootstrap_ci(values, "cv") if targets.get("cv") is not None else None),
         }
-        measured_values = {
-            "first_ms": first.max() if len(first) else None,
-            "subsequent_ms": subsequent.median() if len(subsequent) else None,
-            "mean_ms": values.mean() if len(values) else None,
-            "mean_stretch_ms": values.mean() if len(values) else None,
-            "cv": values.std() / values.mean() if len(values) > 1 else None,
-            "fits_in_vram": bool(fits.all()) if len(fits) else None,
-        }
-        for key, label in TARGET_LABELS.items():
+        for key in TARGET_KEYS:
             goal = targets.get(key)
             if goal is None:
                 continue
-            value = measured_values[key]
             if key == "fits_in_vram":
-                passed = None if value is None else value == goal
+                value, n, interval = (bool(fits.all()) if len(fits) else None), len(fits), None
+                status = "no_evidence" if value is None else "pass" if value == goal else "fail"
             else:
-                passed = None if value is None or pd.isna(value) else bool(value < goal)
-            interval = intervals_of.get(key)
-            rows.append(
-                {
-                    "scenario": scenario,
-                    "key": key,
-                    "target": label,
-                    "goal": goal,
-                    "measured": value,
-                    "ci_low": interval.low if interval else None,
-                    "ci_high": interval.high if interval else None,
-                    "passed": passed,
-                }
-            )
-    return pd.DataFrame(rows, columns=["scenario", "key", "target", "goal", "measured", "ci_low", "ci_high", "passed"])
+                value, n, interval = judged[key]
+                status = judge(value, float(goal), interval.low if interval else None,
+                               interval.high if interval else None)
+            rows.append({"run": run, "scenario": scenario, "target": key, "goal": goal, "measured": value, "n": n,
+                         "ci_low": interval.low if interval else None, "ci_high": interval.high if interval else None,
+                         "status": status})
+    columns = ["run", "scenario", "target", "goal", "measured", "n", "ci_low", "ci_high", "status"]
+    table = pd.DataFrame(rows, columns=columns)
+    for column in ("goal", "measured"):  # floats and booleans; None stays None (no evidence), never NaN
+        table[column] = pd.Series([row[column] for row in rows], dtype=object)
+    return table
 
 
 def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
@@ -193,85 +269,91 @@ def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
         return pd.DataFrame()
     data["paid_load"] = data["state"].isin(["cold", "reload"])
     grouped = data.groupby(["keep_alive", "idle_gap_s"], sort=True)
-    return pd.DataFrame(
-        {
-            "n": grouped.size(),
-            "cold_share": grouped["paid_load"].mean(),
-            f"mean_{metric}": grouped[metric].mean(),
-        }
+    return pd.DataFrame({"n": grouped.size(), "cold_share": grouped["paid_load"].mean(),
+                         "mean": grouped[metric].mean()})
+
+
+def compare_to(samples: pd.DataFrame, baseline: Key, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """Every other key against `baseline`: medians, change, ratio and its interval, test, effect, verdict."""
+    samples = keyed(samples)
+    data = measured(samples)
+    groups = dict(list(data.groupby(KEY, sort=False)[metric]))
+    before = groups[baseline].dropna().to_numpy(float) if baseline in groups else np.array([])
+    rows = []
+    for key in scenario_order(samples):
+        after = groups[key].dropna().to_numpy(float) if key in groups else np.array([])
+        if key == baseline or len(before) == 0 or len(after) == 0:
+            continue
+        c = stats.compare(before, after)
+        rows.append({"run": key[0], "scenario": key[1], "n_before": c.n_before, "n_after": c.n_after,
+                     "median_before": c.median_before, "median_after": c.median_after, "change_pct": c.change_pct,
+                     "ratio": c.ratio, "ratio_low": c.ratio_ci.low if c.ratio_ci else np.nan,
+                     "ratio_high": c.ratio_ci.high if c.ratio_ci else np.nan, "p_value": c.p_value,
+                     "cliffs_delta": c.cliffs_delta, "verdict": c.verdict})
+    columns = ["run", "scenario", "n_before", "n_after", "median_before", "median_after", "change_pct", "ratio",
+               "ratio_low", "ratio_high", "p_value", "cliffs_delta", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+RESULT_MEASURES = (("stat_first", "first", "max"), ("stat_subsequent", "subsequent", "median"), ("stat_mean", "all", "mean"),
+                   ("stat_median", "all", "median"), ("stat_p95", "all", "p95"), ("stat_cv", "all", "cv"))
+
+
+def results(phases: pd.DataFrame, baseline: Key, keys: Sequence[Key]) -> pd.DataFrame:
+    """Each figure of every other key beside the baseline's, with its relative change (−0.6 is 60 % less)."""
+    rows = []
+    for key in keys:
+        for measure, phase, column in RESULT_MEASURES if key != baseline else ():
+            if (*baseline, phase) not in phases.index or (*key, phase) not in phases.index:
+                continue
+            old, new = phases.loc[(*baseline, phase), column], phases.loc[(*key, phase), column]
+            change = (new - old) / old if pd.notna(old) and pd.notna(new) and old else np.nan
+            rows.append((*key, measure, old, new, change))
+    return pd.DataFrame(rows, columns=["run", "scenario", "measure", "before", "after", "change"])
+
+
+def figure_facts(phases: pd.DataFrame, samples: pd.DataFrame, decomposition: pd.DataFrame, targets: pd.DataFrame,
+                 goals: dict[str, Any]) -> FigureFacts:
+    """The numbers the figures' titles state."""
+    everything = phases.xs("all", level="phase")
+    medians = {k: float(v) for k, v in everything["median"].dropna().items()}
+    cv = everything["cv"].dropna().astype(float)
+    data = measured(samples)
+    share = None
+    if not decomposition.empty and decomposition["load"].notna().any():
+        means = decomposition.groupby(level=KEY, sort=False)[["load", "ttft"]].mean()
+        weight = (means["load"] / means["ttft"]).dropna()
+        share = (weight.idxmax(), float(weight.max())) if len(weight) and weight.max() > 0 else None
+    return FigureFacts(
+        fastest=min(medians, key=medians.get) if medians else None,
+        slowest=max(medians, key=medians.get) if medians else None,
+        medians=medians,
+        paid=int(data["state"].isin(["cold", "reload"]).sum()),
+        measured=len(data),
+        paid_share=float(data["state"].isin(["cold", "reload"]).mean()) if len(data) else None,
+        cv_below_goal=int((cv < goals["cv"]).sum()) if goals.get("cv") else None,
+        cv_count=len(cv),
+        targets_passed=int((targets["status"] == "pass").sum()),
+        targets_judged=len(targets),
+        load_share_of_ttft=share,
+        has_ttft=bool(samples["ttft_ms"].notna().any()),
+        targets_measured=bool(targets["measured"].notna().any()),
+        rest_negative=int(decomposition["rest_negative"].sum()) if not decomposition.empty else 0,
     )
 
 
-def phase_summary(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
-    """`summary` per scenario for the phases `first`, `subsequent` and `all`."""
-    both = pd.concat([samples, samples.assign(phase="all")], ignore_index=True)
-    table = summary(both, metric, by=["scenario", "phase"])
-    order = {"first": 0, "subsequent": 1, "all": 2}
-    scenarios = {name: i for i, name in enumerate(scenario_order(samples))}
-    return table.sort_index(key=lambda index: index.map(order) if index.name == "phase" else index.map(scenarios))
-
-
-def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
-    """Seeded bootstrap 95 % intervals of the median and p95 of `metric` per scenario (<NA> where n is too small)."""
-    rows = {}
-    data = measured(samples)
-    for scenario in scenario_order(samples):  # a scenario whose every request failed keeps its (empty) row
-        values = data.loc[data["scenario"] == scenario, metric].dropna().to_numpy(float)
-        median_ci, p95_ci = stats.bootstrap_ci(values, "median"), stats.bootstrap_ci(values, "p95")
-        rows[scenario] = {
-            "median": float(np.median(values)) if len(values) else np.nan,
-            "median_low": median_ci.low if median_ci else np.nan,
-            "median_high": median_ci.high if median_ci else np.nan,
-            "p95": stats.percentile(values, 0.95),
-            "p95_low": p95_ci.low if p95_ci else np.nan,
-            "p95_high": p95_ci.high if p95_ci else np.nan,
-        }
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("scenario").astype("Float64")
-
-
-def compare_to(samples: pd.DataFrame, baseline: str, metric: str = "ttfb_ms") -> pd.DataFrame:
-    """Every other scenario against `baseline`: medians, change, ratio and its interval, test, effect, verdict."""
-    data = measured(samples)
-    before = data.loc[data["scenario"] == baseline, metric].dropna().to_numpy(float)
-    rows = []
-    for scenario in scenario_order(samples):
-        if scenario == baseline:
-            continue
-        after = data.loc[data["scenario"] == scenario, metric].dropna().to_numpy(float)
-        if len(before) == 0 or len(after) == 0:
-            continue
-        c = stats.compare(before, after)
-        rows.append(
-            {
-                "scenario": scenario,
-                "n_before": c.n_before,
-                "n_after": c.n_after,
-                "median_before": c.median_before,
-                "median_after": c.median_after,
-                "change_pct": c.change_pct,
-                "ratio": c.ratio,
-                "ratio_low": c.ratio_ci.low if c.ratio_ci else np.nan,
-                "ratio_high": c.ratio_ci.high if c.ratio_ci else np.nan,
-                "p_value": c.p_value,
-                "cliffs_delta": c.cliffs_delta,
-                "verdict": c.verdict,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def concurrency_table(samples: pd.DataFrame, metric: str = "ttft_ms") -> pd.DataFrame:
-    """Per scenario and concurrency level: n, p50/p90/p95 of `metric` (where n supports them), client queueing.
+    """Per key and concurrency level: n, p50/p90/p95 of `metric` (where n supports them), client queueing.
 
     Empty unless the run swept concurrency.
     """
-    data = measured(samples)
+    data = measured(keyed(samples))
     if data["concurrency"].nunique() < 2:
         return pd.DataFrame()
     rows = {}
-    for (scenario, level), group in data.groupby(["scenario", "concurrency"], sort=False):
+    for (run, scenario, level), group in data.groupby([*KEY, "concurrency"], sort=False):
         values = group[metric].dropna().to_numpy(float)
-        rows[(scenario, int(level))] = {
+        rows[(run, scenario, int(level))] = {
             "n": len(values),
             "p50": float(np.median(values)) if len(values) else np.nan,
             "p90": stats.percentile(values, 0.90),
@@ -279,5 +361,131 @@ def concurrency_table(samples: pd.DataFrame, metric: str = "ttft_ms") -> pd.Data
             "client_queue_ms": group["client_queue_ms"].mean(),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index = pd.MultiIndex.from_tuples(table.index, names=["scenario", "concurrency"])
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=[*KEY, "concurrency"])
     return table.astype({"p90": "Float64", "p95": "Float64"})
+
+
+def errors_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """Failed requests per key and error kind: count and the first message (200 characters)."""
+    data = keyed(samples)
+    failed = data[~data["ok"].fillna(False)]
+    rows = [{"run": run, "scenario": scenario, "kind": str(kind), "count": len(group),
+             "example": str(group["error"].iloc[0])[:200]}
+            for (run, scenario, kind), group in failed.groupby([*KEY, "error_kind"], sort=False, dropna=False)]
+    return pd.DataFrame(rows, columns=["run", "scenario", "kind", "count", "example"])
+
+
+def setting_changes(runs: Sequence[RunInfo], keys: Sequence[Key], baseline: Key) -> pd.DataFrame:
+    """Runner settings (model, keep_alive, options…) of each key that differ from the baseline's."""
+    settings = {(r.label, name): s for r in runs for name, s in r.scenarios.items()}
+    base = settings.get(baseline)
+    rows = []
+    for key in keys:
+        if base is None or key == baseline or key not in settings:
+            continue
+        mine = settings[key]
+        for name in mine:
+            if name == "options":
+                old_options, new_options = base.get("options") or {}, mine.get("options") or {}
+                rows += [(*key, option, old_options.get(option), new_options.get(option))
+                         for option in sorted(set(old_options) | set(new_options))
+                         if old_options.get(option) != new_options.get(option)]
+            elif base.get(name) != mine.get(name):
+                rows.append((*key, name, base.get(name), mine.get(name)))
+    return pd.DataFrame(rows, columns=["run", "scenario", "setting", "before", "after"])
+
+
+def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.DataFrame, comparisons: pd.DataFrame,
+               concurrency: pd.DataFrame, errors: pd.DataFrame, attempted: pd.Series) -> list[Step]:
+    """What the data calls for, most important first (errors, loads, VRAM, serialising, variance, samples)."""
+    steps = []
+    for key, count in errors.groupby(KEY, sort=False)["count"].sum().items():
+        kinds = errors[(errors["run"] == key[0]) & (errors["scenario"] == key[1])].set_index("kind")["count"]
+        steps.append(Step("errors", key, {"share": count / attempted[key], "kinds": kinds.to_dict()}))
+    for key, row in load.iterrows():
+        if row["paid_load_share"] >= PAID_LOAD_STEP:
+            steps.append(Step("keep_loaded", key, {"share": row["paid_load_share"], "load": row["mean_load_ms"],
+                                                   "explained": row["load_share_of_total"]}))
+    for key, row in residency_table.iterrows():
+        if pd.notna(row["gpu_share"]) and row["gpu_share"] < 1:
+            steps.append(Step("vram", key, {"share": row["gpu_share"]}))
+    if not concurrency.empty:
+        for key, group in concurrency.reset_index().groupby(KEY, sort=False):
+            low, high = group.iloc[0], group.iloc[-1]
+            if low["p50"] and high["p50"] / low["p50"] > 2:
+                steps.append(Step("serialised", key, {"factor": high["p50"] / low["p50"],
+                                                      "low": int(low["concurrency"]), "high": int(high["concurrency"])}))
+    for row in targets[(targets["target"] == "cv") & (targets["status"] == "fail")].itertuples():
+        steps.append(Step("variance", (row.run, row.scenario), {"cv": row.measured, "goal": row.goal}))
+    for row in comparisons[comparisons["verdict"].isin(["no_difference", "too_few"])].itertuples():
+        steps.append(Step("more_samples", (row.run, row.scenario), {"n": min(row.n_before, row.n_after)}))
+    for key, group in targets.groupby(KEY, sort=False):
+        if (group["status"] == "pass").all():
+            steps.append(Step("all_met", key))
+    def rank(step: Step) -> int:
+        minor = step.kind == "errors" and step.values["share"] < PAID_LOAD_STEP  # a few failures rank after the cause
+        return STEP_ORDER.index("minor_errors" if minor else step.kind)
+
+    return sorted(steps, key=rank)
+
+
+def headline(baseline: Key, comparisons: pd.DataFrame, changes: pd.DataFrame, targets: pd.DataFrame,
+             steps: list[Step]) -> Headline:
+    """The summary's facts: the fastest scenario against the baseline, targets passed, the main finding."""
+    passed = {key: (int((group["status"] == "pass").sum()), len(group))
+              for key, group in targets.groupby(KEY, sort=False)}
+    finding = steps[0] if steps else None
+    if comparisons.empty:
+        return Headline(None, None, None, None, None, None, None, [], passed, finding)
+    best = comparisons.loc[comparisons["ratio"].astype(float).idxmin()]
+    key = (best["run"], best["scenario"])
+    changed = changes[(changes["run"] == key[0]) & (changes["scenario"] == key[1])]["setting"].tolist()
+
+    def number(value: Any) -> float | None:
+        return None if value is None or pd.isna(value) else float(value)
+
+    return Headline(key, number(best["ratio"]), number(best["ratio_low"]), number(best["ratio_high"]),
+                    str(best["verdict"]), number(best["median_before"]), number(best["median_after"]), changed,
+                    passed, finding)
+
+
+def resolve_baseline(keys: Sequence[Key], baseline: str | None) -> Key:
+    """The key a baseline names: a scenario name, or `run/scenario` when runs share names; default the first."""
+    if not keys:
+        raise ValueError("no samples: there is nothing to report")
+    if not baseline:
+        return keys[0]
+    for key in keys:
+        if baseline in (key[1], f"{key[0]}/{key[1]}"):
+            return key
+    names = ", ".join(dict.fromkeys(k[1] for k in keys))
+    raise ValueError(f"baseline {baseline!r} is not a scenario of these runs ({names})")
+
+
+def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | None = None,
+             targets: dict[str, Any] | None = None, external: str | None = None) -> Findings:
+    """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric."""
+    targets = dict(targets or {})
+    metric = targets.get("metric") or "ttfb_ms"
+    frame = keyed(samples, {r.run_id: r.label for r in runs})
+    keys = scenario_order(frame)
+    base = resolve_baseline(keys, baseline)
+    names = [k[1] for k in keys]
+    labels = {k: k[1] if names.count(k[1]) == 1 else f"{k[1]} · {k[0]}" for k in keys}
+    frame["label"] = pd.Series(list(zip(frame["run"], frame["scenario"], strict=True)), index=frame.index).map(labels)
+    target_table = evaluate_targets(frame, targets, metric) if targets else evaluate_targets(frame.iloc[:0], {})
+    comparisons = compare_to(frame, base, metric)
+    changes = setting_changes(runs, keys, base)
+    load, where = load_share(frame, metric), residency(frame)
+    concurrency, errors = concurrency_table(frame), errors_table(frame)
+    attempted = frame[~frame["warmup"].fillna(False)].groupby(KEY, sort=False).size()
+    steps = next_steps(load, where, target_table, comparisons, concurrency, errors, attempted)
+    phases, decomposition = phase_summary(frame, metric), decomposition_table(frame)
+    return Findings(
+        metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
+        phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
+        decomposition=decomposition, changes=changes, comparisons=comparisons, results=results(phases, base, keys),
+        targets=target_table, facts=figure_facts(phases, frame, decomposition, target_table, targets),
+        concurrency=concurrency, sweep=sweep(frame, metric) if any(r.sweep for r in runs) else pd.DataFrame(),
+        errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from papermill.exceptions import PapermillExecutionError
 
-from . import check, check_text, engine, facts, paths, preflight, report, runner, store
+from . import check, check_text, engine, exports, facts, paths, preflight, report, runner, store
 from .errors import LatencyLabError
 from .study import StudyError, StudySpec, load_study, with_base_url
 
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             facts.save(facts.RunFacts(before=checked.facts, after=after), paths.run_dir(run_id))
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
-        print(f"report: {report.publish([run_id], **report_options)}")
+        _print_report(report.publish([run_id], **report_options))
     return 0
 
 
@@ -102,8 +102,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_ids = [_resolve_run(r) for r in args.runs]
     for run_id in run_ids:
         store.load_run(run_id)  # a corrupt samples file is said here, before anything is written
-    print(f"report: {report.publish(run_ids, **_report_options(args))}")
+    _print_report(report.publish(run_ids, **_report_options(args)))
     return 0
+
+
+def _print_report(page: Path) -> None:
+    """The report's path, then its key figures as a short table (from the summary.json beside it)."""
+    summary = exports.read_summary(page.parent)
+    if summary:
+        print(exports.terminal_table(summary))
+    print(f"report: {page}")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

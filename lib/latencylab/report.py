@@ -1,8 +1,7 @@
-"""Notebook execution (papermill) and HTML publication (nbconvert), plus the report's text pieces."""
+"""Notebook execution (papermill), HTML publication (nbconvert), the report's inputs and reports/index.html."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,14 @@ import papermill
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
 
-from . import paths, store
+from . import analysis, document, exports, paths, store
 from .baselines import read_baseline_csv
-from .document import Document, build
+from .findings import RunInfo, run_info
 
 KERNEL = "python3"
 TEMPLATES = Path(__file__).parent / "templates"  # `latencylab`: the lab template, minus CDN scripts
+# Cells tagged remove_cell talk to notebook users; `explore` cells show the DataFrames behind a section.
+HIDDEN_TAGS = {"remove_cell", "explore"}
 
 
 def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progress: bool = False) -> Path:
@@ -37,15 +38,15 @@ def to_html(executed: Path, output: Path) -> Path:
     exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="latencylab",
                             exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             embed_images=True)
-    # Cells tagged remove_cell talk to notebook users (what the notebook does), not to report readers.
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"remove_cell"}), enabled=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags=HIDDEN_TAGS), enabled=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     output.write_text(body, encoding="utf-8")
     return output
 
 
 def publish(run_ids: list[str], **parameters: Any) -> Path:
-    """Execute the report notebook for `run_ids`: reports/<run_id>/{index.html, latency.md, figures/}."""
+    """Execute the report notebook for `run_ids`: reports/<run_id>/{index.html, latency.md, figures/,
+    summary.json, samples.csv}."""
     folder = paths.report_dir(run_ids[-1])
     executed = execute(paths.REPORT_NOTEBOOK, folder / paths.REPORT_NOTEBOOK.name,
                        {"run_ids": run_ids, "output_dir": str(folder), **parameters})
@@ -54,57 +55,64 @@ def publish(run_ids: list[str], **parameters: Any) -> Path:
     return page
 
 
-def document(run_ids: list[str], *, baseline: str = "", lang: str = "", targets: dict[str, Any] | None = None
-             ) -> Document:
-    """The latency documentation of `run_ids` (latest run when empty), as the report notebook shows it.
+def read_run(run_id: str) -> RunInfo:
+    """The one place a report reads a run's metadata (run.json)."""
+    return run_info(store.load_meta(run_id))
 
-    `baseline` is a scenario name or a CSV of earlier TTFB values; `lang` defaults to the study's.
-    """
-    for name, value, kind in (("run_ids", run_ids, list), ("baseline", baseline, str), ("lang", lang, str),
-                              ("targets", targets or {}, dict)):
-        if not isinstance(value, kind):
-            raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
+
+def resolve_runs(run_ids: list[str]) -> list[str]:
+    """`run_ids` as given, or the latest run when empty."""
+    if not isinstance(run_ids, list):
+        raise TypeError(f"parameter run_ids must be a list, got {run_ids!r}")
     run_ids = run_ids or store.list_runs()[-1:]
     if not run_ids:
         raise store.RunNotFound(f"no runs yet in {paths.RUNS_DIR}; run `latencylab run STUDY` first")
+    return run_ids
+
+
+def load_samples(run_ids: list[str], baseline: str = "") -> tuple[pd.DataFrame, str, str | None]:
+    """The runs' samples, with an external CSV baseline's put first: (samples, baseline scenario, CSV or None)."""
     samples = store.load_runs(run_ids)
-    metas = [store.load_meta(r) for r in run_ids]
-    external = None
-    if baseline.endswith(".csv"):
-        external_samples = read_baseline_csv(paths.PROJECT_ROOT / baseline if not Path(baseline).is_absolute()
-                                             else baseline)
-        samples = pd.concat([external_samples, samples], ignore_index=True)
-        external, baseline = baseline, external_samples["scenario"].iloc[0]
-    study = metas[0].study
-    return build(samples, metas, lang=lang or (study.lang if study else "en"), baseline=baseline or None,
-                 targets={**study_targets(metas[0]), **(targets or {})}, external=external)
+    if not baseline.endswith(".csv"):
+        return samples, baseline, None
+    path = Path(baseline) if Path(baseline).is_absolute() else paths.PROJECT_ROOT / baseline
+    external = read_baseline_csv(path)
+    return pd.concat([external, samples], ignore_index=True), str(external["scenario"].iloc[0]), baseline
+
+
+def document_of(run_ids: list[str], *, baseline: str = "", lang: str = "", targets: dict[str, Any] | None = None
+                ) -> document.Report:
+    """What the report notebook builds, in one call: the findings of `run_ids` and their document.
+
+    `baseline` is a scenario name or a CSV of earlier TTFB values; `lang` defaults to the study's.
+    """
+    for name, value, kind in (("baseline", baseline, str), ("lang", lang, str), ("targets", targets or {}, dict)):
+        if not isinstance(value, kind):
+            raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
+    run_ids = resolve_runs(run_ids)
+    runs = [read_run(r) for r in run_ids]
+    samples, baseline, external = load_samples(run_ids, baseline)
+    found = analysis.findings(samples, runs, baseline=baseline or None, targets={**runs[0].targets, **(targets or {})},
+                              external=external)
+    return document.Report(found, lang or runs[0].lang)
 
 
 def write_index() -> Path:
-    """reports/index.html: every published report, newest first."""
+    """reports/index.html: every published report, newest first, with its date, study, status and headline."""
     rows = []
-    for folder in sorted(paths.REPORTS_DIR.glob("*/index.html"), reverse=True):
-        run_id = folder.parent.name
+    for page in sorted(paths.REPORTS_DIR.glob("*/index.html"), reverse=True):
+        run_id = page.parent.name
         try:
-            meta: store.RunMeta | None = store.load_meta(run_id)
-        except (store.RunNotFound, store.CorruptRun):
-            meta = None
-        name = meta.name if meta else ""
-        description = meta.description if meta else ""
-        rows.append(f'<tr><td><a href="{html.escape(run_id)}/index.html">{html.escape(run_id)}</a></td>'
-                    f"<td>{html.escape(name)}</td>"
-                    f"<td>{html.escape(description)}</td>"
-                    f"<td>{html.escape(meta.status if meta else '')}</td>"
-                    f'<td><a href="{html.escape(run_id)}/latency.md">latency.md</a></td></tr>')
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>latencylab reports</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}</style></head>"
-            "<body><h1>latencylab reports</h1><table><tr><th>run</th><th>study</th><th>description</th>"
-            "<th>status</th><th>Markdown</th></tr>" + "".join(rows) + "</table></body></html>")
+            run = read_run(run_id)
+        except store.RunNotFound:
+            run = run_info({"run_id": run_id})
+        summary = exports.read_summary(page.parent) or {}
+        first = (summary.get("scenarios") or [{}])[0]
+        rows.append({"run_id": run_id, "date": run.started_at[:16].replace("T", " "), "study": run.study,
+                     "description": run.description, "status": run.status, "headline": summary.get("headline"),
+                     "metric": str(summary.get("metric", "ttfb_ms")).removesuffix("_ms").upper(),
+                     "median": first.get("median")})
+    html = document.environment("en").get_template("report/index.html.j2").render(rows=rows, lang="en")
     path = paths.REPORTS_DIR / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(html, encoding="utf-8")
     return path
-
-
-def study_targets(meta: store.RunMeta) -> dict[str, Any]:
-    """The targets a run's study resolved to (the seed's defaults unless the study changed them)."""
-    return meta.study.targets.model_dump() if meta.study else {}

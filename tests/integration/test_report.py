@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from latencylab import document, paths, report, store
+from latencylab import analysis, document, exports, paths, report, store
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 SECTIONS = {
-    "en": ["Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
-           "TTFB per scenario and phase", "Results: baseline → optimised", "Targets", "Next steps", "Errors",
-           "Figures"],
-    "es": ["Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
-           "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores",
-           "Gráficos"],
+    "en": ["Summary", "Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
+           "TTFB per scenario and phase", "Results: baseline → optimised", "Targets", "Next steps", "Errors"],
+    "es": ["Resumen", "Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
+           "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores"],
 }
-FIGURES = ["ecdf", "histogram", "box", "timeline", "decomposition", "variability", "targets"]
+# Each figure in the section it supports, in the document's order.
+FIGURES = ["histogram", "timeline", "decomposition", "ecdf", "box", "variability", "targets"]
 
 
 @pytest.fixture
@@ -31,84 +30,88 @@ def fixture_run(workdir: Path) -> str:
     return "fixture-run"
 
 
+def _scenario(summary: dict, name: str) -> dict:
+    return next(s for s in summary["scenarios"] if s["scenario"] == name)
+
+
 def test_key_figures_match_the_hand_written_fixture(fixture_run):
-    doc = report.document([fixture_run])
-    baseline, optimised = doc.key_figures["scenarios"]["baseline"], doc.key_figures["scenarios"]["optimised"]
+    summary = exports.summary(report.document_of([fixture_run]).findings)
+    baseline, optimised = _scenario(summary, "baseline"), _scenario(summary, "optimised")
     assert (baseline["n"], baseline["errors"]) == (12, 1)  # the failed request is an error, not a figure
     assert baseline["median"] == 525.0 and baseline["mean"] == pytest.approx(572.5)
     assert optimised["median"] == 57.5 and baseline["paid_load_share"] == 1.0
     low, high = baseline["median_ci"]
     assert low < 525.0 < high
-    comparison, = doc.key_figures["comparisons"]
+    comparison, = summary["comparisons"]
     assert comparison["verdict"] == "faster" and comparison["ratio"] == pytest.approx(57.5 / 525.0)
-    targets = {(t["scenario"], t["key"]): t["passed"] for t in doc.key_figures["targets"]}
-    assert targets[("baseline", "subsequent_ms")] is False and targets[("optimised", "subsequent_ms")] is True
-    assert targets[("baseline", "fits_in_vram")] is False and targets[("optimised", "fits_in_vram")] is True
+    targets = {(t["scenario"], t["target"]): t["status"] for t in summary["targets"]}
+    # baseline's later requests: median 520 ms, interval 480–610 ms straddles the 500 ms goal
+    assert targets[("baseline", "subsequent_ms")] == "inconclusive" and targets[("optimised", "subsequent_ms")] == "pass"
+    assert targets[("baseline", "fits_in_vram")] == "fail" and targets[("optimised", "fits_in_vram")] == "pass"
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_the_document_has_every_section_in_each_language(fixture_run, lang):
-    doc = report.document([fixture_run], lang=lang)
-    text = "\n".join(b.markdown for b in doc.blocks)
-    for section in SECTIONS[lang]:
-        assert f"## {section}" in text, section
-    assert [b.name for b in doc.blocks if b.figure is not None] == FIGURES
-    next_steps = next(b.markdown for b in doc.blocks if b.markdown.startswith(f"## {SECTIONS[lang][7]}"))
+    doc = report.document_of([fixture_run], lang=lang)
+    text = doc.text()
+    positions = [text.index(f"## {section}") for section in SECTIONS[lang]]
+    assert positions == sorted(positions)  # the summary first, then the seed's sections in order
+    figures = [fig.name for name in document.SECTIONS for fig in doc.figures(name)]
+    assert figures == FIGURES
+    assert all(fig.alt and fig.alt != fig.name for name in document.SECTIONS for fig in doc.figures(name))
+    next_steps = doc.markdown("next_steps")
     assert "keep_alive: -1" in next_steps  # every baseline request paid a load
-    assert ("VRAM" in next_steps) and ("60 %" in next_steps)  # the baseline model sits 60 % on the GPU
-
-
-def test_numbers_are_written_as_each_language_writes_them():
-    from latencylab.i18n import ms, percent
-
-    assert (ms(21470, "en"), ms(21470, "es")) == ("21.5 s", "21,5 s")
-    assert (ms(3627, "en"), ms(3627, "es")) == ("3,627 ms", "3.627 ms")
-    assert percent(0.475, "es", 1) == "47,5 %"
+    assert "VRAM" in next_steps and "60" in next_steps  # the baseline model sits 60 % on the GPU
+    summary = doc.markdown("summary")
+    assert "0.11×" in summary or "0,11×" in summary  # the ratio of medians, first thing read
 
 
 def test_an_external_csv_is_compared_like_any_scenario(fixture_run):
-    doc = report.document([fixture_run], baseline="data/baselines/seed-phi3-baseline.csv", lang="es")
-    figures = doc.key_figures
-    assert figures["baseline"] == "seed-phi3-baseline"
-    seed = figures["scenarios"]["seed-phi3-baseline"]
+    doc = report.document_of([fixture_run], baseline="data/baselines/seed-phi3-baseline.csv", lang="es")
+    figures = exports.summary(doc.findings)
+    assert figures["baseline"]["scenario"] == "seed-phi3-baseline"
+    seed = _scenario(figures, "seed-phi3-baseline")
     assert seed["n"] == 5 and seed["median"] == 14908.0 and seed["min"] == 3627.0 and seed["max"] == 49874.0
     assert {c["scenario"] for c in figures["comparisons"]} == {"baseline", "optimised"}
-    text = "\n".join(b.markdown for b in doc.blocks)
-    assert "mediciones externas de data/baselines/seed-phi3-baseline.csv" in text
+    assert "Mediciones externas de data/baselines/seed-phi3-baseline.csv" in doc.markdown("baseline")
+    analysis_text = doc.markdown("analysis")
+    assert "OpenAI" not in analysis_text and "mediciones externas no dicen" in analysis_text
+    assert "| seed-phi3-baseline | desconocido | 5 | – |" in analysis_text  # load unknown, not 0 ms
 
 
 def test_a_bad_baseline_or_language_is_refused_clearly(fixture_run):
     with pytest.raises(ValueError, match="baseline 'nope' is not a scenario of these runs"):
-        report.document([fixture_run], baseline="nope")
+        report.document_of([fixture_run], baseline="nope")
     with pytest.raises(ValueError, match="lang must be one of en, es, not 'fr'"):
-        report.document([fixture_run], lang="fr")
+        report.document_of([fixture_run], lang="fr")
 
 
 def test_server_text_is_escaped_everywhere(fixture_run, tmp_path):
-    doc = report.document([fixture_run])
+    doc = report.document_of([fixture_run])
     doc.write(tmp_path)
     markdown = (tmp_path / "latency.md").read_text()
     assert "<script>" not in markdown and "<img src=x" not in markdown
     assert "&lt;script&gt;" in markdown
-    tables = [b.table for b in doc.blocks if b.table is not None]
-    assert not any("<script>" in b.to_html(escape=True) for b in tables)
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index(fixture_run, lang):
     page = report.publish([fixture_run], lang=lang)
     folder = page.parent
-    summary = json.loads((folder / "summary.json").read_text())
-    assert summary["scenarios"]["baseline"]["median"] == pytest.approx(525.0, abs=0.01)
-    assert summary["scenarios"]["optimised"]["median"] == pytest.approx(57.5, abs=0.01)
+    summary = json.loads((folder / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)  # strict JSON
+    assert summary["schema_version"] == exports.SCHEMA_VERSION
+    assert _scenario(summary, "baseline")["median"] == pytest.approx(525.0, abs=0.01)
+    assert _scenario(summary, "optimised")["median"] == pytest.approx(57.5, abs=0.01)
     assert sorted(p.stem for p in (folder / "figures").glob("*.png")) == sorted(FIGURES)
+    assert len((folder / "samples.csv").read_text().splitlines()) == 1 + 25  # header + every sample
     markdown = (folder / "latency.md").read_text()
     html = page.read_text()
     for section in SECTIONS[lang]:
         assert section in markdown and section in html, section
     assert "<script src=" not in html and "2.0 Latency report" not in html  # offline; notebook notes removed
     index = (paths.REPORTS_DIR / "index.html").read_text()
-    assert 'href="fixture-run/index.html"' in index
+    assert 'href="fixture-run/index.html"' in index and "2026-11-27 05:00" in index and "0.11×" in index
+    assert "alt=" in html and html.index(f">{SECTIONS[lang][0]}<a") < html.index(f">{SECTIONS[lang][1]}<a")  # summary first
 
 
 def _chromium() -> str:
@@ -118,11 +121,12 @@ def _chromium() -> str:
     return path
 
 
-def test_the_html_report_in_a_real_headless_browser(fixture_run):
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_the_html_report_in_a_real_headless_browser(fixture_run, lang):
     browser = _chromium()
-    page = report.publish([fixture_run])
+    page = report.publish([fixture_run], lang=lang)
     ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "report.png"
+    screenshot = ARTIFACTS / f"report-{lang}.png"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={page.parent / '.chromium'}", "--enable-logging=stderr", "--log-level=0",
@@ -131,9 +135,10 @@ def test_the_html_report_in_a_real_headless_browser(fixture_run):
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console  # nothing logged, and the planted <script>/onerror never ran
-    for section in SECTIONS["en"]:
-        assert section in dom.stdout, section
+    positions = [dom.stdout.index(f">{section}<a") for section in SECTIONS[lang]]  # the headings
+    assert positions == sorted(positions)  # summary first, sections in order
     assert dom.stdout.count('src="data:image/png;base64') == len(FIGURES)
+    assert dom.stdout.count('<img alt="') == len(FIGURES)  # every figure has alt text
     assert "&lt;script&gt;console.log('pwned')&lt;/script&gt;" in dom.stdout  # shown as text
     shot = subprocess.run([browser, *flags, f"--screenshot={screenshot}", page.as_uri()],
                           capture_output=True, text=True, timeout=120)
@@ -158,17 +163,16 @@ def test_cli_report_takes_a_language_and_an_external_baseline(fixture_run, workd
 
 
 def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
-    clear = report.document([fixture_run])
-    text = "\n".join(b.markdown for b in clear.blocks)
-    assert "faster, and the difference is larger than the noise (p < 0.0001" in text
+    clear = report.document_of([fixture_run])
+    assert "faster, and the difference is larger than the noise (p &lt; 0.0001" in clear.markdown("results")
     frame = store.load_run(fixture_run)
     same = frame.copy()
     baseline_ttfb = same.loc[(same["scenario"] == "baseline") & same["ok"], "ttfb_ms"].to_numpy()
     same.loc[same["scenario"] == "optimised", "ttfb_ms"] = baseline_ttfb
-    unclear = document.build(same, [store.load_meta(fixture_run)], lang="es")
-    text = "\n".join(b.markdown for b in unclear.blocks)
-    assert "no se demuestra diferencia con tantas muestras" in text
-    assert "medir más antes de concluir" in text  # and the next steps say what to do
+    run = report.read_run(fixture_run)
+    unclear = document.Report(analysis.findings(same, [run], targets=run.targets), "es")
+    assert "no se demuestra diferencia con tantas muestras" in unclear.markdown("results")
+    assert "medir más antes de concluir" in unclear.markdown("next_steps")  # and the next steps say what to do
 
 
 def test_a_server_that_answers_script_tags_runs_nothing_in_the_browser(workdir):

@@ -19,7 +19,7 @@ def _frame():
 
 def test_summary_matches_hand_computed_values():
     table = analysis.summary(_frame())
-    a = table.loc["a"]
+    a = table.loc[("", "a")]  # keyed by (run, scenario); these samples name no run
     assert (a["n"], a["errors"]) == (3, 1)
     assert (a["mean"], a["median"], a["min"], a["max"]) == (20.0, 20.0, 10.0, 30.0)
     assert a["std"] == pytest.approx(10.0)  # sample std (ddof=1)
@@ -29,15 +29,16 @@ def test_summary_matches_hand_computed_values():
 
 def test_failed_and_warmup_requests_never_enter_a_figure():
     table = analysis.summary(_frame())
-    assert table.loc["a", "max"] == 30.0 and table.loc["a", "min"] == 10.0
-    assert table.loc["b", "n"] == 1 and pd.isna(table.loc["b", "std"]) and table.loc["b", "errors"] == 0
+    a, b = table.loc[("", "a")], table.loc[("", "b")]
+    assert a["max"] == 30.0 and a["min"] == 10.0
+    assert b["n"] == 1 and pd.isna(b["std"]) and b["errors"] == 0
 
 
 def test_scenarios_keep_the_study_order():
     frame = _frame().iloc[::-1]
     frame.loc[frame["scenario"] == "a", "scenario"] = "z"  # not alphabetical
-    assert analysis.scenario_order(frame) == ["z", "b"]
-    assert list(analysis.summary(frame).index) == ["z", "b"]
+    assert analysis.scenario_order(frame) == [("", "z"), ("", "b")]
+    assert list(analysis.summary(frame).index) == [("", "z"), ("", "b")]
 
 
 def _evidence_frame():
@@ -63,25 +64,28 @@ def test_decomposition_adds_up_to_ttft_and_flags_a_negative_rest():
 
 
 def test_load_share_counts_who_paid_a_load():
-    row = analysis.load_share(_evidence_frame()).loc["a"]
+    row = analysis.load_share(_evidence_frame()).loc[("", "a")]
     assert (row["n"], row["cold"], row["reload"]) == (3, 1, 0)
     assert row["paid_load_share"] == pytest.approx(1 / 3) and row["mean_load_ms"] == 400.0
-    assert row["median_ttfb_ms_paid"] == 600.0 and row["median_ttfb_ms_warm"] == 150.0
-    assert row["load_share_of_mean"] == pytest.approx(400 / 900)
+    assert row["median_paid"] == 600.0 and row["median_warm"] == 150.0
+    assert row["load_share_of_total"] == pytest.approx(400 / 900)
 
 
 def test_targets_pass_fail_and_no_evidence():
-    goals = {"metric": "ttfb_ms", "first_ms": 2000, "subsequent_ms": 120, "mean_ms": 500, "cv": 0.5,
+    goals = {"metric": "ttfb_ms", "first_ms": 2000, "subsequent_ms": 120, "mean_ms": 5000, "cv": 0.5,
              "fits_in_vram": True, "mean_stretch_ms": None}
     table = analysis.evaluate_targets(_evidence_frame(), goals).set_index("target")
-    assert table.loc["first request", "passed"] and table.loc["first request", "measured"] == 600.0
-    assert not table.loc["subsequent (median)", "passed"] and table.loc["subsequent (median)", "measured"] == 150.0
-    assert table.loc["mean", "passed"]
-    assert not table.loc["variability (CV)", "passed"]  # std 264.6 / mean 300
-    assert not table.loc["fits in VRAM", "passed"]
-    assert "mean (stretch goal)" not in table.index
+    assert table.loc["first_ms", "status"] == "pass" and table.loc["first_ms", "measured"] == 600.0
+    assert table.loc["first_ms", "n"] == 1 and pd.isna(table.loc["first_ms", "ci_low"])  # one sample, no interval
+    # median 150 of [200, 100]: its interval 100–200 straddles the goal 120
+    assert table.loc["subsequent_ms", "status"] == "inconclusive" and table.loc["subsequent_ms", "measured"] == 150.0
+    assert table.loc["mean_ms", "status"] == "pass"
+    assert table.loc["cv", "measured"] == pytest.approx(264.575 / 300, rel=1e-4)  # std 264.6 / mean 300
+    assert table.loc["fits_in_vram", "status"] == "fail"
+    assert "mean_stretch_ms" not in table.index
     no_vram = _evidence_frame().assign(fits_in_vram=pd.NA).astype({"fits_in_vram": "boolean"})
-    assert analysis.evaluate_targets(no_vram, goals).set_index("target").loc["fits in VRAM", "passed"] is None
+    row = analysis.evaluate_targets(no_vram, goals).set_index("target").loc["fits_in_vram"]
+    assert row["status"] == "no_evidence" and row["measured"] is None
 
 
 def test_sweep_table_only_for_sweeps():
@@ -91,4 +95,4 @@ def test_sweep_table_only_for_sweeps():
             for i, (gap, state, t) in enumerate([(1.0, "warm", 50.0), (1.0, "warm", 60.0),
                                                  (4.0, "cold", 500.0), (4.0, "cold", 700.0)])]
     table = analysis.sweep(samples_frame(rows))
-    assert list(table["cold_share"]) == [0.0, 1.0] and list(table["mean_ttfb_ms"]) == [55.0, 600.0]
+    assert list(table["cold_share"]) == [0.0, 1.0] and list(table["mean"]) == [55.0, 600.0]

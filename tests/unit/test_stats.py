@@ -50,3 +50,8 @@ def test_verdicts_on_clear_and_unclear_cases(shift, verdict):
 
 def test_too_few_samples_is_said_rather_than_tested():
     assert stats.compare(np.array([1.0]), np.array([2.0, 3.0])).verdict == "too_few"
+
+
+def test_big_samples_get_fewer_resamples_within_a_budget():
+    assert stats.resamples(30) == stats.RESAMPLES == stats.resamples(10_000)
+    assert stats.resamples(50_000) == 400 and stats.resamples(10**7) == stats.MIN_RESAMPLES

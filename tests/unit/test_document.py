@@ -1,0 +1,48 @@
+"""Every section renders for the shapes of data a report meets: a concurrency and keep-alive sweep, every
+request failed, and TTFT as the study's metric."""
+
+from __future__ import annotations
+
+import pytest
+
+from latencylab import analysis, document
+from latencylab.findings import RunInfo
+from latencylab.store import samples_frame
+
+RUN = RunInfo(run_id="r", label="r", study="shapes", sweep=True)
+
+
+def _sweep_and_concurrency():
+    rows = []
+    for i in range(48):
+        level = (1, 4)[i // 24]
+        gap = (1.0, 4.0)[(i // 2) % 2]
+        rows.append({"run_id": "r", "seq": i, "scenario": f"ka2-gap{gap}", "ok": True, "warmup": False,
+                     "state": "cold" if gap > 2 else "warm", "keep_alive": "2", "idle_gap_s": gap,
+                     "phase": "first" if i < 2 else "subsequent", "concurrency": level, "client_queue_ms": 0.1,
+                     "ttfb_ms": 100.0 * level + i, "ttft_ms": 110.0 * level + i})
+    return samples_frame(rows)
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_sweep_and_concurrency_sections_and_titles(lang):
+    found = analysis.findings(_sweep_and_concurrency(), [RUN], targets={"metric": "ttft_ms", "subsequent_ms": 300})
+    assert not found.sweep.empty and not found.concurrency.empty
+    assert [s.kind for s in found.steps if s.kind == "serialised"]  # TTFT grows > 2× from 1 to 4 in flight
+    concurrency = document.section(found, "concurrency", lang)
+    assert concurrency.startswith("## ") and "| 4 |" in concurrency
+    assert "keep_alive" in document.section(found, "sweep", lang)
+    assert "TTFT" in document.section(found, "phases", lang) and "TTFB" not in document.section(found, "phases", lang)
+    title, alt = document.figure_words(found, "concurrency", lang)
+    assert "4" in title.splitlines()[0] and alt
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_a_run_whose_every_request_failed(lang):
+    rows = [{"run_id": "r", "seq": i, "scenario": "a", "ok": False, "warmup": False, "error_kind": "http",
+             "error": "HTTP 500 <b>"} for i in range(3)]
+    found = analysis.findings(samples_frame(rows), [RUN], targets={"metric": "ttfb_ms", "first_ms": 100})
+    assert not found.has_latency
+    text = "\n".join(document.section(found, name, lang) for name in document.SECTIONS)
+    assert "&lt;b&gt;" in text and "<b>" not in text
+    assert document.Report(found, lang).figures("results") == []

@@ -1,0 +1,45 @@
+"""summary.json is strict JSON with a schema version; the terminal table; the samples as CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from latencylab import analysis, exports
+from latencylab.findings import STATUSES, RunInfo
+from latencylab.store import samples_frame
+
+
+def _found():
+    rows = [{"run_id": "r", "seq": i, "scenario": name, "ok": True, "warmup": False, "state": "warm",
+             "phase": "first" if i < 2 else "subsequent", "ttfb_ms": value}
+            for i, (name, value) in enumerate([("a", 100.0), ("b", 50.0), ("a", 110.0), ("b", 40.0), ("a", 90.0)])]
+    return analysis.findings(samples_frame(rows), [RunInfo(run_id="r", label="r")],
+                             targets={"metric": "ttfb_ms", "first_ms": 80, "cv": 0.5})
+
+
+def test_summary_json_is_strict_and_versioned(tmp_path: Path):
+    path = exports.write_summary(_found(), tmp_path / "summary.json")
+    data = json.loads(path.read_text(), parse_constant=lambda c: 1 / 0)  # no NaN, no Infinity
+    assert data["schema_version"] == exports.SCHEMA_VERSION and data["metric"] == "ttfb_ms"
+    a, b = data["scenarios"]
+    assert (a["scenario"], a["n"], a["median"], a["p95"]) == ("a", 3, 100.0, None)  # p95 needs 20: null
+    assert b["cv"] is not None and data["baseline"] == {"run": "r", "scenario": "a"}
+    assert data["headline"]["scenario"] == {"run": "r", "scenario": "b"} and data["headline"]["ratio"] == 0.45
+    assert {t["status"] for t in data["targets"]} <= set(STATUSES)
+
+
+def test_terminal_table_has_one_line_per_scenario(tmp_path: Path):
+    text = exports.terminal_table(exports.summary(_found()))
+    header, a, b = text.splitlines()
+    assert header.split()[:4] == ["scenario", "n", "median", "TTFB"]
+    assert a.split()[:4] == ["a", "3", "100", "ms"] and "baseline" in a and "1 of 2" in a
+    assert b.split()[:4] == ["b", "2", "45", "ms"] and "-55 %" in b
+
+
+def test_samples_csv_keeps_every_sample(tmp_path: Path):
+    found = _found()
+    frame = pd.read_csv(exports.write_samples(found, tmp_path / "samples.csv"))
+    assert len(frame) == 5 and "run" in frame.columns and "label" not in frame.columns
