@@ -67,11 +67,13 @@ def _targets(study: StudySpec, engine: Engine | None) -> dict[str, Target]:
         kind = study.backend_of(s)
         if kind == "embedded":
             assert engine is not None
-            backend = make_backend("llamacpp", engine.base_url, timeouts=timeouts)
+            backend = make_backend("llamacpp", engine.base_url, timeouts=timeouts,
+                                   connection=study.workload.connection)
             model = embedded.served_model_id(s)
         else:
             extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
-            backend = make_backend(kind, study.base_url_of(s) or "", timeouts=timeouts, api_key=api_key, **extra)
+            backend = make_backend(kind, study.base_url_of(s) or "", timeouts=timeouts, api_key=api_key,
+                                   connection=study.workload.connection, **extra)
             model = s.model
         runner_options = {k: s.options[k] for k in RUNNER_OPTIONS if k in s.options}
         targets[s.name] = Target(s, backend, model, runner_options=runner_options)

@@ -80,6 +80,11 @@ class Sample:
     gpu_mem_used_bytes: int | None = None  # NVML, when an NVIDIA GPU is present
     gpu_util_pct: float | None = None
     text: str = ""
+    # connections (issue 14): the workload's setting, and what this request got
+    connection: str | None = None  # "new": a connection per request; "reuse": kept alive between requests
+    connection_reused: bool | None = None  # sent on a kept-alive connection (no set-up inside its TTFB)
+    connect_ms: float | None = None  # TCP (+ TLS) set-up inside this request's TTFB; 0.0 when reused
+    connection_retries: int = 0  # sends lost to a kept-alive connection the server had closed (not timed)
 
     def fail(self, kind: str, message: str) -> None:
         """Mark the sample failed; the first failure wins, later ones are consequences."""

@@ -17,10 +17,14 @@ from typing import Any, ClassVar
 import httpx
 
 from ..sample import MAX_TEXT_CHARS, Sample, StreamClock
+from .lanes import LaneTransport
 
 MAX_LINE_BYTES = 1 << 20  # a stream line longer than this is a lying server, not a token
 MAX_CONTENT_CHUNKS = 1 << 16  # when the request sets no positive token limit
 MAX_ERROR_BODY_BYTES = 64 << 10  # of an HTTP error body, enough for any message
+# Sends again, on another connection, when a kept-alive one turns out closed before any response byte.
+MAX_STALE_RETRIES = 2
+CONNECTIONS = ("new", "reuse")
 
 
 def content_chunk_limit(request: GenerationRequest) -> int:
@@ -157,28 +161,46 @@ def error_text(body: bytes) -> str:
 async def timed_lines(
     response: httpx.Response, clock: StreamClock, timeouts: Timeouts
 ) -> AsyncIterator[tuple[int, bytes]]:
-    """Yield each complete line with the perf_counter_ns time at which its last byte arrived."""
-    chunks = response.aiter_bytes().__aiter__()
+    """Yield each complete line with the perf_counter_ns time at which its last byte arrived.
+
+    One timer watches for silence (first_byte_s before the first byte, between_chunks_s after each one)
+    for the whole response, instead of a timeout armed and cancelled around every chunk.
+    """
+    loop = asyncio.get_running_loop()
+    limit, last = timeouts.first_byte_s, loop.time()
+
+    def watch() -> None:
+        nonlocal handle
+        due = last + limit
+        if loop.time() >= due:
+            silence.reschedule(loop.time())  # cancels the read now; raised below as TimeoutError
+        else:
+            handle = loop.call_at(due, watch)
+
     buffer = b""
-    while True:
-        limit = timeouts.first_byte_s if clock.first_byte is None else timeouts.between_chunks_s
-        try:
-            async with asyncio.timeout(limit):
-                chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            break
-        except TimeoutError as exc:
-            phase = "first byte" if clock.first_byte is None else "next chunk"
-            raise ServerError("timeout", f"no {phase} within {limit:g} s") from exc
-        t = time.perf_counter_ns()
-        clock.on_bytes(t)
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        if len(buffer) > MAX_LINE_BYTES:
-            raise ServerError("protocol", f"a stream line exceeded {MAX_LINE_BYTES} bytes")
-        for line in lines:
-            if line.strip():
-                yield t, line.rstrip(b"\r")
+    handle = loop.call_at(last + limit, watch)
+    try:
+        async with asyncio.timeout(None) as silence:
+            async for chunk in response.aiter_bytes():
+                t = time.perf_counter_ns()
+                last, limit = loop.time(), timeouts.between_chunks_s
+                clock.on_bytes(t)
+                buffer += chunk
+                if b"\n" not in chunk:
+                    if len(buffer) > MAX_LINE_BYTES:
+                        raise ServerError("protocol", f"a stream line exceeded {MAX_LINE_BYTES} bytes")
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                if len(buffer) > MAX_LINE_BYTES:
+                    raise ServerError("protocol", f"a stream line exceeded {MAX_LINE_BYTES} bytes")
+                for line in lines:
+                    if line.strip():
+                        yield t, line.rstrip(b"\r")
+    except TimeoutError as exc:
+        phase = "first byte" if clock.first_byte is None else "next chunk"
+        raise ServerError("timeout", f"no {phase} within {limit:g} s") from exc
+    finally:
+        handle.cancel()
     if buffer.strip():
         yield clock.last_byte or time.perf_counter_ns(), buffer.rstrip(b"\r")
 
@@ -196,17 +218,42 @@ async def read_error_body(response: httpx.Response, timeouts: Timeouts) -> bytes
     return body[:MAX_ERROR_BODY_BYTES]
 
 
+class ConnectionTrace:
+    """httpx's `trace` extension for one request: was a connection set up for it, and how long it took."""
+
+    __slots__ = ("new", "connect_ms", "_started")
+
+    def __init__(self) -> None:
+        self.new = False
+        self.connect_ms: float | None = None
+        self._started = 0
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            self.new, self._started = True, time.perf_counter_ns()
+        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.connect_ms = (time.perf_counter_ns() - self._started) / 1e6  # TCP (and TLS) set-up
+
+    def fill(self, sample: Sample) -> None:
+        sample.connection_reused = not self.new
+        sample.connect_ms = self.connect_ms if self.new else 0.0
+
+
 class Backend(ABC):
     """A protocol client that turns one `GenerationRequest` into one `Sample`."""
 
     kind: ClassVar[str]
 
     def __init__(
-        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = Timeouts()
+        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = Timeouts(),
+        connection: str = "reuse",
     ) -> None:
+        if connection not in CONNECTIONS:
+            raise ValueError(f"connection must be one of {', '.join(CONNECTIONS)}, not {connection!r}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeouts = timeouts
+        self.connection = connection
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -217,15 +264,17 @@ class Backend(ABC):
     def client(self, max_connections: int | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client with this backend's connect timeout; reads are timed by `measure`.
 
-        Every request opens its own connection: servers close kept-alive connections when they like
-        (llama-server after a few requests), and a reused dead one would turn into a failed sample.
-        The pool is unbounded unless `max_connections` says otherwise, so that no request waits in it
-        unseen (that wait would land inside its TTFB); the runner sizes it to the concurrency.
+        `connection` "reuse" keeps connections alive for the next request (no set-up inside its TTFB);
+        a kept-alive connection that the server closed meanwhile (llama-server closes them when it likes)
+        is retried on another by `measure`. "new" opens one for every request. Connections live in lanes
+        (`lanes.LaneTransport`: O(1) per request, where httpcore's pool is O(n²)); unbounded unless
+        `max_connections` says otherwise, so that no request waits unseen (that wait would land inside its
+        TTFB); the runner sizes it to the concurrency.
         """
         t = self.timeouts
         timeout = httpx.Timeout(connect=t.connect_s, read=None, write=t.connect_s, pool=None)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
-        return httpx.AsyncClient(timeout=timeout, headers=self.headers(), limits=limits, **kwargs)
+        transport = LaneTransport(keep_alive=self.connection == "reuse", max_connections=max_connections)
+        return httpx.AsyncClient(timeout=timeout, headers=self.headers(), transport=transport, **kwargs)
 
     @abstractmethod
     def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
@@ -263,33 +312,45 @@ class Backend(ABC):
             await asyncio.sleep(0.05)
 
     async def measure(self, client: httpx.AsyncClient, request: GenerationRequest) -> Sample:
-        """Send one streaming request and time it; any failure is recorded in the sample."""
+        """Send one streaming request and time it; any failure is recorded in the sample.
+
+        A kept-alive connection found closed before any response byte (the server dropped it while
+        idle) is no measurement: the request goes again, from a new t0, at most MAX_STALE_RETRIES times.
+        """
         path, body = self.build(request)
-        http_request = client.build_request("POST", self.url(path), json=body)
-        sample = Sample(backend=self.kind, model=request.model, prompt_chars=len(request.prompt))
-        parser = self.parser()
-        clock = StreamClock()  # t0: just before the request is handed to the client
-        try:
-            async with asyncio.timeout(self.timeouts.total_s):
-                await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
-        except ServerError as exc:
-            sample.fail(exc.kind, str(exc))
-        except TimeoutError:
-            sample.fail("timeout", f"request took longer than {self.timeouts.total_s:g} s in total")
-        except httpx.ConnectTimeout as exc:
-            sample.fail("timeout", f"connect to {self.base_url} timed out: {exc}")
-        except httpx.ConnectError as exc:
-            sample.fail("connect", f"cannot connect to {self.base_url}: {exc}")
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            sample.fail("incomplete", f"connection broke: {exc!r}")
-        except httpx.HTTPError as exc:
-            sample.fail("connect", f"{type(exc).__name__}: {exc}")
+        sample = Sample(backend=self.kind, model=request.model, prompt_chars=len(request.prompt),
+                        connection=self.connection)
+        for attempt in range(MAX_STALE_RETRIES + 1):
+            trace = ConnectionTrace()
+            http_request = client.build_request("POST", self.url(path), json=body, extensions={"trace": trace})
+            parser = self.parser()
+            clock = StreamClock()  # t0: just before the request is handed to the client
+            try:
+                async with asyncio.timeout(self.timeouts.total_s):
+                    await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
+            except ServerError as exc:
+                sample.fail(exc.kind, str(exc))
+            except TimeoutError:
+                sample.fail("timeout", f"request took longer than {self.timeouts.total_s:g} s in total")
+            except httpx.ConnectTimeout as exc:
+                sample.fail("timeout", f"connect to {self.base_url} timed out: {exc}")
+            except httpx.ConnectError as exc:
+                sample.fail("connect", f"cannot connect to {self.base_url}: {exc}")
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if not trace.new and clock.headers is None and attempt < MAX_STALE_RETRIES:
+                    sample.connection_retries += 1
+                    continue  # a stale kept-alive connection: nothing was measured yet
+                sample.fail("incomplete", f"connection broke: {exc!r}")
+            except httpx.HTTPError as exc:
+                sample.fail("connect", f"{type(exc).__name__}: {exc}")
+            break
         try:
             parser.fill(sample)
         except ServerError as exc:
             sample.fail(exc.kind, str(exc))
         sample.text = parser.text()
         clock.fill(sample)
+        trace.fill(sample)
         return sample
 
     async def _exchange(
