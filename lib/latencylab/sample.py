@@ -108,8 +108,9 @@ class StreamClock:
         self.last_byte: int | None = None
         self.token_times: list[int] = []
 
-    def on_headers(self) -> None:
-        self.headers = time.perf_counter_ns()
+    def on_headers(self, t: int | None = None) -> None:
+        """`t`: when the bytes that completed the headers arrived, where known; else now."""
+        self.headers = t or time.perf_counter_ns()
 
     def on_bytes(self, t: int) -> None:
         if self.first_byte is None:

@@ -18,6 +18,7 @@ import httpx
 
 from ..sample import MAX_TEXT_CHARS, Sample, StreamClock
 from .lanes import LaneTransport
+from .stamped import read_ns
 
 MAX_LINE_BYTES = 1 << 20  # a stream line longer than this is a lying server, not a token
 MAX_CONTENT_CHUNKS = 1 << 16  # when the request sets no positive token limit
@@ -182,7 +183,7 @@ async def timed_lines(
     try:
         async with asyncio.timeout(None) as silence:
             async for chunk in response.aiter_bytes():
-                t = time.perf_counter_ns()
+                t = read_ns(response) or time.perf_counter_ns()  # when its bytes arrived, where stamped
                 last, limit = loop.time(), timeouts.between_chunks_s
                 clock.on_bytes(t)
                 buffer += chunk
@@ -369,7 +370,7 @@ class Backend(ABC):
             raise ServerError(
                 "timeout", f"no response headers within {self.timeouts.first_byte_s:g} s"
             ) from exc
-        clock.on_headers()
+        clock.on_headers(read_ns(response))
         sample.status_code = response.status_code
         try:
             if response.status_code >= 400:
