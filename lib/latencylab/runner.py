@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
-from . import embedded, paths, preflight
+from . import embedded, loops, paths, preflight
 from .backends import Backend, GenerationRequest, Timeouts, make_backend
 from .backends.base import ServerError
 from .backends.ollama import OllamaBackend
@@ -173,7 +173,7 @@ class Collector:
         self._annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
         self.bar.update(1)
-        self.bar.set_postfix_str(_postfix(sample))
+        self.bar.set_postfix_str(_postfix(sample), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
 
@@ -284,7 +284,8 @@ async def collect(
     else:
         await preflight.check(study, os.environ.get(API_KEY_ENV))
     writer = RunWriter(run_id, study=raw_study or study.model_dump(mode="json"),
-                       settings={"resolved": study.model_dump(mode="json"), "planned_requests": len(plan)},
+                       settings={"resolved": study.model_dump(mode="json"), "planned_requests": len(plan),
+                                 "event_loop": loops.running_loop_name()},
                        resume=resume)
     status = "failed"
     try:
@@ -320,8 +321,8 @@ def _postfix(sample: Sample) -> str:
 
 
 def run_study(study: StudySpec, raw_study: dict[str, Any] | None = None, **kwargs: Any) -> str:
-    """Synchronous `collect` for scripts (in a notebook, `await collect(...)` instead)."""
-    return asyncio.run(collect(study, raw_study, **kwargs))
+    """Synchronous `collect` for scripts, on uvloop where installed (in a notebook, `await collect(...)`)."""
+    return loops.run(collect(study, raw_study, **kwargs))
 
 
 def resumable(run_id: str) -> tuple[StudySpec, dict[str, Any]]:
