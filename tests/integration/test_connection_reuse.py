@@ -1,11 +1,12 @@
 """Connections as the study chooses (issue 14): `reuse` keeps them alive and survives a server that drops
 kept-alive connections (llama-server does, after a few requests); `new` sets one up for every request.
-Each sample says which it got and how long the set-up took."""
+Each sample says which it got and how long the set-up took; bytes are stamped when they arrive."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from doubles.loopback import LoopbackServer
 from latencylab.backends import make_backend
 from latencylab.backends.base import MAX_STALE_RETRIES, GenerationRequest, Timeouts
+from latencylab.backends.stamped import read_ns
 from latencylab.sample import Sample
 
 TIMEOUTS = Timeouts(connect_s=2.0, first_byte_s=2.0, between_chunks_s=2.0, total_s=5.0)
@@ -137,3 +139,20 @@ def test_new_sets_up_a_connection_for_every_request() -> None:
 def test_an_unknown_connection_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="connection"):
         make_backend("openai", "http://127.0.0.1:1", connection="sometimes")
+
+
+def test_bytes_are_stamped_when_they_arrive_not_when_they_are_processed() -> None:
+    with KeepAliveServer(answers=100) as server:
+        backend = make_backend("openai", server.server.base_url, timeouts=TIMEOUTS)
+
+        async def go() -> tuple[int | None, int, list[int | None], int]:
+            async with backend.client() as client:
+                async with client.stream("POST", backend.url("/v1/chat/completions"), json={}) as response:
+                    headers, after_headers = read_ns(response), time.perf_counter_ns()
+                    stamps = [read_ns(response) async for _ in response.aiter_bytes()]
+                    return headers, after_headers, stamps, time.perf_counter_ns()
+
+        headers, after_headers, stamps, end = asyncio.run(go())
+    assert headers is not None and headers <= after_headers  # stamped on arrival, before httpx was done
+    assert stamps and all(s is not None for s in stamps)
+    assert stamps == sorted(stamps) and headers <= stamps[0] and stamps[-1] <= end
