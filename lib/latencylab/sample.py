@@ -1,7 +1,8 @@
 """One request's measurement (`Sample`) and the clock that fills in its client-side times.
 
-Every time is measured with `time.perf_counter_ns()` from t0, the moment just before the request is
-handed to the HTTP client, and stored in milliseconds; see the table in docs/design.md.
+Every time is measured with `time.perf_counter_ns()` from t0, the moment the request reached the network
+(its connection's set-up began, or on a kept-alive connection its head was about to be written), and
+stored in milliseconds; the HTTP client's own queueing before that is `client_wait_ms`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Sample:
     connection_reused: bool | None = None  # sent on a kept-alive connection (no set-up inside its TTFB)
     connect_ms: float | None = None  # TCP (+ TLS) set-up inside this request's TTFB; 0.0 when reused
     connection_retries: int = 0  # sends lost to a kept-alive connection the server had closed (not timed)
+    client_wait_ms: float | None = None  # handed to the HTTP client → reached the network: the client's own queueing
 
     def fail(self, kind: str, message: str) -> None:
         """Mark the sample failed; the first failure wins, later ones are consequences."""
@@ -107,6 +109,13 @@ class StreamClock:
         self.first_byte: int | None = None
         self.last_byte: int | None = None
         self.token_times: list[int] = []
+        self.wait_ns = 0
+
+    def start_at(self, t: int) -> None:
+        """Move t0 to `t`, when the request reached the network; the wait before it is `client_wait_ms`."""
+        self.wait_ns = t - self.t0
+        self.started_at += self.wait_ns / 1e9
+        self.t0 = t
 
     def on_headers(self, t: int | None = None) -> None:
         """`t`: when the bytes that completed the headers arrived, where known; else now."""
@@ -126,6 +135,7 @@ class StreamClock:
     def fill(self, sample: Sample) -> None:
         """Write the client-side figures into `sample` (TPOT needs `output_tokens` set first)."""
         sample.started_at = self.started_at
+        sample.client_wait_ms = self.wait_ns / 1e6
         sample.headers_ms = self._ms(self.headers)
         sample.ttfb_ms = self._ms(self.first_byte)
         sample.ttft_ms = self._ms(self.token_times[0]) if self.token_times else None

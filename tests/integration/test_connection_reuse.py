@@ -94,6 +94,8 @@ def test_reuse_keeps_the_connection_and_the_first_request_alone_pays_the_set_up(
     assert [s.connection_reused for s in samples] == [False, True, True, True]
     assert samples[0].connect_ms is not None and 0 < samples[0].connect_ms < samples[0].ttfb_ms
     assert [s.connect_ms for s in samples[1:]] == [0.0, 0.0, 0.0]
+    # t0 is when the request reached the network; the HTTP stack's queueing before it is the client's own
+    assert all(s.client_wait_ms is not None and 0 <= s.client_wait_ms < s.ttfb_ms for s in samples)
 
 
 def test_a_kept_alive_connection_dropped_by_the_server_is_sent_again_and_the_sample_is_good() -> None:

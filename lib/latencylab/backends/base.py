@@ -220,20 +220,24 @@ async def read_error_body(response: httpx.Response, timeouts: Timeouts) -> bytes
 
 
 class ConnectionTrace:
-    """httpx's `trace` extension for one request: was a connection set up for it, and how long it took."""
+    """httpx's `trace` extension for one request: was a connection set up for it, how long that took, and
+    `on_wire`: when the request first touched the network (its connect began, or on a kept-alive
+    connection its head was about to be written), after the HTTP stack's own queueing."""
 
-    __slots__ = ("new", "connect_ms", "_started")
+    __slots__ = ("new", "connect_ms", "on_wire")
 
     def __init__(self) -> None:
         self.new = False
         self.connect_ms: float | None = None
-        self._started = 0
+        self.on_wire: int | None = None
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.started":
-            self.new, self._started = True, time.perf_counter_ns()
-        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            self.connect_ms = (time.perf_counter_ns() - self._started) / 1e6  # TCP (and TLS) set-up
+            self.new, self.on_wire = True, time.perf_counter_ns()
+        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete") and self.on_wire:
+            self.connect_ms = (time.perf_counter_ns() - self.on_wire) / 1e6  # TCP (and TLS) set-up
+        elif event == "http11.send_request_headers.started" and self.on_wire is None:
+            self.on_wire = time.perf_counter_ns()
 
     def fill(self, sample: Sample) -> None:
         sample.connection_reused = not self.new
@@ -325,7 +329,7 @@ class Backend(ABC):
             trace = ConnectionTrace()
             http_request = client.build_request("POST", self.url(path), json=body, extensions={"trace": trace})
             parser = self.parser()
-            clock = StreamClock()  # t0: just before the request is handed to the client
+            clock = StreamClock()  # handed to the client now; t0 moves to when it reaches the network
             try:
                 async with asyncio.timeout(self.timeouts.total_s):
                     await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
@@ -350,6 +354,8 @@ class Backend(ABC):
         except ServerError as exc:
             sample.fail(exc.kind, str(exc))
         sample.text = parser.text()
+        if trace.on_wire is not None:
+            clock.start_at(trace.on_wire)  # the HTTP stack's queueing is the client's, not the server's
         clock.fill(sample)
         trace.fill(sample)
         return sample
