@@ -383,7 +383,7 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
     print("error = client − server truth in ms, median/p99 (distr.: quantile − quantile; matched: per request);"
           "\nstart lag = next request read − last byte sent (server-observed); cpu = whole process tree, start-up "
           "subtracted")
-    head = (f"{'client':<11}{'conc':>5}{'reqs':>6}{'fail':>5}  {'ttft (distr.)':<15}{'headers (m)':<15}"
+    head = (f"{'client':<18}{'conc':>5}{'reqs':>6}{'fail':>5}  {'ttft (distr.)':<15}{'headers (m)':<15}"
             f"{'ttfb (m)':<15}{'ttft (m)':<15}{'start lag':<15}{'connect':>8}{'reused':>7}{'cpu ms/req':>11}"
             f"{'wall s':>7}{'load':>6}")
     print(head)
@@ -395,7 +395,7 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
         connect = "—" if conn.get("median") is None else f"{conn['median']:.2f}"
         reused = "—" if conn.get("reused_share") is None else f"{conn['reused_share']:.0%}"
         load = "—" if r.get("loadavg_1min") is None else f"{r['loadavg_1min']:.1f}"
-        print(f"{r['client']:<11}{r['concurrency']:>5}{r['requests']:>6}{r['failed']:>5}  "
+        print(f"{r['client']:<18}{r['concurrency']:>5}{r['requests']:>6}{r['failed']:>5}  "
               f"{fmt(r['ttft_error_ms']):<15}{fmt(m.get('headers_ms')):<15}{fmt(m.get('ttfb_ms')):<15}"
               f"{fmt(m.get('ttft_ms')):<15}{fmt(r['start_lag_ms']):<15}{connect:>8}{reused:>7}{cpu:>11}"
               f"{r['wall_s']:>7.1f}{load:>6}")
@@ -403,7 +403,7 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
             print(f"    ! {r['note']}")
     clients = list(dict.fromkeys(r["client"] for r in rows))
     print("\nside by side: TTFT error median / p99 (ms), CPU ms per request")
-    print(f"{'client':<11}" + "".join(f"{'c = ' + str(c):<26}" for c in sorted({r['concurrency'] for r in rows})))
+    print(f"{'client':<18}" + "".join(f"{'c = ' + str(c):<26}" for c in sorted({r['concurrency'] for r in rows})))
     for name in clients:
         cells = []
         for c in sorted({r["concurrency"] for r in rows}):
@@ -413,7 +413,7 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
                 continue
             cpu = "—" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.1f}"
             cells.append(f"{fmt(r['ttft_error_ms'])} cpu {cpu}")
-        print(f"{name:<11}" + "".join(f"{cell:<26}" for cell in cells))
+        print(f"{name:<18}" + "".join(f"{cell:<26}" for cell in cells))
     print()
     for g in goals:
         value = "—" if g["value"] is None else f"{g['value']:+.2f}"
