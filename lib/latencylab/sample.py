@@ -8,7 +8,7 @@ stored in milliseconds; the HTTP client's own queueing before that is `client_wa
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # The documented set of error kinds a failed sample can carry (README, "When things go wrong").
@@ -96,7 +96,14 @@ class Sample:
             self.ok, self.error_kind, self.error = False, kind, message[:500]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, by name; shallow but for the one list (asdict's deep copy cost 0.4 ms a sample on the
+        measuring event loop)."""
+        values = {name: getattr(self, name) for name in _FIELDS}
+        values["itl_ms"] = list(self.itl_ms)
+        return values
+
+
+_FIELDS = tuple(f.name for f in fields(Sample))
 
 
 class StreamClock:
