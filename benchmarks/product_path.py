@@ -335,10 +335,14 @@ def figures(batch: Batch, records: list[dict[str, Any]], handful: Batch | None) 
     lag = turnaround_ms(records, batch.concurrency)
     row["start_lag_ms"] = {"median": q(lag, 50), "p99": q(lag, 99)}
     total = batch.requests + batch.warmup
+    row["cpu_ms_per_request"] = None
     if handful is not None and total > handful.requests + handful.warmup:
-        row["cpu_ms_per_request"] = (batch.cpu_s - handful.cpu_s) * 1000 / (total - handful.requests - handful.warmup)
-    else:
-        row["cpu_ms_per_request"] = None
+        per_request = (batch.cpu_s - handful.cpu_s) * 1000 / (total - handful.requests - handful.warmup)
+        if per_request >= 0:
+            row["cpu_ms_per_request"] = per_request
+        else:  # the start-up varied by more than the whole batch cost: no figure rather than a wrong one
+            row["note"] = (row["note"] + "; " if row["note"] else "") + (
+                f"cpu: start-up noise ({batch.cpu_s:.2f} s for the batch, {handful.cpu_s:.2f} s for a handful)")
     row["loadavg_1min"] = batch.extra.get("loadavg")
     return row
 
