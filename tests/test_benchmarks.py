@@ -133,10 +133,12 @@ def test_product_path_quick_runs_the_real_cli_and_writes_its_report(tmp_path: Pa
     rows = report["results"]
     assert [(r["client"], r["concurrency"]) for r in rows] == [("latencylab", 1), ("latencylab", 4)]
     for r in rows:
-        assert r["failed"] == 0 and r["note"] == "", r["note"]
+        # a few requests cost less CPU than the start-up varies by: then no CPU figure, and a note says why
+        noisy = r["cpu_ms_per_request"] is None and r["note"].startswith("cpu: start-up noise")
+        assert r["failed"] == 0 and (r["note"] == "" or noisy), r["note"]
         assert r["server_records"] == r["requests"] + r["warmup"]
         assert r["matched_ms"]["ttft_ms"]["n"] == r["requests"]  # every sample matched with its own request
         assert r["ttft_error_ms"]["median"] is not None and r["start_lag_ms"]["median"] is not None
-        assert r["cpu_ms_per_request"] is not None
+        assert r["cpu_ms_per_request"] is not None or noisy
         assert r["connect_ms"]["reused_share"] is not None
     assert {g["status"] for g in report["goals"]} <= {"PASS", "MISS", "NOT RUN"}
