@@ -1,7 +1,8 @@
 """A loopback streaming server whose timing is known: the ground truth for benchmarks/accuracy.py.
 
 It speaks just enough HTTP/1.1 (hand-written on asyncio streams, chunked transfer encoding,
-TCP_NODELAY, `Connection: close`) to answer the two streaming forms latencylab measures:
+TCP_NODELAY, `Connection: close` unless `--keep-alive N` lets a connection carry up to N requests) to
+answer the two streaming forms latencylab measures:
 
 * `POST /api/generate` and `POST /api/chat`: Ollama NDJSON, one `{"response": "…", "done": false}`
   line per content chunk, then `{"done": true, "done_reason": "stop", "eval_count": N, …}`;
@@ -39,7 +40,11 @@ machine), each taken just before the bytes are handed to the kernel:
 
     {"id", "form", "path", "d_ms", "e_ms", "n", "i_ms", "accepted_ns", "received_ns",
      "headers_ns", "first_body_ns", "content_ns": [N stamps], "final_ns", "last_ns",
-     "buffered_writes"}
+     "buffered_writes", "prompt_head"}
+
+`accepted_ns` is when the server began waiting for the request (the connection's accept, or the end of
+the previous response on a kept-alive one); `prompt_head` is the prompt's first 160 characters, for
+clients that tag requests their own way (latencylab's "Request <seq> of run <run_id>.").
 
 `final_ns` is the write that carries the final chunk, the rest of the stream and the chunked-encoding
 terminator, so `last_ns == final_ns`; `buffered_writes` counts writes that the kernel did not take at
@@ -75,6 +80,7 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1 << 20
 MAX_WAIT_MS = 10_000.0  # per D, E or I: a typo must not park a connection for an hour
 MAX_CHUNKS = 10_000
+PROMPT_HEAD_CHARS = 160  # of each prompt, logged: lets a client that sends no id= match by its own tag
 _WORD = re.compile(r"\b(id|d|e|n|i)=(\S+)")
 
 
@@ -174,12 +180,14 @@ def _openai_body(model: str, plan: Plan) -> tuple[bytes, list[bytes], bytes]:
 
 
 class GroundTruthServer:
-    def __init__(self, log_path: Path, defaults: Defaults, guard_us: float, precise_max_streams: int) -> None:
+    def __init__(self, log_path: Path, defaults: Defaults, guard_us: float, precise_max_streams: int,
+                 keep_alive: int = 0) -> None:
         self.log = open(log_path, "a", buffering=1 << 16)  # noqa: SIM115 (closed in run())
         self.defaults = defaults
         self.guard_ns = round(guard_us * 1000)
         self.precise_max_streams = precise_max_streams
         self.in_flight = 0
+        self.keep_alive = keep_alive  # requests per connection; 0 or 1: close after each
         self.loop = asyncio.get_running_loop()
 
     async def wait_until(self, target_ns: int) -> None:
@@ -198,23 +206,35 @@ class GroundTruthServer:
             time.sleep(remaining / 1e9)  # blocks the loop, which has nothing else to do
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted = time.perf_counter_ns()
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.in_flight += 1
         try:
-            await self.respond(reader, writer, accepted)
+            for served in range(max(1, self.keep_alive)):
+                accepted = time.perf_counter_ns()
+                last = served + 1 >= self.keep_alive
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as exc:
+                    if served and not exc.partial:
+                        return  # the client closed its kept-alive connection: fine
+                    raise
+                self.in_flight += 1
+                try:
+                    if not await self.respond(head, reader, writer, accepted, last):
+                        return
+                finally:
+                    self.in_flight -= 1
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client went away: nothing to log
         finally:
-            self.in_flight -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, accepted: int) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
+    async def respond(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, accepted: int,
+                      last: bool) -> bool:
+        """Answer one request; True when the connection stays open for the next one."""
         if len(head) > MAX_HEAD_BYTES:
             return await self.error(writer, 431, "request head too large")
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -235,7 +255,10 @@ class GroundTruthServer:
                 prompt, limit = str(body.get("prompt", "")), (body.get("options") or {}).get("num_predict")
             else:
                 messages = body.get("messages") or [{}]
-                prompt = str(messages[-1].get("content", ""))
+                content = messages[-1].get("content", "")
+                if isinstance(content, list):  # OpenAI content parts: [{"type": "text", "text": …}]
+                    content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+                prompt = str(content)
                 limit = body.get("max_tokens") if path.startswith("/v1/") else (body.get("options") or {}).get(
                     "num_predict")
             plan = parse_plan(prompt, limit, self.defaults)
@@ -245,8 +268,9 @@ class GroundTruthServer:
         role, contents, final = (_openai_body(model, plan) if form == "openai"
                                  else _ollama_body(model, plan, chat=path == "/api/chat"))
         content_type = b"text/event-stream" if form == "openai" else b"application/x-ndjson"
-        status = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type
-                  + b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        keep = not last and headers.get("connection", "").lower() != "close"
+        status = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\nTransfer-Encoding: chunked\r\n"
+                  + (b"Connection: keep-alive" if keep else b"Connection: close") + b"\r\n\r\n")
         transport = writer.transport
         buffered = 0
 
@@ -274,15 +298,18 @@ class GroundTruthServer:
         record = {"id": plan.rid, "form": form, "path": path, "d_ms": plan.d_ms, "e_ms": plan.e_ms, "n": plan.n,
                   "i_ms": plan.i_ms, "accepted_ns": accepted, "received_ns": received, "headers_ns": headers_ns,
                   "first_body_ns": first_body_ns if first_body_ns is not None else content_ns[0],
-                  "content_ns": content_ns, "final_ns": final_ns, "last_ns": final_ns, "buffered_writes": buffered}
+                  "content_ns": content_ns, "final_ns": final_ns, "last_ns": final_ns, "buffered_writes": buffered,
+                  "prompt_head": prompt[:PROMPT_HEAD_CHARS]}
         self.log.write(json.dumps(record) + "\n")
         self.log.flush()
+        return keep
 
-    async def error(self, writer: asyncio.StreamWriter, status: int, message: str) -> None:
+    async def error(self, writer: asyncio.StreamWriter, status: int, message: str) -> bool:
         body = json.dumps({"error": message}).encode()
         writer.write(b"HTTP/1.1 %d Error\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                      b"Connection: close\r\n\r\n%s" % (status, len(body), body))
         await writer.drain()
+        return False
 
 
 def _fine_timer_slack() -> None:
@@ -294,9 +321,9 @@ def _fine_timer_slack() -> None:
 
 
 async def run(port: int, log_path: Path, lifetime_s: float, defaults: Defaults, guard_us: float,
-              precise_max_streams: int) -> None:
+              precise_max_streams: int, keep_alive: int = 0) -> None:
     _fine_timer_slack()
-    app = GroundTruthServer(log_path, defaults, guard_us, precise_max_streams)
+    app = GroundTruthServer(log_path, defaults, guard_us, precise_max_streams, keep_alive)
     server = await asyncio.start_server(app.handle, HOST, port, backlog=4096, limit=MAX_HEAD_BYTES)
     print(f"port={server.sockets[0].getsockname()[1]}", flush=True)
     parent = os.getppid()
@@ -321,10 +348,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guard-us", type=float, default=1500.0, help="timer wakes this early, then nanosleep")
     parser.add_argument("--precise-max-streams", type=int, default=1,
                         help="finish waits with a blocking sleep only with at most this many responses in flight")
+    parser.add_argument("--keep-alive", type=int, default=0,
+                        help="answer up to this many requests per connection (0: Connection: close after each)")
     args = parser.parse_args(argv)
     defaults = Defaults(args.d_ms, args.e_ms, args.n, args.i_ms)
     asyncio.run(run(args.port, args.log, min(args.lifetime, 3600.0), defaults, args.guard_us,
-                    args.precise_max_streams))
+                    args.precise_max_streams, args.keep_alive))
 
 
 @contextlib.contextmanager

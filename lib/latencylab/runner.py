@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
-from . import embedded, gpu, paths, preflight, store
+from . import embedded, gpu, loops, paths, preflight, store
 from .backends import Backend, GenerationRequest, make_backend
 from .backends.base import RequestInterrupted, ServerError
 from .engine import Engine, prepare_models
@@ -88,11 +88,13 @@ def _targets(study: StudySpec, engine: Engine | None) -> dict[str, Target]:
         kind = study.backend_of(s)
         if kind == "embedded":
             assert engine is not None
-            backend = make_backend("llamacpp", engine.base_url, timeouts=timeouts)
+            backend = make_backend("llamacpp", engine.base_url, timeouts=timeouts,
+                                   connection=study.workload.connection)
             model = embedded.served_model_id(s)
         else:
             extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
-            backend = make_backend(kind, study.base_url_of(s) or "", timeouts=timeouts, api_key=api_key, **extra)
+            backend = make_backend(kind, study.base_url_of(s) or "", timeouts=timeouts, api_key=api_key,
+                                   connection=study.workload.connection, **extra)
             model = s.model
         runner_options = {k: s.options[k] for k in RUNNER_OPTIONS if k in s.options}
         targets[s.name] = Target(s, backend, model, runner_options=runner_options)
@@ -207,7 +209,7 @@ class Collector:
         self._annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
         self.bar.update(1)
-        self.bar.set_postfix_str(_postfix(sample))
+        self.bar.set_postfix_str(_postfix(sample), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
 
@@ -376,6 +378,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
         resume = store.Resume(at=store.utc_now(), samples_kept=len(done), next_seq=plan[0].seq if plan else None,
                               engine_restarted=study.uses_engine)
         writer.update(status="running", resumes=[*meta.resumes, resume])
+    writer.update(event_loop=loops.running_loop_name())  # uvloop or asyncio: where the stamps were taken
     status = "failed"
     try:
         with _engine_for(study, run_id) as engine:
@@ -430,7 +433,7 @@ def run(run_id: str, **kwargs: Any) -> str:
                 signal.signal(signal.SIGTERM, on_term)
 
     try:
-        return asyncio.run(main())
+        return loops.run(main())
     except asyncio.CancelledError:  # SIGTERM (Ctrl-C already ends asyncio.run in KeyboardInterrupt)
         raise KeyboardInterrupt("SIGTERM") from None
 

@@ -80,6 +80,7 @@ class RunMeta(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     host: dict[str, Any] = Field(default_factory=dict)
     server: dict[str, Any] = Field(default_factory=dict)  # facts about the server(s): kind, version, command…
+    event_loop: str | None = None  # "uvloop" or "asyncio": the loop that took the timestamps
     gpus: list[dict[str, Any]] = Field(default_factory=list)  # NVIDIA GPUs NVML saw at creation (gpu.GpuDevice)
     resumes: list[Resume] = Field(default_factory=list)
 

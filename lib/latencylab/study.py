@@ -104,6 +104,10 @@ class WorkloadSpec(_Spec):
     concurrency: int | list[int] = Field(1, description="requests in flight at once; a list sweeps the levels")
     rate_per_s: float | None = Field(None, gt=0, description="open loop: mean arrivals per second")
     arrival_seed: int = Field(0, description="seed of the open loop's arrival times")
+    connection: Literal["new", "reuse"] = Field(
+        "reuse", description="reuse: keep connections alive between requests (a closed one is retried); "
+        "new: set up a connection for every request (its set-up inside each TTFB)"
+    )
 
     @field_validator("concurrency")
     @classmethod

@@ -114,3 +114,31 @@ def test_ground_truth_server_keeps_its_schedule(tmp_path: Path) -> None:
     errors = np.asarray(errors)
     assert errors.min() > -0.5, "a send went out before its planned time"
     assert np.percentile(errors, 99) < 20.0, f"schedule error p99 {np.percentile(errors, 99):.2f} ms"
+
+
+@pytest.mark.timeout(300)
+def test_product_path_quick_runs_the_real_cli_and_writes_its_report(tmp_path: Path) -> None:
+    out = tmp_path / "product_path.json"
+    python = VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable)
+    done = subprocess.run([str(python), str(BENCHMARKS / "product_path.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=290, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("client") and "ttft (distr.)" in line and "cpu ms/req" in line for line in lines)
+    assert any(line.startswith("side by side") for line in lines)
+    assert any(line.startswith(("PASS", "MISS")) for line in lines)
+
+    report = json.loads(out.read_text())
+    assert report["settings"]["quick"] is True
+    rows = report["results"]
+    assert [(r["client"], r["concurrency"]) for r in rows] == [("latencylab", 1), ("latencylab", 4)]
+    for r in rows:
+        # a few requests cost less CPU than the start-up varies by: then no CPU figure, and a note says why
+        noisy = r["cpu_ms_per_request"] is None and r["note"].startswith("cpu: start-up noise")
+        assert r["failed"] == 0 and (r["note"] == "" or noisy), r["note"]
+        assert r["server_records"] == r["requests"] + r["warmup"]
+        assert r["matched_ms"]["ttft_ms"]["n"] == r["requests"]  # every sample matched with its own request
+        assert r["ttft_error_ms"]["median"] is not None and r["start_lag_ms"]["median"] is not None
+        assert r["cpu_ms_per_request"] is not None or noisy
+        assert r["connect_ms"]["reused_share"] is not None
+    assert {g["status"] for g in report["goals"]} <= {"PASS", "MISS", "NOT RUN"}

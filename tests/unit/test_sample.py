@@ -45,3 +45,13 @@ def test_first_failure_wins_and_kinds_are_a_closed_set():
     with pytest.raises(ValueError):
         Sample().fail("weird", "x")
     assert "timeout" in ERROR_KINDS
+
+
+def test_to_dict_is_asdict_without_the_deep_copy() -> None:
+    from dataclasses import asdict
+
+    sample = Sample(run_id="r", itl_ms=[1.5, 2.5], text="hi", connect_ms=0.3, connection_reused=False)
+    values = sample.to_dict()
+    assert values == asdict(sample) and list(values) == list(asdict(sample))
+    values["itl_ms"].append(9.0)
+    assert sample.itl_ms == [1.5, 2.5]  # the one list is a copy

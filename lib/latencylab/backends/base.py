@@ -18,10 +18,15 @@ import httpx
 
 from ..sample import MAX_TEXT_CHARS, Sample, StreamClock
 from ..study import TimeoutsSpec
+from .lanes import LaneTransport
+from .stamped import read_ns
 
 MAX_LINE_BYTES = 1 << 20  # a stream line longer than this is a lying server, not a token
 MAX_CONTENT_CHUNKS = 1 << 16  # when the request sets no positive token limit
 MAX_ERROR_BODY_BYTES = 64 << 10  # of an HTTP error body, enough for any message
+# Sends again, on another connection, when a kept-alive one turns out closed before any response byte.
+MAX_STALE_RETRIES = 2
+CONNECTIONS = ("new", "reuse")
 
 
 def content_chunk_limit(request: GenerationRequest) -> int:
@@ -181,28 +186,46 @@ def error_text(body: bytes) -> str:
 async def timed_lines(
     response: httpx.Response, clock: StreamClock, timeouts: Timeouts
 ) -> AsyncIterator[tuple[int, bytes]]:
-    """Yield each complete line with the perf_counter_ns time at which its last byte arrived."""
-    chunks = response.aiter_bytes().__aiter__()
+    """Yield each complete line with the perf_counter_ns time at which its last byte arrived.
+
+    One timer watches for silence (first_byte_s before the first byte, between_chunks_s after each one)
+    for the whole response, instead of a timeout armed and cancelled around every chunk.
+    """
+    loop = asyncio.get_running_loop()
+    limit, last = timeouts.first_byte_s, loop.time()
+
+    def watch() -> None:
+        nonlocal handle
+        due = last + limit
+        if loop.time() >= due:
+            silence.reschedule(loop.time())  # cancels the read now; raised below as TimeoutError
+        else:
+            handle = loop.call_at(due, watch)
+
     buffer = b""
-    while True:
-        limit = timeouts.first_byte_s if clock.first_byte is None else timeouts.between_chunks_s
-        try:
-            async with asyncio.timeout(limit):
-                chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            break
-        except TimeoutError as exc:
-            phase = "first byte" if clock.first_byte is None else "next chunk"
-            raise ServerError("timeout", f"no {phase} within {limit:g} s") from exc
-        t = time.perf_counter_ns()
-        clock.on_bytes(t)
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        if len(buffer) > MAX_LINE_BYTES:
-            raise ServerError("protocol", f"a stream line exceeded {MAX_LINE_BYTES} bytes")
-        for line in lines:
-            if line.strip():
-                yield t, line.rstrip(b"\r")
+    handle = loop.call_at(last + limit, watch)
+    try:
+        async with asyncio.timeout(None) as silence:
+            async for chunk in response.aiter_bytes():
+                t = read_ns(response) or time.perf_counter_ns()  # when its bytes arrived, where stamped
+                last, limit = loop.time(), timeouts.between_chunks_s
+                clock.on_bytes(t)
+                buffer += chunk
+                if b"\n" not in chunk:
+                    if len(buffer) > MAX_LINE_BYTES:
+                        raise ServerError("protocol", f"a stream line exceeded {MAX_LINE_BYTES} bytes")
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                if len(buffer) > MAX_LINE_BYTES:
+                    raise ServerError("protocol", f"a stream line exceeded {MAX_LINE_BYTES} bytes")
+                for line in lines:
+                    if line.strip():
+                        yield t, line.rstrip(b"\r")
+    except TimeoutError as exc:
+        phase = "first byte" if clock.first_byte is None else "next chunk"
+        raise ServerError("timeout", f"no {phase} within {limit:g} s") from exc
+    finally:
+        handle.cancel()
     if buffer.strip():
         yield clock.last_byte or time.perf_counter_ns(), buffer.rstrip(b"\r")
 
@@ -220,6 +243,31 @@ async def read_error_body(response: httpx.Response, timeouts: Timeouts) -> bytes
     return body[:MAX_ERROR_BODY_BYTES]
 
 
+class ConnectionTrace:
+    """httpx's `trace` extension for one request: was a connection set up for it, how long that took, and
+    `on_wire`: when the request first touched the network (its connect began, or on a kept-alive
+    connection its head was about to be written), after the HTTP stack's own queueing."""
+
+    __slots__ = ("new", "connect_ms", "on_wire")
+
+    def __init__(self) -> None:
+        self.new = False
+        self.connect_ms: float | None = None
+        self.on_wire: int | None = None
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            self.new, self.on_wire = True, time.perf_counter_ns()
+        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete") and self.on_wire:
+            self.connect_ms = (time.perf_counter_ns() - self.on_wire) / 1e6  # TCP (and TLS) set-up
+        elif event == "http11.send_request_headers.started" and self.on_wire is None:
+            self.on_wire = time.perf_counter_ns()
+
+    def fill(self, sample: Sample) -> None:
+        sample.connection_reused = not self.new
+        sample.connect_ms = self.connect_ms if self.new else 0.0
+
+
 class Backend(ABC):
     """A protocol client that turns one `GenerationRequest` into one `Sample`, and asks the server what
     `capabilities` allow (load, unload, residency, models); what it cannot do raises NotImplementedError."""
@@ -228,11 +276,15 @@ class Backend(ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
-        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
+        self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        connection: str = "reuse",
     ) -> None:
+        if connection not in CONNECTIONS:
+            raise ValueError(f"connection must be one of {', '.join(CONNECTIONS)}, not {connection!r}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeouts = timeouts
+        self.connection = connection
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -243,15 +295,17 @@ class Backend(ABC):
     def client(self, max_connections: int | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client with this backend's connect timeout; reads are timed by `measure`.
 
-        Every request opens its own connection: servers close kept-alive connections when they like
-        (llama-server after a few requests), and a reused dead one would turn into a failed sample.
-        The pool is unbounded unless `max_connections` says otherwise, so that no request waits in it
-        unseen (that wait would land inside its TTFB); the runner sizes it to the concurrency.
+        `connection` "reuse" keeps connections alive for the next request (no set-up inside its TTFB);
+        a kept-alive connection that the server closed meanwhile (llama-server closes them when it likes)
+        is retried on another by `measure`. "new" opens one for every request. Connections live in lanes
+        (`lanes.LaneTransport`: O(1) per request, where httpcore's pool is O(n²)); unbounded unless
+        `max_connections` says otherwise, so that no request waits unseen (that wait would land inside its
+        TTFB); the runner sizes it to the concurrency.
         """
         t = self.timeouts
         timeout = httpx.Timeout(connect=t.connect_s, read=None, write=t.connect_s, pool=None)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
-        return httpx.AsyncClient(timeout=timeout, headers=self.headers(), limits=limits, **kwargs)
+        transport = LaneTransport(keep_alive=self.connection == "reuse", max_connections=max_connections)
+        return httpx.AsyncClient(timeout=timeout, headers=self.headers(), transport=transport, **kwargs)
 
     @abstractmethod
     def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
@@ -312,37 +366,51 @@ class Backend(ABC):
         return True
 
     async def measure(self, client: httpx.AsyncClient, request: GenerationRequest) -> Sample:
-        """Send one streaming request and time it; any failure is recorded in the sample."""
+        """Send one streaming request and time it; any failure is recorded in the sample.
+
+        A kept-alive connection found closed before any response byte (the server dropped it while
+        idle) is no measurement: the request goes again, from a new t0, at most MAX_STALE_RETRIES times.
+        """
         path, body = self.build(request)
-        http_request = client.build_request("POST", self.url(path), json=body)
-        sample = Sample(backend=self.kind, model=request.model, prompt_chars=len(request.prompt))
-        parser = self.parser()
-        clock = StreamClock()  # t0: just before the request is handed to the client
+        sample = Sample(backend=self.kind, model=request.model, prompt_chars=len(request.prompt),
+                        connection=self.connection)
         interrupted = False
-        try:
-            async with asyncio.timeout(self.timeouts.total_s):
-                await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
-        except ServerError as exc:
-            sample.fail(exc.kind, str(exc))
-        except TimeoutError:
-            sample.fail("timeout", f"request took longer than {self.timeouts.total_s:g} s in total")
-        except httpx.ConnectTimeout as exc:
-            sample.fail("timeout", f"connect to {self.base_url} timed out: {exc}")
-        except httpx.ConnectError as exc:
-            sample.fail("connect", f"cannot connect to {self.base_url}: {exc}")
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            sample.fail("incomplete", f"connection broke: {exc!r}")
-        except httpx.HTTPError as exc:
-            sample.fail("connect", f"{type(exc).__name__}: {exc}")
-        except asyncio.CancelledError:  # Ctrl-C or SIGTERM: the sample keeps the times reached
-            sample.fail("interrupted", "the run was stopped while the request was in flight")
-            interrupted = True
+        for attempt in range(MAX_STALE_RETRIES + 1):
+            trace = ConnectionTrace()
+            http_request = client.build_request("POST", self.url(path), json=body, extensions={"trace": trace})
+            parser = self.parser()
+            clock = StreamClock()  # handed to the client now; t0 moves to when it reaches the network
+            try:
+                async with asyncio.timeout(self.timeouts.total_s):
+                    await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
+            except ServerError as exc:
+                sample.fail(exc.kind, str(exc))
+            except TimeoutError:
+                sample.fail("timeout", f"request took longer than {self.timeouts.total_s:g} s in total")
+            except httpx.ConnectTimeout as exc:
+                sample.fail("timeout", f"connect to {self.base_url} timed out: {exc}")
+            except httpx.ConnectError as exc:
+                sample.fail("connect", f"cannot connect to {self.base_url}: {exc}")
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if not trace.new and clock.headers is None and attempt < MAX_STALE_RETRIES:
+                    sample.connection_retries += 1
+                    continue  # a stale kept-alive connection: nothing was measured yet
+                sample.fail("incomplete", f"connection broke: {exc!r}")
+            except httpx.HTTPError as exc:
+                sample.fail("connect", f"{type(exc).__name__}: {exc}")
+            except asyncio.CancelledError:  # Ctrl-C or SIGTERM: the sample keeps the times reached
+                sample.fail("interrupted", "the run was stopped while the request was in flight")
+                interrupted = True
+            break
         try:
             parser.fill(sample)
         except ServerError as exc:
             sample.fail(exc.kind, str(exc))
         sample.text = parser.text()
+        if trace.on_wire is not None:
+            clock.start_at(trace.on_wire)  # the HTTP stack's queueing is the client's, not the server's
         clock.fill(sample)
+        trace.fill(sample)
         if interrupted:
             raise RequestInterrupted(sample)
         return sample
@@ -363,7 +431,7 @@ class Backend(ABC):
             raise ServerError(
                 "timeout", f"no response headers within {self.timeouts.first_byte_s:g} s"
             ) from exc
-        clock.on_headers()
+        clock.on_headers(read_ns(response))
         sample.status_code = response.status_code
         try:
             if response.status_code >= 400:

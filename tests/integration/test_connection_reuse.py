@@ -1,0 +1,160 @@
+"""Connections as the study chooses (issue 14): `reuse` keeps them alive and survives a server that drops
+kept-alive connections (llama-server does, after a few requests); `new` sets one up for every request.
+Each sample says which it got and how long the set-up took; bytes are stamped when they arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from doubles.loopback import LoopbackServer
+from latencylab.backends import make_backend
+from latencylab.backends.base import MAX_STALE_RETRIES, GenerationRequest, Timeouts
+from latencylab.backends.stamped import read_ns
+from latencylab.sample import Sample
+
+TIMEOUTS = Timeouts(connect_s=2.0, first_byte_s=2.0, between_chunks_s=2.0, total_s=5.0)
+EVENTS = (b'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n',
+          b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n',
+          b'data: {"choices": [{"delta": {"content": " there"}, "finish_reason": "stop"}]}\n\n',
+          b"data: [DONE]\n\n")
+
+
+class KeepAliveServer:
+    """OpenAI SSE over HTTP/1.1 kept-alive connections; each connection answers `answers` requests, then
+    reads the next one and closes without a byte, as a server that dropped the idle connection does."""
+
+    def __init__(self, answers: int) -> None:
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.requests = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                self.answered = 0
+                with owner.lock:
+                    owner.connections += 1
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with owner.lock:
+                    owner.requests += 1
+                if self.answered >= answers:
+                    self.close_connection = True  # the request was read; the connection goes, unanswered
+                    return
+                self.answered += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for event in EVENTS:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = LoopbackServer(Handler, lifetime_s=60)
+
+    def __enter__(self) -> KeepAliveServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+def measure_in_turn(base_url: str, connection: str, count: int) -> list[Sample]:
+    """`count` requests one after the other on one client, as a closed-loop worker sends them."""
+    backend = make_backend("openai", base_url, timeouts=TIMEOUTS, connection=connection)
+
+    async def go() -> list[Sample]:
+        async with backend.client() as client:
+            return [await backend.measure(client, GenerationRequest(model="m", prompt="hi", max_tokens=4))
+                    for _ in range(count)]
+
+    return asyncio.run(go())
+
+
+def test_reuse_keeps_the_connection_and_the_first_request_alone_pays_the_set_up() -> None:
+    with KeepAliveServer(answers=100) as server:
+        samples = measure_in_turn(server.server.base_url, "reuse", 4)
+        assert server.connections == 1 and server.requests == 4
+    assert all(s.ok and s.text == "Hi there" for s in samples), [s.error for s in samples]
+    assert all(s.connection == "reuse" and s.connection_retries == 0 for s in samples)
+    assert [s.connection_reused for s in samples] == [False, True, True, True]
+    assert samples[0].connect_ms is not None and 0 < samples[0].connect_ms < samples[0].ttfb_ms
+    assert [s.connect_ms for s in samples[1:]] == [0.0, 0.0, 0.0]
+    # t0 is when the request reached the network; the HTTP stack's queueing before it is the client's own
+    assert all(s.client_wait_ms is not None and 0 <= s.client_wait_ms < s.ttfb_ms for s in samples)
+
+
+def test_a_kept_alive_connection_dropped_by_the_server_is_sent_again_and_the_sample_is_good() -> None:
+    with KeepAliveServer(answers=1) as server:  # every connection: one answer, then dropped
+        samples = measure_in_turn(server.server.base_url, "reuse", 3)
+        requests, connections = server.requests, server.connections
+    assert all(s.ok and s.text == "Hi there" for s in samples), [s.error for s in samples]
+    assert [s.connection_retries for s in samples] == [0, 1, 1]
+    # the request that counted went on a new connection, and its set-up is in its own TTFB
+    assert all(s.connection_reused is False and s.connect_ms > 0 for s in samples)
+    assert requests == 5 and connections == 3
+    assert all(s.ttfb_ms is not None and s.ttfb_ms < 1000 for s in samples)
+
+
+def test_a_dropped_connection_is_retried_a_bounded_number_of_times_then_fails() -> None:
+    with KeepAliveServer(answers=1) as server:
+        backend = make_backend("openai", server.server.base_url, timeouts=TIMEOUTS, connection="reuse")
+
+        async def go() -> Sample:
+            async with backend.client() as client:
+                await backend.measure(client, GenerationRequest(model="m", prompt="hi"))
+                # fill the pool with kept-alive connections that will all be dropped
+                await asyncio.gather(*(backend.measure(client, GenerationRequest(model="m", prompt="hi"))
+                                       for _ in range(MAX_STALE_RETRIES + 2)))
+                return await backend.measure(client, GenerationRequest(model="m", prompt="hi"))
+
+        sample = asyncio.run(go())
+    # each retry takes another idle connection from the pool: either one was new (good sample), or
+    # every try met a dropped one and the sample says so: never an endless loop
+    assert sample.connection_retries <= MAX_STALE_RETRIES
+    if not sample.ok:
+        assert sample.error_kind == "incomplete" and sample.connection_retries == MAX_STALE_RETRIES
+
+
+def test_new_sets_up_a_connection_for_every_request() -> None:
+    with KeepAliveServer(answers=100) as server:
+        samples = measure_in_turn(server.server.base_url, "new", 3)
+        assert server.connections == 3 and server.requests == 3
+    assert all(s.ok and s.connection == "new" and s.connection_reused is False for s in samples)
+    assert all(s.connect_ms is not None and s.connect_ms > 0 for s in samples)
+
+
+def test_an_unknown_connection_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="connection"):
+        make_backend("openai", "http://127.0.0.1:1", connection="sometimes")
+
+
+def test_bytes_are_stamped_when_they_arrive_not_when_they_are_processed() -> None:
+    with KeepAliveServer(answers=100) as server:
+        backend = make_backend("openai", server.server.base_url, timeouts=TIMEOUTS)
+
+        async def go() -> tuple[int | None, int, list[int | None], int]:
+            async with backend.client() as client:
+                async with client.stream("POST", backend.url("/v1/chat/completions"), json={}) as response:
+                    headers, after_headers = read_ns(response), time.perf_counter_ns()
+                    stamps = [read_ns(response) async for _ in response.aiter_bytes()]
+                    return headers, after_headers, stamps, time.perf_counter_ns()
+
+        headers, after_headers, stamps, end = asyncio.run(go())
+    assert headers is not None and headers <= after_headers  # stamped on arrival, before httpx was done
+    assert stamps and all(s is not None for s in stamps)
+    assert stamps == sorted(stamps) and headers <= stamps[0] and stamps[-1] <= end
