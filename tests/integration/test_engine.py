@@ -173,8 +173,8 @@ def test_sweep_cold_share_rises_once_the_gap_passes_the_idle_sleep(workdir, mode
     table = analysis.sweep(frame)
     short, long = table["cold_share"].tolist()
     assert short <= 1 / 3 and long == 1.0  # only the very first request of the short-gap cell is cold
-    from latencylab import document
+    from latencylab import report
 
-    doc = document.build(frame, [store.load_meta(store.list_runs()[-1])])
-    assert "## Keep-alive sweep" in "\n".join(b.markdown for b in doc.blocks)
-    assert "sweep" in [b.name for b in doc.blocks]
+    doc = report.document_of([store.list_runs()[-1]])
+    assert "## Keep-alive sweep" in doc.markdown("sweep")
+    assert [fig.name for fig in doc.figures("sweep")] == ["sweep"]

@@ -333,7 +333,7 @@ def test_a_study_against_a_struggling_server_records_every_request_and_completes
     assert broken["ttft_ms"].notna().all() and len(broken) == 4
 
     # no failed sample enters a latency figure: summary counts them as errors
-    table = analysis.summary(frame)
+    table = analysis.summary(frame).droplevel("run")  # one run: scenarios by name
     for name in ("ollama", "chat", "openai", "flaky"):
         rows = frame[frame["scenario"] == name]
         good = rows[rows["ok"]]
@@ -348,7 +348,7 @@ def test_a_scenario_whose_every_request_failed_still_shows_its_errors(workdir):
         _, frame = run([{"name": "up", "model": "m"}, {"name": "broken", "model": "m", "base_url": broken.base_url}],
                        server.base_url, requests=2)
     assert list(frame["ok"]) == [True, False, True, False]
-    table = analysis.summary(frame)
+    table = analysis.summary(frame).droplevel("run")  # one run: scenarios by name
     assert table.loc["broken", "errors"] == 2 and table.loc["broken", "n"] == 0
 
 

@@ -105,11 +105,11 @@ def test_a_closed_loop_concurrency_sweep_records_each_level(workdir):
     assert frame["ok"].all() and (frame["client_queue_ms"] >= 0).all() and (frame["client_queue_ms"] < 50).all()
     by_level = frame[frame["state"] == "warm"].groupby("concurrency")["ttft_ms"].median()
     assert by_level[4] > by_level[1]  # one slot (OLLAMA_NUM_PARALLEL=1): concurrent requests wait their turn
-    from latencylab import document
+    from latencylab import report
 
-    doc = document.build(frame, [store.load_meta(store.list_runs()[-1])])
-    text = "\n".join(b.markdown for b in doc.blocks)
-    assert "## Time to first token under concurrency" in text and "concurrency" in [b.name for b in doc.blocks]
+    doc = report.document_of([store.list_runs()[-1]])
+    assert "## Time to first token under concurrency" in doc.markdown("concurrency")
+    assert [fig.name for fig in doc.figures("concurrency")] == ["concurrency"]
 
 
 def test_an_open_loop_keeps_its_seeded_poisson_schedule(workdir):

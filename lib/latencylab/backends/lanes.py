@@ -21,6 +21,8 @@ import httpx
 from .stamped import StampedBackend
 
 BACKEND = StampedBackend()
+STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)  # a connection found closed
+IDEMPOTENT = ("GET", "HEAD")
 
 
 class _Lane:
@@ -70,19 +72,31 @@ class LaneTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._slots is not None:
             await self._slots.acquire()
-        if self._idle:
-            lane = self._idle.pop()
-        else:
-            lane = _Lane(self._keep_alive, self._ssl_context)
-            self._lanes.append(lane)
+        reused = bool(self._idle)
+        lane = self._idle.pop() if reused else self._new_lane()
         try:
             response = await lane.transport.handle_async_request(request)
+        except STALE if reused and request.method in IDEMPOTENT else ():
+            # A kept-alive connection the server closed as it was taken (llama-server drops them): a probe is
+            # sent again on a new one. Timed requests retry in Backend.measure, from a fresh t0.
+            self._idle.append(lane)
+            lane = self._new_lane()
+            try:
+                response = await lane.transport.handle_async_request(request)
+            except BaseException:
+                self._give_back(lane)
+                raise
         except BaseException:
             self._give_back(lane)  # its pool has dropped the connection that failed
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Released(response.stream, lambda: self._give_back(lane))
         return response
+
+    def _new_lane(self) -> _Lane:
+        lane = _Lane(self._keep_alive, self._ssl_context)
+        self._lanes.append(lane)
+        return lane
 
     def _give_back(self, lane: _Lane) -> None:
         self._idle.append(lane)
