@@ -523,7 +523,8 @@ def spread(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
                      "low": values.min() if len(values) else np.nan, "high": values.max() if len(values) else np.nan,
                      "range_ratio": values.max() / values.min() if len(values) and values.min() > 0 else np.nan,
                      "cv": values.std(ddof=1) / values.mean() if len(values) > 1 and values.mean() else np.nan}
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=["runs", "medians", "low", "high", "range_ratio", "cv"])
+    columns = ["runs", "medians", "low", "high", "range_ratio", "cv"]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
     if rows:
         table.index = pd.MultiIndex.from_tuples(list(rows), names=KEY)
     return _sorted(table, keyed(samples))

@@ -116,7 +116,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for run_id in run_ids:
         store.load_run(run_id)  # a corrupt samples file is said here, before anything is written
     options = {**_report_options(args), "labels": _labels(args.label), "pool": args.pool}
-    report.check_options(run_ids, options["labels"], options["pool"], options["baseline"])  # exit 2, not a notebook error
+    # bad labels or baseline: exit 2 here, not an error in the notebook
+    report.check_options(run_ids, options["labels"], options["pool"], options["baseline"])
     _print_report(report.publish(run_ids, **options))
     return 0
 

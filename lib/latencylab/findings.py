@@ -158,7 +158,7 @@ class Findings:
     headline: Headline
     samples: pd.DataFrame = field(repr=False)  # the samples behind it, with `run` and `label` columns
     # runs compared, server facts (issue 11)
-    across_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # a scenario in each run against the reference run's
+    across_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # each run's scenarios against the reference run's
     spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled keys: the metric's median in each run pooled
     server_facts: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # label → facts
     differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # server facts that differ from the reference run's

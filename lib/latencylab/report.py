@@ -105,7 +105,8 @@ def run_labels(run_ids: list[str], labels: dict[str, str] | None = None, pool: b
         if not LABEL.fullmatch(str(label)):
             raise BadLabel(f"--label {label!r}: a label is one word without ':' or '/' (before=RUN)")
         if run_id not in run_ids:
-            raise BadLabel(f"--label {label}={run_id}: {run_id!r} is not one of the runs reported ({', '.join(run_ids)})")
+            raise BadLabel(f"--label {label}={run_id}: {run_id!r} is not one of the runs reported "
+                           f"({', '.join(run_ids)})")
         if run_id in named:
             raise BadLabel(f"--label: run {run_id} is named twice ({named[run_id]}, {label})")
         named[run_id] = str(label)

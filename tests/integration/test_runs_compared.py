@@ -85,8 +85,8 @@ def test_two_runs_of_one_study_stay_two_sets_of_figures_and_are_compared(runs, t
 @pytest.mark.parametrize("lang, words", [
     ("en", ("## Runs compared", "### Run before — ", "in **before** →", "quantization Q4_0 → Q8_0",
             "server ollama, version 0.33.0 → 0.34.0", "The runs differ in 2 server facts")),
-    ("es", ("## Ejecuciones comparadas", "### Ejecución before — ", "en **before** →", "cuantización Q4_0 → Q8_0",
-            "servidor ollama, versión 0.33.0 → 0.34.0", "Las ejecuciones difieren en 2 datos del servidor")),
+    ("es", ("## Ejecuciones comparadas", "### Ejecución before — ", "en **before** →",
+            "cuantización Q4_0 → Q8_0", "servidor ollama, versión 0.33.0 → 0.34.0", "Las ejecuciones difieren en 2 datos del servidor")),
 ])
 def test_the_document_compares_the_runs_and_names_what_changed_on_the_server(runs, lang, words):
     doc = _labelled(runs, lang=lang)
