@@ -546,8 +546,9 @@ def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
         kind = str(server.get("kind"))
         name = kind if kinds.count(kind) == 1 else f"{kind} {server.get('base_url') or ''}".strip()
         facts[("server", name)] = {"version": server.get("version"), "reachable": server.get("reachable")}
-        if kind == "embedded" and run.engine_backend:
-            facts[("server", name)]["backend"] = run.engine_backend
+        if kind == "embedded":  # facts.json has its GGUF files; run.json the engine's version and build
+            facts[("server", name)].update(version=server.get("version") or run.server_version.removeprefix("version: ") or None,
+                                           **({"backend": run.engine_backend} if run.engine_backend else {}))
         for model in server.get("models") or []:
             facts[("model", str(model.get("name")))] = {k: model.get(k) for k in MODEL_FIELDS}
     if not servers and run.server:
