@@ -551,8 +551,8 @@ def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
                                            **({"backend": run.engine_backend} if run.engine_backend else {}))
         for model in server.get("models") or []:
             facts[("model", str(model.get("name")))] = {k: model.get(k) for k in MODEL_FIELDS}
-    if not servers and run.server:
-        facts[("server", run.server)] = {"version": run.server_version or None,
+    if not servers and run.server:  # a run without facts.json: its server as run.json names it
+        facts[("server", "embedded" if run.server.startswith("embedded") else run.server)] = {"version": run.server_version.removeprefix("version: ") or None,
                                          **({"backend": run.engine_backend} if run.engine_backend else {})}
     gpus = [{"name": g.get("name"), "memory_total_bytes": g.get("memory_total_bytes"),
              "memory_used_bytes": g.get("memory_used_bytes"), "driver": g.get("driver_version")} for g in run.gpus]

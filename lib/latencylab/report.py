@@ -77,12 +77,13 @@ LABEL = re.compile(r"[^\s:/]+")
 
 
 def short_labels(run_ids: list[str]) -> dict[str, str]:
-    """Default labels: the run ids, less the suffix they all share (`-embedded-demo`) when what is left is unique."""
+    """Default labels: the run ids less the study name they all share (`20261127T044512Z`, `…Z-2`) when what is
+    left is unique."""
     if len(run_ids) < 2:
         return {r: r for r in run_ids}
-    suffix = run_ids[0][run_ids[0].find("-"):] if "-" in run_ids[0] else ""
-    heads = [r.removesuffix(suffix) for r in run_ids]
-    if suffix and all(r.endswith(suffix) for r in run_ids) and all(heads) and len(set(heads)) == len(heads):
+    study = run_ids[0][run_ids[0].find("-"):] if "-" in run_ids[0] else ""
+    heads = [r.replace(study, "", 1) for r in run_ids]
+    if study and all(study in r for r in run_ids) and all(heads) and len(set(heads)) == len(heads):
         return dict(zip(run_ids, heads, strict=True))
     return {r: r for r in run_ids}
 

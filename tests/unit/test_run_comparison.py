@@ -40,6 +40,8 @@ def test_a_run_id_in_a_baseline_is_read_as_its_label():
 def test_default_labels_drop_the_suffix_all_runs_share_when_what_is_left_is_unique():
     assert report.short_labels(["20261127T0900Z-demo", "20261128T0900Z-demo"]) == {
         "20261127T0900Z-demo": "20261127T0900Z", "20261128T0900Z-demo": "20261128T0900Z"}
+    assert report.short_labels(["20261127T0900Z-demo", "20261127T0900Z-demo-2"]) == {
+        "20261127T0900Z-demo": "20261127T0900Z", "20261127T0900Z-demo-2": "20261127T0900Z-2"}  # same second
     assert report.short_labels(["a-demo", "b-other"]) == {"a-demo": "a-demo", "b-other": "b-other"}
     assert report.short_labels(["only-one"]) == {"only-one": "only-one"}
 
@@ -109,7 +111,7 @@ def test_a_run_without_facts_json_still_has_its_server_host_and_gpus_from_run_js
     run = RunInfo(run_id="a", label="a", server="embedded llama-server", server_version="b1234", engine_backend="cpu",
                   cpu_count=2, ram_bytes=8 << 30, platform="Linux")
     facts = analysis.server_facts(run)
-    assert facts[("server", "embedded llama-server")] == {"version": "b1234", "backend": "cpu"}
+    assert facts[("server", "embedded")] == {"version": "b1234", "backend": "cpu"}  # as facts.json would name it
     assert facts[("host", "")]["cores"] == 2 and not any(kind == "gpu" for kind, _ in facts)
 
 
