@@ -540,6 +540,8 @@ def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
     each model, each GPU and the host; from facts.json (`before`, else `after`) and run.json."""
     moment = run.facts.get("before") or run.facts.get("after") or {}
     facts: dict[tuple[str, str], dict[str, Any]] = {}
+    engine = {"version": run.server_version.removeprefix("version: ") or None,  # run.json's, for the embedded engine
+              **({"backend": run.engine_backend} if run.engine_backend else {})}
     servers = moment.get("servers") or []
     kinds = [s.get("kind") for s in servers]
     for server in servers:
@@ -547,13 +549,11 @@ def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
         name = kind if kinds.count(kind) == 1 else f"{kind} {server.get('base_url') or ''}".strip()
         facts[("server", name)] = {"version": server.get("version"), "reachable": server.get("reachable")}
         if kind == "embedded":  # facts.json has its GGUF files; run.json the engine's version and build
-            facts[("server", name)].update(version=server.get("version") or run.server_version.removeprefix("version: ") or None,
-                                           **({"backend": run.engine_backend} if run.engine_backend else {}))
+            facts[("server", name)].update({**engine, "version": server.get("version") or engine["version"]})
         for model in server.get("models") or []:
             facts[("model", str(model.get("name")))] = {k: model.get(k) for k in MODEL_FIELDS}
     if not servers and run.server:  # a run without facts.json: its server as run.json names it
-        facts[("server", "embedded" if run.server.startswith("embedded") else run.server)] = {"version": run.server_version.removeprefix("version: ") or None,
-                                         **({"backend": run.engine_backend} if run.engine_backend else {})}
+        facts[("server", "embedded" if run.server.startswith("embedded") else run.server)] = engine
     gpus = [{"name": g.get("name"), "memory_total_bytes": g.get("memory_total_bytes"),
              "memory_used_bytes": g.get("memory_used_bytes"), "driver": g.get("driver_version")} for g in run.gpus]
     if not gpus and moment.get("gpu"):
