@@ -61,8 +61,10 @@ def publish(run_ids: list[str], **parameters: Any) -> Path:
 
 def read_run(run_id: str, label: str = "", pooled: bool = False) -> RunInfo:
     """The one place a report reads a run's metadata (run.json) and its server facts (facts.json)."""
-    path = paths.run_dir(run_id) / "facts.json"
-    facts = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    try:  # a run from before facts.json, or one cut off before it was written, has none
+        facts = json.loads((paths.run_dir(run_id) / "facts.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        facts = {}
     info = run_info(store.load_meta(run_id), label, facts)
     return dataclasses.replace(info, pooled=True) if pooled else info
 
