@@ -98,11 +98,27 @@ def _report_options(args: argparse.Namespace) -> dict[str, str]:
     return {"baseline": args.baseline or "", "lang": args.lang or ""}
 
 
+def _labels(given: list[str]) -> dict[str, str]:
+    """--label NAME=RUN, repeated, as {NAME: RUN}."""
+    labels: dict[str, str] = {}
+    for item in given:
+        name, equals, run_id = item.partition("=")
+        if not (name and equals and run_id):
+            raise report.BadLabel(f"--label {item!r}: write it NAME=RUN (e.g. --label before=20261127T044512Z-demo)")
+        if name in labels:
+            raise report.BadLabel(f"--label: {name!r} is given twice")
+        labels[name] = _resolve_run(run_id)
+    return labels
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     run_ids = [_resolve_run(r) for r in args.runs]
     for run_id in run_ids:
         store.load_run(run_id)  # a corrupt samples file is said here, before anything is written
-    _print_report(report.publish(run_ids, **_report_options(args)))
+    options = {**_report_options(args), "labels": _labels(args.label), "pool": args.pool}
+    # bad labels or baseline: exit 2 here, not an error in the notebook
+    report.check_options(run_ids, options["labels"], options["pool"], options["baseline"])
+    _print_report(report.publish(run_ids, **options))
     return 0
 
 
@@ -144,7 +160,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def _add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--baseline", help="scenario to compare against, or a CSV of earlier TTFB values "
+    parser.add_argument("--baseline", help="scenario to compare against (RUN:scenario, LABEL:scenario or a name "
+                        "only one run has), or a CSV of earlier TTFB values "
                         "(e.g. data/baselines/seed-phi3-baseline.csv); default: the first scenario")
     parser.add_argument("--lang", choices=["en", "es"], help="report language; default: the study's (lang:)")
 
@@ -184,8 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",
                          description="Execute notebooks/2.0-latency-report.ipynb for the runs and convert it to HTML.")
-    rep.add_argument("runs", nargs="+", metavar="RUN", help="run id(s) under data/runs/, or `latest`")
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="run id(s) under data/runs/, or `latest`; several "
+                     "runs are shown side by side, each scenario as RUN:scenario")
     _add_report_options(rep)
+    rep.add_argument("--label", action="append", default=[], metavar="NAME=RUN",
+                     help="name a run in the report (repeatable): --label before=RUN_A --label after=RUN_B; "
+                     "then --baseline before:SCENARIO. Default: the run ids, shortened")
+    rep.add_argument("--pool", action="store_true", help="pool runs of one study into one set per scenario, "
+                     "and show the spread of the medians between runs")
     rep.set_defaults(func=cmd_report)
 
     runs = sub.add_parser("runs", help="list the runs in data/runs/ with status and sample count")

@@ -24,7 +24,7 @@ from . import i18n, plots
 from .findings import Findings, Key, Step
 
 TEMPLATES = Path(__file__).parent / "templates"
-SECTIONS = ("summary", "setup", "baseline", "analysis", "optimisation", "phases", "results", "targets",
+SECTIONS = ("summary", "setup", "baseline", "analysis", "optimisation", "phases", "results", "runs", "targets",
             "next_steps", "concurrency", "sweep", "errors")
 FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "results": ("ecdf", "box"),
            "targets": ("variability", "targets"), "concurrency": ("concurrency",), "sweep": ("sweep",)}
@@ -51,6 +51,9 @@ def environment(lang: str) -> Environment:
         "mib": lambda v: i18n.mib(v, lang),
     }
     env.filters.update(formats)
+    env.filters["fact"] = lambda v, name: fact_value(v, name, lang)
+    env.filters["runs_item"] = lambda c: i18n.t("summary_runs_item", lang, scenario=c.scenario, before=i18n.ms(
+        c.median_before, lang), after=i18n.ms(c.median_after, lang), ratio=i18n.ratio(c.ratio, lang))
     env.filters.update(
         cell=_cell,
         apply=lambda v, name: formats[name](v),
@@ -66,6 +69,21 @@ def environment(lang: str) -> Environment:
     env.globals.update(t=lambda key, **values: i18n.t(key, lang, **values),
                        has=lambda key: key in i18n.catalog(lang))
     return env
+
+
+def fact_value(value: Any, name: str, lang: str) -> str:
+    """One server fact as shown: sizes in MiB, a digest's first 12 hex digits, yes/no, '–' when unknown."""
+    if _missing(value):
+        return "–"
+    if isinstance(value, bool):
+        return i18n.t("yes" if value else "no", lang)
+    if name.endswith("_bytes") and isinstance(value, int | float):
+        return i18n.mib(value, lang)
+    if name == "digest":
+        return str(value).removeprefix("sha256:")[:12]
+    if isinstance(value, int):
+        return i18n.number(value, lang)
+    return str(value)
 
 
 def step_words(step: Step, labels: dict[Key, str], lang: str) -> Markup:

@@ -63,6 +63,11 @@ def summary(f: Findings) -> dict[str, Any]:
         "comparisons": f.comparisons.to_dict(orient="records"),
         "targets": f.targets.to_dict(orient="records"),
         "next_steps": [{"kind": s.kind, **(_key(s.key) or {}), "values": s.values} for s in f.steps],
+        # runs compared, server facts (issue 11)
+        "labels": {r.run_id: r.label for r in f.runs},
+        "across_runs": f.across_runs.to_dict(orient="records"),
+        "spread": [{**_key(key), **row} for key, row in f.spread.to_dict(orient="index").items()],
+        "server_differences": f.differences.to_dict(orient="records"),
     }
     return _plain(document)
 

@@ -43,13 +43,16 @@ class RunInfo:
     targets: dict[str, Any] = field(default_factory=dict)
     scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → runner settings
     sweep: bool = False
+    hostname: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)  # facts.json (`facts.RunFacts`: before, after) as JSON
+    pooled: bool = False  # one of several runs pooled under one label (--pool)
 
 
 RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "options")
 
 
-def run_info(meta: RunMeta) -> RunInfo:
-    """A run's record as `RunInfo`; its label is the run id until runs are given labels."""
+def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None) -> RunInfo:
+    """A run's record as `RunInfo`, named `label` (default: its run id), with its facts.json when it has one."""
     study = meta.study
     scenarios = {} if study is None else {
         s.name: {**{k: getattr(s, k) for k in RUNNER_KEYS if k != "backend"}, "backend": study.backend_of(s)}
@@ -57,7 +60,7 @@ def run_info(meta: RunMeta) -> RunInfo:
     }
     return RunInfo(
         run_id=meta.run_id,
-        label=meta.run_id,
+        label=label or meta.run_id,
         study=meta.name,
         description=meta.description,
         status=meta.status,
@@ -77,6 +80,8 @@ def run_info(meta: RunMeta) -> RunInfo:
         targets=study.targets.model_dump(mode="json", exclude_none=False) if study else {},
         scenarios=scenarios,
         sweep=bool(study and study.sweep),
+        hostname=str(meta.host.get("hostname", "") or ""),
+        facts=dict(facts or {}),
     )
 
 
@@ -152,6 +157,11 @@ class Findings:
     steps: list[Step]
     headline: Headline
     samples: pd.DataFrame = field(repr=False)  # the samples behind it, with `run` and `label` columns
+    # runs compared, server facts (issue 11)
+    across_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # each run's scenarios against the reference run's
+    spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled keys: the metric's median in each run pooled
+    server_facts: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # label → facts
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # server facts that differ from the reference run's
 
     @property
     def has_latency(self) -> bool:
