@@ -296,7 +296,8 @@ def compare_to(samples: pd.DataFrame, baseline: Key, metric: str = "ttfb_ms") ->
     return pd.DataFrame(rows, columns=columns)
 
 
-RESULT_MEASURES = (("stat_first", "first", "max"), ("stat_subsequent", "subsequent", "median"), ("stat_mean", "all", "mean"),
+RESULT_MEASURES = (("stat_first", "first", "max"), ("stat_subsequent", "subsequent", "median"),
+                   ("stat_mean", "all", "mean"),
                    ("stat_median", "all", "median"), ("stat_p95", "all", "p95"), ("stat_cv", "all", "cv"))
 
 

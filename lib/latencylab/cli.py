@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -47,6 +48,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         check.save(checked, paths.run_dir(run_id))  # the plan's check beside the samples, for the report
     else:
         raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
+    if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
+        try:
+            report.check_options([run_id], baseline=report_options["baseline"])
+        except LatencyLabError:
+            if checked is not None:  # the run was created just now and holds nothing yet
+                shutil.rmtree(paths.run_dir(run_id))
+            raise
     try:
         runner.run(run_id)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -48,10 +49,19 @@ def to_html(executed: Path, output: Path) -> Path:
     return output
 
 
+def report_name(run_ids: list[str]) -> str:
+    """A run's report is named after the run; a comparison of several, after them all, so that comparing
+    A with B never replaces B's own report."""
+    if len(run_ids) == 1:
+        return run_ids[0]
+    digest = hashlib.sha1("\n".join(run_ids).encode()).hexdigest()[:8]
+    return f"compare-{len(run_ids)}-runs-{digest}-{run_ids[-1]}"
+
+
 def publish(run_ids: list[str], **parameters: Any) -> Path:
-    """Execute the report notebook for `run_ids`: reports/<run_id>/{index.html, latency.md, figures/,
+    """Execute the report notebook for `run_ids`: reports/<report_name>/{index.html, latency.md, figures/,
     summary.json, samples.csv}."""
-    folder = paths.report_dir(run_ids[-1])
+    folder = paths.report_dir(report_name(run_ids))
     executed = execute(paths.REPORT_NOTEBOOK, folder / paths.REPORT_NOTEBOOK.name,
                        {"run_ids": run_ids, "output_dir": str(folder), **parameters})
     page = to_html(executed, folder / "index.html")

@@ -148,6 +148,8 @@ def test_cli_compares_two_labelled_runs_and_refuses_bad_labels_in_one_line(runs)
     done = subprocess.run([*cli, "--label", f"before={a}", "--label", f"after={b}", "--baseline", "before:base"],
                           env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-2000:]
-    markdown = (paths.REPORTS_DIR / b / "latency.md").read_text()
+    folder = paths.REPORTS_DIR / report.report_name([a, b])  # a comparison never replaces b's own report
+    assert f"report: {folder / 'index.html'}" in done.stdout
+    markdown = (folder / "latency.md").read_text()
     assert "## Runs compared" in markdown and "quantization Q4_0 → Q8_0" in markdown
     assert "base · after" in done.stdout  # the terminal table names each run's scenarios

@@ -76,7 +76,10 @@ class LaneTransport(httpx.AsyncBaseTransport):
         lane = self._idle.pop() if reused else self._new_lane()
         try:
             response = await lane.transport.handle_async_request(request)
-        except STALE if reused and request.method in IDEMPOTENT else ():
+        except STALE:
+            if not (reused and request.method in IDEMPOTENT):
+                self._give_back(lane)
+                raise
             # A kept-alive connection the server closed as it was taken (llama-server drops them): a probe is
             # sent again on a new one. Timed requests retry in Backend.measure, from a fresh t0.
             self._idle.append(lane)
