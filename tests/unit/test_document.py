@@ -46,3 +46,17 @@ def test_a_run_whose_every_request_failed(lang):
     text = "\n".join(document.section(found, name, lang) for name in document.SECTIONS)
     assert "&lt;b&gt;" in text and "<b>" not in text
     assert document.Report(found, lang).figures("results") == []
+
+
+H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85520809984, "memory_used_bytes": 0,
+        "driver_version": "580.159.04", "cuda_version": "13.0", "uuid": "GPU-x"}
+
+
+@pytest.mark.parametrize(("lang", "none_seen"), [("en", "no NVIDIA GPU seen"), ("es", "no se detectó ninguna GPU NVIDIA")])
+def test_the_hardware_section_names_the_gpu_nvml_saw_or_says_none_was_seen(lang, none_seen):
+    samples = _sweep_and_concurrency()
+    with_gpu = RunInfo(run_id="r", label="r", study="gpu", gpus=[H100], engine_backend="cuda")
+    setup = document.section(analysis.findings(samples, [with_gpu]), "setup", lang)
+    assert "NVIDIA H100 80GB HBM3" in setup and "580.159.04" in setup and "CUDA 13.0" in setup and "(cuda)" in setup
+    without = document.section(analysis.findings(samples, [RUN]), "setup", lang)
+    assert none_seen in without and "–" not in without.split("GPU", 1)[1].split("\n", 1)[0]
