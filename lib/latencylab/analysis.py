@@ -463,8 +463,11 @@ def resolve_baseline(keys: Sequence[Key], baseline: str | None) -> Key:
 
 
 def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | None = None,
-             targets: dict[str, Any] | None = None, external: str | None = None) -> Findings:
-    """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric."""
+             targets: dict[str, Any] | None = None, external: str | None = None,
+             checks: dict[str, list[dict[str, Any]]] | None = None) -> Findings:
+    """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric;
+    `checks` are the findings of each run's check.json, by run id."""
+    from .diagnosis import diagnose  # diagnosis builds on this module's tables
     targets = dict(targets or {})
     metric = targets.get("metric") or "ttfb_ms"
     frame = keyed(samples, {r.run_id: r.label for r in runs})
@@ -481,6 +484,8 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     attempted = frame[~frame["warmup"].fillna(False)].groupby(KEY, sort=False).size()
     steps = next_steps(load, where, target_table, comparisons, concurrency, errors, attempted)
     phases, decomposition = phase_summary(frame, metric), decomposition_table(frame)
+    labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
+    measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
@@ -488,4 +493,5 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         targets=target_table, facts=figure_facts(phases, frame, decomposition, target_table, targets),
         concurrency=concurrency, sweep=sweep(frame, metric) if any(r.sweep for r in runs) else pd.DataFrame(),
         errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
+        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,
     )
