@@ -102,7 +102,8 @@ def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     rows = {}
     for key in scenario_order(samples):  # a scenario whose every request failed keeps its (empty) row
         values = groups[key].dropna().to_numpy(float) if key in groups else np.array([])
-        median_ci, p95_ci = stats.bootstrap_ci(values, "median"), stats.bootstrap_ci(values, "p95")
+        cis = stats.bootstrap_cis(values, ("median", "p95"))  # one set of resamples for both
+        median_ci, p95_ci = cis["median"], cis["p95"]
         rows[key] = {
             "median": float(np.median(values)) if len(values) else np.nan,
             "median_low": median_ci.low if median_ci else np.nan,

@@ -102,7 +102,8 @@ def figures_table(data: pd.DataFrame, keys: Sequence[Key]) -> pd.DataFrame:
             sampled = values
             if len(values) > ITL_BOOTSTRAP_MAX:
                 sampled = np.random.default_rng(stats.SEED).choice(values, ITL_BOOTSTRAP_MAX, replace=False)
-            median_ci, p95_ci = stats.bootstrap_ci(sampled, "median"), stats.bootstrap_ci(sampled, "p95")
+            cis = stats.bootstrap_cis(sampled, ("median", "p95"))
+            median_ci, p95_ci = cis["median"], cis["p95"]
             first = _values(group[group["phase"] == "first"], name)
             later = _values(group[group["phase"] == "subsequent"], name)
             source = ""
