@@ -23,7 +23,7 @@ KEY = ["run", "scenario"]
 # The figures of "Every measured figure", in the table's order.
 FIGURES = ("decode_tps", "prefill_tps", "tpot_ms", "itl_ms", "e2e_ms", "output_tokens")
 RESIDENT = 0.995  # a GPU share at or above this is the whole model on the GPU
-ITL_BOOTSTRAP_MAX = 100_000  # pooled gaps beyond this: the interval comes from a seeded subsample (wider, never narrower)
+ITL_BOOTSTRAP_MAX = 100_000  # more pooled gaps: the interval comes from a seeded subsample (wider, never narrower)
 PREFILL_SHARE = 0.5  # prompt processing this share of the TTFT is the main cause…
 PREFILL_MATERIAL = 0.2  # …and, when the TTFT grows with prompt tokens, a cause from this share on
 ALPHA = 0.05
@@ -161,7 +161,8 @@ def _offload(g: pd.DataFrame, data: pd.DataFrame, prediction: tuple[int, str] | 
         same, scope = data, "report"
     values = {"share": share, "size": _median(g["model_size_bytes"]), "vram": _median(g["vram_bytes"]),
               "layers": _median(g["gpu_layers"]), "layers_total": _median(g["gpu_layers_total"]),
-              "decode": _median(g["decode_tps"]), "decode_gpu": _median(same.loc[same["residency"] == "gpu", "decode_tps"]),
+              "decode": _median(g["decode_tps"]),
+              "decode_gpu": _median(same.loc[same["residency"] == "gpu", "decode_tps"]),
               "decode_spilled": _median(same.loc[same["residency"].isin(["partial", "cpu"]), "decode_tps"]),
               "decode_scope": scope, "predicted_pct": prediction[0] if prediction else None,
               "check": prediction[1] if prediction else None}
@@ -218,8 +219,7 @@ def _queueing(g: pd.DataFrame, metric: str, serialised: set[Key]) -> Verdict:
 
 def _variance(g: pd.DataFrame, metric: str, goal: float | None) -> Verdict:
     key = (g["run"].iloc[0], g["scenario"].iloc[0])
-    values_ = _float(g[metric])
-    g = g[values_.notna()]
+    g = g[_float(g[metric]).notna()]
     if len(g) < MIN_MODES_N:
         return Verdict("variance", key, "no_evidence", {"n": len(g)}, "too_few")
     v = _float(g[metric])
@@ -301,7 +301,8 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
     checks = checks or {}
     predicted: dict[Key, tuple[int, str]] = {}
     for run, found in checks.items():
-        shares = {s: float(v) for s, v in data[data["run"] == run].groupby("scenario")["gpu_share"].median().dropna().items()}
+        measured_shares = data[data["run"] == run].groupby("scenario")["gpu_share"].median().dropna()
+        shares = {s: float(v) for s, v in measured_shares.items()}
         for c in confirm(found, shares):
             predicted[(run, c.scenario)] = (c.predicted_pct, c.verdict)
     serialised = {s.key for s in steps if s.kind == "serialised"}

@@ -117,8 +117,8 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
     elif v.cause == "prompt":
         growth = ""
         if not _missing(x["p"]):
-            numbers = {"rho": i18n.number(x["rho"], lang, 2), "p": _p(x["p"], lang), "min": i18n.number(x["tokens_min"], lang),
-                       "max": i18n.number(x["tokens_max"], lang)}
+            numbers = {"rho": i18n.number(x["rho"], lang, 2), "p": _p(x["p"], lang),
+                       "min": i18n.number(x["tokens_min"], lang), "max": i18n.number(x["tokens_max"], lang)}
             growth = t("dx_growth", slope=f"{i18n.number(x['slope'], lang, 2)}{i18n.NBSP}ms", added=ms(x["added_ms"]),
                        **numbers) if x["p"] < 0.05 and x["rho"] > 0 else t("dx_no_growth", **numbers)
         cache = "" if not x["cache_known"] else t("dx_cache", hits=pct(x["cache_hits"]), cached=pct(x["cached_share"]))
@@ -300,7 +300,8 @@ class Report:
             "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
             "targets": f.facts.targets_measured,
             "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
-            "prefill": not f.requests.empty and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
+            "prefill": not f.requests.empty
+            and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
             "decode": not f.requests.empty and bool(f.requests["decode_tps"].notna().any()),
         }.get(name, True)
 

@@ -72,7 +72,7 @@ def resolve_runs(run_ids: list[str]) -> list[str]:
 
 
 def read_checks(run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The findings of each run's check.json (the check that ran before it), by run id; runs without one are left out."""
+    """The findings of each run's check.json (the check that ran before it), by run id; runs without one left out."""
     found = {}
     for run_id in run_ids:
         path = paths.run_dir(run_id) / "check.json"

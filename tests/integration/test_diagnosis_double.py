@@ -19,12 +19,14 @@ CHECK = {"exit_code": 1, "findings": [
      "evidence": {"model": "spilled", "num_ctx": 4096, "weights_gb": 0.1, "kv_gb": 0.05, "margin_gb": 0.5,
                   "need_gb": 0.65, "budget_gb": 0.6, "budget_source": "study", "gpu_pct": 60}}]}
 WORDS = {
-    "en": ("**spilled** — ✅ confirmed: 62% of the model on the GPU (62\u00a0MiB of 100\u00a0MiB), the rest on the CPU",
+    "en": ("**spilled** — ✅ confirmed: 62% of the model on the GPU (62\u00a0MiB of 100\u00a0MiB), the rest on the "
+           "CPU",
            "**resident** — ❌ refuted: the whole model is on the GPU (100\u00a0MiB)",
            "tokens/s wholly on the GPU against",
            "measured: 62% on the GPU, so the prediction is confirmed",
            "The seed study's claim “phi3:mini does not fit in 3 GB of VRAM, so Ollama swaps between CPU and GPU”"),
-    "es": ("**spilled** — ✅ confirmada: el 62\u00a0% del modelo en la GPU (62\u00a0MiB de 100\u00a0MiB), el resto en la CPU",
+    "es": ("**spilled** — ✅ confirmada: el 62\u00a0% del modelo en la GPU (62\u00a0MiB de 100\u00a0MiB), el resto en "
+           "la CPU",
            "**resident** — ❌ refutada: el modelo entero está en la GPU (100\u00a0MiB)",
            "tokens/s entero en la GPU frente a",
            "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada",

@@ -124,7 +124,8 @@ def test_overlapping_requests_that_are_slower_confirm_queueing():
 def test_no_evidence_says_why():
     rows = [_row(i, "c", state="unknown", ttfb_ms=100.0, gpu_layers_source="cpu-build") for i in range(3)]
     found = analysis.findings(samples_frame(rows), [RUN])
-    assert _verdict(found, "reloads", "c").reason == "no_state" and _verdict(found, "offload", "c").reason == "cpu_build"
+    assert _verdict(found, "reloads", "c").reason == "no_state"
+    assert _verdict(found, "offload", "c").reason == "cpu_build"
     assert _verdict(found, "variance", "c").verdict == "no_evidence"  # 3 requests
 
 
