@@ -155,9 +155,10 @@ def mode_words(m: Modes, f: Findings, lang: str) -> Markup:
               "low": ms(m.low_median), "high": ms(m.high_median), "low_n": m.low_n, "high_n": m.high_n}
     if not m.by_prompt:
         return i18n.t("dx_modes_other", lang, **values)
+    beyond = i18n.t("dx_modes_beyond", lang, n=m.beyond_n, start=ms(m.beyond_from)) if m.beyond_n else ""
     return i18n.t("dx_modes_prompt", lang, threshold=i18n.number(m.threshold, lang),
                   high_tokens=i18n.number(m.high_tokens, lang), low_tokens=i18n.number(m.low_tokens, lang),
-                  agreement=i18n.percent(m.agreement, lang), **values)
+                  agreement=i18n.percent(m.agreement, lang), **values) + beyond
 
 
 SEED_CLAIMS = {"reloads": "seed_claim_reloads", "offload": "seed_claim_offload"}

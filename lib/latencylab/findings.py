@@ -151,6 +151,8 @@ class Modes:
     low_tokens: float  # median prompt tokens of each mode
     high_tokens: float
     by_prompt: bool
+    beyond_n: int = 0  # slower requests beyond both modes (when the modes are those of the faster requests)
+    beyond_from: float = float("nan")  # the fastest of them
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,17 @@ def test_the_two_modes_are_worded_by_prompt_length(found):
     en, es = document.section(found, "diagnosis", "en"), document.section(found, "diagnosis", "es")
     assert "prompt length explains them: the requests with more than 100 prompt tokens" in en
     assert "la longitud del prompt los explica: las peticiones con más de 100 tokens de prompt" in es
+
+
+def test_prompt_modes_are_found_under_slow_requests_from_other_work():
+    # 13 short prompts at 120–144 ms, 6 long ones at 260–285 ms, 11 requests slowed by other work (600–1600 ms)
+    rows = [_row(i, "m", ttfb_ms=120.0 + 2 * i, prompt_tokens=65) for i in range(13)]
+    rows += [_row(20 + i, "m", ttfb_ms=260.0 + 5 * i, prompt_tokens=117) for i in range(6)]
+    rows += [_row(30 + i, "m", ttfb_ms=600.0 + 100 * i, prompt_tokens=65 if i % 2 else 117) for i in range(11)]
+    found = analysis.findings(samples_frame(rows), [RUN])
+    (modes,) = found.diagnosis.modes
+    assert modes.by_prompt and (modes.low_n, modes.high_n, modes.threshold) == (13, 6, 65.0)
+    assert (modes.low_median, modes.high_median) == (132.0, 272.5)  # medians of 120…144 and of 260…285
+    assert (modes.beyond_n, modes.beyond_from) == (11, 600.0)
+    text = document.section(found, "diagnosis", "en")
+    assert "prompt length explains them" in text and "The 11 slowest requests (from 600\u00a0ms on)" in text
