@@ -103,7 +103,8 @@ def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     rows = {}
     for key in scenario_order(samples):  # a scenario whose every request failed keeps its (empty) row
         values = groups[key].dropna().to_numpy(float) if key in groups else np.array([])
-        median_ci, p95_ci = stats.bootstrap_ci(values, "median"), stats.bootstrap_ci(values, "p95")
+        cis = stats.bootstrap_cis(values, ("median", "p95"))  # one set of resamples for both
+        median_ci, p95_ci = cis["median"], cis["p95"]
         rows[key] = {
             "median": float(np.median(values)) if len(values) else np.nan,
             "median_low": median_ci.low if median_ci else np.nan,
@@ -594,8 +595,11 @@ def fact_differences(facts: dict[str, dict[tuple[str, str], dict[str, Any]]], re
 
 
 def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | None = None,
-             targets: dict[str, Any] | None = None, external: str | None = None) -> Findings:
-    """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric."""
+             targets: dict[str, Any] | None = None, external: str | None = None,
+             checks: dict[str, list[dict[str, Any]]] | None = None) -> Findings:
+    """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric;
+    `checks` are the findings of each run's check.json, by run id."""
+    from .diagnosis import diagnose  # diagnosis builds on this module's tables
     targets = dict(targets or {})
     metric = targets.get("metric") or "ttfb_ms"
     frame = keyed(samples, {r.run_id: r.label for r in runs})
@@ -616,6 +620,8 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     by_run = {r.run_id if r.pooled else r.label: server_facts(r) for r in runs}  # pooled runs: each by its id
     fact_reference = next((r.run_id if r.pooled else r.label for r in runs if r.label == reference),
                           runs[0].label if runs else "")
+    labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
+    measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
@@ -625,4 +631,5 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
         across_runs=across_runs(frame, reference, metric), spread=spread(frame, metric), server_facts=by_run,
         differences=fact_differences(by_run, fact_reference),
+        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,
     )

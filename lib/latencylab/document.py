@@ -20,14 +20,16 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from . import i18n, plots
-from .findings import Findings, Key, Step
+from . import check_text, i18n, plots
+from .check import MEMORY_RULES, Finding
+from .findings import CheckItem, Findings, Key, Modes, Step, Verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
-SECTIONS = ("summary", "setup", "baseline", "analysis", "optimisation", "phases", "results", "runs", "targets",
-            "next_steps", "concurrency", "sweep", "errors")
-FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "results": ("ecdf", "box"),
-           "targets": ("variability", "targets"), "concurrency": ("concurrency",), "sweep": ("sweep",)}
+SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
+            "runs", "targets", "next_steps", "concurrency", "sweep", "errors")
+FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "measured": ("prefill", "decode"),
+           "results": ("ecdf", "box"), "targets": ("variability", "targets"), "concurrency": ("concurrency",),
+           "sweep": ("sweep",)}
 
 
 def _missing(value: Any) -> bool:
@@ -105,6 +107,103 @@ def step_words(step: Step, labels: dict[Key, str], lang: str) -> Markup:
     return i18n.t(f"next_{step.kind}", lang, **values)
 
 
+def _tps(value: float | None, lang: str) -> str:
+    return i18n.number(value, lang, 1)
+
+
+def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
+    """One cause's verdict on one scenario as a sentence, with the numbers behind it."""
+    x, t = v.values, lambda key, **values: i18n.t(key, lang, **values)
+    values: dict[str, Any] = {"scenario": f.labels.get(v.key, v.key[1]), "verdict": t(f"dx_verdict_{v.verdict}")}
+    if v.verdict == "no_evidence" and v.reason:
+        return t(f"dx_none_{v.reason}", **values)
+    pct, ms = (lambda value: i18n.percent(value, lang)), (lambda value: i18n.ms(value, lang))
+    if v.cause == "reloads":
+        values.update(later_paid=x["later_paid"], later_n=x["later_n"], paid=x["paid"], n=x["n"], load=ms(x["load_ms"]),
+                      explained=pct(x["explained"]), explained_ttft=pct(x["explained_ttft"]),
+                      metric=t(f"metric_{f.metric}"), first=t("dx_first_cold" if x["paid"] else "dx_none_paid"))
+    elif v.cause == "offload":
+        layers = "" if _missing(x["layers"]) or _missing(x["layers_total"]) else \
+            t("dx_layers", layers=int(x["layers"]), total=int(x["layers_total"]))
+        compare = "" if _missing(x["decode_gpu"]) or _missing(x["decode_spilled"]) else \
+            t(f"dx_decode_compare_{x['decode_scope']}", gpu=_tps(x["decode_gpu"], lang),
+              spilled=_tps(x["decode_spilled"], lang))
+        prediction = "" if x["check"] is None else \
+            t("dx_check_prediction", predicted=x["predicted_pct"], verdict=t(f"dx_check_{x['check']}"))
+        values.update(share=pct(x["share"]), vram=i18n.mib(x["vram"], lang), size=i18n.mib(x["size"], lang),
+                      layers=layers, decode=_tps(x["decode"], lang), compare=compare, check=prediction)
+    elif v.cause == "prompt":
+        growth = ""
+        if not _missing(x["p"]):
+            numbers = {"rho": i18n.number(x["rho"], lang, 2), "p": _p(x["p"], lang),
+                       "min": i18n.number(x["tokens_min"], lang), "max": i18n.number(x["tokens_max"], lang)}
+            growth = t("dx_growth", slope=f"{i18n.number(x['slope'], lang, 2)}{i18n.NBSP}ms", added=ms(x["added_ms"]),
+                       **numbers) if x["p"] < 0.05 and x["rho"] > 0 else t("dx_no_growth", **numbers)
+        cache = "" if not x["cache_known"] else t("dx_cache", hits=pct(x["cache_hits"]), cached=pct(x["cached_share"]))
+        values.update(share=pct(x["share"]), warm=t("dx_warm_only") if x["warm_only"] else "", growth=growth,
+                      cache=cache)
+    elif v.cause == "queueing":
+        together = "" if _missing(x["together"]) or _missing(x["alone"]) else \
+            t("dx_together", metric=t(f"metric_{f.metric}"), together=ms(x["together"]), alone=ms(x["alone"]))
+        values.update(overlap=pct(x["overlap_share"]), together=together,
+                      queue="" if _missing(x["queue_ms"]) else t("dx_queue", queue=_fine_ms(x["queue_ms"], lang)),
+                      wait="" if _missing(x["wait_ms"]) else t("dx_wait", wait=_fine_ms(x["wait_ms"], lang)),
+                      serialised=t("dx_serialised") if x["serialised"] else "")
+    elif v.cause == "variance":
+        explains = t("dx_tail_none") if x["explains"] is None else \
+            t(f"dx_tail_{x['explains']}", tail=pct(x["tail_share"]), overall=pct(x["overall_share"]))
+        values.update(cv=pct(x["cv"]), goal=pct(x["goal"]), tail_n=x["tail_n"], tail_from=ms(x["tail_from"]),
+                      explains=explains)
+    return t(f"dx_{v.cause}_{v.verdict}", **values)
+
+
+def _p(p: float, lang: str) -> str:
+    return f"< {i18n.number(0.0001, lang, 4)}" if p < 0.0001 else f"= {i18n.number(p, lang, 4)}"
+
+
+def _fine_ms(value: float | None, lang: str) -> str:
+    """A short duration with two decimals (client queueing is often well under a millisecond)."""
+    return "–" if _missing(value) else f"{i18n.number(value, lang, 2)}{i18n.NBSP}ms"
+
+
+def mode_words(m: Modes, f: Findings, lang: str) -> Markup:
+    """A bimodal distribution, and whether prompt length explains it."""
+    ms = lambda value: i18n.ms(value, lang)  # noqa: E731
+    values = {"scenario": f.labels.get(m.key, m.key[1]), "metric": i18n.t(f"metric_{f.metric}", lang),
+              "low": ms(m.low_median), "high": ms(m.high_median), "low_n": m.low_n, "high_n": m.high_n}
+    if not m.by_prompt:
+        return i18n.t("dx_modes_other", lang, **values)
+    beyond = i18n.t("dx_modes_beyond", lang, n=m.beyond_n, start=ms(m.beyond_from)) if m.beyond_n else ""
+    return i18n.t("dx_modes_prompt", lang, threshold=i18n.number(m.threshold, lang),
+                  high_tokens=i18n.number(m.high_tokens, lang), low_tokens=i18n.number(m.low_tokens, lang),
+                  agreement=i18n.percent(m.agreement, lang), **values) + beyond
+
+
+SEED_CLAIMS = {"reloads": "seed_claim_reloads", "offload": "seed_claim_offload"}
+
+
+def seed_words(f: Findings, cause: str, lang: str) -> Markup | None:
+    """The seed study's claim about `cause` with this run's verdicts, where the run tests it."""
+    tested = [v for v in f.diagnosis.verdicts if v.cause == cause and v.verdict != "no_evidence"]
+    if cause not in SEED_CLAIMS or not tested:
+        return None
+    verdicts = Markup("; ").join(Markup("{}: {}").format(f.labels.get(v.key, v.key[1]),
+                                                          i18n.t(f"dx_verdict_{v.verdict}", lang)) for v in tested)
+    return i18n.t("dx_seed", lang, claim=i18n.t(SEED_CLAIMS[cause], lang), verdicts=verdicts)
+
+
+def check_words(item: CheckItem, f: Findings, lang: str) -> Markup:
+    """One finding of the check before the run, in the report's language, with what was then measured."""
+    message, _ = check_text.render(Finding(item.rule, item.level, item.scenario, item.evidence), lang)
+    line = Markup("{}: {}").format(i18n.t(f"dx_level_{item.level}", lang), message)
+    key = (item.run, item.scenario)
+    if item.rule in MEMORY_RULES and key in f.diagnosis.predicted:
+        share = next(v.values["share"] for v in f.diagnosis.verdicts if v.cause == "offload" and v.key == key)
+        line += i18n.t("dx_check_measured", lang, measured=i18n.percent(share, lang),
+                       verdict=i18n.t(f"dx_check_{f.diagnosis.predicted[key][1]}", lang))
+    return line
+
+
 def section(findings: Findings, name: str, lang: str) -> str:
     """One section of the document as Markdown ('' where the data has nothing for it)."""
     template = environment(lang).get_template("report/sections.md.j2")
@@ -121,6 +220,9 @@ def section(findings: Findings, name: str, lang: str) -> str:
     module = template.make_module({
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
         "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang),
+        "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
+        "seed": lambda cause: seed_words(f, cause, lang), "check_line": lambda item: check_words(item, f, lang),
+        "tps": lambda v: _tps(v, lang),
     })
     return str(getattr(module, name)()).strip()
 
@@ -167,9 +269,28 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
                                  factor=i18n.number(serialised.values["factor"], lang, 1),
                                  low=serialised.values["low"], high=serialised.values["high"]) if serialised else "",
         "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
+        "prefill": _prefill_conclusion(f, lang), "decode": _decode_conclusion(f, lang),
     }[name]
     what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
     return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()
+
+
+def _prefill_conclusion(f: Findings, lang: str) -> str:
+    growing = [v for v in f.diagnosis.verdicts if v.cause == "prompt" and not _missing(v.values.get("p"))
+               and v.values["p"] < 0.05 and v.values["rho"] > 0]
+    if not growing:
+        return i18n.text("conclude_prefill_flat", lang)
+    top = max(growing, key=lambda v: v.values["slope"])
+    return i18n.text("conclude_prefill", lang, scenario=f.labels.get(top.key, top.key[1]),
+                     slope=f"{i18n.number(top.values['slope'], lang, 2)} ms")
+
+
+def _decode_conclusion(f: Findings, lang: str) -> str:
+    speeds = f.diagnosis.decode_by_residency
+    spilled = speeds.get("partial") if not _missing(speeds.get("partial")) else speeds.get("cpu")
+    if not _missing(speeds.get("gpu")) and not _missing(spilled):
+        return i18n.text("conclude_decode", lang, gpu=_tps(speeds["gpu"], lang), spilled=_tps(spilled, lang))
+    return i18n.text("conclude_decode_one", lang, speed=_tps(f.requests["decode_tps"].median(), lang))
 
 
 @dataclass
@@ -198,6 +319,9 @@ class Report:
             "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
             "targets": f.facts.targets_measured,
             "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
+            "prefill": not f.requests.empty
+            and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
+            "decode": not f.requests.empty and bool(f.requests["decode_tps"].notna().any()),
         }.get(name, True)
 
     def _draw(self, name: str) -> Figure:

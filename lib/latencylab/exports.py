@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .check import MEMORY_RULES
 from .findings import Findings, Key
 
 SCHEMA_VERSION = 2
@@ -32,6 +34,14 @@ def _plain(value: Any) -> Any:
 
 def _key(key: Key | None) -> dict[str, str] | None:
     return None if key is None else {"run": key[0], "scenario": key[1]}
+
+
+def _confirmation(f: Findings, key: Key) -> dict[str, Any] | None:
+    """The check's predicted GPU share for `key` and whether the run confirmed it."""
+    if key not in f.diagnosis.predicted:
+        return None
+    predicted, verdict = f.diagnosis.predicted[key]
+    return {"predicted_pct": predicted, "verdict": verdict}
 
 
 def summary(f: Findings) -> dict[str, Any]:
@@ -68,6 +78,16 @@ def summary(f: Findings) -> dict[str, Any]:
         "across_runs": f.across_runs.to_dict(orient="records"),
         "spread": [{**_key(key), **row} for key, row in f.spread.to_dict(orient="index").items()],
         "server_differences": f.differences.to_dict(orient="records"),
+        "measured_figures": f.measured_figures.reset_index().to_dict(orient="records"),
+        "diagnosis": {
+            "verdicts": [{"cause": v.cause, **_key(v.key), "verdict": v.verdict, "reason": v.reason or None,
+                          "values": v.values} for v in f.diagnosis.verdicts],
+            "modes": [{**_key(m.key), **{k: v for k, v in asdict(m).items() if k != "key"}} for m in f.diagnosis.modes],
+            "decode_by_residency": f.diagnosis.decode_by_residency,
+            "check": [{"run": c.run, "level": c.level, "rule": c.rule, "scenario": c.scenario, "evidence": c.evidence,
+                       "confirmation": _confirmation(f, (c.run, c.scenario)) if c.rule in MEMORY_RULES else None}
+                      for c in f.diagnosis.checks],
+        },
     }
     return _plain(document)
 

@@ -130,6 +130,58 @@ class FigureFacts:
     rest_negative: int  # requests whose server figures add up to more than the client measured
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One cause of slow first bytes put to the test for one scenario, and the numbers behind the verdict."""
+
+    cause: str  # reloads, offload, prompt, queueing, variance
+    key: Key
+    verdict: str  # confirmed, refuted, no_evidence
+    values: dict[str, Any]
+    reason: str = ""  # why there is no evidence (a catalog suffix)
+
+
+@dataclass(frozen=True)
+class Modes:
+    """A bimodal distribution of the metric: its two modes, and whether a prompt-token threshold explains them."""
+
+    key: Key
+    low_median: float
+    high_median: float
+    low_n: int
+    high_n: int
+    ashman_d: float
+    agreement: float  # share of requests the best prompt-token threshold puts in their mode (NaN: unknown)
+    threshold: float  # that threshold: more tokens than this → the slow mode
+    low_tokens: float  # median prompt tokens of each mode
+    high_tokens: float
+    by_prompt: bool
+    beyond_n: int = 0  # slower requests beyond both modes (when the modes are those of the faster requests)
+    beyond_from: float = float("nan")  # the fastest of them
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One finding of the check that ran before a run (its check.json), by run label."""
+
+    run: str
+    level: str
+    rule: str
+    scenario: str | None
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Each cause put to the test per scenario, the bimodal distributions, and the check's findings."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    modes: list[Modes] = field(default_factory=list)
+    decode_by_residency: dict[str, float] = field(default_factory=dict)  # gpu / partial / cpu → median tok/s
+    checks: list[CheckItem] = field(default_factory=list)
+    predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
+
+
 @dataclass
 class Findings:
     """Everything a report says about some runs, computed once (see `analysis.findings`)."""
@@ -162,6 +214,10 @@ class Findings:
     spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled keys: the metric's median in each run pooled
     server_facts: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # label → facts
     differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # server facts that differ from the reference run's
+    # diagnosis and metrics (issue 11)
+    measured_figures: pd.DataFrame = field(default_factory=pd.DataFrame)  # index run, scenario, figure
+    diagnosis: Diagnosis = field(default_factory=Diagnosis)
+    requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # measured samples + decode_tps…
 
     @property
     def has_latency(self) -> bool:

@@ -198,3 +198,47 @@ def concurrency(f: Findings, *, lang: str = "en", title: str | None = None) -> F
     ax.set_ylabel(t("ax_ttft", lang))
     ax.legend(fontsize="small")
     return _finish(fig, ax, title)
+
+
+RESIDENCY_COLOURS = {"gpu": "#2ca02c", "partial": "#ff7f0e", "cpu": "#d62728", "unknown": "#7f7f7f"}
+
+
+def prefill(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
+    """TTFT against prompt tokens per scenario, with each scenario's least-squares line where it has one."""
+    data = f.requests[f.requests["ttft_ms"].notna() & f.requests["prompt_tokens"].notna()]
+    colours = palette(f)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    sns.scatterplot(data=data, x="prompt_tokens", y="ttft_ms", hue="label", hue_order=order(f), palette=colours,
+                    s=35, alpha=0.7, ax=ax)
+    for v in f.diagnosis.verdicts:
+        if v.cause == "prompt" and pd.notna(v.values.get("slope")):
+            xs = [v.values["tokens_min"], v.values["tokens_max"]]
+            ax.plot(xs, [v.values["intercept"] + v.values["slope"] * x for x in xs], color=colours[f.labels[v.key]],
+                    lw=1.5)
+    ax.get_legend().set_title(t("legend_scenario", lang))
+    ax.set_xlabel(t("ax_prompt_tokens", lang))
+    ax.set_ylabel(t("ax_ttft_linear", lang))
+    return _finish(fig, ax, title)
+
+
+def decode(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
+    """Decode speed of each request at the time it was sent, coloured by where the model sat (by state where
+    no server reported residency), one marker per scenario."""
+    data = f.requests[f.requests["decode_tps"].notna()].copy()
+    data["t_s"] = data["started_at"] - f.samples["started_at"].min()
+    by_residency = bool((data["residency"] != "unknown").any())
+    column, colours, legend = ("residency", RESIDENCY_COLOURS, "legend_residency") if by_residency else \
+        ("state", STATE_COLOURS, "legend_state")
+    prefix = "residency" if by_residency else "state"
+    named = {t(f"{prefix}_{k}", lang): colour for k, colour in colours.items()}
+    hue, scenario = t(legend, lang), t("legend_scenario", lang)
+    shown = pd.DataFrame({"t_s": data["t_s"], "decode_tps": data["decode_tps"],
+                          hue: data[column].astype(str).map(lambda s: t(f"{prefix}_{s}", lang) if s in colours else s),
+                          scenario: data["label"]})
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    sns.scatterplot(data=shown, x="t_s", y="decode_tps", hue=hue, palette=named, style=scenario, style_order=order(f),
+                    s=45, ax=ax)
+    ax.set_xlabel(t("ax_time", lang))
+    ax.set_ylabel(t("ax_decode", lang))
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize="small")
+    return _finish(fig, ax, title)

@@ -158,6 +158,16 @@ def resolve_runs(run_ids: list[str]) -> list[str]:
     return run_ids
 
 
+def read_checks(run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The findings of each run's check.json (the check that ran before it), by run id; runs without one left out."""
+    found = {}
+    for run_id in run_ids:
+        path = paths.run_dir(run_id) / "check.json"
+        if path.exists():
+            found[run_id] = json.loads(path.read_text(encoding="utf-8")).get("findings", [])
+    return found
+
+
 def load_samples(run_ids: list[str], baseline: str = "") -> tuple[pd.DataFrame, str, str | None]:
     """The runs' samples, with an external CSV baseline's put first: (samples, baseline scenario, CSV or None)."""
     samples = store.load_runs(run_ids)
@@ -182,7 +192,7 @@ def document_of(run_ids: list[str], *, baseline: str = "", lang: str = "", targe
     runs = read_runs(run_ids, labels, pool)
     samples, baseline, external = load_samples(run_ids, baseline)
     found = analysis.findings(samples, runs, baseline=baseline or None, targets={**runs[0].targets, **(targets or {})},
-                              external=external)
+                              external=external, checks=read_checks(run_ids))
     return document.Report(found, lang or runs[0].lang)
 
 

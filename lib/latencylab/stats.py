@@ -80,6 +80,28 @@ def bootstrap_ci(values: np.ndarray, statistic: str = "median") -> Interval | No
     return Interval(float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
+def bootstrap_cis(values: np.ndarray, names: tuple[str, ...] = ("median", "p95")) -> dict[str, Interval | None]:
+    """`bootstrap_ci` of several statistics from one set of resamples: the same intervals, resampled once."""
+    values = np.asarray(values, dtype=float)
+    wanted = [n for n in names if len(values) >= 2 and not (n == "p95" and len(values) < min_n(0.95))]
+    out: dict[str, Interval | None] = dict.fromkeys(names)
+    if not wanted:
+        return out
+    functions = [STATISTICS[n] for n in wanted]
+    result = sps.bootstrap(
+        (values,),
+        lambda x, axis=-1: np.stack([fn(x, axis=axis) for fn in functions]),
+        confidence_level=CONFIDENCE,
+        n_resamples=resamples(len(values)),
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(SEED),
+    )
+    for i, name in enumerate(wanted):
+        out[name] = Interval(float(result.confidence_interval.low[i]), float(result.confidence_interval.high[i]))
+    return out
+
+
 def cliffs_delta(before: np.ndarray, after: np.ndarray) -> float:
     """P(after > before) − P(after < before): −1 means every after value is lower (faster)."""
     u = sps.mannwhitneyu(after, before, alternative="two-sided").statistic

@@ -55,3 +55,11 @@ def test_too_few_samples_is_said_rather_than_tested():
 def test_big_samples_get_fewer_resamples_within_a_budget():
     assert stats.resamples(30) == stats.RESAMPLES == stats.resamples(10_000)
     assert stats.resamples(50_000) == 400 and stats.resamples(10**7) == stats.MIN_RESAMPLES
+
+
+@pytest.mark.parametrize("n", [5, 25, 3000])
+def test_intervals_from_one_set_of_resamples_equal_those_computed_one_by_one(n):
+    values = np.random.default_rng(3).lognormal(4, 0.5, n)
+    both = stats.bootstrap_cis(values, ("median", "p95"))
+    assert both == {"median": stats.bootstrap_ci(values, "median"), "p95": stats.bootstrap_ci(values, "p95")}
+    assert (both["p95"] is None) == (n < 20)
