@@ -67,8 +67,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_engine_models(spec: StudySpec) -> None:
+    """The check reads the embedded models' GGUF metadata: put the shipped ones in data/models/ first."""
+    if spec.uses_engine:
+        engine.prepare_models(only=runner.engine_models(spec))
+
+
 def _check_before_run(spec: StudySpec) -> check.CheckResult:
     """The plan's check, its warnings and errors printed before the run starts (the run goes on)."""
+    _prepare_engine_models(spec)
     result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV), moment="before")
     for finding in result.findings:
         if finding.level != "note":
@@ -81,6 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     spec, _ = load_study(args.study)
     if args.base_url:
         spec = with_base_url(spec, args.base_url)
+    _prepare_engine_models(spec)
     result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV))
     if args.json:
         print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))

@@ -59,12 +59,13 @@ def _engine_for(study: StudySpec, run_id: str) -> Iterator[Engine | None]:
     if not study.uses_engine:
         yield None
         return
-    prepare_models(only=_engine_models(study))
+    prepare_models(only=engine_models(study))
     with _engine(study, run_id) as engine:
         yield engine
 
 
-def _engine_models(study: StudySpec) -> set[str]:
+def engine_models(study: StudySpec) -> set[str]:
+    """The models the study asks of the embedded engine (file stems in data/models/)."""
     return {s.model for s in study.scenarios if study.backend_of(s) == "embedded"}
 
 
@@ -72,7 +73,7 @@ def server_facts(study: StudySpec, run_id: str) -> dict[str, Any]:
     """What is known about the servers before the first request: the engine's version and presets, or the
     kinds and URLs of the servers the study names."""
     if study.uses_engine:
-        prepare_models(only=_engine_models(study))
+        prepare_models(only=engine_models(study))
         engine = _engine(study, run_id)
         return {"kind": "embedded llama-server", "version": engine.version(), "backend": engine.backend,
                 "presets": engine.presets}
