@@ -19,11 +19,11 @@ rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/wheels" "$BUNDLE/models"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-echo "wheels for Python $PY_VERSION (run, report and build; JupyterLab is left out)"
+echo "wheels for Python $PY_VERSION (run, report and build; JupyterLab itself is left out)"
 pip download --quiet --only-binary=:all: --python-version "$PY_VERSION" --platform manylinux2014_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any -d "$tmp/wheels" \
     $(python3 -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-print(" ".join(x for x in d if not x.startswith(("jupyterlab", "ipywidgets"))))') \
+print(" ".join(x for x in d if not x.startswith("jupyterlab")))') \
     "setuptools>=77" setuptools-scm wheel
 # Left out as well: what only debugging or completing code in a kernel needs (ipykernel and IPython import
 # them when asked to), 10 MB that the model needs more.

@@ -156,8 +156,8 @@ def test_facts_before_and_after_a_run_hold_version_models_and_what_was_loaded(wo
     assert facts.Facts.model_validate_json(after.model_dump_json()) == after  # the run record can hold it
 
 
-@pytest.mark.skipif(not list(paths.MODELS_DIR.glob("*.gguf")), reason="the embedded engine's models are not prepared")
-def test_the_embedded_demo_gets_facts_from_its_gguf_files_and_the_same_check():
+@pytest.mark.engine
+def test_the_embedded_demo_gets_facts_from_its_gguf_files_and_the_same_check(models):
     spec, _ = load_study("embedded-demo")
     result = check.run_check(spec)
     (engine,) = result.facts.servers
