@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,20 @@ def router(models: list[Path]) -> Iterator[object]:
 
     with Engine(models_max=1, sleep_idle_seconds=3) as server:
         yield server
+
+
+@pytest.fixture
+def interrupt_after() -> Callable[[int], Callable[[Any], None]]:
+    """An `on_sample` callback that stops a run as Ctrl-C does, once `count` samples exist."""
+
+    def make(count: int) -> Callable[[Any], None]:
+        seen: list[int] = []
+
+        def on_sample(sample: Any) -> None:
+            seen.append(sample.seq)
+            if len(seen) == count:
+                raise KeyboardInterrupt
+
+        return on_sample
+
+    return make

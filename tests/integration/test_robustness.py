@@ -77,18 +77,11 @@ def _study_on(server: OllamaDouble, requests: int = 6):
                         "scenarios": [{"name": "a", "model": "tiny"}, {"name": "b", "model": "tiny"}]})
 
 
-def test_an_interrupted_run_resumes_with_the_same_plan_and_loses_nothing(workdir):
+def test_an_interrupted_run_resumes_with_the_same_plan_and_loses_nothing(workdir, interrupt_after):
     with OllamaDouble(models={"tiny": 1_000_000}, load_delay_s=0.02) as server:
         study = _study_on(server)
-        sent = []
-
-        def stop_after_five(sample):
-            sent.append(sample.seq)
-            if len(sent) == 5:
-                raise KeyboardInterrupt
-
         with pytest.raises(KeyboardInterrupt):
-            runner.run_study(study, run_id="cut", on_sample=stop_after_five, progress=False)
+            runner.run_study(study, run_id="cut", on_sample=interrupt_after(5), progress=False)
         assert store.load_meta("cut").status == "interrupted"
         with open(paths.run_dir("cut") / "samples.jsonl", "a") as f:
             f.write('{"seq": 5, "scen')  # a sample a killed run left half-written

@@ -104,20 +104,13 @@ def test_a_stop_keeps_the_request_in_flight_and_a_resume_sends_it_again(workdir,
     assert meta.status == "complete" and [(r.samples_kept, r.next_seq) for r in meta.resumes] == [(0, 0)]
 
 
-def test_a_resume_after_a_server_restart_preloads_again(workdir):
+def test_a_resume_after_a_server_restart_preloads_again(workdir, interrupt_after):
     with OllamaDouble(models={"tiny": 1_000_000}) as server:
         spec = parse_study({"name": "pre", "backend": "ollama", "base_url": server.base_url,
                             "workload": {"requests": 4, "max_tokens": 3},
                             "scenarios": [{"name": "a", "model": "tiny", "preload": True, "keep_alive": "10m"}]})
-        sent = []
-
-        def stop_after_two(sample):
-            sent.append(sample.seq)
-            if len(sent) == 2:
-                raise KeyboardInterrupt
-
         with pytest.raises(KeyboardInterrupt):
-            runner.run_study(spec, run_id="pre", on_sample=stop_after_two, progress=False)
+            runner.run_study(spec, run_id="pre", on_sample=interrupt_after(2), progress=False)
         with server.cond:
             server.loaded.clear()  # the server restarted: nothing is resident any more
         runner.run("pre", progress=False)
@@ -130,18 +123,11 @@ def test_a_resume_after_a_server_restart_preloads_again(workdir):
 
 
 @pytest.mark.engine
-def test_a_resume_on_the_embedded_engine_preloads_in_the_new_engine(workdir, models):
+def test_a_resume_on_the_embedded_engine_preloads_in_the_new_engine(workdir, models, interrupt_after):
     spec = parse_study({"name": "emb", "workload": {"requests": 4, "max_tokens": 4},
                         "scenarios": [{"name": "q4", "model": "smollm2-135m-q4_1", "preload": True, "keep_alive": -1}]})
-    sent = []
-
-    def stop_after_two(sample):
-        sent.append(sample.seq)
-        if len(sent) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        runner.run_study(spec, run_id="emb", on_sample=stop_after_two, progress=False)
+        runner.run_study(spec, run_id="emb", on_sample=interrupt_after(2), progress=False)
     runner.run("emb", progress=False)  # a new llama-server: nothing resident until the preload
     frame = store.load_run("emb").sort_values("seq")
     assert list(frame["state"]) == ["warm"] * 4 and frame["resident_before"].all()
