@@ -60,11 +60,11 @@ def test_cli_runs_a_study_through_both_notebooks_on_the_real_engine(tmp_path, mo
 
 @pytest.mark.engine
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_keeps_the_samples_marks_the_run_and_stops_everything(tmp_path, models, stop):
+def test_ctrl_c_keeps_the_samples_marks_the_run_and_stops_everything(tmp_path, models, background_job, stop):
     env = {**os.environ, paths.HOME_ENV: str(tmp_path)}
     study = _study(tmp_path, requests=500)
-    cli = subprocess.Popen([*CLI, "run", str(study), "--run-id", "cut"], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = background_job([*CLI, "run", str(study), "--run-id", "cut"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     samples = tmp_path / "data" / "runs" / "cut" / "samples.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
