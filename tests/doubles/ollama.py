@@ -8,7 +8,10 @@ reloads when runner options change (§3.3), NDJSON streams of `/api/generate` an
 wait is bounded, and the server stops by itself after `lifetime_s` if a test forgets to.
 
 With `vram_bytes` set it also models memory (§3.4): a model needs its weights plus a KV cache for its
-`num_ctx` (llm/memory.go's formula, from the model's layer and head counts); it is partially offloaded
+`num_ctx`, placed on the GPU in whole layers. A model given `layer_bytes` (a layer's size by `num_ctx`, as
+Ollama's log prints them) is placed by those sizes alone, so a test can hold latencylab's own estimate
+against numbers it did not make; others by an even split of weights + KV cache (llm/memory.go's formula,
+from the layer and head counts). It is partially offloaded
 when that does not fit (or when `num_gpu` caps its layers); loading another model evicts idle ones
 while they do not fit together or `max_loaded_models` (OLLAMA_MAX_LOADED_MODELS) is reached. Loads take
 longer for bigger models and decoding slows with the share on the CPU. `/api/show` and `/api/version`
@@ -147,6 +150,8 @@ class ModelSpec:
     head_count_kv: int = 32
     parameter_size: str = "3.8B"
     quantization_level: str = "Q4_0"
+    # num_ctx → the bytes one offloaded layer takes (its weights and KV cache, one slot), as given
+    layer_bytes: Mapping[int, int] | None = None
 
     @property
     def layers(self) -> int:
@@ -343,12 +348,19 @@ class OllamaDouble:
     def _place(self, name: str, spec: ModelSpec, want: dict[str, Any]) -> tuple[int, int]:
         """Evict what must go, then the runner's size and its part on the GPU (called holding `cond`)."""
         modelled = self.vram_bytes is not None
-        need = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+        if modelled and spec.layer_bytes is not None:
+            if want["num_ctx"] not in spec.layer_bytes or self.num_parallel != 1:
+                raise HTTPError(500, f"test double: no layer size of {name} for num_ctx {want['num_ctx']} "
+                                     f"and {self.num_parallel} slot(s)")
+            per_layer = spec.layer_bytes[want["num_ctx"]]
+            need = per_layer * spec.layers
+        else:
+            need = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+            per_layer = need / spec.layers
         self._evict_for(name, need)
         if modelled:  # as many whole layers as fit beside the others
             free = self.vram_bytes - self.gpu_reserve_bytes - sum(
                 r.size_vram for n, r in self.loaded.items() if n != name)
-            per_layer = need / spec.layers
             vram = need if need <= free else int(max(0, free) // per_layer * per_layer)
         else:
             vram = need if spec.size_vram is None else spec.size_vram
@@ -587,12 +599,18 @@ class _Handler(BaseHTTPRequestHandler):
 # The seed's machine (shared/seed/latency-study-es.md): a GTX 1050 with 3 GB and phi3-mini. Sizes as Ollama's
 # library lists the tags (about 2.2 and 2.4 GB); layers and heads as phi3-mini's GGUF has them (32 blocks,
 # embedding 3072, 32 heads, no grouped-query attention). Numbers to make the rules fire, not a benchmark.
+# Layer sizes worked out by hand, as Ollama would log them, so that the double never runs latencylab's estimate:
+# a layer's weights are the size over 33 layers (rounded up), its KV cache K and V × num_ctx × 32 KV heads × 96
+# (3072 / 32) × 2 bytes = 12 288 bytes a token: 50 331 648 at num_ctx 4096, 25 165 824 at 2048.
+#   phi3:mini   2 176 178 913 / 33 → 65 944 816: 116 276 464 a layer at 4096, 91 110 640 at 2048
+#   q4_K_M      2 393 232 672 / 33 → 72 522 203: 122 853 851 a layer at 4096, 97 688 027 at 2048
+# On 3 GiB less the 457 MiB CUDA reserve (2 742 026 240 bytes): 23, 30, 22 and 28 whole layers of 33.
 PHI3_MINI = ModelSpec(size=2_176_178_913, family="phi3", context_length=4096, block_count=32,
                       embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
-                      quantization_level="Q4_0")
+                      quantization_level="Q4_0", layer_bytes={4096: 116_276_464, 2048: 91_110_640})
 PHI3_MINI_Q4_K_M = ModelSpec(size=2_393_232_672, family="phi3", context_length=4096, block_count=32,
                              embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
-                             quantization_level="Q4_K_M")
+                             quantization_level="Q4_K_M", layer_bytes={4096: 122_853_851, 2048: 97_688_027})
 SEED_VRAM_BYTES = 3 * 2**30
 
 
