@@ -181,9 +181,15 @@ def test_run_prints_the_checks_warnings_first_and_keeps_them_as_check_json(workd
         spec, _ = load_study(LITERAL)
         run_id, result = workflow.create_now(with_base_url(spec, server.base_url), run_id="r")
         cli._print_check_problems(result)
-    err = capsys.readouterr().err
+        err = capsys.readouterr().err
+        shipped = checked(SHIPPED, server)  # notes only (memory-offload-expected, will-pull)
+        cli._print_check_problems(shipped)
     assert "check warning: optimised: num_gpu 1" in err and "check error: optimised: tag" in err
-    assert "note" not in err.split("check ")[1][:5]  # notes stay out of a run's terminal
+    # one line per warning and error, in the check's order
+    printed = [line.split()[2].rstrip(":") for line in err.splitlines() if line.startswith("latencylab: check ")]
+    assert printed == [f.level for f in result.findings] and set(printed) == {"warning", "error"}
+    # notes stay out of a run's terminal
+    assert rules(shipped, "note") and not rules(shipped) and capsys.readouterr().err == ""
     data = json.loads((paths.run_dir(run_id) / "check.json").read_text())
     assert data["exit_code"] == 2
     facts = json.loads((paths.run_dir(run_id) / "facts.json").read_text())

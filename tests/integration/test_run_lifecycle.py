@@ -89,7 +89,7 @@ def test_a_stop_keeps_the_request_in_flight_and_a_resume_sends_it_again(workdir,
         time.sleep(1.5)  # headers and the first token are in; the rest of the answer is not
         cli.send_signal(stop)
         _, stderr = cli.communicate(timeout=60)
-        assert cli.returncode == 130 and "interrupted" in stderr, stderr[-2000:]
+        assert cli.returncode == 130 and "latencylab: interrupted; samples" in stderr, stderr[-2000:]
         samples = tmp_path / "data" / "runs" / "cut" / "samples.jsonl"
         [cut] = [json.loads(line) for line in samples.read_text().splitlines()]
         assert cut["seq"] == 0 and not cut["ok"] and cut["error_kind"] == "interrupted"
