@@ -224,7 +224,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "seed": lambda cause: seed_words(f, cause, lang), "check_line": lambda item: check_words(item, f, lang),
         "tps": lambda v: _tps(v, lang),
     })
-    return str(getattr(module, name)()).strip()
+    return i18n.markdown(str(getattr(module, name)()).strip())
 
 
 @dataclass
@@ -350,7 +350,7 @@ class Report:
         for name in SECTIONS:
             if text := self.markdown(name):
                 parts.append(text)
-            parts += [f"![{escape(fig.alt)}](figures/{fig.name}.png)" for fig in self.figures(name)]
+            parts += [f"![{i18n.markdown(escape(fig.alt))}](figures/{fig.name}.png)" for fig in self.figures(name)]
         return "\n\n".join(parts) + "\n"
 
     def write(self, folder: Path) -> Path:
