@@ -84,7 +84,7 @@ def _check_before_run(spec: StudySpec) -> check.CheckResult:
     result = gather.run_check(spec, os.environ.get(runner.API_KEY_ENV), moment="before")
     for finding in result.findings:
         if finding.level != "note":
-            message, fix = check_text.render(finding)
+            message, fix = check_text.text(finding)
             print(f"latencylab: check {finding.level}: {message}\n  fix: {fix}", file=sys.stderr)
     return result
 

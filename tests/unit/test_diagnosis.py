@@ -140,7 +140,8 @@ def test_the_check_before_the_run_is_confirmed_by_the_measured_share(lang):
     found = compute.findings(_samples(), [RUN], checks={"r1": CHECK})
     assert found.diagnosis.predicted == {("r1", "reloads"): (60, "confirmed")}  # 62 % measured, 60 % predicted
     text = document.section(found, "diagnosis", lang)
-    assert {"en": "about 60 % on the GPU", "es": "cerca del 60 % en la GPU"}[lang] in text
+    # the check's share and the measured one in one format (it read "about 60 % … measured: 62%")
+    assert {"en": "about 60% on the GPU", "es": "cerca del 60\u00a0% en la GPU"}[lang] in text
     assert {"en": "measured: 62% on the GPU, so the prediction is confirmed",
             "es": "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada"}[lang] in text
     summary = exports.summary(found)

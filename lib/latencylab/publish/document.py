@@ -129,7 +129,7 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
             t(f"dx_decode_compare_{x['decode_scope']}", gpu=_tps(x["decode_gpu"], lang),
               spilled=_tps(x["decode_spilled"], lang))
         prediction = "" if x["check"] is None else \
-            t("dx_check_prediction", predicted=x["predicted_pct"], verdict=t(f"dx_check_{x['check']}"))
+            t("dx_check_prediction", predicted=pct(x["predicted_pct"] / 100), verdict=t(f"dx_check_{x['check']}"))
         values.update(share=pct(x["share"]), vram=i18n.mib(x["vram"], lang), size=i18n.mib(x["size"], lang),
                       layers=layers, decode=_tps(x["decode"], lang), compare=compare, check=prediction)
     elif v.cause == "prompt":
