@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from latencylab.plan.check import Finding
+
 if TYPE_CHECKING:
     from latencylab.runs.store import RunMeta
 
@@ -161,24 +163,13 @@ class Modes:
 
 
 @dataclass(frozen=True)
-class CheckItem:
-    """One finding of the check that ran before a run (its check.json), by run label."""
-
-    run: str
-    level: str
-    rule: str
-    scenario: str | None
-    evidence: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class Diagnosis:
     """Each cause put to the test per scenario, the bimodal distributions, and the check's findings."""
 
     verdicts: list[Verdict] = field(default_factory=list)
     modes: list[Modes] = field(default_factory=list)
     decode_by_residency: dict[str, float] = field(default_factory=dict)  # gpu / partial / cpu → median tok/s
-    checks: list[CheckItem] = field(default_factory=list)
+    checks: list[Finding] = field(default_factory=list)  # check.json's findings, each with its run's label
     predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from latencylab.analyse.findings import CheckItem, Findings, Key, Modes, Step, Verdict
+from latencylab.analyse.findings import Findings, Key, Modes, Step, Verdict
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
@@ -192,9 +192,9 @@ def seed_words(f: Findings, cause: str, lang: str) -> Markup | None:
     return i18n.t("dx_seed", lang, claim=i18n.t(SEED_CLAIMS[cause], lang), verdicts=verdicts)
 
 
-def check_words(item: CheckItem, f: Findings, lang: str) -> Markup:
+def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     """One finding of the check before the run, in the report's language, with what was then measured."""
-    message, _ = check_text.render(Finding(item.rule, item.level, item.scenario, item.evidence), lang)
+    message, _ = check_text.render(item, lang)
     line = Markup("{}: {}").format(i18n.t(f"dx_level_{item.level}", lang), message)
     key = (item.run, item.scenario)
     if item.rule in MEMORY_RULES and key in f.diagnosis.predicted:
