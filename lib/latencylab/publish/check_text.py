@@ -4,6 +4,7 @@ all render a finding through `render`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from markupsafe import Markup
@@ -13,10 +14,10 @@ from latencylab.publish import i18n
 
 # How evidence is shown, by the suffix of its name (plan/check.py names it so): GiB, percent points, seconds, and a
 # word the catalog translates (`check_source_<value>`).
-FORMATS = {
-    "_gb": lambda v, lang: i18n.gib(v, lang),
+FORMATS: dict[str, Callable[[Any, str], str]] = {
+    "_gb": i18n.gib,
     "_pct": lambda v, lang: i18n.percent(None if v is None else v / 100, lang),
-    "_s": lambda v, lang: i18n.seconds(v, lang),
+    "_s": i18n.seconds,
     "_source": lambda v, lang: i18n.t(f"check_source_{str(v).replace(' ', '_')}", lang),
 }
 
