@@ -11,12 +11,12 @@ With `vram_bytes` set it also models memory (§3.4): a model needs its weights p
 `num_ctx`, placed on the GPU in whole layers. A model given `layer_bytes` (a layer's size by `num_ctx`, as
 Ollama's log prints them) is placed by those sizes alone, so a test can hold latencylab's own estimate
 against numbers it did not make; others by an even split of weights + KV cache (llm/memory.go's formula,
-from the layer and head counts). It is partially offloaded
-when that does not fit (or when `num_gpu` caps its layers); loading another model evicts idle ones
-while they do not fit together or `max_loaded_models` (OLLAMA_MAX_LOADED_MODELS) is reached. Loads take
-longer for bigger models and decoding slows with the share on the CPU. `/api/show` and `/api/version`
-answer as §2 says. It is a test double: its numbers prove that latencylab's rules and analysis find
-what was put in, never how fast any real server or GPU is.
+from the layer and head counts). It is partially offloaded when that does not fit (or when `num_gpu`
+caps its layers); loading another model evicts idle ones while they do not fit together or
+`max_loaded_models` (OLLAMA_MAX_LOADED_MODELS) is reached. Loads take longer for bigger models and
+decoding slows with the share on the CPU. `/api/show` and `/api/version` answer as §2 says. It is a test
+double: its numbers prove that latencylab's rules and analysis find what was put in, never how fast any
+real server or GPU is.
 """
 
 from __future__ import annotations

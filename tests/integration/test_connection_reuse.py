@@ -113,9 +113,10 @@ def test_a_kept_alive_connection_dropped_by_the_server_is_sent_again_and_the_sam
 
 
 class StaleEveryTime(httpx.AsyncBaseTransport):
-    """Every request meets a kept-alive connection that the server has closed: no connection is set up (httpx
-    traces no connect) and it breaks before a response byte. No real server does this every time; it is the
-    only way to reach the retry bound, since a real retry's lane opens a new connection."""
+    """A test double of a transport: every request meets a kept-alive connection that the server has closed (no
+    connection is set up, so httpx traces no connect) and it breaks before a response byte. No real server does
+    this every time; it is the only way to reach the retry bound, since a real retry's lane opens a new
+    connection."""
 
     def __init__(self) -> None:
         self.requests = 0
