@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -35,37 +36,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Create the run once (unless resuming), collect it in this process, then publish its report."""
     report_options = _report_options(args)
     checked = None
-    if args.resume:
-        if args.study or args.run_id or args.base_url:
-            raise StudyError("--resume RUN_ID continues a run with its own study: give no STUDY, --run-id "
-                             "or --base-url with it")
-        run_id = args.resume
-        store.load_meta(run_id)  # a clear error for an unknown run
-    elif args.study:
-        spec, raw = load_study(args.study)
-        if args.base_url:
-            spec = with_base_url(spec, args.base_url)
-        if args.run_id and paths.run_dir(args.run_id).exists():
-            raise store.RunExists(f"run {args.run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
-        asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
-        checked = _check_before_run(spec)
-        run_id = runner.create_run(spec, raw, args.run_id)
-        store.save_check(checked, run_id)  # the plan's check beside the samples, for the report
-    else:
-        raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
-    if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
+    with contextlib.ExitStack() as stack:
+        bundled = None
+        if args.resume:
+            if args.study or args.run_id or args.base_url:
+                raise StudyError("--resume RUN_ID continues a run with its own study: give no STUDY, --run-id "
+                                 "or --base-url with it")
+            run_id = args.resume
+            store.load_meta(run_id)  # a clear error for an unknown run
+        elif args.study:
+            spec, raw = load_study(args.study)
+            if args.base_url:
+                spec = with_base_url(spec, args.base_url)
+            if args.run_id and paths.run_dir(args.run_id).exists():
+                raise store.RunExists(f"run {args.run_id!r} already exists in {paths.RUNS_DIR}; "
+                                      "choose another --run-id")
+            # The bundled Ollama serves the check before, the run and the facts after: one server throughout.
+            bundled = stack.enter_context(runner.bundled_ollama_for(spec))
+            served = runner.with_bundled_url(spec, bundled)
+            asyncio.run(preflight.check(served, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
+            checked = _check_before_run(served)
+            run_id = runner.create_run(spec, raw, args.run_id)
+            store.save_check(checked, run_id)  # the plan's check beside the samples, for the report
+        else:
+            raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
+        if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
+            try:
+                report.check_options([run_id], baseline=report_options["baseline"])
+            except LatencyLabError:
+                if checked is not None:  # the run was created just now and holds nothing yet
+                    shutil.rmtree(paths.run_dir(run_id))
+                raise
         try:
-            report.check_options([run_id], baseline=report_options["baseline"])
-        except LatencyLabError:
-            if checked is not None:  # the run was created just now and holds nothing yet
-                shutil.rmtree(paths.run_dir(run_id))
-            raise
-    try:
-        runner.run(run_id)
-    finally:
-        if checked is not None:  # the server facts after the last request, beside those from before the first
-            after = gather.collect(spec, "after", os.environ.get(runner.API_KEY_ENV))
-            store.save_facts(RunFacts(before=checked.facts, after=after), run_id)
+            runner.run(run_id, ollama=bundled)
+        finally:
+            if checked is not None:  # the server facts after the last request, beside those from before the first
+                after = gather.collect(served, "after", os.environ.get(runner.API_KEY_ENV))
+                store.save_facts(RunFacts(before=checked.facts, after=after), run_id)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         _print_report(report.publish([run_id], **report_options))
@@ -94,7 +101,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.base_url:
         spec = with_base_url(spec, args.base_url)
     _prepare_engine_models(spec)
-    result = gather.run_check(spec, os.environ.get(runner.API_KEY_ENV))
+    with runner.bundled_ollama_for(spec) as bundled:
+        result = gather.run_check(runner.with_bundled_url(spec, bundled), os.environ.get(runner.API_KEY_ENV))
     if args.json:
         print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
     else:

@@ -39,6 +39,29 @@ def _die_with_parent() -> None:
         pass
 
 
+def stop_tree(process: subprocess.Popen[bytes], pids: list[int], grace_s: float = 5.0) -> None:
+    """Stop a server and the processes it started (`pids`, itself first): SIGTERM, SIGKILL after `grace_s`."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    process.wait()  # reap, so no zombie is left either
+
+
 def write_presets(presets: dict[str, dict[str, Any]], path: Path) -> Path:
     """A llama-server `--models-preset` INI file: one `[model-id]` section of long option names each."""
     lines = []
@@ -206,25 +229,7 @@ class Engine:
         """Stop the server and its children for sure: SIGTERM, then SIGKILL after `grace_s`."""
         if self.process is None:
             return
-        procs = []
-        for pid in self.pids():
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
-        for proc in procs:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=grace_s)
-        self.process.wait()  # reap, so no zombie is left either
+        stop_tree(self.process, self.pids(), grace_s)
         self.process = None
         atexit.unregister(self.stop)
         if self._tmp is not None:
