@@ -178,6 +178,7 @@ class Collector:
         self.gpu = gpu.GpuSampler()
         self.gpu_index: int | None = None  # the GPU the server runs on, once NVML can tell
         self.started: set[str] = set()  # scenarios whose first request has been sent
+        self.preparing: dict[str, asyncio.Lock] = {}  # scenario → held while it unloads or preloads
         self.measured: set[str] = set()  # scenarios whose first measured request has been sent
         self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
         self.last_end: float | None = None
@@ -208,18 +209,21 @@ class Collector:
         target = self.targets[planned.scenario]
         backend, client, s = target.backend, target.client, target.scenario
         assert client is not None
-        first_of_scenario = planned.scenario not in self.started
-        self.started.add(planned.scenario)
-        if self.study.cold_protocol == "unload_before_each":
-            await backend.unload(client, target.model)
-            await backend.wait_resident(client, target.model, False)
-        elif self.study.cold_protocol == "first_only" and first_of_scenario:
-            await self._cold_start(target)
-        if s.preload and self.study.cold_protocol != "unload_before_each" and (
-            first_of_scenario or planned.scenario in self.to_preload_again
-        ):
-            self.to_preload_again.discard(planned.scenario)
-            await self._preload(target)
+        # Concurrent workers wait here while the scenario's first request unloads or preloads: sent meanwhile,
+        # theirs would arrive during that load (seen on the real Ollama: "cold", with the load inside them).
+        async with self.preparing.setdefault(planned.scenario, asyncio.Lock()):
+            first_of_scenario = planned.scenario not in self.started
+            self.started.add(planned.scenario)
+            if self.study.cold_protocol == "unload_before_each":
+                await backend.unload(client, target.model)
+                await backend.wait_resident(client, target.model, False)
+            elif self.study.cold_protocol == "first_only" and first_of_scenario:
+                await self._cold_start(target)
+            if s.preload and self.study.cold_protocol != "unload_before_each" and (
+                first_of_scenario or planned.scenario in self.to_preload_again
+            ):
+                self.to_preload_again.discard(planned.scenario)
+                await self._preload(target)
         gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
         if gap:
             await asyncio.sleep(gap)

@@ -98,7 +98,7 @@ class BundledOllama:
         files = {name: paths.MODELS_DIR / f"{MODELS[name]}.gguf" for name in self.models}
         prepare_models(only={MODELS[name] for name in self.models})
         self._tmp = tempfile.TemporaryDirectory(prefix="latencylab-ollama-")
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart serves at the same URL
         self.log_path = self.log_path or Path(self._tmp.name) / "ollama.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -172,8 +172,7 @@ class BundledOllama:
             if not _group_alive(group, self.process):
                 break
         self.process.wait()  # reap, so no zombie is left either
-        self.process = None
-        self.port = None
+        self.process = None  # the port is kept: start() again serves at the same URL (a restart)
         atexit.unregister(self.stop)
         if self._tmp is not None:
             self._tmp.cleanup()
