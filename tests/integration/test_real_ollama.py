@@ -29,6 +29,7 @@ from latencylab.collect.backends.ollama import OllamaBackend
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.core import paths
 from latencylab.core.sample import Sample
+from latencylab.plan import check
 from latencylab.plan.study import StudySpec, parse_study
 from latencylab.runs import store
 
@@ -249,3 +250,24 @@ def test_cli_run_on_the_bundled_ollama_leaves_nothing_running(workdir, models, t
     assert server["version"] == VERSION and (model["name"], model["context_length"]) == (Q4, 8192)
     after = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "ollama-lib"}
     assert after <= before
+
+
+@pytest.mark.parametrize("num_ctx", [512, 8192])
+def test_the_checks_memory_estimate_against_ollamas_own_size(ollama, num_ctx):
+    spec = runner.with_bundled_url(_study([{"name": "q8", "model": Q8, "options": {"num_ctx": num_ctx}}]), ollama)
+    plan = check.Plan(spec, gather.collect(spec))
+    assert plan.num_ctx(spec.scenarios[0]) == num_ctx
+    need = plan.need(spec.scenarios[0])
+    assert _measure(ollama, GenerationRequest(model=Q8, prompt="hi", max_tokens=1,
+                                              options={"num_ctx": num_ctx})).ok
+    (loaded,) = _ps(ollama)
+    assert abs(need.size / loaded["size"] - 1) < 0.02  # +0.6 % to +1.3 % measured (docs/drafts/i18.md)
+
+
+def test_the_check_knows_the_default_context_of_this_server_version(ollama):
+    spec = runner.with_bundled_url(_study([{"name": "q4", "model": Q4}], gpu={"vram_gb": 80}), ollama)
+    plan = check.Plan(spec, gather.collect(spec))
+    assert plan.num_ctx(spec.scenarios[0]) == 2048  # 0.5.4: 2048 whatever the VRAM (262144 from 0.15.5)
+    assert _measure(ollama, GenerationRequest(model=Q4, prompt="hi", max_tokens=1)).ok
+    (loaded,) = _ps(ollama)
+    assert loaded["size"] == 249_394_944  # what Ollama itself estimates at num_ctx 2048

@@ -27,13 +27,14 @@ EN: dict[str, tuple[str, str]] = {
                         "count is unknown here: no facts of it on the server)"),
     "cpu-only": ("num_gpu 0 runs the model on the CPU only", "leave num_gpu unset if the GPU should be used"),
     "memory-partial": ("will not fit: about {gpu_pct} % on the GPU — {model} at num_ctx {num_ctx} needs "
-                       "{weights_gb} GiB weights + {kv_gb} GiB KV cache + {margin_gb} GiB margin = {need_gb} GiB, "
-                       "the GPU has {budget_gb} GiB ({budget_source}); the run confirms it from size_vram",
+                       "{weights_gb} GiB weights + {kv_gb} GiB KV cache + {graph_gb} GiB compute graph + "
+                       "{margin_gb} GiB margin = {need_gb} GiB, the GPU has {budget_gb} GiB ({budget_source}); "
+                       "the run confirms it from size_vram",
                        "a smaller num_ctx or a smaller quantization; or gpu: {{offload_expected: true}} if the "
                        "partial offload is what the study measures"),
     "memory-offload-expected": ("will not fit: about {gpu_pct} % on the GPU, as the study expects — {model} at num_ctx "
-                                "{num_ctx} needs {need_gb} GiB ({weights_gb} weights + {kv_gb} KV cache + {margin_gb} "
-                                "margin), the GPU has {budget_gb} GiB ({budget_source})",
+                                "{num_ctx} needs {need_gb} GiB ({weights_gb} weights + {kv_gb} KV cache + {graph_gb} "
+                                "graph + {margin_gb} margin), the GPU has {budget_gb} GiB ({budget_source})",
                                 "nothing to do: the run confirms or refutes it from size_vram"),
     "memory-fits": ("fits: {model} at num_ctx {num_ctx} needs about {need_gb} GiB of the GPU's {budget_gb} GiB "
                     "({budget_source}); the run confirms it from size_vram", "nothing to do"),
@@ -86,13 +87,15 @@ ES: dict[str, tuple[str, str]] = {
                         "de capas del modelo no se conoce aquí: el servidor no da datos de él)"),
     "cpu-only": ("num_gpu 0 ejecuta el modelo solo en la CPU", "deja num_gpu sin fijar si se debe usar la GPU"),
     "memory-partial": ("no cabe: cerca del {gpu_pct} % en la GPU — {model} con num_ctx {num_ctx} necesita "
-                       "{weights_gb} GiB de pesos + {kv_gb} GiB de caché KV + {margin_gb} GiB de margen = {need_gb} "
-                       "GiB, la GPU tiene {budget_gb} GiB ({budget_source}); la ejecución lo confirma con size_vram",
+                       "{weights_gb} GiB de pesos + {kv_gb} GiB de caché KV + {graph_gb} GiB de grafo de cálculo + "
+                       "{margin_gb} GiB de margen = {need_gb} GiB, la GPU tiene {budget_gb} GiB ({budget_source}); "
+                       "la ejecución lo confirma con size_vram",
                        "un num_ctx menor o una cuantización más pequeña; o gpu: {{offload_expected: true}} si la "
                        "descarga parcial es lo que mide el estudio"),
     "memory-offload-expected": ("no cabe: cerca del {gpu_pct} % en la GPU, como espera el estudio — {model} con "
                                 "num_ctx {num_ctx} necesita {need_gb} GiB ({weights_gb} de pesos + {kv_gb} de caché "
-                                "KV + {margin_gb} de margen), la GPU tiene {budget_gb} GiB ({budget_source})",
+                                "KV + {graph_gb} de grafo + {margin_gb} de margen), la GPU tiene {budget_gb} GiB "
+                                "({budget_source})",
                                 "nada que hacer: la ejecución lo confirma o lo refuta con size_vram"),
     "memory-fits": ("cabe: {model} con num_ctx {num_ctx} necesita unos {need_gb} GiB de los {budget_gb} GiB de la GPU "
                     "({budget_source}); la ejecución lo confirma con size_vram", "nada que hacer"),
@@ -134,8 +137,16 @@ def _shown(value: Any, lang: str) -> Any:
     return value
 
 
+class _Evidence(dict[str, Any]):
+    """A finding's evidence to fill its words: a number that a check.json from an older version lacks (the
+    compute graph, before issue 18) shows as "?" rather than failing the report."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
 def _fill(template: str, evidence: dict[str, Any], lang: str) -> str:
-    return template.format(**{k: _shown(v, lang) for k, v in evidence.items()})
+    return template.format_map(_Evidence({k: _shown(v, lang) for k, v in evidence.items()}))
 
 
 def render(finding: Finding, lang: str = "en") -> tuple[str, str]:
