@@ -14,6 +14,18 @@ while they do not fit together or `max_loaded_models` (OLLAMA_MAX_LOADED_MODELS)
 longer for bigger models and decoding slows with the share on the CPU. `/api/show` and `/api/version`
 answer as §2 says. It is a test double: its numbers prove that latencylab's rules and analysis find
 what was put in, never how fast any real server or GPU is.
+
+Checked against a real Ollama (the bundled 0.5.4, tests/integration/test_real_ollama.py, issue 18); where they
+disagreed the double now follows the real server:
+- the first token is sampled from the prompt's logits: it comes right after prompt evaluation (TTFT ≈
+  load_duration + prompt_eval_duration) and `eval_duration` covers the `eval_count − 1` decode steps after it
+  (it slept one token delay more before);
+- chat with a model the server lacks: 404 `model "x" not found, try pulling it first` (generate keeps
+  `model 'x' not found`).
+Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0), `context_length` in
+`/api/ps` (newer servers; 0.5.4 has none), the 503 of a full queue, durations in nanoseconds (0.5.4 reports
+prompt and eval durations in whole milliseconds), and a pull that succeeds. Not modelled: two tags of one
+GGUF share one runner on the real server (it keys runners by blob).
 """
 
 from __future__ import annotations
@@ -475,7 +487,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not _NAME.match(model) and chat:
             raise HTTPError(400, "invalid model name")
         if not _NAME.match(model) or full_name(model) not in d.models:
-            raise HTTPError(404, f"model '{model}' not found")
+            # The real Ollama (0.5.4) words chat's differently: the scheduler's error, not the handler's.
+            raise HTTPError(404, f'model "{model}" not found, try pulling it first' if chat
+                            else f"model '{model}' not found")
         name = full_name(model)
         base = lambda: {"model": model, "created_at": rfc3339(time.time_ns())}  # noqa: E731
         blank = _part(chat, "")
@@ -520,10 +534,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if not started:
                     raise HTTPError(500, d.fail_message)  # nothing written yet: a plain error
                 return self._line({"error": d.fail_message}, end=True)
-            time.sleep(d.token_delay_s * (1 + d.cpu_decode_penalty * r.cpu_share))
+            if i:  # the first token is sampled from the prompt's logits: no decode step of its own
+                time.sleep(d.token_delay_s * (1 + d.cpu_decode_penalty * r.cpu_share))
             if stream and not (d.text_in_final and i == len(out) - 1):
                 started = self._line({**base(), **_part(chat, tok), "done": False}, started)
-        eval_ns = time.perf_counter_ns() - t_eval if out else 0
+        eval_ns = time.perf_counter_ns() - t_eval if out else 0  # eval_count − 1 decode steps, as the real one
         text = "".join(out) if not stream else out[-1] if out and d.text_in_final else ""
         final = {**base(), **_part(chat, text), "done": True,
                  "done_reason": "length" if len(out) < len(d.tokens) else "stop"}

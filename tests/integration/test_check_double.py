@@ -190,7 +190,8 @@ def test_the_running_engine_adds_its_build_and_router_settings_from_props(router
     import asyncio
 
     spec, _ = load_study("embedded-demo")
-    snapshot = asyncio.run(gather.gather(spec, "before", engine_url=router.base_url))
+    snapshot = asyncio.run(gather.gather(spec, "before", engine_url=router.base_url,
+                                                 engine_key=router.api_key))
     (engine,) = snapshot.servers
     assert engine.props["role"] == "router" and engine.props["max_instances"] == 1 and engine.version
     assert {m.quantization_level for m in engine.models} == {"Q4_1", "Q8_0"}  # from the GGUF files

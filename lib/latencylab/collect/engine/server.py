@@ -1,6 +1,8 @@
 """Running the embedded engine: llama-server (router mode) on a free loopback port, supervised.
 
 `Engine` starts it, waits for health, logs to a file, and stops it and every child process on every exit path.
+The server is ours alone: it requires a random key made for this engine (`api_key`), given to it through its
+environment (`LLAMA_API_KEY`, which its model instances inherit), so it is in no command line, file or report.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -100,6 +104,9 @@ class Engine:
         self.process: subprocess.Popen[bytes] | None = None
         self._offload_log: logs.OffloadLog | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        # Without a key, anyone on this machine (and any web page open in a browser: its CORS allows all
+        # origins) could use the server; clients send it as `Authorization: Bearer` (`/health` needs none).
+        self.api_key = secrets.token_urlsafe(24)
 
     @property
     def base_url(self) -> str:
@@ -142,7 +149,8 @@ class Engine:
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, "LLAMA_API_KEY": self.api_key}, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         atexit.register(self.stop)
         try:
