@@ -22,7 +22,8 @@ disagreed the double now follows the real server:
   (it slept one token delay more before);
 - chat with a model the server lacks: 404 `model "x" not found, try pulling it first` (generate keeps
   `model 'x' not found`).
-Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0), `context_length` in
+Its memory model follows llm/memory.go as the real server's `size` confirmed it (weights and KV cache, a spare
+layer, the compute graph). Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0), `context_length` in
 `/api/ps` (newer servers; 0.5.4 has none), the 503 of a full queue, durations in nanoseconds (0.5.4 reports
 prompt and eval durations in whole milliseconds), and a pull that succeeds. Not modelled: two tags of one
 GGUF share one runner on the real server (it keys runners by blob).
@@ -168,6 +169,10 @@ class ModelSpec:
     def kv_bytes(self, num_ctx: int) -> int:
         """f16 K and V for every layer and token of context (llm/memory.go)."""
         return 2 * num_ctx * self.block_count * 2 * (self.embedding_length // self.head_count) * self.head_count_kv
+
+    def graph_bytes(self, num_ctx: int, num_batch: int = 512) -> int:
+        """The compute graph, llm/ggml.go `GraphSize` (llama's full offload; this double has no vocabulary)."""
+        return 4 * min(num_ctx, num_batch) * (1 + 4 * self.embedding_length + num_ctx * (1 + self.head_count))
 
     def model_info(self) -> dict[str, Any]:
         """`/api/show`'s `model_info`: GGUF keys prefixed by the architecture."""
@@ -355,17 +360,23 @@ class OllamaDouble:
     def _place(self, name: str, spec: ModelSpec, want: dict[str, Any]) -> tuple[int, int]:
         """Evict what must go, then the runner's size and its part on the GPU (called holding `cond`)."""
         modelled = self.vram_bytes is not None
-        need = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+        # llm/memory.go: the layers with their KV cache and one spare layer, and the compute graph beside them
+        layered = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+        layered += layered // spec.block_count if modelled else 0
+        graph = spec.graph_bytes(want["num_ctx"] * self.num_parallel, want["num_batch"]) if modelled else 0
+        need = layered + graph
         self._evict_for(name, need)
-        if modelled:  # as many whole layers as fit beside the others
-            free = self.vram_bytes - self.gpu_reserve_bytes - sum(
+        if modelled:  # as many whole layers as fit beside the others, the reserve and the graph
+            free = self.vram_bytes - self.gpu_reserve_bytes - graph - sum(
                 r.size_vram for n, r in self.loaded.items() if n != name)
-            per_layer = need / spec.layers
-            vram = need if need <= free else int(max(0, free) // per_layer * per_layer)
+            per_layer = layered / spec.layers
+            vram = need if layered <= free else int(max(0, free) // per_layer * per_layer)
+            vram += graph if vram and vram < need else 0
         else:
             vram = need if spec.size_vram is None else spec.size_vram
         if want["num_gpu"] >= 0:  # llm/memory.go stops placing layers after num_gpu of them
-            vram = min(vram, need * min(want["num_gpu"], spec.layers) // spec.layers)
+            placed = layered * min(want["num_gpu"], spec.layers) // spec.layers
+            vram = min(vram, placed + (graph if placed else 0))
         return need, vram
 
     def _evict_for(self, name: str, need: int) -> None:
