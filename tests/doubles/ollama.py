@@ -23,10 +23,10 @@ disagreed the double now follows the real server:
 - chat with a model the server lacks: 404 `model "x" not found, try pulling it first` (generate keeps
   `model 'x' not found`).
 Its memory model follows llm/memory.go as the real server's `size` confirmed it (weights and KV cache, a spare
-layer, the compute graph). Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0), `context_length` in
-`/api/ps` (newer servers; 0.5.4 has none), the 503 of a full queue, durations in nanoseconds (0.5.4 reports
-prompt and eval durations in whole milliseconds), and a pull that succeeds. Not modelled: two tags of one
-GGUF share one runner on the real server (it keys runners by blob).
+layer, the compute graph). Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0),
+`context_length` in `/api/ps` (newer servers; 0.5.4 has none), the 503 of a full queue, durations in
+nanoseconds (0.5.4 reports prompt and eval durations in whole milliseconds), and a pull that succeeds.
+Not modelled: two tags of one GGUF share one runner on the real server (it keys runners by blob).
 """
 
 from __future__ import annotations
