@@ -29,7 +29,7 @@ from latencylab.collect.backends.ollama import OllamaBackend
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.core import paths
 from latencylab.core.sample import Sample
-from latencylab.plan import check
+from latencylab.plan import check, workload
 from latencylab.plan.study import StudySpec, parse_study
 from latencylab.runs import store
 
@@ -271,3 +271,14 @@ def test_the_check_knows_the_default_context_of_this_server_version(ollama):
     assert _measure(ollama, GenerationRequest(model=Q4, prompt="hi", max_tokens=1)).ok
     (loaded,) = _ps(ollama)
     assert loaded["size"] == 249_394_944  # what Ollama itself estimates at num_ctx 2048
+
+
+def test_a_token_repeated_more_than_30_times_ends_the_stream_without_its_final_chunk(ollama):
+    """Ollama aborts a generation whose token repeats more than 30 times (llm/server.go `tokenRepeat`, in 0.5.4
+    as in 0.15.5) and ends the stream with no final chunk and no error: a failed, `incomplete` sample. Greedy
+    decoding of this long prompt makes SmolLM2 repeat "-"."""
+    prompt = max(workload.BUILTIN_PROMPTS, key=len)
+    looping = _measure(ollama, GenerationRequest(model=Q8, prompt=prompt, max_tokens=40, temperature=0.0, seed=42))
+    assert (looping.ok, looping.error_kind, looping.output_tokens) == (False, "incomplete", 31)
+    sampled = _measure(ollama, GenerationRequest(model=Q8, prompt=prompt, max_tokens=40, temperature=0.8, seed=42))
+    assert sampled.ok and sampled.done_reason == "length"

@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 from latencylab.collect.engine import logs
 from latencylab.collect.engine.install import EngineError, prepare_models
-from latencylab.collect.engine.server import _die_with_parent, free_port
+from latencylab.collect.engine.server import _die_with_parent, free_port, process_tree, wait_answering
 from latencylab.core import paths
 
 BUNDLE_ENV = "LATENCYLAB_OLLAMA_BUNDLE"  # a folder holding ollama-lib and its libraries, instead of .venv's
@@ -117,19 +116,9 @@ class BundledOllama:
         return self.base_url
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise EngineError(f"the bundled Ollama exited with status {self.process.returncode}:\n"
-                                  f"{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/api/version", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise EngineError(f"the bundled Ollama did not answer within {self.startup_timeout_s:g} s:\n{self.log_tail()}")
+        assert self.process is not None
+        wait_answering(self.process, f"{self.base_url}/api/version", self.startup_timeout_s, "the bundled Ollama",
+                       self.log_path)
 
     def _create(self, binary: Path, name: str, gguf: Path) -> None:
         """`ollama create NAME` from the GGUF (its chat template is read from the file)."""
@@ -147,13 +136,7 @@ class BundledOllama:
 
     def pids(self) -> list[int]:
         """The server and its runners (one `ollama-lib runner` process per loaded model)."""
-        if self.process is None:
-            return []
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root.pid] + [p.pid for p in root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.process)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop the server and every runner for sure: the whole process group (runners stay in it even when the

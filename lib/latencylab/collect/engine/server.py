@@ -43,6 +43,33 @@ def _die_with_parent() -> None:
         pass
 
 
+def process_tree(process: subprocess.Popen[bytes] | None) -> list[int]:
+    """A server's pid and those of every process it started (its model instances or runners)."""
+    if process is None:
+        return []
+    try:
+        root = psutil.Process(process.pid)
+        return [root.pid] + [p.pid for p in root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_answering(process: subprocess.Popen[bytes], url: str, timeout_s: float, name: str, log_path: Path | None,
+                   ) -> None:
+    """Wait until GET `url` answers 200; an EngineError with the log's tail if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EngineError(f"{name} exited with status {process.returncode}:\n{logs.tail(log_path, 20)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise EngineError(f"{name} did not answer within {timeout_s:g} s:\n{logs.tail(log_path, 20)}")
+
+
 def stop_tree(process: subprocess.Popen[bytes], pids: list[int], grace_s: float = 5.0) -> None:
     """Stop a server and the processes it started (`pids`, itself first): SIGTERM, SIGKILL after `grace_s`."""
     procs = []
@@ -161,31 +188,15 @@ class Engine:
         return self.base_url
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise EngineError(f"llama-server exited with status {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise EngineError(f"llama-server not healthy after {self.startup_timeout_s:g} s:\n{self.log_tail()}")
+        assert self.process is not None
+        wait_answering(self.process, f"{self.base_url}/health", self.startup_timeout_s, "llama-server", self.log_path)
 
     def log_tail(self, lines: int = 20) -> str:
         return logs.tail(self.log_path, lines)
 
     def pids(self) -> list[int]:
         """The server and every process it started (router mode runs one child per loaded model)."""
-        if self.process is None:
-            return []
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root.pid] + [p.pid for p in root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.process)
 
     def instance(self, model_id: str) -> psutil.Process | None:
         """The child process serving `model_id` (the router starts each with `--alias <id>`)."""
