@@ -230,26 +230,41 @@ def test_server_killed_mid_stream_then_restarted(own_ollama):
     assert after.ok and after.load_ms > 100  # cold again after the restart
 
 
+def _ours(folder: Path) -> list[int]:
+    """Bundled-Ollama processes (server or runner) whose models folder is under `folder`."""
+    found = []
+    for process in psutil.process_iter(["name"]):
+        try:
+            if process.info["name"] == "ollama-lib" and (
+                    str(folder) in " ".join(process.cmdline()) + process.environ().get("OLLAMA_MODELS", "")):
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
 def test_cli_run_on_the_bundled_ollama_leaves_nothing_running(workdir, models, tmp_path):
     study = tmp_path / "bundled.yaml"
     study.write_text(json.dumps({
         "name": "bundled", "backend": "ollama", "bundled_ollama": {"num_parallel": 1},
         "workload": {"requests": 1, "max_tokens": 2},
         "scenarios": [{"name": "q4", "model": Q4}]}), encoding="utf-8")
-    before = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "ollama-lib"}
+    scratch = tmp_path / "tmp"  # the bundled server's models folder lands here: its processes are recognisable
+    scratch.mkdir()
     result = subprocess.run([sys.executable, "-m", "latencylab.cli", "run", str(study), "--no-report"],
-                            capture_output=True, text=True, timeout=300, env={**os.environ})
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (workdir / "data" / "runs").iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["server"]["bundled_ollama"] == {"version": VERSION, "env": {"OLLAMA_NUM_PARALLEL": "1"}}
     assert meta["study"]["scenarios"][0].get("base_url") is None  # the bundled server's port is not the study's
     facts = json.loads((run_dir / "facts.json").read_text())
-    (server,) = facts["before"]["servers"]
-    (model,) = server["models"]
-    assert server["version"] == VERSION and (model["name"], model["context_length"]) == (Q4, 8192)
-    after = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "ollama-lib"}
-    assert after <= before
+    for moment in ("before", "after"):  # one server from the check before the run to the facts after it
+        (server,) = facts[moment]["servers"]
+        (model,) = server["models"]
+        assert server["version"] == VERSION and (model["name"], model["context_length"]) == (Q4, 8192)
+    assert facts["before"]["servers"][0]["base_url"] == facts["after"]["servers"][0]["base_url"]
+    assert _ours(scratch) == [] and list(scratch.iterdir()) == []  # stopped, and its folder removed
 
 
 @pytest.mark.parametrize("num_ctx", [512, 8192])
