@@ -257,3 +257,13 @@ def test_the_check_uses_the_servers_version_for_the_default_context():
     spec = study([{"name": "a", "model": SMOLLM2.name}], gpu={"vram_gb": 80})
     assert Plan(spec, old).num_ctx(spec.scenarios[0]) == 2048
     assert Plan(spec, facts(SMOLLM2)).num_ctx(spec.scenarios[0]) == 8192  # 0.33.0: 262144, clamped to 8192
+
+
+def test_the_bundled_ollamas_own_keep_alive_is_the_server_default_the_check_uses():
+    spec = parse_study({"name": "s", "backend": "ollama", "bundled_ollama": {"keep_alive": "2s"},
+                        "workload": {"idle_gap_s": 2.5, "order": "blocked"},
+                        "scenarios": [{"name": "defaults", "model": "smollm2:135m-q8_0"},
+                                      {"name": "kept", "model": "smollm2:135m-q8_0", "keep_alive": -1}]})
+    (finding,) = [f for f in evaluate(Plan(spec, None)) if f.rule == "keep-alive-gap"]
+    assert (finding.scenario, finding.level) == ("defaults", "warning")
+    assert finding.evidence == {"keep_alive_s": 2.0, "gap_s": 2.5, "keep_alive_source": "server default"}

@@ -84,11 +84,11 @@ def bundled_ollama_for(study: StudySpec, run_id: str | None = None,
 
 def with_bundled_url(study: StudySpec, server: BundledOllama | None) -> StudySpec:
     """The study as the check and the fact gathering see it: the bundled Ollama's URL where it serves."""
-    if server is None:
+    if server is None or not study.uses_bundled_ollama:
         return study
-    scenarios = [s.model_copy(update={"base_url": server.base_url}) if study.on_bundled_ollama(s) else s
-                 for s in study.scenarios]
-    return study.model_copy(update={"scenarios": scenarios})
+    # As the study's base_url (not validated again: it keeps bundled_ollama), so the scenarios it serves are
+    # still those that name no server of their own.
+    return study.model_copy(update={"base_url": server.base_url})
 
 
 def engine_models(study: StudySpec) -> set[str]:

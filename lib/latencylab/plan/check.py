@@ -295,6 +295,15 @@ def rule_thrashing(plan: Plan) -> Iterator[Finding]:
                 yield Finding("interleaved-unknown", "note", None, {"scenarios": names, "models": models})
 
 
+def server_keep_alive_s(study: StudySpec, s: ScenarioSpec) -> float:
+    """The keep_alive an Ollama server gives a request without one: OLLAMA_KEEP_ALIVE, which the study sets for
+    the bundled Ollama (an Ollama scenario that names no server of its own), else Ollama's default."""
+    bundled = study.bundled_ollama
+    if bundled is not None and bundled.keep_alive is not None and not s.base_url:
+        return keep_alive_seconds(bundled.keep_alive)
+    return OLLAMA_KEEP_ALIVE_S
+
+
 def rule_keep_alive(plan: Plan) -> Iterator[Finding]:
     """A keep_alive shorter than the time between a scenario's requests: each of them starts cold."""
     study = plan.study
@@ -307,7 +316,7 @@ def rule_keep_alive(plan: Plan) -> Iterator[Finding]:
             continue
         if s.keep_alive is None and kind == "embedded":
             continue  # no idle sleep unless the scenario asks for one
-        keep = OLLAMA_KEEP_ALIVE_S if s.keep_alive is None else keep_alive_seconds(s.keep_alive)
+        keep = server_keep_alive_s(study, s) if s.keep_alive is None else keep_alive_seconds(s.keep_alive)
         gap = study.idle_gap_of(s) if study.workload.order == "blocked" else round_s
         if 0 < keep < gap:
             yield Finding("keep-alive-gap", "warning" if s.keep_alive is None else "note", s.name,
