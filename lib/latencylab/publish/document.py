@@ -20,7 +20,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from latencylab.analyse.findings import CheckItem, Findings, Key, Modes, Step, Verdict
+from latencylab.analyse.findings import Findings, Key, Modes, Step, Verdict
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
@@ -131,7 +131,7 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
             t(f"dx_decode_compare_{x['decode_scope']}", gpu=_tps(x["decode_gpu"], lang),
               spilled=_tps(x["decode_spilled"], lang))
         prediction = "" if x["check"] is None else \
-            t("dx_check_prediction", predicted=x["predicted_pct"], verdict=t(f"dx_check_{x['check']}"))
+            t("dx_check_prediction", predicted=pct(x["predicted_pct"] / 100), verdict=t(f"dx_check_{x['check']}"))
         values.update(share=pct(x["share"]), vram=i18n.mib(x["vram"], lang), size=i18n.mib(x["size"], lang),
                       layers=layers, decode=_tps(x["decode"], lang), compare=compare, check=prediction)
     elif v.cause == "prompt":
@@ -194,9 +194,9 @@ def seed_words(f: Findings, cause: str, lang: str) -> Markup | None:
     return i18n.t("dx_seed", lang, claim=i18n.t(SEED_CLAIMS[cause], lang), verdicts=verdicts)
 
 
-def check_words(item: CheckItem, f: Findings, lang: str) -> Markup:
+def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     """One finding of the check before the run, in the report's language, with what was then measured."""
-    message, _ = check_text.render(Finding(item.rule, item.level, item.scenario, item.evidence), lang)
+    message, _ = check_text.render(item, lang)
     line = Markup("{}: {}").format(i18n.t(f"dx_level_{item.level}", lang), message)
     key = (item.run, item.scenario)
     if item.rule in MEMORY_RULES and key in f.diagnosis.predicted:
@@ -226,7 +226,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "seed": lambda cause: seed_words(f, cause, lang), "check_line": lambda item: check_words(item, f, lang),
         "tps": lambda v: _tps(v, lang),
     })
-    return str(getattr(module, name)()).strip()
+    return i18n.markdown(str(getattr(module, name)()).strip())
 
 
 @dataclass
@@ -373,7 +373,7 @@ class Report:
         for name in SECTIONS:
             if text := self.markdown(name):
                 parts.append(text)
-            parts += [f"![{escape(fig.alt)}](figures/{fig.name}.png)" for fig in self.figures(name)]
+            parts += [f"![{i18n.markdown(escape(fig.alt))}](figures/{fig.name}.png)" for fig in self.figures(name)]
         return "\n\n".join(parts) + "\n"
 
     def write(self, folder: Path) -> Path:
