@@ -306,3 +306,10 @@ def test_the_bundled_ollamas_own_keep_alive_is_the_server_default_the_check_uses
     (finding,) = [f for f in evaluate(Plan(spec, None)) if f.rule == "keep-alive-gap"]
     assert (finding.scenario, finding.level) == ("defaults", "warning")
     assert finding.evidence == {"keep_alive_s": 2.0, "gap_s": 2.5, "keep_alive_source": "server default"}
+
+
+def test_a_memory_finding_saved_before_the_compute_graph_still_renders():
+    old = check.Finding("memory-partial", "warning", "b", {
+        "model": "m", "num_ctx": 4096, "weights_gb": 2.03, "kv_gb": 1.5, "margin_gb": 0.5, "need_gb": 4.03,
+        "budget_gb": 3.0, "budget_source": "study", "gpu_pct": 70})
+    assert f"1.5{NBSP}GiB of KV cache + ? of compute graph + 0.5{NBSP}GiB of margin" in check_text.text(old)[0]
