@@ -264,6 +264,7 @@ def test_cli_run_on_the_bundled_ollama_leaves_nothing_running(workdir, models, t
         (model,) = server["models"]
         assert server["version"] == VERSION and (model["name"], model["context_length"]) == (Q4, 8192)
     assert facts["before"]["servers"][0]["base_url"] == facts["after"]["servers"][0]["base_url"]
+    assert "Listening on 127.0.0.1:" in (run_dir / "ollama.log").read_text()  # its log, kept with the run
     assert _ours(scratch) == [] and list(scratch.iterdir()) == []  # stopped, and its folder removed
 
 

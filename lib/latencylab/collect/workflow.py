@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from latencylab.collect import gather, preflight, runner
 from latencylab.collect.engine import prepare_models
 from latencylab.collect.engine.ollama import BundledOllama
+from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
 from latencylab.plan.check import CheckResult
@@ -101,6 +103,9 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
 
 
 async def _facts_after(run_id: str, ollama: BundledOllama | None = None) -> None:
+    if ollama is not None and ollama.log_path and ollama.log_path.exists() \
+            and ollama.log_path.parent != paths.run_dir(run_id):  # started before the run existed: keep its log
+        shutil.copyfile(ollama.log_path, paths.run_dir(run_id) / "ollama.log")
     meta = store.load_meta(run_id)
     if meta.study is None:
         return
