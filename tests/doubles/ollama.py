@@ -8,15 +8,25 @@ reloads when runner options change (§3.3), NDJSON streams of `/api/generate` an
 wait is bounded, and the server stops by itself after `lifetime_s` if a test forgets to.
 
 With `vram_bytes` set it also models memory (§3.4): a model needs its weights plus a KV cache for its
-`num_ctx`, placed on the GPU in whole layers. A model given `layer_bytes` (a layer's size by `num_ctx`, as
-Ollama's log prints them) is placed by those sizes alone, so a test can hold latencylab's own estimate
-against numbers it did not make; others by an even split of weights + KV cache (llm/memory.go's formula,
-from the layer and head counts). It is partially offloaded when that does not fit (or when `num_gpu`
-caps its layers); loading another model evicts idle ones while they do not fit together or
-`max_loaded_models` (OLLAMA_MAX_LOADED_MODELS) is reached. Loads take longer for bigger models and
-decoding slows with the share on the CPU. `/api/show` and `/api/version` answer as §2 says. It is a test
-double: its numbers prove that latencylab's rules and analysis find what was put in, never how fast any
-real server or GPU is.
+`num_ctx` (llm/memory.go's formula, from the model's layer and head counts); it is partially offloaded
+when that does not fit (or when `num_gpu` caps its layers); loading another model evicts idle ones
+while they do not fit together or `max_loaded_models` (OLLAMA_MAX_LOADED_MODELS) is reached. Loads take
+longer for bigger models and decoding slows with the share on the CPU. `/api/show` and `/api/version`
+answer as §2 says. It is a test double: its numbers prove that latencylab's rules and analysis find
+what was put in, never how fast any real server or GPU is.
+
+Checked against a real Ollama (the bundled 0.5.4, tests/integration/test_real_ollama.py, issue 18); where they
+disagreed the double now follows the real server:
+- the first token is sampled from the prompt's logits: it comes right after prompt evaluation (TTFT ≈
+  load_duration + prompt_eval_duration) and `eval_duration` covers the `eval_count − 1` decode steps after it
+  (it slept one token delay more before);
+- chat with a model the server lacks: 404 `model "x" not found, try pulling it first` (generate keeps
+  `model 'x' not found`).
+Its memory model follows llm/memory.go as the real server's `size` confirmed it (weights and KV cache, a spare
+layer, the compute graph). Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0),
+`context_length` in `/api/ps` (newer servers; 0.5.4 has none), the 503 of a full queue, durations in
+nanoseconds (0.5.4 reports prompt and eval durations in whole milliseconds), and a pull that succeeds.
+Not modelled: two tags of one GGUF share one runner on the real server (it keys runners by blob).
 """
 
 from __future__ import annotations
@@ -150,8 +160,6 @@ class ModelSpec:
     head_count_kv: int = 32
     parameter_size: str = "3.8B"
     quantization_level: str = "Q4_0"
-    # num_ctx → the bytes one offloaded layer takes (its weights and KV cache, one slot), as given
-    layer_bytes: Mapping[int, int] | None = None
 
     @property
     def layers(self) -> int:
@@ -161,6 +169,10 @@ class ModelSpec:
     def kv_bytes(self, num_ctx: int) -> int:
         """f16 K and V for every layer and token of context (llm/memory.go)."""
         return 2 * num_ctx * self.block_count * 2 * (self.embedding_length // self.head_count) * self.head_count_kv
+
+    def graph_bytes(self, num_ctx: int, num_batch: int = 512) -> int:
+        """The compute graph, llm/ggml.go `GraphSize` (llama's full offload; this double has no vocabulary)."""
+        return 4 * min(num_ctx, num_batch) * (1 + 4 * self.embedding_length + num_ctx * (1 + self.head_count))
 
     def model_info(self) -> dict[str, Any]:
         """`/api/show`'s `model_info`: GGUF keys prefixed by the architecture."""
@@ -348,24 +360,23 @@ class OllamaDouble:
     def _place(self, name: str, spec: ModelSpec, want: dict[str, Any]) -> tuple[int, int]:
         """Evict what must go, then the runner's size and its part on the GPU (called holding `cond`)."""
         modelled = self.vram_bytes is not None
-        if modelled and spec.layer_bytes is not None:
-            if want["num_ctx"] not in spec.layer_bytes or self.num_parallel != 1:
-                raise HTTPError(500, f"test double: no layer size of {name} for num_ctx {want['num_ctx']} "
-                                     f"and {self.num_parallel} slot(s)")
-            per_layer = spec.layer_bytes[want["num_ctx"]]
-            need = per_layer * spec.layers
-        else:
-            need = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
-            per_layer = need / spec.layers
+        # llm/memory.go: the layers with their KV cache and one spare layer, and the compute graph beside them
+        layered = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+        layered += layered // spec.block_count if modelled else 0
+        graph = spec.graph_bytes(want["num_ctx"] * self.num_parallel, want["num_batch"]) if modelled else 0
+        need = layered + graph
         self._evict_for(name, need)
-        if modelled:  # as many whole layers as fit beside the others
-            free = self.vram_bytes - self.gpu_reserve_bytes - sum(
+        if modelled:  # as many whole layers as fit beside the others, the reserve and the graph
+            free = self.vram_bytes - self.gpu_reserve_bytes - graph - sum(
                 r.size_vram for n, r in self.loaded.items() if n != name)
-            vram = need if need <= free else int(max(0, free) // per_layer * per_layer)
+            per_layer = layered / spec.layers
+            vram = need if layered <= free else int(max(0, free) // per_layer * per_layer)
+            vram += graph if vram and vram < need else 0
         else:
             vram = need if spec.size_vram is None else spec.size_vram
         if want["num_gpu"] >= 0:  # llm/memory.go stops placing layers after num_gpu of them
-            vram = min(vram, need * min(want["num_gpu"], spec.layers) // spec.layers)
+            placed = layered * min(want["num_gpu"], spec.layers) // spec.layers
+            vram = min(vram, placed + (graph if placed else 0))
         return need, vram
 
     def _evict_for(self, name: str, need: int) -> None:
@@ -487,7 +498,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not _NAME.match(model) and chat:
             raise HTTPError(400, "invalid model name")
         if not _NAME.match(model) or full_name(model) not in d.models:
-            raise HTTPError(404, f"model '{model}' not found")
+            # The real Ollama (0.5.4) words chat's differently: the scheduler's error, not the handler's.
+            raise HTTPError(404, f'model "{model}" not found, try pulling it first' if chat
+                            else f"model '{model}' not found")
         name = full_name(model)
         base = lambda: {"model": model, "created_at": rfc3339(time.time_ns())}  # noqa: E731
         blank = _part(chat, "")
@@ -532,10 +545,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if not started:
                     raise HTTPError(500, d.fail_message)  # nothing written yet: a plain error
                 return self._line({"error": d.fail_message}, end=True)
-            time.sleep(d.token_delay_s * (1 + d.cpu_decode_penalty * r.cpu_share))
+            if i:  # the first token is sampled from the prompt's logits: no decode step of its own
+                time.sleep(d.token_delay_s * (1 + d.cpu_decode_penalty * r.cpu_share))
             if stream and not (d.text_in_final and i == len(out) - 1):
                 started = self._line({**base(), **_part(chat, tok), "done": False}, started)
-        eval_ns = time.perf_counter_ns() - t_eval if out else 0
+        eval_ns = time.perf_counter_ns() - t_eval if out else 0  # eval_count − 1 decode steps, as the real one
         text = "".join(out) if not stream else out[-1] if out and d.text_in_final else ""
         final = {**base(), **_part(chat, text), "done": True,
                  "done_reason": "length" if len(out) < len(d.tokens) else "stop"}
@@ -599,18 +613,12 @@ class _Handler(BaseHTTPRequestHandler):
 # The seed's machine (shared/seed/latency-study-es.md): a GTX 1050 with 3 GB and phi3-mini. Sizes as Ollama's
 # library lists the tags (about 2.2 and 2.4 GB); layers and heads as phi3-mini's GGUF has them (32 blocks,
 # embedding 3072, 32 heads, no grouped-query attention). Numbers to make the rules fire, not a benchmark.
-# Layer sizes worked out by hand, as Ollama would log them, so that the double never runs latencylab's estimate:
-# a layer's weights are the size over 33 layers (rounded up), its KV cache K and V × num_ctx × 32 KV heads × 96
-# (3072 / 32) × 2 bytes = 12 288 bytes a token: 50 331 648 at num_ctx 4096, 25 165 824 at 2048.
-#   phi3:mini   2 176 178 913 / 33 → 65 944 816: 116 276 464 a layer at 4096, 91 110 640 at 2048
-#   q4_K_M      2 393 232 672 / 33 → 72 522 203: 122 853 851 a layer at 4096, 97 688 027 at 2048
-# On 3 GiB less the 457 MiB CUDA reserve (2 742 026 240 bytes): 23, 30, 22 and 28 whole layers of 33.
 PHI3_MINI = ModelSpec(size=2_176_178_913, family="phi3", context_length=4096, block_count=32,
                       embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
-                      quantization_level="Q4_0", layer_bytes={4096: 116_276_464, 2048: 91_110_640})
+                      quantization_level="Q4_0")
 PHI3_MINI_Q4_K_M = ModelSpec(size=2_393_232_672, family="phi3", context_length=4096, block_count=32,
                              embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
-                             quantization_level="Q4_K_M", layer_bytes={4096: 122_853_851, 2048: 97_688_027})
+                             quantization_level="Q4_K_M")
 SEED_VRAM_BYTES = 3 * 2**30
 
 
