@@ -64,12 +64,12 @@ def run_condition(condition: Condition, home: Path, notebook: bool) -> dict[str,
 def summary_in_process(run_id: str, home: Path) -> dict[str, Any]:
     """summary.json as the report would write it, built here (the notebook's findings, without the notebook)."""
     os.environ["LATENCYLAB_HOME"] = str(home)
-    from latencylab import paths
+    from latencylab.core import paths
 
     for name, folder in (("WORK_ROOT", home), ("DATA_DIR", home / "data"), ("RUNS_DIR", home / "data" / "runs"),
                          ("REPORTS_DIR", home / "reports")):
         setattr(paths, name, folder)
-    from latencylab import exports, report
+    from latencylab.publish import exports, report
 
     return json.loads(json.dumps(exports.summary(report.document_of([run_id]).findings), default=str))
 
