@@ -136,7 +136,9 @@ class Verdict:
 
     cause: str  # reloads, offload, prompt, queueing, variance
     key: Key
-    verdict: str  # confirmed, refuted, no_evidence
+    # confirmed (material: this is why the first byte is slow), present (there, but not a cause), refuted,
+    # no_evidence; offload also no_gpu (the server ran the model on the CPU though it did not have to)
+    verdict: str
     values: dict[str, Any]
     reason: str = ""  # why there is no evidence (a catalog suffix)
 
@@ -180,6 +182,8 @@ class Diagnosis:
     decode_by_residency: dict[str, float] = field(default_factory=dict)  # gpu / partial / cpu → median tok/s
     checks: list[CheckItem] = field(default_factory=list)
     predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
+    thresholds: dict[str, Any] = field(default_factory=dict)  # what makes a part material (diagnosis.Scale)
+    predictions: list[Step] = field(default_factory=list)  # predict_<cause>: the median a fix would leave
 
 
 @dataclass
