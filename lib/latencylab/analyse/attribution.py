@@ -117,7 +117,7 @@ def _load_events(data: pd.DataFrame, value: pd.Series) -> pd.DataFrame:
     ends = starts + _float(data["e2e_ms"]).fillna(0.0) / 1000
     first_byte = starts + value.fillna(0.0) / 1000
     event = 0
-    for _, group in data.groupby(["run_id", "model"], sort=False):
+    for _, group in data.groupby(["run_id", "model"], sort=False, dropna=False):
         order = group.index[np.argsort(starts[group.index].to_numpy(), kind="stable")]
         open_until = -math.inf
         for i in order:

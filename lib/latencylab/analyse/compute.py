@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from latencylab.analyse.compare import (
 )
 from latencylab.analyse.diagnosis import diagnose
 from latencylab.analyse.findings import Findings, RunInfo
-from latencylab.analyse.steps import figure_facts, headline, next_steps
+from latencylab.analyse.steps import agree_with, figure_facts, headline, next_steps
 from latencylab.analyse.tables import (
     KEY,
     concurrency_table,
@@ -64,6 +65,9 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
                           runs[0].label if runs else "")
     labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
     measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled)
+    claims = [h for r in runs for h in r.hypotheses]
+    diagnosis = dataclasses.replace(diagnosis, hypotheses=[h for i, h in enumerate(claims) if h not in claims[:i]])
+    steps = agree_with(steps, diagnosis)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,

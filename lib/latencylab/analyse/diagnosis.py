@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from latencylab.analyse import stats
-from latencylab.analyse.attribution import attribute
+from latencylab.analyse.attribution import PARTS, attribute
 from latencylab.analyse.findings import CheckItem, Diagnosis, Key, Modes, Step, Verdict
 from latencylab.plan.check import confirm
 
@@ -149,6 +149,7 @@ class Scale:
     share: float
     ms: float
     target: str | None  # the target the amount comes from
+    goal: float | None  # that target's value (ms)
 
     def material(self, amount: float, latency: float) -> bool:
         return bool(amount >= self.ms and latency > 0 and amount / latency >= self.share)
@@ -158,8 +159,8 @@ def scale_of(goals: dict[str, Any]) -> Scale:
     """The materiality thresholds of a study's scenarios (see MATERIAL_SHARE, MATERIAL_MS, TARGET_SHARE)."""
     for name in TARGET_ORDER:
         if goals.get(name):
-            return Scale(MATERIAL_SHARE, TARGET_SHARE * float(goals[name]), name)
-    return Scale(MATERIAL_SHARE, MATERIAL_MS, None)
+            return Scale(MATERIAL_SHARE, TARGET_SHARE * float(goals[name]), name, float(goals[name]))
+    return Scale(MATERIAL_SHARE, MATERIAL_MS, None, None)
 
 
 def _key(g: pd.DataFrame) -> Key:
@@ -255,8 +256,8 @@ def _prompt(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
     values["cache_hits"] = float((_float(cached["cached_tokens"]) > 0).mean()) if len(cached) else math.nan
     prompt_sum = _float(cached["prompt_tokens"]).sum()
     values["cached_share"] = float(_float(cached["cached_tokens"]).sum() / prompt_sum) if prompt_sum else math.nan
-    values["grows"] = bool(values["p"] < ALPHA and values["rho"] > 0
-                           and scale.material(values["added_ms"], max(latency, values["added_ms"])))
+    values["significant"] = bool(values["p"] < ALPHA and values["rho"] > 0)
+    values["grows"] = values["significant"] and scale.material(values["added_ms"], max(latency, values["added_ms"]))
     if math.isnan(typical) and math.isnan(values["p"]):
         return Verdict("prompt", _key(g), "no_evidence", values, "no_prompt")
     material = not math.isnan(typical) and scale.material(typical, latency)
@@ -341,6 +342,23 @@ def _variance(g: pd.DataFrame, metric: str, goal: float | None, scale: Scale, ca
 def _mean(series: pd.Series) -> float:
     values = _float(series).dropna()
     return float(values.mean()) if len(values) else math.nan
+
+
+def attribution_table(groups: dict[Key, pd.DataFrame], keys: Sequence[Key], metric: str) -> pd.DataFrame:
+    """Per key, the mean of each part of the first byte over the requests after the cold start (means add up
+    as the parts do), how many, and where the wait came from."""
+    rows = {}
+    for key in keys:
+        if (g := groups.get(key)) is None or "metric_ms" not in g:
+            continue
+        later = _later(g)
+        rows[key] = {"n": len(later), "metric_ms": _mean(later["metric_ms"]),
+                     **{p: _mean(later[p]) for p in PARTS},
+                     "wait_source": "+".join(sorted(later["wait_source"].dropna().unique())) or None}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if rows:
+        table.index = pd.MultiIndex.from_tuples(list(rows), names=KEY)
+    return table
 
 
 def predictions(g: pd.DataFrame, metric: str, confirmed: set[str]) -> list[Step]:
@@ -465,7 +483,8 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
         if key in predicted and any(v.verdict == "no_gpu" for v in found):
             predicted[key] = (predicted[key][0], "not_testable")
     residency = {r: _median(data.loc[data["residency"] == r, "decode_tps"]) for r in ("gpu", "partial", "cpu")}
-    thresholds = {"share": scale.share, "ms": scale.ms, "target": scale.target, "target_share": TARGET_SHARE}
+    thresholds = {"share": scale.share, "ms": scale.ms, "target": scale.target, "goal": scale.goal,
+                  "target_share": TARGET_SHARE}
     diagnosis = Diagnosis(verdicts, found_modes, residency, check_items(checks), predicted, thresholds,
-                          sorted(gains, key=lambda s: -s.values["saved"]))
+                          sorted(gains, key=lambda s: -s.values["saved"]), attribution_table(groups, keys, metric))
     return figures_table(data, keys), diagnosis, data

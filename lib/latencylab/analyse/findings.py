@@ -46,6 +46,7 @@ class RunInfo:
     hostname: str = ""
     facts: dict[str, Any] = field(default_factory=dict)  # facts.json (`facts.RunFacts`: before, after) as JSON
     pooled: bool = False  # one of several runs pooled under one label (--pool)
+    hypotheses: list[dict[str, str]] = field(default_factory=list)  # the study's: claim (its words), cause
 
 
 RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "options")
@@ -82,6 +83,7 @@ def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None
         sweep=bool(study and study.sweep),
         hostname=str(meta.host.get("hostname", "") or ""),
         facts=dict(facts or {}),
+        hypotheses=[h.model_dump() for h in study.hypotheses] if study else [],
     )
 
 
@@ -184,6 +186,9 @@ class Diagnosis:
     predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
     thresholds: dict[str, Any] = field(default_factory=dict)  # what makes a part material (diagnosis.Scale)
     predictions: list[Step] = field(default_factory=list)  # predict_<cause>: the median a fix would leave
+    # per key: the mean of each part of the first byte (attribution.PARTS) over the requests after the cold start
+    attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hypotheses: list[dict[str, str]] = field(default_factory=list)  # the study's: claim (its words), cause
 
 
 @dataclass

@@ -6,10 +6,10 @@ from typing import Any
 
 import pandas as pd
 
-from latencylab.analyse.findings import FigureFacts, Headline, Key, Step
+from latencylab.analyse.findings import Diagnosis, FigureFacts, Headline, Key, Step
 from latencylab.analyse.tables import KEY, measured
 
-STEP_ORDER = ("errors", "keep_loaded", "vram", "minor_errors", "serialised", "variance", "more_samples", "all_met")
+STEP_ORDER = ("errors", "keep_loaded", "no_gpu", "vram", "minor_errors", "serialised", "variance", "more_samples", "all_met")
 PAID_LOAD_STEP = 0.2  # this share of requests paying a load (or failing) makes a step, and ranks it first
 
 
@@ -45,6 +45,23 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
         return STEP_ORDER.index("minor_errors" if minor else step.kind)
 
     return sorted(steps, key=rank)
+
+
+def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
+    """The steps the diagnosis bears out: keeping a model loaded only where reloads are a cause (not for a cold
+    start, nor for loads too small to matter); a server that used no GPU is told to find out why, not to shrink
+    a model that would fit; a spread a confirmed cause explains is left to that cause's step."""
+    verdicts = {(v.cause, v.key): v.verdict for v in diagnosis.verdicts}
+    out = []
+    for step in steps:
+        if step.kind == "keep_loaded" and verdicts.get(("reloads", step.key)) not in ("confirmed", None):
+            continue
+        if step.kind == "vram" and verdicts.get(("offload", step.key)) == "no_gpu":
+            step = Step("no_gpu", step.key, step.values)
+        if step.kind == "variance" and verdicts.get(("variance", step.key)) == "present":
+            continue
+        out.append(step)
+    return out
 
 
 def headline(baseline: Key, comparisons: pd.DataFrame, changes: pd.DataFrame, targets: pd.DataFrame,
