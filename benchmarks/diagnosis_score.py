@@ -92,7 +92,8 @@ def table(diagnoses: dict[str, dict[str, Any]]) -> str:
         for cause in CAUSES:
             found = sorted({v["verdict"] for v in verdicts if v["cause"] == cause})
             cells.append(", ".join(found) or "–")
-        ok = "yes" if confirmed(verdicts) == planted[name] else f"NO (confirmed: {', '.join(sorted(confirmed(verdicts))) or 'none'})"
+        found = confirmed(verdicts)
+        ok = "yes" if found == planted[name] else f"NO (confirmed: {', '.join(sorted(found)) or 'none'})"
         lines.append(f"| {name} | {', '.join(sorted(planted[name])) or 'none'} | " + " | ".join(cells) + f" | {ok} |")
     return "\n".join(lines)
 

@@ -153,5 +153,26 @@ def _reason(data: pd.DataFrame, i: object, starts: pd.Series, ends: pd.Series) -
     if not math.isnan(keep) and starts[i] - ends[last] > keep:
         return "keep_alive"
     run = data[data["run_id"] == data.at[i, "run_id"]]
-    between = run[(starts[run.index] < starts[i]) & (ends[run.index] > ends[last]) & (run["model"] != data.at[i, "model"])]
+    other = run["model"] != data.at[i, "model"]
+    between = run[(starts[run.index] < starts[i]) & (ends[run.index] > ends[last]) & other]
     return "evicted" if len(between) else "unknown"
+
+
+def exemplars(data: pd.DataFrame, keys: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per key, the requests a waterfall shows: the cold start (when there was one), the typical request after
+    it (the one nearest the median) and the slowest after it; indexed by run, scenario and `which`."""
+    rows = {}
+    for key in keys:
+        g = data[(data["run"] == key[0]) & (data["scenario"] == key[1]) & data["metric_ms"].notna()]
+        if g.empty:
+            continue
+        later = g[~g["cold_start"]] if (~g["cold_start"]).any() else g
+        picks = {"median": (later["metric_ms"] - later["metric_ms"].median()).abs().idxmin(),
+                 "slowest": later["metric_ms"].idxmax()}
+        if g["cold_start"].any():
+            picks = {"cold_start": g.loc[g["cold_start"], "metric_ms"].idxmax(), **picks}
+        for which, i in picks.items():
+            rows[(*key, which)] = {"metric_ms": g.at[i, "metric_ms"], **{p: g.at[i, p] for p in PARTS}}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["metric_ms", *PARTS])
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=["run", "scenario", "which"])
+    return table

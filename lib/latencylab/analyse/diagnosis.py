@@ -368,8 +368,10 @@ def predictions(g: pd.DataFrame, metric: str, confirmed: set[str]) -> list[Step]
     value = _float(later[metric])
     now = float(value.median())
     after = {}
-    if "reloads" in confirmed:
-        after["reloads"] = _median(later.loc[later["load_event"] < 0, metric])
+    if "reloads" in confirmed:  # the requests that paid none; where every one paid, each one less its load
+        unloaded = later.loc[later["load_event"] < 0, metric]
+        after["reloads" if len(unloaded) else "reloads_each"] = _median(unloaded) if len(unloaded) else float(
+            (value - later["loading_ms"].fillna(0.0)).median())
     if "queueing" in confirmed and later["server_wait_ms"].notna().any():
         after["queueing"] = float((value - later["server_wait_ms"].fillna(0.0)).median())
     if "prompt" in confirmed and later["prompt_ms"].notna().any():

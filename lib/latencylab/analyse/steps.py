@@ -9,7 +9,8 @@ import pandas as pd
 from latencylab.analyse.findings import Diagnosis, FigureFacts, Headline, Key, Step
 from latencylab.analyse.tables import KEY, measured
 
-STEP_ORDER = ("errors", "keep_loaded", "no_gpu", "vram", "minor_errors", "serialised", "variance", "more_samples", "all_met")
+STEP_ORDER = ("errors", "keep_loaded", "no_gpu", "vram", "minor_errors", "serialised", "variance", "more_samples",
+              "all_met")
 PAID_LOAD_STEP = 0.2  # this share of requests paying a load (or failing) makes a step, and ranks it first
 
 

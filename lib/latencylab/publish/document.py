@@ -20,6 +20,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from latencylab.analyse.attribution import PARTS
 from latencylab.analyse.findings import CheckItem, Findings, Key, Modes, Step, Verdict
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
@@ -28,6 +29,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
             "runs", "targets", "next_steps", "concurrency", "sweep", "errors")
 FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "measured": ("prefill", "decode"),
+           "diagnosis": ("waterfall",),
            "results": ("ecdf", "box"), "targets": ("variability", "targets"), "concurrency": ("concurrency",),
            "sweep": ("sweep",)}
 
@@ -179,7 +181,8 @@ def thresholds_words(f: Findings, lang: str) -> Markup:
     x = f.diagnosis.thresholds
     metric = i18n.t(f"metric_{f.metric}", lang)
     why = i18n.t("dx_threshold_default", lang) if not x.get("target") else i18n.t(
-        "dx_threshold_target", lang, target=i18n.t(f"t_{x['target']}", lang, metric=metric), goal=i18n.ms(x["goal"], lang))
+        "dx_threshold_target", lang, target=i18n.t(f"t_{x['target']}", lang, metric=metric),
+        goal=i18n.ms(x["goal"], lang))
     return i18n.t("dx_thresholds", lang, share=i18n.percent(x["share"], lang), ms=i18n.ms(x["ms"], lang),
                   metric=metric, why=why)
 
@@ -295,6 +298,7 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
                                  low=serialised.values["low"], high=serialised.values["high"]) if serialised else "",
         "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
         "prefill": _prefill_conclusion(f, lang), "decode": _decode_conclusion(f, lang),
+        "waterfall": _waterfall_conclusion(f, lang),
     }[name]
     what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
     return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()
@@ -308,6 +312,21 @@ def _prefill_conclusion(f: Findings, lang: str) -> str:
     top = max(growing, key=lambda v: v.values["slope"])
     return i18n.text("conclude_prefill", lang, scenario=f.labels.get(top.key, top.key[1]),
                      slope=f"{i18n.number(top.values['slope'], lang, 2)} ms")
+
+
+def _waterfall_conclusion(f: Findings, lang: str) -> str:
+    """The slowest request after a cold start, and the part that took most of it."""
+    table = f.diagnosis.attribution
+    slow = f.requests[~f.requests["cold_start"].astype(bool)] if "cold_start" in f.requests else f.requests
+    slow = slow[slow["metric_ms"].notna()] if "metric_ms" in slow else slow.iloc[:0]
+    if table.empty or slow.empty:
+        return ""
+    worst = slow.loc[slow["metric_ms"].idxmax()]
+    parts = {p: float(worst[p]) for p in PARTS if not _missing(worst[p])}
+    part = max(parts, key=parts.get)
+    return i18n.text("conclude_waterfall", lang, scenario=f.labels.get((worst["run"], worst["scenario"]), ""),
+                     total=i18n.ms(worst["metric_ms"], lang), part=i18n.text(plots.PART_WORDS[part], lang),
+                     ms=i18n.ms(parts[part], lang))
 
 
 def _decode_conclusion(f: Findings, lang: str) -> str:
@@ -347,6 +366,7 @@ class Report:
             "prefill": not f.requests.empty
             and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
             "decode": not f.requests.empty and bool(f.requests["decode_tps"].notna().any()),
+            "waterfall": "metric_ms" in f.requests and bool(f.requests["metric_ms"].notna().any()),
         }.get(name, True)
 
     def _draw(self, name: str) -> Figure:
