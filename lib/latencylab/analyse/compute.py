@@ -21,7 +21,7 @@ from latencylab.analyse.compare import (
 )
 from latencylab.analyse.diagnosis import diagnose
 from latencylab.analyse.findings import Findings, RunInfo
-from latencylab.analyse.steps import agree_with, figure_facts, headline, next_steps
+from latencylab.analyse.steps import agree_with, beside_measured, figure_facts, headline, next_steps
 from latencylab.analyse.tables import (
     KEY,
     concurrency_table,
@@ -68,6 +68,9 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     claims = [h for r in runs for h in r.hypotheses]
     diagnosis = dataclasses.replace(diagnosis, hypotheses=[h for i, h in enumerate(claims) if h not in claims[:i]])
     steps = agree_with(steps, diagnosis)
+    across = across_runs(frame, reference, metric)
+    diagnosis = dataclasses.replace(diagnosis, predictions=beside_measured(diagnosis.predictions, comparisons,
+                                                                           across, base))
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
@@ -75,7 +78,7 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         targets=target_table, facts=figure_facts(phases, frame, decomposition, target_table, targets),
         concurrency=concurrency, sweep=sweep(frame, metric) if any(r.sweep for r in runs) else pd.DataFrame(),
         errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
-        across_runs=across_runs(frame, reference, metric), spread=spread(frame, metric), server_facts=by_run,
+        across_runs=across, spread=spread(frame, metric), server_facts=by_run,
         differences=fact_differences(by_run, fact_reference),
         measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,
     )

@@ -65,6 +65,22 @@ def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
     return out
 
 
+def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: pd.DataFrame, baseline: Key
+                    ) -> list[Step]:
+    """Each predicted gain with what was measured where the fix was tried: the scenarios compared with the one it
+    was predicted for (when that is the baseline), and the same scenario in the other runs compared."""
+    out = []
+    for step in predictions:
+        tried = comparisons if step.key == baseline else comparisons.iloc[:0]
+        if not across.empty:
+            tried = pd.concat([tried, across[(across["reference"] == step.key[0])
+                                             & (across["scenario"] == step.key[1])]])
+        measured = [{"key": (r.run, r.scenario), "median": float(r.median_after), "change_pct": float(r.change_pct)}
+                    for r in tried.itertuples()]
+        out.append(Step(step.kind, step.key, {**step.values, "measured": measured}))
+    return out
+
+
 def headline(baseline: Key, comparisons: pd.DataFrame, changes: pd.DataFrame, targets: pd.DataFrame,
              steps: list[Step]) -> Headline:
     """The summary's facts: the fastest scenario against the baseline, targets passed, the main finding."""

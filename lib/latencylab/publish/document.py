@@ -97,6 +97,11 @@ def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttf
     if step.kind.startswith("predict_"):
         values.update(metric=i18n.t(f"metric_{metric}", lang), now=i18n.ms(v["now"], lang),
                       after=i18n.ms(v["after"], lang), saved=i18n.ms(v["saved"], lang))
+        measured = Markup("").join(i18n.t("next_predict_measured", lang, run=labels.get(m["key"], m["key"][1]),
+                                          measured=i18n.ms(m["median"], lang), change=("+" if m["change_pct"] > 0
+                                          else "") + i18n.percent(m["change_pct"] / 100, lang))
+                                 for m in v.get("measured", []))
+        return i18n.t(f"next_{step.kind}", lang, **values) + measured
     if step.kind == "errors":
         values.update(share=i18n.percent(v["share"], lang), kinds=", ".join(f"{k} ×{n}" for k, n in v["kinds"].items()))
     elif step.kind == "keep_loaded":
