@@ -24,7 +24,7 @@ SECTIONS = {
            "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores"],
 }
 # Each figure in the section it supports, in the document's order.
-FIGURES = ["histogram", "timeline", "decomposition", "decode", "ecdf", "box", "variability", "targets"]
+FIGURES = ["histogram", "timeline", "decomposition", "waterfall", "decode", "ecdf", "box", "variability", "targets"]
 
 
 @pytest.fixture
