@@ -143,7 +143,8 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
         prediction = "" if not x.get("check") else \
             t("dx_check_prediction", predicted=x["predicted_pct"], verdict=t(f"dx_check_{x['check']}"))
         if v.verdict == "no_gpu":
-            return t("dx_offload_no_gpu", why=t(f"dx_no_gpu_{x['why']}"), check=prediction, **values)
+            look = t("dx_look_cpu_build" if x["why"] == "cpu_build" else "dx_look_server")
+            return t("dx_offload_no_gpu", why=t(f"dx_no_gpu_{x['why']}"), look=look, check=prediction, **values)
         layers = "" if _missing(x["layers"]) or _missing(x["layers_total"]) else \
             t("dx_layers", layers=int(x["layers"]), total=int(x["layers_total"]))
         compare = "" if _missing(x["decode_gpu"]) or _missing(x["decode_spilled"]) else \
