@@ -28,9 +28,11 @@ from latencylab.publish import check_text, i18n, plots
 TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
             "runs", "targets", "next_steps", "concurrency", "sweep", "errors")
-FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "measured": ("prefill", "decode"),
-           "diagnosis": ("waterfall",),
-           "results": ("ecdf", "box"), "targets": ("variability", "targets"), "concurrency": ("concurrency",),
+# The library's own figures of each section; the report notebook draws more in its cells (the timeline, the ECDF)
+# and hands them to `Report.show`.
+FIGURES = {"baseline": ("histogram",), "analysis": ("decomposition",), "diagnosis": ("waterfall",),
+           "measured": ("prefill", "decode"), "results": ("box",), "targets": ("variability", "targets"),
+           "concurrency": ("concurrency",),
            "sweep": ("sweep",)}
 
 
@@ -358,10 +360,28 @@ class Report:
         return section(self.findings, name, self.lang)
 
     def figures(self, name: str) -> list[Figure]:
-        """The figures that support section `name`, drawn on first use."""
+        """The figures that support section `name`: those the notebook handed in, then the library's (drawn on
+        first use)."""
         if name not in self._figures:
             self._figures[name] = [self._draw(fig) for fig in FIGURES.get(name, ()) if self._drawable(fig)]
         return self._figures[name]
+
+    def words(self, key: str, **values: Any) -> str:
+        """A catalog message as plain text in the report's language (axis labels, legend titles)."""
+        return i18n.text(key, self.lang, **values)
+
+    def title(self, name: str) -> str:
+        """The title of figure `name`: what to conclude, then what is drawn."""
+        return figure_words(self.findings, name, self.lang)[0]
+
+    def add_figure(self, section_name: str, name: str, figure: plt.Figure) -> None:
+        """A figure drawn in the notebook, put first in section `section_name` (the HTML and latency.md)."""
+        _, alt = figure_words(self.findings, name, self.lang)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        drawn = [fig for fig in self.figures(section_name) if fig.name != name]
+        self._figures[section_name] = [Figure(name, buffer.getvalue(), alt), *drawn]
 
     def _drawable(self, name: str) -> bool:
         f = self.findings
@@ -383,10 +403,13 @@ class Report:
         plt.close(figure)
         return Figure(name, buffer.getvalue(), alt)
 
-    def show(self, name: str) -> None:
-        """Display section `name` in a notebook: its text and tables, then its figures."""
+    def show(self, name: str, figures: dict[str, plt.Figure] | None = None) -> None:
+        """Display section `name` in a notebook: its text and tables, then its figures (`figures`: drawn in the
+        notebook, by figure name, shown first)."""
         from IPython.display import HTML, Markdown, display
 
+        for figure_name, figure in (figures or {}).items():
+            self.add_figure(name, figure_name, figure)
         text = self.markdown(name)
         if text:
             display(Markdown(text))

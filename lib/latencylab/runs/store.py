@@ -141,6 +141,17 @@ def free_run_id(study_name: str) -> str:
     return candidate
 
 
+def exists(run_id: str) -> bool:
+    """Whether run `run_id` has a folder under data/runs/."""
+    return paths.run_dir(run_id).exists()
+
+
+def refuse_existing(run_id: str) -> None:
+    """`RunExists` when the run id is taken: two runs never share a folder."""
+    if exists(run_id):
+        raise RunExists(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another run id")
+
+
 def host_info() -> dict[str, Any]:
     """The machine a run measured from."""
     try:
