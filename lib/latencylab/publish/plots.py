@@ -108,7 +108,7 @@ def waterfall(f: Findings, *, lang: str = "en", title: str | None = None) -> Fig
     ax.invert_yaxis()
     ax.set_xlabel(t("ax_waterfall", lang, metric=t(f"metric_{f.metric}", lang)))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, fontsize="small", frameon=False)
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def variability(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
