@@ -170,7 +170,7 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
         if not _missing(x["slots"]):
             who = t("dx_who_one_slot" if x["slots"] == 1 else "dx_who_slots", concurrency=i18n.number(
                 x["concurrency"], lang), slots=x["slots"])
-        elif v.verdict != "refuted" and not _missing(x["wait_ms"]):
+        elif v.verdict == "confirmed" and not _missing(x["wait_ms"]):  # a few ms is the scheduler's own time
             who = t("dx_who_others")
         values.update(wait=_fine_ms(x["wait_ms"], lang), share=pct(x["share"]), metric=metric,
                       source=t("dx_wait_derived") if x["source"] == "derived" else "", who=who,
