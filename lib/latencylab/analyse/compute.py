@@ -79,7 +79,7 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         decomposition=decomposition, changes=changes, comparisons=comparisons, results=results(phases, base, keys),
         targets=target_table, facts=figure_facts(phases, frame, decomposition, target_table, targets),
         concurrency=concurrency, sweep=sweep(frame, metric) if any(r.sweep for r in runs) else pd.DataFrame(),
-        errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
+        errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, diagnosis.predictions + steps), samples=frame,
         across_runs=across, spread=spread(frame, metric), server_facts=by_run,
         differences=fact_differences(by_run, fact_reference),
         measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,

@@ -50,12 +50,15 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
 
 def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
     """The steps the diagnosis bears out: keeping a model loaded only where reloads are a cause (not for a cold
-    start, nor for loads too small to matter); a server that used no GPU is told to find out why, not to shrink
-    a model that would fit; a spread a confirmed cause explains is left to that cause's step."""
+    start, nor for loads too small to matter) and no predicted gain already says so; a server that used no GPU
+    is told to find out why, not to shrink a model that would fit; a spread a confirmed cause explains is left
+    to that cause's step."""
     verdicts = {(v.cause, v.key): v.verdict for v in diagnosis.verdicts}
+    predicted = {s.key for s in diagnosis.predictions if s.kind.startswith("predict_reloads")}
     out = []
     for step in steps:
-        if step.kind == "keep_loaded" and verdicts.get(("reloads", step.key)) not in ("confirmed", None):
+        if step.kind == "keep_loaded" and (verdicts.get(("reloads", step.key)) not in ("confirmed", None)
+                                           or step.key in predicted):
             continue
         if step.kind == "vram" and verdicts.get(("offload", step.key)) == "no_gpu":
             step = Step("no_gpu", step.key, step.values)
