@@ -249,3 +249,20 @@ def test_a_predicted_gain_stands_beside_the_change_measured_where_the_fix_was_tr
     text = document.section(found, "next_steps", "en")
     assert "would be about 100\u00a0ms instead of 500\u00a0ms" in text
     assert "Measured in **f**: 110\u00a0ms (-78%)" in text
+
+
+def test_a_server_without_a_total_has_its_wait_derived_and_labelled_so():
+    # llama-server: prompt 50 ms, no total; TTFB 60, 60, 260 → 10, 10, 210 left: 10 ms is the quickest delivery
+    # (client and network), the rest waited: 0, 0, 200
+    rows = [_row(i, "l", backend="llamacpp", ttfb_ms=ttfb, prompt_eval_ms=50.0) for i, ttfb in
+            enumerate((60.0, 60.0, 260.0))]
+    frame = attribution.attribute(samples_frame(rows).assign(run="r1"), "ttfb_ms")
+    assert list(frame["server_wait_ms"]) == [0.0, 0.0, 200.0] and list(frame["client_network_ms"]) == [10.0] * 3
+    assert set(frame["wait_source"]) == {"derived"}
+
+
+def test_without_server_figures_the_first_byte_stays_unattributed_never_zero():
+    rows = [_row(0, "o", backend="openai", ttfb_ms=80.0, state="unknown", load_ms=None, load_ms_source=None)]
+    parts = attribution.attribute(samples_frame(rows).assign(run="r1"), "ttfb_ms").iloc[0]
+    assert parts["unattributed_ms"] == 80.0
+    assert all(math.isnan(parts[p]) for p in ("client_network_ms", "server_wait_ms", "loading_ms", "prompt_ms"))

@@ -62,8 +62,10 @@ def attribute(data: pd.DataFrame, metric: str) -> pd.DataFrame:
     prompt = _float(data["prompt_eval_ms"])
     total, eval_ms = _float(data["total_ms"]), _float(data["eval_ms"]).fillna(0.0)
     # The scheduler's time on a request that loaded nothing is waiting, not loading (Ollama's load_duration).
-    load = reported.where(paid, 0.0).where(~paid | reported.notna())
-    scheduler = reported.where(~paid & from_server, 0.0).fillna(0.0)
+    # A resident model loaded nothing; where residency is unknown, so is the load.
+    warm = state == "warm"
+    load = reported.where(paid, pd.Series(0.0, index=data.index).where(warm))
+    scheduler = reported.where(warm & from_server, 0.0).fillna(0.0)
     held = (total - reported.fillna(0.0) - prompt - eval_ms).clip(lower=0.0)
     wait = (held + scheduler).where(total.notna() & prompt.notna())
     first = pd.Series(0.0, index=data.index).where(prompt.notna())
