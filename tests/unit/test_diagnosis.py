@@ -233,12 +233,13 @@ def test_prompt_modes_are_found_under_slow_requests_from_other_work():
 
 def test_a_predicted_gain_stands_beside_the_change_measured_where_the_fix_was_tried():
     # b (the baseline): a cold start, then 3 of 5 requests reload (500 ms, 400 of it the load), 2 do not (100 ms);
-    # f: the fix tried, six resident requests of 110 ms
+    # f: the fix tried (keep_alive -1 instead of 2), six resident requests of 110 ms
+    run = RunInfo(run_id="r1", label="r1", study="hand", scenarios={"b": {"keep_alive": 2}, "f": {"keep_alive": -1}})
     rows = [_row(0, "b", state="cold", ttfb_ms=500.0, load_ms=400.0, load_ms_source="server")]
     rows += [_row(2 * i, "b", state="cold" if i < 4 else "warm", ttfb_ms=500.0 if i < 4 else 100.0,
                   load_ms=400.0 if i < 4 else 0.0, load_ms_source="server") for i in range(1, 6)]
     rows += [_row(2 * i + 1, "f", ttfb_ms=110.0) for i in range(6)]
-    found = compute.findings(samples_frame(rows), [RUN])
+    found = compute.findings(samples_frame(rows), [run])
     (gain,) = found.diagnosis.predictions
     # later requests of b: 500, 500, 500, 100, 100 → median 500; those that paid no load: median 100
     assert (gain.kind, gain.key, gain.values["now"], gain.values["after"]) == ("predict_reloads", ("r1", "b"),

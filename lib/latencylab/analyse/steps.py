@@ -68,13 +68,23 @@ def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
     return out
 
 
-def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: pd.DataFrame, baseline: Key
-                    ) -> list[Step]:
+# The scenario settings that apply each fix: a scenario of the run that changed one of them tried it.
+FIX_SETTINGS = {"predict_reloads": {"keep_alive", "preload"}, "predict_reloads_each": {"keep_alive", "preload"},
+                "predict_queueing": {"num_parallel", "concurrency"}, "predict_prompt": {"num_keep", "prompts"}}
+
+
+def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: pd.DataFrame, changes: pd.DataFrame,
+                    baseline: Key) -> list[Step]:
     """Each predicted gain with what was measured where the fix was tried: the scenarios compared with the one it
-    was predicted for (when that is the baseline), and the same scenario in the other runs compared."""
+    was predicted for (when that is the baseline) that changed a setting of that fix, and the same scenario in
+    the other runs compared (whatever changed between the runs)."""
     out = []
     for step in predictions:
-        tried = comparisons if step.key == baseline else comparisons.iloc[:0]
+        fixed = changes[changes["setting"].isin(FIX_SETTINGS.get(step.kind, set()))]
+        tried_keys = set(zip(fixed["run"], fixed["scenario"], strict=True))
+        tried = comparisons[[(r, s) in tried_keys for r, s in zip(comparisons["run"], comparisons["scenario"],
+                                                                   strict=True)]] if step.key == baseline \
+            else comparisons.iloc[:0]
         if not across.empty:
             tried = pd.concat([tried, across[(across["reference"] == step.key[0])
                                              & (across["scenario"] == step.key[1])]])
