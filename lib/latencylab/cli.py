@@ -64,7 +64,7 @@ def _print_check_problems(result: check.CheckResult) -> None:
     """The check's warnings and errors, before the run starts (the run goes on; notes stay in check.json)."""
     for finding in result.findings:
         if finding.level != "note":
-            message, fix = check_text.render(finding)
+            message, fix = check_text.text(finding)
             print(f"latencylab: check {finding.level}: {message}\n  fix: {fix}", file=sys.stderr)
 
 

@@ -17,7 +17,7 @@ from doubles.ollama import PHI3_MINI, PHI3_MINI_Q4_K_M, SEED_VRAM_BYTES, OllamaD
 from latencylab.collect import gather, runner
 from latencylab.core import paths
 from latencylab.plan import check
-from latencylab.plan.facts import Facts
+from latencylab.plan.facts import Facts, HostFacts
 from latencylab.plan.study import load_study, parse_study, with_base_url
 from latencylab.runs import store
 
@@ -135,6 +135,8 @@ def test_a_run_confirms_the_prediction_and_the_shipped_order_never_thrashes(work
     assert verdicts == {"baseline": "confirmed", "optimised": "confirmed"}  # optimised: num_gpu 1, one layer
     subsequent = frame[frame["phase"] == "subsequent"]
     assert thrashed >= 3 and (subsequent["state"] == "cold").all()  # interleaved: every request pays a load
+    host = store.load_meta(frame["run_id"].iloc[0]).host  # run.json's host: the facts collect gathered
+    assert HostFacts.model_validate(host).cores_logical == os.cpu_count()
     with seed_machine() as server:
         frame = run(SHIPPED, server)
         assert server.evictions == []  # blocked, one cold start per scenario: nothing evicts anything

@@ -25,6 +25,8 @@ WORDS = {
            "the rest on the CPU",
            "**resident** — ❌ refuted: the whole model is on the GPU (100\u00a0MiB)",
            "tokens/s wholly on the GPU against",
+           "spilled: will not fit: about 60% on the GPU",  # the check's share in the report's format
+           "The check predicted about 60% on the GPU before the run",
            "measured: 62% on the GPU, so the prediction is confirmed",
            "“The model does not fit in the GPU” — put to the test by this run: spilled: ✅ confirmed; resident: ❌ "
            "refuted"),
@@ -32,6 +34,8 @@ WORDS = {
            "resto en la CPU",
            "**resident** — ❌ refutada: el modelo entero está en la GPU (100\u00a0MiB)",
            "tokens/s entero en la GPU frente a",
+           "spilled: no cabe: cerca del 60\u00a0% en la GPU",
+           "La comprobación previa predijo cerca del 60\u00a0% en la GPU",
            "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada",
            "«The model does not fit in the GPU» — puesta a prueba en esta ejecución: spilled: ✅ confirmada"),
 }

@@ -4,11 +4,13 @@ its two languages, its escaping, and the published HTML in a real headless brows
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
 from latencylab.analyse import compute
 from latencylab.core import paths
@@ -95,8 +97,13 @@ def test_server_text_is_escaped_everywhere(fixture_run, tmp_path):
     doc = report.document_of([fixture_run])
     doc.write(tmp_path)
     markdown = (tmp_path / "latency.md").read_text()
-    assert "<script>" not in markdown and "<img src=x" not in markdown
-    assert "&lt;script&gt;" in markdown
+    # the Markdown shows each character as itself (it read `&#39;` and `p &lt; 0.0001`), a tag backslash-escaped
+    assert "\\<script>console.log('pwned')\\</script>" in markdown and "(p < 0.0001" in markdown
+    assert not re.search(r"&(#\d+|lt|gt|amp|quot);", markdown)
+    assert not re.search(r"(?<!\\)<(script|img)", markdown)
+    # and the HTML made of it shows the server's tags as text
+    html = markdown2html_mistune(markdown)
+    assert "&lt;script&gt;console.log('pwned')&lt;/script&gt;" in html and "<script" not in html
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])
@@ -171,7 +178,7 @@ def test_cli_report_takes_a_language_and_an_external_baseline(fixture_run, workd
 
 def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
     clear = report.document_of([fixture_run])
-    assert "faster, and the difference is larger than the noise (p &lt; 0.0001" in clear.markdown("results")
+    assert "faster, and the difference is larger than the noise (p < 0.0001" in clear.markdown("results")
     frame = store.load_run(fixture_run)
     same = frame.copy()
     baseline_ttfb = same.loc[(same["scenario"] == "baseline") & same["ok"], "ttfb_ms"].to_numpy()
@@ -215,8 +222,8 @@ def test_a_changed_cell_of_the_report_notebook_changes_the_html(fixture_run, tmp
 
     notebook = nbformat.read(paths.REPORT_NOTEBOOK, as_version=4)
     cell = next(c for c in notebook.cells if c.source.startswith("attempted = samples"))
-    cell.source = cell.source.replace('counted = attempted[attempted["ok"].fillna(False)]',
-                                      'counted = attempted[attempted["ok"].fillna(False) & (attempted["ttfb_ms"] < 600)]')
+    cell.source = cell.source.replace("value=attempted[metric].where(ok)",
+                                      "value=attempted[metric].where(ok & (attempted[metric] < 600))")
     assert "< 600" in cell.source
     changed = tmp_path / "changed.ipynb"
     nbformat.write(notebook, changed)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 from tqdm.auto import tqdm
 
-from latencylab.collect import gpu, loops
+from latencylab.collect import gather, gpu, loops
 from latencylab.collect.backends import Backend, GenerationRequest, make_backend
 from latencylab.collect.backends.base import RequestInterrupted, ServerError
 from latencylab.collect.engine import Engine, prepare_models, presets
@@ -349,7 +349,7 @@ def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None,
     facts = server_facts(study, run_id)
     store.create_run(run_id, study=study, study_as_written=study_as_written or study.model_dump(mode="json"),
                      planned_requests=len(plan_requests(study, run_id)), server=facts,
-                     gpus=[dataclasses.asdict(d) for d in gpu.devices()])
+                     gpus=[dataclasses.asdict(d) for d in gpu.devices()], host=gather.host_facts())
     return run_id
 
 

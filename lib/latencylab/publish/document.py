@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from latencylab.analyse.attribution import PARTS
-from latencylab.analyse.findings import CheckItem, Findings, Key, Modes, Step, Verdict
+from latencylab.analyse.findings import Findings, Key, Modes, Step, Verdict
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
@@ -143,7 +143,7 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
                       reasons=t("dx_reasons", reasons=reasons) if reasons else "", cold=cold)
     elif v.cause == "offload":
         prediction = "" if not x.get("check") else \
-            t("dx_check_prediction", predicted=x["predicted_pct"], verdict=t(f"dx_check_{x['check']}"))
+            t("dx_check_prediction", predicted=pct(x["predicted_pct"] / 100), verdict=t(f"dx_check_{x['check']}"))
         if v.verdict == "no_gpu":
             look = t("dx_look_cpu_build" if x["why"] == "cpu_build" else "dx_look_server")
             return t("dx_offload_no_gpu", why=t(f"dx_no_gpu_{x['why']}"), look=look, check=prediction, **values)
@@ -227,9 +227,9 @@ def hypothesis_words(claim: str, cause: str, f: Findings, lang: str) -> Markup |
     return i18n.t("dx_hypothesis", lang, claim=claim, verdicts=verdicts)
 
 
-def check_words(item: CheckItem, f: Findings, lang: str) -> Markup:
+def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     """One finding of the check before the run, in the report's language, with what was then measured."""
-    message, _ = check_text.render(Finding(item.rule, item.level, item.scenario, item.evidence), lang)
+    message, _ = check_text.render(item, lang)
     line = Markup("{}: {}").format(i18n.t(f"dx_level_{item.level}", lang), message)
     key = (item.run, item.scenario)
     if item.rule in MEMORY_RULES and key in f.diagnosis.predicted:
@@ -260,7 +260,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "thresholds": lambda: thresholds_words(f, lang), "check_line": lambda item: check_words(item, f, lang),
         "tps": lambda v: _tps(v, lang),
     })
-    return str(getattr(module, name)()).strip()
+    return i18n.markdown(str(getattr(module, name)()).strip())
 
 
 @dataclass
@@ -424,7 +424,7 @@ class Report:
         for name in SECTIONS:
             if text := self.markdown(name):
                 parts.append(text)
-            parts += [f"![{escape(fig.alt)}](figures/{fig.name}.png)" for fig in self.figures(name)]
+            parts += [f"![{i18n.markdown(escape(fig.alt))}](figures/{fig.name}.png)" for fig in self.figures(name)]
         return "\n\n".join(parts) + "\n"
 
     def write(self, folder: Path) -> Path:
