@@ -243,8 +243,10 @@ def _prompt(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
     later = _later(g)
     latency = _median(later[metric])
     typical = _median(later["prompt_ms"])
+    # Growth is the TTFT's (what the prefill figure draws): Theil–Sen's slope is robust to the minority of
+    # requests slowed by a wait or a stall, whatever their prompt length.
     known = later[_float(later["prompt_tokens"]).notna()]
-    y = known["prompt_ms"] if known["prompt_ms"].notna().all() and len(known) else known[metric]
+    y = known["ttft_ms"]
     values: dict[str, Any] = {"typical_ms": typical, "share": typical / latency if latency else math.nan,
                               "rho": math.nan, "p": math.nan, "slope": math.nan, "added_ms": math.nan,
                               "tokens_min": math.nan, "tokens_max": math.nan, "grows": False,
