@@ -48,6 +48,17 @@ def router(models: list[Path]) -> Iterator[object]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def real_ollama(models: list[Path]) -> Iterator[object]:
+    """The bundled real Ollama (0.5.4, CPU; `make test` assembles it), one per session: one request at a time
+    (OLLAMA_NUM_PARALLEL=1) and one model resident (OLLAMA_MAX_LOADED_MODELS=1), so queueing and eviction are
+    real. Tests leave it with nothing loaded."""
+    from latencylab.collect.engine.ollama import BundledOllama
+
+    with BundledOllama(env={"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_MAX_LOADED_MODELS": "1"}) as server:
+        yield server
+
+
 @pytest.fixture
 def interrupt_after() -> Callable[[int], Callable[[Any], None]]:
     """An `on_sample` callback that stops a run as Ctrl-C does, once `count` samples exist."""
