@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,19 @@ def interrupt_after() -> Callable[[int], Callable[[Any], None]]:
         return on_sample
 
     return make
+
+
+@pytest.fixture
+def background_job() -> Callable[..., subprocess.Popen[str]]:
+    """`subprocess.Popen` as a script's `command &` starts a command: with SIGINT ignored (a non-interactive shell
+    does that for its background jobs), whatever this test process inherited. A test that stops the child with
+    SIGINT then relies on the child's own handler, the same on a terminal, in CI and in `make test &`."""
+
+    def start(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child keeps what is ignored across exec
+        try:
+            return subprocess.Popen(args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, inherited)
+
+    return start

@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A command started as `latencylab run … &` from a script inherits SIGINT ignored (the shell does that for
+    # background jobs), and Python then leaves it ignored: install Python's own handler so `kill -INT` stops it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 
@@ -13,6 +14,7 @@ from latencylab.collect.backends import GenerationRequest
 from latencylab.collect.backends.llamacpp import LlamaCppBackend
 from latencylab.collect.backends.openai import OpenAIBackend
 from latencylab.collect.engine import Engine, EngineError, find_binary
+from latencylab.core import paths
 
 pytestmark = pytest.mark.engine
 
@@ -59,10 +61,10 @@ def test_cold_request_is_several_times_slower_than_warm_ones(router):
     assert all(s.ok for _, s in results), [s.error for _, s in results]
     assert cold_resident is False and all(resident for resident, _ in warm)
     # The router answers headers only once the model is loaded, so headers carry the load and little else:
-    # a ratio that holds even on a busy machine, where prompt processing slows cold and warm alike.
-    warm_ttfb = statistics.median(s.ttfb_ms for _, s in warm)
+    # a ratio that holds even on a busy machine. Not the TTFBs: prompt processing, seconds on a loaded machine,
+    # slows cold and warm alike and can hide the load.
     warm_headers = statistics.median(s.headers_ms for _, s in warm)
-    assert cold.headers_ms > 3 * warm_headers and cold.ttfb_ms > 2 * warm_ttfb, (cold, warm)
+    assert cold.headers_ms > 3 * warm_headers, (cold, warm)
     for _, s in results:
         assert s.headers_ms <= s.ttfb_ms <= s.ttft_ms <= s.e2e_ms
         assert s.output_tokens_source == "server" and 1 <= s.output_tokens <= 8
@@ -75,7 +77,7 @@ def test_after_the_idle_sleep_the_next_request_is_cold_again(router):
     results = _measure(router, Q4, ["After a pause.", "Right after."])
     (resident_after_idle, first), (resident_then, second) = results
     assert resident_after_idle is False and resident_then is True
-    assert first.headers_ms > 3 * second.headers_ms and first.ttfb_ms > second.ttfb_ms, (first, second)
+    assert first.headers_ms > 3 * second.headers_ms, (first, second)  # the reload, as above (not the TTFBs)
 
 
 def test_switching_models_evicts_the_other_when_one_fits(router):
@@ -138,7 +140,6 @@ def _run_shipped(name: str, **workload) -> object:
     import yaml
 
     from latencylab.collect import runner
-    from latencylab.core import paths
     from latencylab.plan.study import parse_study
     from latencylab.runs import store
 
@@ -155,7 +156,12 @@ def test_demo_baseline_pays_loads_and_optimised_stays_warm(workdir, models):
     assert list(optimised["state"]) == ["warm"] * 3
     assert (baseline["load_ms_source"] == "derived").all() and (optimised["load_ms"] == 0).all()
     assert (baseline["load_ms"] > 0).all()
-    assert baseline["ttfb_ms"].median() > optimised["ttfb_ms"].median()
+    assert not baseline["resident_before"].any() and optimised["resident_before"].all()  # the router said so
+    # the engine's own log: the baseline's model loaded for each of its 3 requests (at start, then woken from each
+    # idle sleep), the optimised one once, at its preload. (Not their TTFBs: 3 timings each on a shared machine.)
+    log = (paths.run_dir(frame["run_id"].iloc[0]) / "llama-server.log").read_text()
+    loads = re.findall(r"load_model: loading model '[^']*/([^/']+)\.gguf'", log)
+    assert sorted(loads) == ["smollm2-135m-q4_1"] + ["smollm2-135m-q8_0"] * 3, loads
     assert set(baseline["context_length"]) == {8192} and set(optimised["context_length"]) == {2048}
     assert (frame["server_rss_bytes"] > 10 * 2**20).all() and (frame["model_size_bytes"] > 0).all()
 
