@@ -61,13 +61,13 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ground_truth_server as gt  # noqa: E402
 
-from latencylab import loops  # noqa: E402
-from latencylab.backends import base  # noqa: E402
-from latencylab.backends.base import Backend, GenerationRequest  # noqa: E402
-from latencylab.backends.ollama import OllamaBackend  # noqa: E402
-from latencylab.backends.openai import OpenAIBackend  # noqa: E402
-from latencylab.gpu import GpuSampler  # noqa: E402
-from latencylab.sample import Sample, StreamClock  # noqa: E402
+from latencylab.collect import loops  # noqa: E402
+from latencylab.collect.backends import base  # noqa: E402
+from latencylab.collect.backends.base import Backend, GenerationRequest  # noqa: E402
+from latencylab.collect.backends.ollama import OllamaBackend  # noqa: E402
+from latencylab.collect.backends.openai import OpenAIBackend  # noqa: E402
+from latencylab.collect.gpu import GpuSampler  # noqa: E402
+from latencylab.core.sample import Sample, StreamClock  # noqa: E402
 
 METRICS = ("headers_ms", "ttfb_ms", "ttft_ms", "itl_ms", "e2e_ms")
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"

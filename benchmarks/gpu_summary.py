@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from latencylab import engine, gpu
+from latencylab.collect import engine, gpu
 
 
 def scenario_figures(samples: pd.DataFrame) -> pd.DataFrame:

@@ -17,9 +17,10 @@ import numpy as np
 def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["LATENCYLAB_HOME"] = home  # before importing latencylab: paths are read at import
-        from latencylab import report, store
-        from latencylab.sample import Sample
-        from latencylab.study import parse_study
+        from latencylab.core.sample import Sample
+        from latencylab.plan.study import parse_study
+        from latencylab.publish import report
+        from latencylab.runs import store
 
         rng = np.random.default_rng(0)
         study = parse_study({"name": "bench", "scenarios": [{"name": "baseline", "model": "m"},

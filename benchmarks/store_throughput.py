@@ -15,8 +15,8 @@ from pathlib import Path
 def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["LATENCYLAB_HOME"] = home  # before importing latencylab: paths are read at import
-        from latencylab import store
-        from latencylab.sample import Sample
+        from latencylab.core.sample import Sample
+        from latencylab.runs import store
 
         sample = Sample(run_id="bench", scenario="a", ok=True, headers_ms=5.1, ttfb_ms=40.2, ttft_ms=40.2,
                         e2e_ms=380.0, itl_ms=[10.5] * 31, output_tokens=32, output_tokens_source="server",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from latencylab import paths
+from latencylab.core import paths
 
 TESTS_DIR = Path(__file__).parent
 
@@ -34,7 +34,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def models() -> list[Path]:
     """The embedded engine's models in data/models/ (prepared once; idempotent)."""
-    from latencylab import engine
+    from latencylab.collect import engine
 
     return engine.prepare_models()
 
@@ -42,7 +42,7 @@ def models() -> list[Path]:
 @pytest.fixture(scope="module")
 def router(models: list[Path]) -> Iterator[object]:
     """A real llama-server in router mode: one model resident at a time, idle models sleep after 3 s."""
-    from latencylab.engine import Engine
+    from latencylab.collect.engine import Engine
 
     with Engine(models_max=1, sleep_idle_seconds=3) as server:
         yield server

@@ -14,9 +14,14 @@ from pathlib import Path
 
 from papermill.exceptions import PapermillExecutionError
 
-from . import check, check_text, engine, exports, facts, paths, preflight, report, runner, store
-from .errors import LatencyLabError
-from .study import StudyError, StudySpec, load_study, with_base_url
+from latencylab.collect import engine, gather, preflight, runner
+from latencylab.core import paths
+from latencylab.core.errors import LatencyLabError
+from latencylab.plan import check
+from latencylab.plan.facts import RunFacts
+from latencylab.plan.study import StudyError, StudySpec, load_study, with_base_url
+from latencylab.publish import check_text, exports, report
+from latencylab.runs import store
 
 EXIT_STOPPED = 1  # a server stopped the run
 EXIT_USAGE = 2
@@ -45,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
         checked = _check_before_run(spec)
         run_id = runner.create_run(spec, raw, args.run_id)
-        check.save(checked, paths.run_dir(run_id))  # the plan's check beside the samples, for the report
+        store.save_check(checked, run_id)  # the plan's check beside the samples, for the report
     else:
         raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
     if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
@@ -59,8 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.run(run_id)
     finally:
         if checked is not None:  # the server facts after the last request, beside those from before the first
-            after = facts.collect(spec, "after", os.environ.get(runner.API_KEY_ENV))
-            facts.save(facts.RunFacts(before=checked.facts, after=after), paths.run_dir(run_id))
+            after = gather.collect(spec, "after", os.environ.get(runner.API_KEY_ENV))
+            store.save_facts(RunFacts(before=checked.facts, after=after), run_id)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         _print_report(report.publish([run_id], **report_options))
@@ -76,7 +81,7 @@ def _prepare_engine_models(spec: StudySpec) -> None:
 def _check_before_run(spec: StudySpec) -> check.CheckResult:
     """The plan's check, its warnings and errors printed before the run starts (the run goes on)."""
     _prepare_engine_models(spec)
-    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV), moment="before")
+    result = gather.run_check(spec, os.environ.get(runner.API_KEY_ENV), moment="before")
     for finding in result.findings:
         if finding.level != "note":
             message, fix = check_text.render(finding)
@@ -89,7 +94,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.base_url:
         spec = with_base_url(spec, args.base_url)
     _prepare_engine_models(spec)
-    result = check.run_check(spec, os.environ.get(runner.API_KEY_ENV))
+    result = gather.run_check(spec, os.environ.get(runner.API_KEY_ENV))
     if args.json:
         print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
     else:

@@ -14,8 +14,12 @@ import httpx
 import pytest
 
 from doubles.ollama import PHI3_MINI, PHI3_MINI_Q4_K_M, SEED_VRAM_BYTES, OllamaDouble, seed_machine
-from latencylab import check, facts, paths, runner, store
-from latencylab.study import load_study, parse_study, with_base_url
+from latencylab.collect import gather, runner
+from latencylab.core import paths
+from latencylab.plan import check
+from latencylab.plan.facts import Facts
+from latencylab.plan.study import load_study, parse_study, with_base_url
+from latencylab.runs import store
 
 ROOT = Path(__file__).resolve().parents[2]
 LITERAL = ROOT / "tests" / "data" / "seed-phi3-literal.yaml"
@@ -27,7 +31,7 @@ SEED_RULES = ("num-gpu-layers", "num-gpu-unknown", "memory-partial", "thrashing-
 
 def checked(study_path: Path, server: OllamaDouble) -> check.CheckResult:
     spec, _ = load_study(study_path)
-    return check.run_check(with_base_url(spec, server.base_url))
+    return gather.run_check(with_base_url(spec, server.base_url))
 
 
 def rules(result: check.CheckResult, level: str = "warning") -> set[str]:
@@ -143,9 +147,9 @@ def test_facts_before_and_after_a_run_hold_version_models_and_what_was_loaded(wo
     with seed_machine() as server:
         spec = parse_study({"name": "f", "backend": "ollama", "base_url": server.base_url, "gpu": {"vram_gb": 3},
                             "scenarios": [{"name": "a", "model": "phi3:mini"}, {"name": "b", "model": "nope:1b"}]})
-        before = facts.collect(spec, "before")
+        before = gather.collect(spec, "before")
         httpx.post(f"{server.base_url}/api/generate", json={"model": "phi3:mini"}, timeout=10)
-        after = facts.collect(spec, "after")
+        after = gather.collect(spec, "after")
     (ollama,) = before.servers
     assert ollama.reachable and ollama.version == "0.33.0" and ollama.missing == ["nope:1b"]
     (mini,) = ollama.models
@@ -153,13 +157,13 @@ def test_facts_before_and_after_a_run_hold_version_models_and_what_was_loaded(wo
         32, 4096, "Q4_0", PHI3_MINI.size)
     assert before.servers[0].loaded == [] and after.servers[0].loaded[0].name == "phi3:mini"
     assert after.moment == "after" and after.host.cores_logical
-    assert facts.Facts.model_validate_json(after.model_dump_json()) == after  # the run record can hold it
+    assert Facts.model_validate_json(after.model_dump_json()) == after  # the run record can hold it
 
 
 @pytest.mark.engine
 def test_the_embedded_demo_gets_facts_from_its_gguf_files_and_the_same_check(models):
     spec, _ = load_study("embedded-demo")
-    result = check.run_check(spec)
+    result = gather.run_check(spec)
     (engine,) = result.facts.servers
     assert engine.kind == "embedded" and all(m.block_count and m.context_length for m in engine.models)
     assert not rules(result, "error")
@@ -174,7 +178,8 @@ def test_run_prints_the_checks_warnings_first_and_keeps_them_as_check_json(workd
     err = capsys.readouterr().err
     assert "check warning: optimised: num_gpu 1" in err and "check error: optimised: tag" in err
     assert "note" not in err.split("check ")[1][:5]  # notes stay out of a run's terminal
-    saved = check.save(result, workdir)
+    paths.run_dir("r").mkdir(parents=True)
+    saved = store.save_check(result, "r")
     data = json.loads(saved.read_text())
     assert saved.name == "check.json" and data["exit_code"] == 2
     assert {f["rule"] for f in data["findings"]} >= {"thrashing-memory", "memory-partial"}
@@ -185,7 +190,7 @@ def test_the_running_engine_adds_its_build_and_router_settings_from_props(router
     import asyncio
 
     spec, _ = load_study("embedded-demo")
-    snapshot = asyncio.run(facts.gather(spec, "before", engine_url=router.base_url))
+    snapshot = asyncio.run(gather.gather(spec, "before", engine_url=router.base_url))
     (engine,) = snapshot.servers
     assert engine.props["role"] == "router" and engine.props["max_instances"] == 1 and engine.version
     assert {m.quantization_level for m in engine.models} == {"Q4_1", "Q8_0"}  # from the GGUF files

@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from doubles.loopback import LoopbackServer
-from latencylab.backends import make_backend
-from latencylab.backends.base import MAX_STALE_RETRIES, GenerationRequest, Timeouts
-from latencylab.backends.stamped import read_ns
-from latencylab.sample import Sample
+from latencylab.collect.backends import make_backend
+from latencylab.collect.backends.base import MAX_STALE_RETRIES, GenerationRequest, Timeouts
+from latencylab.collect.backends.stamped import read_ns
+from latencylab.core.sample import Sample
 
 TIMEOUTS = Timeouts(connect_s=2.0, first_byte_s=2.0, between_chunks_s=2.0, total_s=5.0)
 EVENTS = (b'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n',

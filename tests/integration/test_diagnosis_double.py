@@ -9,8 +9,10 @@ import json
 import pytest
 
 from doubles.ollama import OllamaDouble
-from latencylab import paths, report, runner
-from latencylab.study import parse_study
+from latencylab.collect import runner
+from latencylab.core import paths
+from latencylab.plan.study import parse_study
+from latencylab.publish import report
 
 MODELS = {"spilled": {"size": 100 * 2**20, "size_vram": 62 * 2**20}, "resident": {"size": 100 * 2**20}}
 # What `latencylab check` would have said before the run, as check.json keeps it.

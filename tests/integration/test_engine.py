@@ -9,10 +9,10 @@ import time
 import psutil
 import pytest
 
-from latencylab.backends import GenerationRequest
-from latencylab.backends.llamacpp import LlamaCppBackend
-from latencylab.backends.openai import OpenAIBackend
-from latencylab.engine import Engine, EngineError, find_binary
+from latencylab.collect.backends import GenerationRequest
+from latencylab.collect.backends.llamacpp import LlamaCppBackend
+from latencylab.collect.backends.openai import OpenAIBackend
+from latencylab.collect.engine import Engine, EngineError, find_binary
 
 pytestmark = pytest.mark.engine
 
@@ -43,7 +43,7 @@ def _measure(base_url: str, model: str, prompts: list[str], *, unload_first: boo
 
 
 def test_models_are_prepared_idempotently(models):
-    from latencylab.engine import prepare_models
+    from latencylab.collect.engine import prepare_models
 
     before = {p: p.stat().st_mtime_ns for p in models}
     assert {p.stem for p in models} == {Q4, Q8}
@@ -136,8 +136,10 @@ def test_the_server_listens_on_loopback_only(router):
 def _run_shipped(name: str, **workload) -> object:
     import yaml
 
-    from latencylab import paths, runner, store
-    from latencylab.study import parse_study
+    from latencylab.collect import runner
+    from latencylab.core import paths
+    from latencylab.plan.study import parse_study
+    from latencylab.runs import store
 
     raw = yaml.safe_load((paths.STUDIES_DIR / f"{name}.yaml").read_text())
     raw["workload"] = {**raw.get("workload", {}), **workload}
@@ -160,8 +162,10 @@ def test_demo_baseline_pays_loads_and_optimised_stays_warm(workdir, models):
 def test_sweep_cold_share_rises_once_the_gap_passes_the_idle_sleep(workdir, models):
     import yaml
 
-    from latencylab import analysis, runner, store
-    from latencylab.study import parse_study
+    from latencylab.analyse import tables
+    from latencylab.collect import runner
+    from latencylab.plan.study import parse_study
+    from latencylab.runs import store
 
     raw = yaml.safe_load("""
         name: mini-sweep
@@ -170,10 +174,10 @@ def test_sweep_cold_share_rises_once_the_gap_passes_the_idle_sleep(workdir, mode
         sweep: {model: smollm2-135m-q4_1, keep_alive: [2], idle_gap_s: [0.5, 3.5]}
     """)
     frame = store.load_run(runner.run_study(parse_study(raw), raw, progress=False))
-    table = analysis.sweep(frame)
+    table = tables.sweep(frame)
     short, long = table["cold_share"].tolist()
     assert short <= 1 / 3 and long == 1.0  # only the very first request of the short-gap cell is cold
-    from latencylab import report
+    from latencylab.publish import report
 
     doc = report.document_of([store.list_runs()[-1]])
     assert "## Keep-alive sweep" in doc.markdown("sweep")

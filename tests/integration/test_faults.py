@@ -20,12 +20,14 @@ import pandas as pd
 import pytest
 
 from doubles.faults import BAD_REQUEST, BUSY, CRASH, OPENAI_ERROR, VLLM_NOT_FOUND, FaultServer, refused_url
-from latencylab import analysis, runner, store
-from latencylab.backends.base import MAX_LINE_BYTES, Backend, GenerationRequest, Timeouts
-from latencylab.backends.ollama import OllamaBackend
-from latencylab.backends.openai import OpenAIBackend
-from latencylab.sample import ERROR_KINDS, MAX_TEXT_CHARS, Sample
-from latencylab.study import parse_study
+from latencylab.analyse import tables
+from latencylab.collect import runner
+from latencylab.collect.backends.base import MAX_LINE_BYTES, Backend, GenerationRequest, Timeouts
+from latencylab.collect.backends.ollama import OllamaBackend
+from latencylab.collect.backends.openai import OpenAIBackend
+from latencylab.core.sample import ERROR_KINDS, MAX_TEXT_CHARS, Sample
+from latencylab.plan.study import parse_study
+from latencylab.runs import store
 
 TIMEOUTS = Timeouts(connect_s=1.0, first_byte_s=0.5, between_chunks_s=0.3, total_s=3.0)
 TOKENS = ("The", " sky", " is", " blue", ".")
@@ -333,14 +335,14 @@ def test_a_study_against_a_struggling_server_records_every_request_and_completes
     assert broken["ttft_ms"].notna().all() and len(broken) == 4
 
     # no failed sample enters a latency figure: summary counts them as errors
-    table = analysis.summary(frame).droplevel("run")  # one run: scenarios by name
+    table = tables.summary(frame).droplevel("run")  # one run: scenarios by name
     for name in ("ollama", "chat", "openai", "flaky"):
         rows = frame[frame["scenario"] == name]
         good = rows[rows["ok"]]
         assert table.loc[name, "n"] == len(good) and table.loc[name, "errors"] == (~rows["ok"]).sum()
         assert table.loc[name, "mean"] == pytest.approx(good["ttfb_ms"].mean())
         assert table.loc[name, "max"] == pytest.approx(good["ttfb_ms"].max())
-    assert set(analysis.measured(frame)["ok"]) == {True}
+    assert set(tables.measured(frame)["ok"]) == {True}
 
 
 def test_a_scenario_whose_every_request_failed_still_shows_its_errors(workdir):
@@ -348,7 +350,7 @@ def test_a_scenario_whose_every_request_failed_still_shows_its_errors(workdir):
         _, frame = run([{"name": "up", "model": "m"}, {"name": "broken", "model": "m", "base_url": broken.base_url}],
                        server.base_url, requests=2)
     assert list(frame["ok"]) == [True, False, True, False]
-    table = analysis.summary(frame).droplevel("run")  # one run: scenarios by name
+    table = tables.summary(frame).droplevel("run")  # one run: scenarios by name
     assert table.loc["broken", "errors"] == 2 and table.loc["broken", "n"] == 0
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from latencylab import paths, store
+from latencylab.core import paths
+from latencylab.runs import store
 
 CLI = [sys.executable, "-m", "latencylab.cli"]
 EMBEDDED_FIGURE = re.compile(r'<img[^>]*src="data:image/png;base64')
@@ -122,7 +123,7 @@ def test_a_run_that_cannot_go_on_ends_with_one_line_and_keeps_its_files(tmp_path
 
 def test_the_collect_notebook_creates_and_collects_a_run_through_the_runner(workdir):
     from doubles.ollama import OllamaDouble
-    from latencylab import report
+    from latencylab.publish import report
 
     with OllamaDouble(models={"tiny": 1_000_000}) as server:
         study = workdir / "nb.yaml"

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from doubles.ollama import BUSY, FOREVER_NS, METRICS, OllamaDouble, parse_keep_alive
-from latencylab.backends.base import GenerationRequest, ServerError
-from latencylab.backends.ollama import OllamaBackend
-from latencylab.sample import Sample
+from latencylab.collect.backends.base import GenerationRequest, ServerError
+from latencylab.collect.backends.ollama import OllamaBackend
+from latencylab.core.sample import Sample
 
 MODELS = {"tiny": {"size": 1_000_000, "context_length": 8192},
           "big:q4": {"size": 10_000_000, "size_vram": 4_000_000}}

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from latencylab import analysis, document, exports, paths, report, store
+from latencylab.analyse import compute
+from latencylab.core import paths
+from latencylab.publish import document, exports, report
+from latencylab.runs import store
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
@@ -170,15 +173,15 @@ def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
     baseline_ttfb = same.loc[(same["scenario"] == "baseline") & same["ok"], "ttfb_ms"].to_numpy()
     same.loc[same["scenario"] == "optimised", "ttfb_ms"] = baseline_ttfb
     run = report.read_run(fixture_run)
-    unclear = document.Report(analysis.findings(same, [run], targets=run.targets), "es")
+    unclear = document.Report(compute.findings(same, [run], targets=run.targets), "es")
     assert "no se demuestra diferencia con tantas muestras" in unclear.markdown("results")
     assert "medir más antes de concluir" in unclear.markdown("next_steps")  # and the next steps say what to do
 
 
 def test_a_server_that_answers_script_tags_runs_nothing_in_the_browser(workdir):
     from doubles.ollama import OllamaDouble
-    from latencylab import runner
-    from latencylab.study import parse_study
+    from latencylab.collect import runner
+    from latencylab.plan.study import parse_study
 
     browser = _chromium()
     hostile = "<script>console.log('pwned')</script><img src=x onerror=\"console.log('pwned')\">"

@@ -15,8 +15,11 @@ import psutil
 import pytest
 
 from doubles.ollama import OllamaDouble
-from latencylab import paths, report, runner, store
-from latencylab.study import parse_study
+from latencylab.collect import runner
+from latencylab.core import paths
+from latencylab.plan.study import parse_study
+from latencylab.publish import report
+from latencylab.runs import store
 
 CLI = [sys.executable, "-m", "latencylab.cli"]
 
@@ -115,7 +118,7 @@ def test_an_api_key_is_sent_but_never_written_anywhere(tmp_path):
     assert any(p.name == "index.html" for p in produced) and any(p.name == "samples.jsonl" for p in produced)
     leaked = [p for p in produced if secret.encode() in p.read_bytes()]
     assert not leaked and secret not in result.stdout + result.stderr
-    from latencylab.backends import make_backend
+    from latencylab.collect.backends import make_backend
 
     assert make_backend("openai", "http://h", api_key=secret).headers() == {"Authorization": f"Bearer {secret}"}
 

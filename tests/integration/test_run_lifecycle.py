@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from doubles.ollama import OllamaDouble
-from latencylab import paths, runner, store
-from latencylab.study import parse_study
+from latencylab.collect import runner
+from latencylab.core import paths
+from latencylab.plan.study import parse_study
+from latencylab.runs import store
 
 CLI = [sys.executable, "-m", "latencylab.cli"]
 

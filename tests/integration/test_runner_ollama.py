@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from doubles.ollama import OllamaDouble
-from latencylab import runner, store
-from latencylab.study import parse_study
+from latencylab.collect import runner
+from latencylab.plan.study import parse_study
+from latencylab.runs import store
 
 MODELS = {"tiny": {"size": 1_000_000}, "big:q4": {"size": 10_000_000, "size_vram": 4_000_000}}
 
@@ -105,7 +106,7 @@ def test_a_closed_loop_concurrency_sweep_records_each_level(workdir):
     assert frame["ok"].all() and (frame["client_queue_ms"] >= 0).all() and (frame["client_queue_ms"] < 50).all()
     by_level = frame[frame["state"] == "warm"].groupby("concurrency")["ttft_ms"].median()
     assert by_level[4] > by_level[1]  # one slot (OLLAMA_NUM_PARALLEL=1): concurrent requests wait their turn
-    from latencylab import report
+    from latencylab.publish import report
 
     doc = report.document_of([store.list_runs()[-1]])
     assert "## Time to first token under concurrency" in doc.markdown("concurrency")
@@ -126,7 +127,7 @@ def test_an_open_loop_keeps_its_seeded_poisson_schedule(workdir):
 
 
 def test_open_loop_needs_a_rate_and_a_sweep_needs_a_closed_loop():
-    from latencylab.study import StudyError
+    from latencylab.plan.study import StudyError
 
     base = {"name": "s", "scenarios": [{"name": "a", "model": "m"}]}
     with pytest.raises(StudyError, match="mode: open needs rate_per_s"):

@@ -14,8 +14,13 @@ import pandas as pd
 import pytest
 
 from doubles.ollama import OllamaDouble
-from latencylab import analysis, exports, facts, paths, report, runner
-from latencylab.study import parse_study
+from latencylab.analyse import compare
+from latencylab.collect import gather, runner
+from latencylab.core import paths
+from latencylab.plan import facts
+from latencylab.plan.study import parse_study
+from latencylab.publish import exports, report
+from latencylab.runs import store
 
 SCENARIOS = [{"name": "base", "model": "tiny"}, {"name": "fast", "model": "tiny", "keep_alive": -1}]
 
@@ -26,9 +31,9 @@ def _run(quantization: str, version: str, token_delay_s: float) -> str:
     with OllamaDouble(models={"tiny": model}, version=version, token_delay_s=token_delay_s) as server:
         spec = parse_study({"name": "twice", "backend": "ollama", "base_url": server.base_url,
                             "workload": {"requests": 3, "max_tokens": 4}, "scenarios": SCENARIOS})
-        before = facts.collect(spec, "before")
+        before = gather.collect(spec, "before")
         run_id = runner.run_study(spec, progress=False)
-        facts.save(facts.RunFacts(before=before, after=facts.collect(spec, "after")), paths.run_dir(run_id))
+        store.save_facts(facts.RunFacts(before=before, after=gather.collect(spec, "after")), run_id)
     return run_id
 
 
@@ -127,9 +132,9 @@ def test_a_baseline_names_a_run_by_id_or_label_and_a_shared_name_must_say_which(
     assert _labelled(runs).findings.baseline == ("before", "base")
     by_id = report.document_of([a, b], labels={"before": a, "after": b}, baseline=f"{b}:fast").findings
     assert by_id.baseline == ("after", "fast") and set(by_id.across_runs["run"]) == {"before"}
-    with pytest.raises(analysis.BadBaseline, match="several runs: name one as RUN:scenario"):
+    with pytest.raises(compare.BadBaseline, match="several runs: name one as RUN:scenario"):
         report.check_options([a, b], baseline="base")
-    with pytest.raises(analysis.BadBaseline, match="is not a scenario of these runs"):
+    with pytest.raises(compare.BadBaseline, match="is not a scenario of these runs"):
         report.check_options([a, b], labels={"before": a}, baseline="after:base")
     with pytest.raises(report.BadLabel, match="not one of the runs reported"):
         report.check_options([a], labels={"after": b})

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from latencylab import analysis
-from latencylab.store import samples_frame
+from latencylab.analyse import tables, targets
+from latencylab.runs.store import samples_frame
 
 
 def _frame():
@@ -18,17 +18,17 @@ def _frame():
 
 
 def test_summary_matches_hand_computed_values():
-    table = analysis.summary(_frame())
+    table = tables.summary(_frame())
     a = table.loc[("", "a")]  # keyed by (run, scenario); these samples name no run
     assert (a["n"], a["errors"]) == (3, 1)
     assert (a["mean"], a["median"], a["min"], a["max"]) == (20.0, 20.0, 10.0, 30.0)
     assert a["std"] == pytest.approx(10.0)  # sample std (ddof=1)
     assert a["cv"] == pytest.approx(0.5)
-    assert list(table.columns) == analysis.SUMMARY_COLUMNS
+    assert list(table.columns) == tables.SUMMARY_COLUMNS
 
 
 def test_failed_and_warmup_requests_never_enter_a_figure():
-    table = analysis.summary(_frame())
+    table = tables.summary(_frame())
     a, b = table.loc[("", "a")], table.loc[("", "b")]
     assert a["max"] == 30.0 and a["min"] == 10.0
     assert b["n"] == 1 and pd.isna(b["std"]) and b["errors"] == 0
@@ -37,8 +37,8 @@ def test_failed_and_warmup_requests_never_enter_a_figure():
 def test_scenarios_keep_the_study_order():
     frame = _frame().iloc[::-1]
     frame.loc[frame["scenario"] == "a", "scenario"] = "z"  # not alphabetical
-    assert analysis.scenario_order(frame) == [("", "z"), ("", "b")]
-    assert list(analysis.summary(frame).index) == [("", "z"), ("", "b")]
+    assert tables.scenario_order(frame) == [("", "z"), ("", "b")]
+    assert list(tables.summary(frame).index) == [("", "z"), ("", "b")]
 
 
 def _evidence_frame():
@@ -56,7 +56,7 @@ def _evidence_frame():
 
 
 def test_decomposition_adds_up_to_ttft_and_flags_a_negative_rest():
-    parts = analysis.decompose(_evidence_frame())
+    parts = tables.decompose(_evidence_frame())
     first = parts.iloc[0]
     assert (first["load"], first["prompt"], first["first_token"]) == (400.0, 150.0, 10.0)
     assert first["rest"] == pytest.approx(600 - 400 - 150 - 10) and not first["rest_negative"]
@@ -64,7 +64,7 @@ def test_decomposition_adds_up_to_ttft_and_flags_a_negative_rest():
 
 
 def test_load_share_counts_who_paid_a_load():
-    row = analysis.load_share(_evidence_frame()).loc[("", "a")]
+    row = tables.load_share(_evidence_frame()).loc[("", "a")]
     assert (row["n"], row["cold"], row["reload"]) == (3, 1, 0)
     assert row["paid_load_share"] == pytest.approx(1 / 3) and row["mean_load_ms"] == 400.0
     assert row["median_paid"] == 600.0 and row["median_warm"] == 150.0
@@ -74,7 +74,7 @@ def test_load_share_counts_who_paid_a_load():
 def test_targets_pass_fail_and_no_evidence():
     goals = {"metric": "ttfb_ms", "first_ms": 2000, "subsequent_ms": 120, "mean_ms": 5000, "cv": 0.5,
              "fits_in_vram": True, "mean_stretch_ms": None}
-    table = analysis.evaluate_targets(_evidence_frame(), goals).set_index("target")
+    table = targets.evaluate_targets(_evidence_frame(), goals).set_index("target")
     assert table.loc["first_ms", "status"] == "pass" and table.loc["first_ms", "measured"] == 600.0
     assert table.loc["first_ms", "n"] == 1 and pd.isna(table.loc["first_ms", "ci_low"])  # one sample, no interval
     # median 150 of [200, 100]: its interval 100–200 straddles the goal 120
@@ -84,15 +84,15 @@ def test_targets_pass_fail_and_no_evidence():
     assert table.loc["fits_in_vram", "status"] == "fail"
     assert "mean_stretch_ms" not in table.index
     no_vram = _evidence_frame().assign(fits_in_vram=pd.NA).astype({"fits_in_vram": "boolean"})
-    row = analysis.evaluate_targets(no_vram, goals).set_index("target").loc["fits_in_vram"]
+    row = targets.evaluate_targets(no_vram, goals).set_index("target").loc["fits_in_vram"]
     assert row["status"] == "no_evidence" and row["measured"] is None
 
 
 def test_sweep_table_only_for_sweeps():
-    assert analysis.sweep(_evidence_frame()).empty
+    assert tables.sweep(_evidence_frame()).empty
     rows = [{"seq": i, "scenario": f"ka2-gap{gap}", "ok": True, "warmup": False, "keep_alive": "2",
              "idle_gap_s": gap, "state": state, "ttfb_ms": t}
             for i, (gap, state, t) in enumerate([(1.0, "warm", 50.0), (1.0, "warm", 60.0),
                                                  (4.0, "cold", 500.0), (4.0, "cold", 700.0)])]
-    table = analysis.sweep(samples_frame(rows))
+    table = tables.sweep(samples_frame(rows))
     assert list(table["cold_share"]) == [0.0, 1.0] and list(table["mean"]) == [55.0, 600.0]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from latencylab import document, i18n, paths, report
+from latencylab.core import paths
+from latencylab.publish import document, i18n, report
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
 # Words the issue found in the Spanish report (issue 10), matched as whole words, case-sensitively.

@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from latencylab import check, check_text
-from latencylab.check import Plan, evaluate
-from latencylab.facts import Facts, HostFacts, ModelFacts, ServerFacts
-from latencylab.study import parse_study
+from latencylab.plan import check
+from latencylab.plan.check import Plan, evaluate
+from latencylab.plan.facts import Facts, HostFacts, ModelFacts, ServerFacts
+from latencylab.plan.study import parse_study
+from latencylab.publish import check_text
 
 URL = "http://gpu-box:11434"
 GIB = 2**30

@@ -7,10 +7,11 @@ import math
 import pandas as pd
 import pytest
 
-from latencylab import analysis, document, exports
-from latencylab.diagnosis import per_request
-from latencylab.findings import RunInfo
-from latencylab.store import samples_frame
+from latencylab.analyse import compute
+from latencylab.analyse.diagnosis import per_request
+from latencylab.analyse.findings import RunInfo
+from latencylab.publish import document, exports
+from latencylab.runs.store import samples_frame
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand")
 
@@ -43,7 +44,7 @@ def _samples() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def found():
-    return analysis.findings(_samples(), [RUN])
+    return compute.findings(_samples(), [RUN])
 
 
 def _verdict(found, cause: str, scenario: str):
@@ -106,7 +107,7 @@ def test_two_modes_are_explained_by_prompt_length(found):
 def test_variance_names_what_explains_the_tail():
     rows = [_row(i, "v", ttfb_ms=1000.0 if i % 10 == 0 else 100.0 + i, state="cold" if i % 10 == 0 else "warm",
                  load_ms=900.0 if i % 10 == 0 else 0.0) for i in range(20)]
-    found = analysis.findings(samples_frame(rows), [RUN])
+    found = compute.findings(samples_frame(rows), [RUN])
     v = _verdict(found, "variance", "v")
     # 2 cold requests of 20 at 1000 ms: the slowest 10 % (2) are both cold (100 %, 10 % overall)
     assert v.verdict == "confirmed" and v.values["explains"] == "loads" and v.values["tail_n"] == 2
@@ -116,14 +117,14 @@ def test_variance_names_what_explains_the_tail():
 def test_overlapping_requests_that_are_slower_confirm_queueing():
     rows = [_row(i, "q", started_at=1000.0 + (0 if i < 4 else 10 * i), e2e_ms=800.0,
                  ttfb_ms=600.0 if i < 4 else 100.0) for i in range(8)]
-    found = analysis.findings(samples_frame(rows), [RUN])
+    found = compute.findings(samples_frame(rows), [RUN])
     v = _verdict(found, "queueing", "q")
     assert v.verdict == "confirmed" and v.values["overlap_share"] == 0.5  # 4 sent at once, 600 against 100 ms
 
 
 def test_no_evidence_says_why():
     rows = [_row(i, "c", state="unknown", ttfb_ms=100.0, gpu_layers_source="cpu-build") for i in range(3)]
-    found = analysis.findings(samples_frame(rows), [RUN])
+    found = compute.findings(samples_frame(rows), [RUN])
     assert _verdict(found, "reloads", "c").reason == "no_state"
     assert _verdict(found, "offload", "c").reason == "cpu_build"
     assert _verdict(found, "variance", "c").verdict == "no_evidence"  # 3 requests
@@ -136,7 +137,7 @@ CHECK = [{"rule": "memory-partial", "level": "warning", "scenario": "reloads",
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_the_check_before_the_run_is_confirmed_by_the_measured_share(lang):
-    found = analysis.findings(_samples(), [RUN], checks={"r1": CHECK})
+    found = compute.findings(_samples(), [RUN], checks={"r1": CHECK})
     assert found.diagnosis.predicted == {("r1", "reloads"): (60, "confirmed")}  # 62 % measured, 60 % predicted
     text = document.section(found, "diagnosis", lang)
     assert {"en": "about 60 % on the GPU", "es": "cerca del 60 % en la GPU"}[lang] in text
@@ -159,7 +160,7 @@ def test_prompt_modes_are_found_under_slow_requests_from_other_work():
     rows = [_row(i, "m", ttfb_ms=120.0 + 2 * i, prompt_tokens=65) for i in range(13)]
     rows += [_row(20 + i, "m", ttfb_ms=260.0 + 5 * i, prompt_tokens=117) for i in range(6)]
     rows += [_row(30 + i, "m", ttfb_ms=600.0 + 100 * i, prompt_tokens=65 if i % 2 else 117) for i in range(11)]
-    found = analysis.findings(samples_frame(rows), [RUN])
+    found = compute.findings(samples_frame(rows), [RUN])
     (modes,) = found.diagnosis.modes
     assert modes.by_prompt and (modes.low_n, modes.high_n, modes.threshold) == (13, 6, 65.0)
     assert (modes.low_median, modes.high_median) == (132.0, 272.5)  # medians of 120…144 and of 260…285

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from latencylab import analysis, document
-from latencylab.findings import RunInfo
-from latencylab.store import samples_frame
+from latencylab.analyse import compute
+from latencylab.analyse.findings import RunInfo
+from latencylab.publish import document
+from latencylab.runs.store import samples_frame
 
 RUN = RunInfo(run_id="r", label="r", study="shapes", sweep=True)
 
@@ -26,7 +27,7 @@ def _sweep_and_concurrency():
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_sweep_and_concurrency_sections_and_titles(lang):
-    found = analysis.findings(_sweep_and_concurrency(), [RUN], targets={"metric": "ttft_ms", "subsequent_ms": 300})
+    found = compute.findings(_sweep_and_concurrency(), [RUN], targets={"metric": "ttft_ms", "subsequent_ms": 300})
     assert not found.sweep.empty and not found.concurrency.empty
     assert [s.kind for s in found.steps if s.kind == "serialised"]  # TTFT grows > 2× from 1 to 4 in flight
     concurrency = document.section(found, "concurrency", lang)
@@ -41,7 +42,7 @@ def test_sweep_and_concurrency_sections_and_titles(lang):
 def test_a_run_whose_every_request_failed(lang):
     rows = [{"run_id": "r", "seq": i, "scenario": "a", "ok": False, "warmup": False, "error_kind": "http",
              "error": "HTTP 500 <b>"} for i in range(3)]
-    found = analysis.findings(samples_frame(rows), [RUN], targets={"metric": "ttfb_ms", "first_ms": 100})
+    found = compute.findings(samples_frame(rows), [RUN], targets={"metric": "ttfb_ms", "first_ms": 100})
     assert not found.has_latency
     text = "\n".join(document.section(found, name, lang) for name in document.SECTIONS)
     assert "&lt;b&gt;" in text and "<b>" not in text
@@ -56,7 +57,7 @@ H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85520
 def test_the_hardware_section_names_the_gpu_nvml_saw_or_says_none_was_seen(lang, none_seen):
     samples = _sweep_and_concurrency()
     with_gpu = RunInfo(run_id="r", label="r", study="gpu", gpus=[H100], engine_backend="cuda")
-    setup = document.section(analysis.findings(samples, [with_gpu]), "setup", lang)
+    setup = document.section(compute.findings(samples, [with_gpu]), "setup", lang)
     assert "NVIDIA H100 80GB HBM3" in setup and "580.159.04" in setup and "CUDA 13.0" in setup and "(cuda)" in setup
-    without = document.section(analysis.findings(samples, [RUN]), "setup", lang)
+    without = document.section(compute.findings(samples, [RUN]), "setup", lang)
     assert none_seen in without and "–" not in without.split("GPU", 1)[1].split("\n", 1)[0]

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from latencylab import analysis, exports
-from latencylab.findings import STATUSES, RunInfo
-from latencylab.store import samples_frame
+from latencylab.analyse import compute
+from latencylab.analyse.findings import STATUSES, RunInfo
+from latencylab.publish import exports
+from latencylab.runs.store import samples_frame
 
 
 def _found():
     rows = [{"run_id": "r", "seq": i, "scenario": name, "ok": True, "warmup": False, "state": "warm",
              "phase": "first" if i < 2 else "subsequent", "ttfb_ms": value}
             for i, (name, value) in enumerate([("a", 100.0), ("b", 50.0), ("a", 110.0), ("b", 40.0), ("a", 90.0)])]
-    return analysis.findings(samples_frame(rows), [RunInfo(run_id="r", label="r")],
+    return compute.findings(samples_frame(rows), [RunInfo(run_id="r", label="r")],
                              targets={"metric": "ttfb_ms", "first_ms": 80, "cv": 0.5})
 
 

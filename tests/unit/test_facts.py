@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from latencylab import facts
-from latencylab.gguf import GGUFError, read_metadata
+from latencylab.collect import gather
+from latencylab.core.gguf import GGUFError, read_metadata
+from latencylab.plan import facts
 
 
 def _string(text: str) -> bytes:
@@ -39,7 +40,7 @@ def test_gguf_metadata_is_read_and_long_arrays_are_skipped(tmp_path):
     meta = read_metadata(path)
     assert meta["llama.block_count"] == 30 and meta["tokenizer.ggml.tokens"] is None
     assert meta["general.ratio"] == 0.5 and meta["llama.per_layer"] == [1, 2]
-    model = facts.gguf_facts("smollm2", path)
+    model = gather.gguf_facts("smollm2", path)
     assert model is not None and model.source == "gguf" and model.size_bytes == path.stat().st_size
     assert (model.block_count, model.context_length, model.head_count_kv) == (30, 8192, 3)
     assert (model.quantization_level, model.parameter_size, model.layers) == ("Q4_1", "135M", 31)
@@ -51,7 +52,7 @@ def test_a_file_that_is_not_gguf_is_said_and_gives_no_facts(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(GGUFError, match="not a GGUF file"):
         read_metadata(bad)
-    assert facts.gguf_facts("x", bad) is None and facts.gguf_facts("y", tmp_path / "missing.gguf") is None
+    assert gather.gguf_facts("x", bad) is None and gather.gguf_facts("y", tmp_path / "missing.gguf") is None
 
 
 def test_model_facts_from_api_show_keep_what_the_details_say():
@@ -64,7 +65,7 @@ def test_model_facts_from_api_show_keep_what_the_details_say():
 
 
 def test_host_facts_and_loopback_detection():
-    host = facts.host_facts()
+    host = gather.host_facts()
     assert host.cores_logical and host.ram_bytes and host.python
     assert facts.is_local("http://127.0.0.1:11434") and facts.is_local("http://localhost:1") and facts.is_local(None)
     assert not facts.is_local("http://gpu-box:11434") and not facts.is_local("http://10.0.0.2:11434")

@@ -1,4 +1,4 @@
-"""`analysis.findings()` on samples written by hand; every expected value is computed by hand in a comment."""
+"""`compute.findings()` on samples written by hand; every expected value is computed by hand in a comment."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latencylab import analysis
-from latencylab.findings import RunInfo, run_info
-from latencylab.store import RunMeta, samples_frame
+from latencylab.analyse import compute, tables
+from latencylab.analyse.findings import RunInfo, run_info
+from latencylab.runs.store import RunMeta, samples_frame
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand", targets={"metric": "ttfb_ms"},
               scenarios={"base": {"model": "q8", "keep_alive": 2, "options": {"num_ctx": 8192}},
@@ -35,7 +35,7 @@ def _samples(run_id: str = "r1") -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def found():
-    return analysis.findings(_samples(), [RUN], targets=GOALS)
+    return compute.findings(_samples(), [RUN], targets=GOALS)
 
 
 def test_scenarios_are_keyed_by_run_and_name_in_the_study_order(found):
@@ -95,27 +95,27 @@ def test_comparison_headline_and_steps(found):
 
 def test_the_metric_follows_the_targets(found):
     frame = _samples().assign(ttft_ms=lambda d: d["ttfb_ms"] * 2)
-    ttft = analysis.findings(frame, [RUN], targets={**GOALS, "metric": "ttft_ms"})
+    ttft = compute.findings(frame, [RUN], targets={**GOALS, "metric": "ttft_ms"})
     assert ttft.metric == "ttft_ms" and ttft.phases.loc[("r1", "base", "all"), "median"] == 800.0
 
 
 def test_two_runs_that_share_scenario_names_stay_apart():
     frame = pd.concat([_samples("r1"), _samples("r2")], ignore_index=True)
     runs = [RUN, RunInfo(run_id="r2", label="r2", scenarios=RUN.scenarios)]
-    found = analysis.findings(frame, runs, baseline="r2/base")
+    found = compute.findings(frame, runs, baseline="r2/base")
     assert found.keys == [("r1", "base"), ("r1", "fast"), ("r2", "base"), ("r2", "fast")]
     assert found.baseline == ("r2", "base") and found.labels[("r1", "base")] == "base · r1"
     with pytest.raises(ValueError, match="baseline 'nope' is not a scenario of these runs"):
-        analysis.findings(frame, runs, baseline="nope")
+        compute.findings(frame, runs, baseline="nope")
 
 
 def test_an_unknown_load_is_unknown_not_zero():
     external = samples_frame([{"run_id": "external:x.csv", "seq": i, "scenario": "x", "backend": "external",
                                "ok": True, "warmup": False, "state": "unknown", "ttfb_ms": v, "ttft_ms": v}
                               for i, v in enumerate([100.0, 200.0])])
-    parts = analysis.decomposition_table(external)
+    parts = tables.decomposition_table(external)
     assert pd.isna(parts.iloc[0]["load"]) and pd.isna(parts.iloc[0]["rest"])
-    assert bool(analysis.load_share(external).iloc[0]["external"])
+    assert bool(tables.load_share(external).iloc[0]["external"])
 
 
 def test_run_info_reads_run_json():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from latencylab import gpu
-from latencylab.engine.logs import Offload, OffloadLog, parse_offload
+from latencylab.collect import gpu
+from latencylab.collect.engine.logs import Offload, OffloadLog, parse_offload
 
 # Router mode: each child's stderr is forwarded as "[%5d] <line>" with the child's port
 # (tools/server/server-models.cpp); the offload line is llama.cpp's src/llama-model.cpp format.

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from latencylab import loops
+from latencylab.collect import loops
 
 
 def test_asyncio_is_used_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from latencylab.backends import GenerationRequest
-from latencylab.backends.base import ServerError, error_text
-from latencylab.backends.llamacpp import LlamaCppBackend, LlamaCppParser
-from latencylab.backends.openai import OpenAIBackend, OpenAIParser
-from latencylab.sample import Sample
+from latencylab.collect.backends import GenerationRequest
+from latencylab.collect.backends.base import ServerError, error_text
+from latencylab.collect.backends.llamacpp import LlamaCppBackend, LlamaCppParser
+from latencylab.collect.backends.openai import OpenAIBackend, OpenAIParser
+from latencylab.core.sample import Sample
 
 
 def data(obj) -> bytes:

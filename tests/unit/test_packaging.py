@@ -6,7 +6,7 @@ import tomllib
 
 import yaml
 
-from latencylab import paths
+from latencylab.core import paths
 
 ROOT = paths.PROJECT_ROOT
 

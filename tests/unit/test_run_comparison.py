@@ -6,9 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from latencylab import analysis, document, report
-from latencylab.findings import RunInfo
-from latencylab.store import samples_frame
+from latencylab.analyse import compare, tables
+from latencylab.analyse.findings import RunInfo
+from latencylab.publish import document, report
+from latencylab.runs.store import samples_frame
 
 KEYS = [("before", "base"), ("before", "fast"), ("after", "base"), ("after", "fast")]
 
@@ -21,20 +22,20 @@ def _samples(medians: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
 
 
 def test_a_baseline_is_run_colon_scenario_or_a_name_only_one_run_has():
-    assert analysis.resolve_baseline(KEYS, "after:fast") == ("after", "fast")
-    assert analysis.resolve_baseline(KEYS, "after/fast") == ("after", "fast")  # the older spelling still reads
-    assert analysis.resolve_baseline([("r1", "base"), ("r2", "other")], "other") == ("r2", "other")
-    with pytest.raises(analysis.BadBaseline, match=r"name one as RUN:scenario \(before:base, after:base\)"):
-        analysis.resolve_baseline(KEYS, "base")
-    with pytest.raises(analysis.BadBaseline, match=r"not a scenario of these runs \(before:base, before:fast"):
-        analysis.resolve_baseline(KEYS, "during:base")
+    assert compare.resolve_baseline(KEYS, "after:fast") == ("after", "fast")
+    assert compare.resolve_baseline(KEYS, "after/fast") == ("after", "fast")  # the older spelling still reads
+    assert compare.resolve_baseline([("r1", "base"), ("r2", "other")], "other") == ("r2", "other")
+    with pytest.raises(compare.BadBaseline, match=r"name one as RUN:scenario \(before:base, after:base\)"):
+        compare.resolve_baseline(KEYS, "base")
+    with pytest.raises(compare.BadBaseline, match=r"not a scenario of these runs \(before:base, before:fast"):
+        compare.resolve_baseline(KEYS, "during:base")
 
 
 def test_a_run_id_in_a_baseline_is_read_as_its_label():
     runs = [RunInfo(run_id="20261127T0900Z-demo", label="before"), RunInfo(run_id="20261128T0900Z-demo", label="after")]
-    assert analysis.labelled_baseline(runs, "20261128T0900Z-demo:base") == "after:base"
-    assert analysis.labelled_baseline(runs, "after:base") == "after:base"
-    assert analysis.labelled_baseline(runs, "base") == "base" and analysis.labelled_baseline(runs, None) is None
+    assert compare.labelled_baseline(runs, "20261128T0900Z-demo:base") == "after:base"
+    assert compare.labelled_baseline(runs, "after:base") == "after:base"
+    assert compare.labelled_baseline(runs, "base") == "base" and compare.labelled_baseline(runs, None) is None
 
 
 def test_default_labels_drop_the_suffix_all_runs_share_when_what_is_left_is_unique():
@@ -59,24 +60,24 @@ def test_labels_name_runs_of_the_report_once_each_in_one_word():
 def test_each_scenario_of_a_run_is_compared_with_the_same_scenario_of_the_reference_run():
     samples = _samples({("r1", "base"): [100.0, 110, 120, 130, 140], ("r1", "fast"): [50.0, 55, 60, 65, 70],
                         ("r2", "base"): [200.0, 220, 240, 260, 280], ("r2", "fast"): [50.0, 55, 60, 65, 70]})
-    labelled = analysis.keyed(samples, {"r1": "before", "r2": "after"})
-    table = analysis.across_runs(labelled, "before").set_index("scenario")
+    labelled = tables.keyed(samples, {"r1": "before", "r2": "after"})
+    table = compare.across_runs(labelled, "before").set_index("scenario")
     assert list(table.index) == ["base", "fast"] and set(table["run"]) == {"after"}
     # medians 120 → 240: twice the reference's; identical samples: ratio 1
     assert table.loc["base", ["median_before", "median_after", "ratio"]].tolist() == [120.0, 240.0, 2.0]
     assert table.loc["fast", "ratio"] == 1.0
-    assert analysis.across_runs(analysis.keyed(samples, {"r1": "one", "r2": "one"}), "one").empty  # pooled
+    assert compare.across_runs(tables.keyed(samples, {"r1": "one", "r2": "one"}), "one").empty  # pooled
 
 
 def test_the_spread_of_pooled_runs_is_each_runs_median_and_their_cv():
     samples = _samples({("r1", "base"): [100.0, 100, 100], ("r2", "base"): [200.0, 200, 200],
                         ("r3", "base"): [300.0, 300, 300]})
-    table = analysis.spread(analysis.keyed(samples, {"r1": "demo", "r2": "demo", "r3": "demo"}))
+    table = compare.spread(tables.keyed(samples, {"r1": "demo", "r2": "demo", "r3": "demo"}))
     row = table.loc[("demo", "base")]
     # medians 100, 200, 300: mean 200, sample std 100 → CV 0.5; 300 / 100 = 3×
     assert row["medians"] == {"r1": 100.0, "r2": 200.0, "r3": 300.0} and row["runs"] == 3
     assert (row["low"], row["high"], row["range_ratio"], row["cv"]) == (100.0, 300.0, 3.0, 0.5)
-    assert analysis.spread(analysis.keyed(samples)).empty  # runs apart: no spread to show
+    assert compare.spread(tables.keyed(samples)).empty  # runs apart: no spread to show
 
 
 def _facts(version: str, quantization: str, digest: str, gpu: dict | None = None) -> dict:
@@ -92,25 +93,25 @@ def test_server_facts_that_differ_between_runs_are_listed_as_data():
     gpu = {"name": "NVIDIA H100", "total_bytes": 80 << 30, "used_bytes": 1 << 30, "driver": "580"}
     before = RunInfo(run_id="a", label="before", hostname="box", facts=_facts("0.33.0", "Q4_0", "sha256:aa"))
     after = RunInfo(run_id="b", label="after", hostname="box", facts=_facts("0.34.0", "Q4_K_M", "sha256:bb", gpu))
-    facts = {r.label: analysis.server_facts(r) for r in (before, after)}
+    facts = {r.label: compare.server_facts(r) for r in (before, after)}
     assert facts["before"][("model", "phi3:latest")]["quantization_level"] == "Q4_0"
     assert facts["after"][("gpu", "0")]["name"] == "NVIDIA H100" and ("gpu", "0") not in facts["before"]
-    found = analysis.fact_differences(facts, "before")
+    found = compare.fact_differences(facts, "before")
     assert [(d.kind, d.name, d.field, d.before, d.after) for d in found.itertuples()] == [
         ("server", "ollama", "version", "0.33.0", "0.34.0"),
         ("model", "phi3:latest", "quantization_level", "Q4_0", "Q4_K_M"),
         ("model", "phi3:latest", "digest", "sha256:aa", "sha256:bb"),
         ("gpu", "0", "present", False, True),
     ] and set(found["run"]) == {"after"}
-    same = {"before": facts["before"], "again": analysis.server_facts(RunInfo(
+    same = {"before": facts["before"], "again": compare.server_facts(RunInfo(
         run_id="c", label="again", hostname="box", facts=_facts("0.33.0", "Q4_0", "sha256:aa")))}
-    assert analysis.fact_differences(same, "before").empty
+    assert compare.fact_differences(same, "before").empty
 
 
 def test_a_run_without_facts_json_still_has_its_server_host_and_gpus_from_run_json():
     run = RunInfo(run_id="a", label="a", server="embedded llama-server", server_version="b1234", engine_backend="cpu",
                   cpu_count=2, ram_bytes=8 << 30, platform="Linux")
-    facts = analysis.server_facts(run)
+    facts = compare.server_facts(run)
     assert facts[("server", "embedded")] == {"version": "b1234", "backend": "cpu"}  # as facts.json would name it
     assert facts[("host", "")]["cores"] == 2 and not any(kind == "gpu" for kind, _ in facts)
 

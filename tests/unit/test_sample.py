@@ -1,6 +1,6 @@
 import pytest
 
-from latencylab.sample import ERROR_KINDS, Sample, StreamClock
+from latencylab.core.sample import ERROR_KINDS, Sample, StreamClock
 
 
 def test_clock_fills_every_client_figure_from_its_timestamps():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from latencylab import stats
+from latencylab.analyse import stats
 
 
 def test_a_percentile_needs_enough_samples_to_be_an_observation():

@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from latencylab import paths, store
-from latencylab.sample import Sample
-from latencylab.study import parse_study
+from latencylab.core import paths
+from latencylab.core.sample import Sample
+from latencylab.plan.study import parse_study
+from latencylab.runs import store
 
 
 def _write_run(run_id: str, n: int) -> store.RunWriter:

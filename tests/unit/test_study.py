@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from latencylab.study import StudyError, load_study, parse_study, with_base_url
+from latencylab.plan.study import StudyError, load_study, parse_study, with_base_url
 
 MINIMAL = {"name": "s", "scenarios": [{"name": "a", "model": "m"}]}
 
@@ -148,7 +148,7 @@ def test_shipped_studies_are_valid_and_shaped_as_the_seed():
     demo, _ = load_study("embedded-demo")
     assert demo.workload.requests >= 30
     base, opt = demo.scenarios
-    from latencylab.durations import keep_alive_seconds
+    from latencylab.core.durations import keep_alive_seconds
     assert demo.idle_gap_of(base) > keep_alive_seconds(base.keep_alive)  # so the baseline pays loads
     assert opt.preload and keep_alive_seconds(opt.keep_alive) == float("inf")
     # targets scaled to a 135 M model on a CPU (the seed's are for 3.8 B on a GPU): the reload fails them

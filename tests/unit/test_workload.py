@@ -1,5 +1,5 @@
-from latencylab.study import parse_study
-from latencylab.workload import plan_requests
+from latencylab.plan.study import parse_study
+from latencylab.plan.workload import plan_requests
 
 
 def _study(**workload):

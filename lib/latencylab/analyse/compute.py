@@ -1,0 +1,77 @@
+"""`findings()`: everything a report states about some runs' samples, computed once (numbers, flags, DataFrames)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from latencylab.analyse.compare import (
+    across_runs,
+    compare_to,
+    fact_differences,
+    labelled_baseline,
+    resolve_baseline,
+    results,
+    server_facts,
+    setting_changes,
+    spread,
+)
+from latencylab.analyse.diagnosis import diagnose
+from latencylab.analyse.findings import Findings, RunInfo
+from latencylab.analyse.steps import figure_facts, headline, next_steps
+from latencylab.analyse.tables import (
+    KEY,
+    concurrency_table,
+    decomposition_table,
+    errors_table,
+    intervals,
+    keyed,
+    load_share,
+    phase_summary,
+    residency,
+    scenario_order,
+    sweep,
+)
+from latencylab.analyse.targets import evaluate_targets
+
+
+def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | None = None,
+             targets: dict[str, Any] | None = None, external: str | None = None,
+             checks: dict[str, list[dict[str, Any]]] | None = None) -> Findings:
+    """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric;
+    `checks` are the findings of each run's check.json, by run id."""
+    targets = dict(targets or {})
+    metric = targets.get("metric") or "ttfb_ms"
+    frame = keyed(samples, {r.run_id: r.label for r in runs})
+    keys = scenario_order(frame)
+    base = resolve_baseline(keys, labelled_baseline(runs, baseline))
+    names = [k[1] for k in keys]
+    labels = {k: k[1] if names.count(k[1]) == 1 else f"{k[1]} · {k[0]}" for k in keys}
+    frame["label"] = pd.Series(list(zip(frame["run"], frame["scenario"], strict=True)), index=frame.index).map(labels)
+    target_table = evaluate_targets(frame, targets, metric) if targets else evaluate_targets(frame.iloc[:0], {})
+    comparisons = compare_to(frame, base, metric)
+    changes = setting_changes(runs, keys, base)
+    load, where = load_share(frame, metric), residency(frame)
+    concurrency, errors = concurrency_table(frame), errors_table(frame)
+    attempted = frame[~frame["warmup"].fillna(False)].groupby(KEY, sort=False).size()
+    steps = next_steps(load, where, target_table, comparisons, concurrency, errors, attempted)
+    phases, decomposition = phase_summary(frame, metric), decomposition_table(frame)
+    reference = base[0] if external is None or len(runs) == 0 else runs[0].label
+    by_run = {r.run_id if r.pooled else r.label: server_facts(r) for r in runs}  # pooled runs: each by its id
+    fact_reference = next((r.run_id if r.pooled else r.label for r in runs if r.label == reference),
+                          runs[0].label if runs else "")
+    labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
+    measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled)
+    return Findings(
+        metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
+        phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
+        decomposition=decomposition, changes=changes, comparisons=comparisons, results=results(phases, base, keys),
+        targets=target_table, facts=figure_facts(phases, frame, decomposition, target_table, targets),
+        concurrency=concurrency, sweep=sweep(frame, metric) if any(r.sweep for r in runs) else pd.DataFrame(),
+        errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
+        across_runs=across_runs(frame, reference, metric), spread=spread(frame, metric), server_facts=by_run,
+        differences=fact_differences(by_run, fact_reference),
+        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,
+    )

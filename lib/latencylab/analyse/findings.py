@@ -1,0 +1,225 @@
+"""What a report states, as data: numbers, flags and tables, no words (`analysis.findings()` fills it).
+
+A scenario is identified by its run label and its name (`Key`), so runs that reuse a name stay apart.
+Every table is a DataFrame indexed by `run`, `scenario` (and more levels where it says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from latencylab.runs.store import RunMeta
+
+Key = tuple[str, str]  # (run label, scenario name)
+STATUSES = ("pass", "fail", "inconclusive", "no_evidence")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The facts of one run's run.json that a report shows (`run_info()` is the one place that reads it)."""
+
+    run_id: str
+    label: str
+    study: str = ""
+    description: str = ""
+    status: str = ""
+    started_at: str = ""
+    ended_at: str = ""
+    server: str = ""
+    server_version: str = ""
+    platform: str = ""
+    cpu_count: int | None = None
+    ram_bytes: int | None = None
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # NVML's GPUs (gpu.GpuDevice fields); none seen: []
+    engine_backend: str = ""  # the embedded engine's build: "cpu", "cuda"…
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # store.Resume fields, one per resume
+    latencylab_version: str = ""
+    python_version: str = ""
+    lang: str = "en"
+    targets: dict[str, Any] = field(default_factory=dict)
+    scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → runner settings
+    sweep: bool = False
+    hostname: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)  # facts.json (`facts.RunFacts`: before, after) as JSON
+    pooled: bool = False  # one of several runs pooled under one label (--pool)
+
+
+RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "options")
+
+
+def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None) -> RunInfo:
+    """A run's record as `RunInfo`, named `label` (default: its run id), with its facts.json when it has one."""
+    study = meta.study
+    scenarios = {} if study is None else {
+        s.name: {**{k: getattr(s, k) for k in RUNNER_KEYS if k != "backend"}, "backend": study.backend_of(s)}
+        for s in study.scenarios
+    }
+    return RunInfo(
+        run_id=meta.run_id,
+        label=label or meta.run_id,
+        study=meta.name,
+        description=meta.description,
+        status=meta.status,
+        started_at=meta.started_at or "",
+        ended_at=meta.ended_at or "",
+        server=str(meta.server.get("kind") or (study.backend if study else "") or ""),
+        server_version=str(meta.server.get("version", "") or ""),
+        platform=str(meta.host.get("platform", "") or ""),
+        cpu_count=meta.host.get("cpu_count"),
+        ram_bytes=meta.host.get("ram_bytes"),
+        gpus=list(meta.gpus),
+        engine_backend=str(meta.server.get("backend", "") or ""),
+        resumes=[r.model_dump(mode="json") for r in meta.resumes],
+        latencylab_version=str(meta.versions.get("latencylab", "") or ""),
+        python_version=str(meta.versions.get("python", "") or ""),
+        lang=study.lang if study else "en",
+        targets=study.targets.model_dump(mode="json", exclude_none=False) if study else {},
+        scenarios=scenarios,
+        sweep=bool(study and study.sweep),
+        hostname=str(meta.host.get("hostname", "") or ""),
+        facts=dict(facts or {}),
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One next step the data calls for: its kind (a catalog key `next_<kind>`), whom it is about, its numbers."""
+
+    kind: str
+    key: Key | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The summary's facts: the change against the baseline, its interval, and targets passed before/after."""
+
+    scenario: Key | None
+    ratio: float | None
+    ratio_low: float | None
+    ratio_high: float | None
+    verdict: str | None
+    median_before: float | None
+    median_after: float | None
+    changed: list[str]  # settings that differ from the baseline
+    targets_passed: dict[Key, tuple[int, int]]  # key → (passed, judged)
+    finding: Step | None  # the most important of the next steps
+
+
+@dataclass(frozen=True)
+class FigureFacts:
+    """What figure titles and notes state: fastest and slowest medians, loads paid, CVs under the goal."""
+
+    fastest: Key | None
+    slowest: Key | None
+    medians: dict[Key, float]
+    paid: int
+    measured: int
+    paid_share: float | None
+    cv_below_goal: int | None
+    cv_count: int
+    targets_passed: int
+    targets_judged: int
+    load_share_of_ttft: tuple[Key, float] | None  # the key whose loads weigh most in its mean TTFT
+    has_ttft: bool  # whether any request has a TTFT to decompose
+    targets_measured: bool  # whether any target has a measured value to draw
+    rest_negative: int  # requests whose server figures add up to more than the client measured
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One cause of slow first bytes put to the test for one scenario, and the numbers behind the verdict."""
+
+    cause: str  # reloads, offload, prompt, queueing, variance
+    key: Key
+    verdict: str  # confirmed, refuted, no_evidence
+    values: dict[str, Any]
+    reason: str = ""  # why there is no evidence (a catalog suffix)
+
+
+@dataclass(frozen=True)
+class Modes:
+    """A bimodal distribution of the metric: its two modes, and whether a prompt-token threshold explains them."""
+
+    key: Key
+    low_median: float
+    high_median: float
+    low_n: int
+    high_n: int
+    ashman_d: float
+    agreement: float  # share of requests the best prompt-token threshold puts in their mode (NaN: unknown)
+    threshold: float  # that threshold: more tokens than this → the slow mode
+    low_tokens: float  # median prompt tokens of each mode
+    high_tokens: float
+    by_prompt: bool
+    beyond_n: int = 0  # slower requests beyond both modes (when the modes are those of the faster requests)
+    beyond_from: float = float("nan")  # the fastest of them
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One finding of the check that ran before a run (its check.json), by run label."""
+
+    run: str
+    level: str
+    rule: str
+    scenario: str | None
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Each cause put to the test per scenario, the bimodal distributions, and the check's findings."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    modes: list[Modes] = field(default_factory=list)
+    decode_by_residency: dict[str, float] = field(default_factory=dict)  # gpu / partial / cpu → median tok/s
+    checks: list[CheckItem] = field(default_factory=list)
+    predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
+
+
+@dataclass
+class Findings:
+    """Everything a report says about some runs, computed once (see `analysis.findings`)."""
+
+    metric: str  # ttfb_ms or ttft_ms: what every latency label refers to
+    goals: dict[str, Any]  # the targets judged (the study's, with any overrides)
+    baseline: Key
+    keys: list[Key]  # in the study's order
+    labels: dict[Key, str]  # how each scenario is named on a figure or a table
+    runs: list[RunInfo]
+    external: str | None  # the CSV an external baseline came from
+    phases: pd.DataFrame  # analysis.summary per key and phase (first, subsequent, all)
+    intervals: pd.DataFrame
+    load: pd.DataFrame
+    residency: pd.DataFrame
+    decomposition: pd.DataFrame  # index run, scenario, state
+    changes: pd.DataFrame  # run, scenario, setting, before, after
+    comparisons: pd.DataFrame
+    results: pd.DataFrame  # run, scenario, measure, before, after, change
+    targets: pd.DataFrame
+    facts: FigureFacts
+    concurrency: pd.DataFrame
+    sweep: pd.DataFrame
+    errors: pd.DataFrame
+    steps: list[Step]
+    headline: Headline
+    samples: pd.DataFrame = field(repr=False)  # the samples behind it, with `run` and `label` columns
+    # runs compared, server facts (issue 11)
+    across_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # each run's scenarios against the reference run's
+    spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled keys: the metric's median in each run pooled
+    server_facts: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)  # label → facts
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # server facts that differ from the reference run's
+    # diagnosis and metrics (issue 11)
+    measured_figures: pd.DataFrame = field(default_factory=pd.DataFrame)  # index run, scenario, figure
+    diagnosis: Diagnosis = field(default_factory=Diagnosis)
+    requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # measured samples + decode_tps…
+
+    @property
+    def has_latency(self) -> bool:
+        """Whether any measured request has a value of the metric (else there is nothing to draw)."""
+        return bool(self.phases["n"].fillna(0).sum() > 0)

@@ -1,0 +1,97 @@
+"""What the data calls for (next steps), the summary's headline and the numbers the figures' titles state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from latencylab.analyse.findings import FigureFacts, Headline, Key, Step
+from latencylab.analyse.tables import KEY, measured
+
+STEP_ORDER = ("errors", "keep_loaded", "vram", "minor_errors", "serialised", "variance", "more_samples", "all_met")
+PAID_LOAD_STEP = 0.2  # this share of requests paying a load (or failing) makes a step, and ranks it first
+
+
+def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.DataFrame, comparisons: pd.DataFrame,
+               concurrency: pd.DataFrame, errors: pd.DataFrame, attempted: pd.Series) -> list[Step]:
+    """What the data calls for, most important first (errors, loads, VRAM, serialising, variance, samples)."""
+    steps = []
+    for key, count in errors.groupby(KEY, sort=False)["count"].sum().items():
+        kinds = errors[(errors["run"] == key[0]) & (errors["scenario"] == key[1])].set_index("kind")["count"]
+        steps.append(Step("errors", key, {"share": count / attempted[key], "kinds": kinds.to_dict()}))
+    for key, row in load.iterrows():
+        if row["paid_load_share"] >= PAID_LOAD_STEP:
+            steps.append(Step("keep_loaded", key, {"share": row["paid_load_share"], "load": row["mean_load_ms"],
+                                                   "explained": row["load_share_of_total"]}))
+    for key, row in residency_table.iterrows():
+        if pd.notna(row["gpu_share"]) and row["gpu_share"] < 1:
+            steps.append(Step("vram", key, {"share": row["gpu_share"]}))
+    if not concurrency.empty:
+        for key, group in concurrency.reset_index().groupby(KEY, sort=False):
+            low, high = group.iloc[0], group.iloc[-1]
+            if low["p50"] and high["p50"] / low["p50"] > 2:
+                steps.append(Step("serialised", key, {"factor": high["p50"] / low["p50"],
+                                                      "low": int(low["concurrency"]), "high": int(high["concurrency"])}))
+    for row in targets[(targets["target"] == "cv") & (targets["status"] == "fail")].itertuples():
+        steps.append(Step("variance", (row.run, row.scenario), {"cv": row.measured, "goal": row.goal}))
+    for row in comparisons[comparisons["verdict"].isin(["no_difference", "too_few"])].itertuples():
+        steps.append(Step("more_samples", (row.run, row.scenario), {"n": min(row.n_before, row.n_after)}))
+    for key, group in targets.groupby(KEY, sort=False):
+        if (group["status"] == "pass").all():
+            steps.append(Step("all_met", key))
+    def rank(step: Step) -> int:
+        minor = step.kind == "errors" and step.values["share"] < PAID_LOAD_STEP  # a few failures rank after the cause
+        return STEP_ORDER.index("minor_errors" if minor else step.kind)
+
+    return sorted(steps, key=rank)
+
+
+def headline(baseline: Key, comparisons: pd.DataFrame, changes: pd.DataFrame, targets: pd.DataFrame,
+             steps: list[Step]) -> Headline:
+    """The summary's facts: the fastest scenario against the baseline, targets passed, the main finding."""
+    passed = {key: (int((group["status"] == "pass").sum()), len(group))
+              for key, group in targets.groupby(KEY, sort=False)}
+    finding = steps[0] if steps else None
+    if comparisons.empty:
+        return Headline(None, None, None, None, None, None, None, [], passed, finding)
+    best = comparisons.loc[comparisons["ratio"].astype(float).idxmin()]
+    key = (best["run"], best["scenario"])
+    changed = changes[(changes["run"] == key[0]) & (changes["scenario"] == key[1])]["setting"].tolist()
+
+    def number(value: Any) -> float | None:
+        return None if value is None or pd.isna(value) else float(value)
+
+    return Headline(key, number(best["ratio"]), number(best["ratio_low"]), number(best["ratio_high"]),
+                    str(best["verdict"]), number(best["median_before"]), number(best["median_after"]), changed,
+                    passed, finding)
+
+
+def figure_facts(phases: pd.DataFrame, samples: pd.DataFrame, decomposition: pd.DataFrame, targets: pd.DataFrame,
+                 goals: dict[str, Any]) -> FigureFacts:
+    """The numbers the figures' titles state."""
+    everything = phases.xs("all", level="phase")
+    medians = {k: float(v) for k, v in everything["median"].dropna().items()}
+    cv = everything["cv"].dropna().astype(float)
+    data = measured(samples)
+    share = None
+    if not decomposition.empty and decomposition["load"].notna().any():
+        means = decomposition.groupby(level=KEY, sort=False)[["load", "ttft"]].mean()
+        weight = (means["load"] / means["ttft"]).dropna()
+        share = (weight.idxmax(), float(weight.max())) if len(weight) and weight.max() > 0 else None
+    return FigureFacts(
+        fastest=min(medians, key=medians.get) if medians else None,
+        slowest=max(medians, key=medians.get) if medians else None,
+        medians=medians,
+        paid=int(data["state"].isin(["cold", "reload"]).sum()),
+        measured=len(data),
+        paid_share=float(data["state"].isin(["cold", "reload"]).mean()) if len(data) else None,
+        cv_below_goal=int((cv < goals["cv"]).sum()) if goals.get("cv") else None,
+        cv_count=len(cv),
+        targets_passed=int((targets["status"] == "pass").sum()),
+        targets_judged=len(targets),
+        load_share_of_ttft=share,
+        has_ttft=bool(samples["ttft_ms"].notna().any()),
+        targets_measured=bool(targets["measured"].notna().any()),
+        rest_negative=int(decomposition["rest_negative"].sum()) if not decomposition.empty else 0,
+    )

@@ -1,0 +1,246 @@
+"""Ollama's native API: streaming `/api/generate` and `/api/chat` (NDJSON), load/unload, `/api/ps`."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from tqdm.auto import tqdm
+
+from latencylab.collect.backends.base import (
+    Backend,
+    GenerationRequest,
+    Residency,
+    ServerError,
+    StreamParser,
+    error_text,
+    number,
+    parse_json_line,
+)
+from latencylab.core.protocols import CAPABILITIES, full_name
+from latencylab.core.sample import Sample
+from latencylab.plan.facts import LoadedModel
+
+NS_PER_MS = 1e6
+
+
+def _stopping(expires_at: str | None, now: datetime) -> bool:
+    """`/api/ps` keeps listing an unloading model with a past `expires_at` (the CLI's "Stopping…")."""
+    if not expires_at:
+        return False
+    # Go writes 1-9 fraction digits; Python parses at most 6.
+    stamp = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], expires_at)
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) <= now
+    except ValueError:
+        return False
+
+
+def _residency(model: LoadedModel, now: datetime) -> Residency:
+    return Residency(resident=not _stopping(model.expires_at, now), size_bytes=model.size_bytes,
+                     vram_bytes=model.vram_bytes, context_length=model.context_length, expires_at=model.expires_at)
+
+
+class OllamaParser(StreamParser):
+    """NDJSON chunks; the final one (`done: true`) carries the durations in nanoseconds."""
+
+    def __init__(self, chat: bool) -> None:
+        super().__init__()
+        self.chat = chat
+        self.final: dict[str, Any] = {}
+
+    def feed(self, line: bytes) -> bool:
+        chunk = parse_json_line(line)
+        if chunk.get("error"):
+            raise ServerError("server_error", str(chunk["error"]))
+        part = (chunk.get("message") or {}) if self.chat else chunk
+        text = part.get("content" if self.chat else "response") or ""
+        thinking = part.get("thinking") or ""
+        if text:
+            self.add_text(text)
+        if chunk.get("done"):
+            self.finished, self.final = True, chunk
+        return bool(text or thinking)
+
+    def fill(self, sample: Sample) -> None:
+        f = self.final
+        if not f:
+            return
+        sample.done_reason = f.get("done_reason")
+        if sample.done_reason in ("load", "unload"):
+            return  # these replies carry no metrics at all, not omitted zeros
+        sample.load_ms_source = "server"
+        # Every metric is `omitempty`: a missing field is a zero, not an unknown.
+        for column, key in (
+            ("load_ms", "load_duration"),
+            ("prompt_eval_ms", "prompt_eval_duration"),
+            ("eval_ms", "eval_duration"),
+            ("total_ms", "total_duration"),
+        ):
+            setattr(sample, column, number(f.get(key, 0), key) / NS_PER_MS)
+        sample.prompt_tokens = number(f.get("prompt_eval_count", 0), "prompt_eval_count")
+        if "eval_count" in f or sample.done_reason in ("stop", "length"):
+            sample.output_tokens, sample.output_tokens_source = number(f.get("eval_count", 0), "eval_count"), "server"
+
+
+class OllamaBackend(Backend):
+    """Ollama's native API; `endpoint` is `generate` (the seed's) or `chat`."""
+
+    kind = "ollama"
+    capabilities = CAPABILITIES["ollama"]
+
+    def __init__(self, base_url: str, *, endpoint: str = "generate", **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        if endpoint not in ("generate", "chat"):
+            raise ValueError(f"Ollama endpoint must be 'generate' or 'chat', not {endpoint!r}")
+        self.endpoint = endpoint
+
+    def _body(self, model: str, prompt: str, keep_alive: float | str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "stream": True}
+        if self.endpoint == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}] if prompt else []
+        else:
+            body["prompt"] = prompt
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        return body
+
+    def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        body = self._body(request.model, request.prompt, request.keep_alive)
+        options = dict(request.options)
+        options.setdefault("num_predict", request.max_tokens)
+        if request.temperature is not None:
+            options.setdefault("temperature", request.temperature)
+        if request.seed is not None:
+            options.setdefault("seed", request.seed)
+        body["options"] = options
+        return f"/api/{self.endpoint}", body
+
+    def parser(self) -> StreamParser:
+        return OllamaParser(chat=self.endpoint == "chat")
+
+    async def _control(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+        response = await client.post(self.url(f"/api/{self.endpoint}"), json=body, timeout=None)
+        if response.status_code >= 400:
+            raise ServerError("http", f"HTTP {response.status_code}: {error_text(response.content)}")
+        return response.json()
+
+    async def load(
+        self,
+        client: httpx.AsyncClient,
+        model: str,
+        *,
+        keep_alive: float | str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Load-only request (empty prompt); Ollama answers `done_reason: "load"` without metrics.
+
+        `options` should be the scenario's, so that its first measured request does not reload.
+        """
+        body = self._body(model, "", keep_alive)
+        if options:
+            body["options"] = options
+        return await self._control(client, body)
+
+    async def unload(self, client: httpx.AsyncClient, model: str) -> dict[str, Any]:
+        """Empty prompt with `keep_alive: 0`; the unload itself finishes asynchronously."""
+        return await self._control(client, self._body(model, "", 0))
+
+    async def ps(self, client: httpx.AsyncClient) -> list[LoadedModel]:
+        """The loaded models, from `GET /api/ps` (which never loads anything)."""
+        response = await client.get(self.url("/api/ps"))
+        response.raise_for_status()
+        return [
+            LoadedModel(
+                name=m.get("name") or m.get("model", ""),
+                size_bytes=int(m.get("size", 0)),
+                vram_bytes=int(m.get("size_vram", 0)),
+                expires_at=m.get("expires_at"),
+                context_length=m.get("context_length"),
+            )
+            for m in response.json().get("models") or []
+        ]
+
+    async def residency(self, client: httpx.AsyncClient, model: str) -> Residency | None:
+        try:
+            loaded = await self.ps(client)
+        except (httpx.HTTPError, ValueError):
+            return None
+        now = datetime.now(UTC)
+        for entry in loaded:
+            if full_name(entry.name) == full_name(model):
+                return _residency(entry, now)
+        return Residency(resident=False)
+
+    async def tags(self, client: httpx.AsyncClient) -> set[str]:
+        """The models the server has pulled, by full `name:tag`."""
+        response = await client.get(self.url("/api/tags"))
+        if response.status_code >= 400:
+            raise ServerError("http", f"/api/tags: HTTP {response.status_code}: {error_text(response.content)}")
+        return {full_name(m.get("name") or m.get("model", "")) for m in response.json().get("models") or []}
+
+    async def _get_json(self, client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = await (client.post(self.url(path), json=body) if body is not None else client.get(self.url(path)))
+        if response.status_code >= 400:
+            raise ServerError("http", f"{path}: HTTP {response.status_code}: {error_text(response.content)}")
+        return response.json()
+
+    async def version(self, client: httpx.AsyncClient) -> str | None:
+        """The server's version, from `GET /api/version` (`{"version": "0.33.0"}`)."""
+        return (await self._get_json(client, "/api/version")).get("version")
+
+    async def tag_list(self, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        """`/api/tags` entries as given: name, size, digest, details."""
+        return list((await self._get_json(client, "/api/tags")).get("models") or [])
+
+    async def show(self, client: httpx.AsyncClient, model: str) -> dict[str, Any]:
+        """`POST /api/show`: details (family, parameter size, quantization) and `model_info` (GGUF keys)."""
+        return await self._get_json(client, "/api/show", {"model": model})
+
+    async def pull_probe(self, client: httpx.AsyncClient, model: str) -> tuple[str | None, int | None]:
+        """Whether the registry has `model`: start a pull and stop reading once its manifest resolves.
+
+        Returns (the pull's own error, None) or (None, the first layer's size: the weights). An unknown tag
+        fails right after "pulling manifest" with an error line (HTTP 200); whatever a known one fetched
+        meanwhile stays on the server for the real pull.
+        """
+        async with client.stream("POST", self.url("/api/pull"), json={"model": model, "stream": True},
+                                 timeout=httpx.Timeout(self.timeouts.connect_s, read=60.0)) as response:
+            if response.status_code >= 400:
+                return f"HTTP {response.status_code}: {error_text(await response.aread())}", None
+            async for line in response.aiter_lines():
+                event = parse_json_line(line.encode()) if line.strip() else {}
+                if event.get("error"):
+                    return str(event["error"]), None
+                if event.get("digest") or event.get("status") == "success":
+                    return None, event.get("total")
+        return None, None
+
+    async def has_model(self, client: httpx.AsyncClient, model: str) -> bool | None:
+        """From `/api/tags`; None when the server does not answer it (an older or proxied server)."""
+        try:
+            return full_name(model) in await self.tags(client)
+        except (ServerError, httpx.HTTPError, ValueError):
+            return None
+
+    async def pull(self, client: httpx.AsyncClient, model: str) -> None:
+        """`POST /api/pull` with a progress bar (the seed's step 1)."""
+        with tqdm(desc=f"pull {model}", unit="B", unit_scale=True) as bar:
+            async with client.stream("POST", self.url("/api/pull"), json={"model": model, "stream": True},
+                                     timeout=httpx.Timeout(self.timeouts.connect_s, read=None)) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise ServerError("http", f"pull {model}: HTTP {response.status_code}: {error_text(body)}")
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = parse_json_line(line.encode())
+                    if event.get("error"):  # an unknown model fails with 200 and an error line
+                        raise ServerError("server_error", f"pull {model}: {event['error']}")
+                    if event.get("total"):
+                        bar.total = event["total"]
+                        bar.n = event.get("completed", 0)
+                    bar.set_postfix_str(event.get("status", ""))
+                    bar.refresh()

@@ -1,0 +1,239 @@
+"""Running the embedded engine: llama-server (router mode) on a free loopback port, supervised.
+
+`Engine` starts it, waits for health, logs to a file, and stops it and every child process on every exit path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import functools
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from latencylab.collect.engine import logs
+from latencylab.collect.engine.install import EngineError, build_backend, find_binary
+from latencylab.core import paths
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if this Python process dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def write_presets(presets: dict[str, dict[str, Any]], path: Path) -> Path:
+    """A llama-server `--models-preset` INI file: one `[model-id]` section of long option names each."""
+    lines = []
+    for model_id, settings in presets.items():
+        lines.append(f"[{model_id}]")
+        lines += [f"{key} = {value}" for key, value in settings.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+class Engine:
+    """llama-server in router mode: every GGUF in `models_dir` is a model id, loaded on demand."""
+
+    def __init__(
+        self,
+        models_dir: Path = paths.MODELS_DIR,
+        *,
+        log_path: Path | None = None,
+        models_max: int = 1,
+        sleep_idle_seconds: float | None = None,
+        ctx_size: int = 2048,
+        threads: int | None = None,
+        presets: dict[str, dict[str, Any]] | None = None,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        self.models_dir = models_dir
+        self.log_path = log_path
+        self.models_max = models_max
+        self.sleep_idle_seconds = sleep_idle_seconds
+        self.ctx_size = ctx_size
+        self.threads = threads
+        self.presets = presets or {}
+        self.startup_timeout_s = startup_timeout_s
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._offload_log: logs.OffloadLog | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise EngineError("the engine is not running")
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The llama-server command line (loopback only; no shell)."""
+        cmd = [str(find_binary("llama-server")), "--host", "127.0.0.1", "--port", str(self.port),
+               "--models-dir", str(self.models_dir), "--models-max", str(self.models_max), "--no-webui"]
+        # Defaults go in the presets' `[*]` section: flags on the command line would override every preset.
+        defaults: dict[str, Any] = {"ctx-size": self.ctx_size}
+        if self.sleep_idle_seconds is not None:
+            defaults["sleep-idle-seconds"] = f"{self.sleep_idle_seconds:g}"
+        if self.threads:
+            defaults["threads"] = self.threads
+        if self.backend != "cpu":
+            defaults["log-verbosity"] = 4  # the "offloaded N/M layers to GPU" line is logged at trace level
+        assert self._tmp is not None
+        presets_file = Path(self._tmp.name) / "presets.ini"
+        cmd += ["--models-preset", str(write_presets({"*": defaults, **self.presets}, presets_file))]
+        return cmd
+
+    def version(self) -> str:
+        """`llama-server --version`, first line that names the version."""
+        out = subprocess.run([str(find_binary("llama-server")), "--version"], capture_output=True, text=True)
+        lines = (out.stdout + out.stderr).splitlines()
+        return next((line.strip() for line in lines if line.startswith("version")), "unknown")
+
+    def start(self) -> str:
+        """Start the server and wait until `/health` answers; returns its base URL."""
+        if self.process is not None:
+            return self.base_url
+        self._tmp = tempfile.TemporaryDirectory(prefix="latencylab-engine-")
+        self.port = free_port()
+        log_path = self.log_path or Path(self._tmp.name) / "llama-server.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        atexit.register(self.stop)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self.base_url
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise EngineError(f"llama-server exited with status {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise EngineError(f"llama-server not healthy after {self.startup_timeout_s:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return logs.tail(self.log_path, lines)
+
+    def pids(self) -> list[int]:
+        """The server and every process it started (router mode runs one child per loaded model)."""
+        if self.process is None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root.pid] + [p.pid for p in root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def instance(self, model_id: str) -> psutil.Process | None:
+        """The child process serving `model_id` (the router starts each with `--alias <id>`)."""
+        for pid in self.pids()[1:]:
+            try:
+                process = psutil.Process(pid)
+                args = process.cmdline()
+            except psutil.Error:
+                continue
+            if "--alias" in args and args[args.index("--alias") + 1 : args.index("--alias") + 2] == [model_id]:
+                return process
+        return None
+
+    def rss_bytes(self, model_id: str) -> int | None:
+        """Resident memory of the process serving `model_id`, if it runs."""
+        process = self.instance(model_id)
+        try:
+            return process.memory_info().rss if process else None
+        except psutil.Error:
+            return None
+
+    @functools.cached_property
+    def backend(self) -> str:
+        """"cpu", or the GPU backend this llama-server was built with."""
+        return build_backend()
+
+    def offload(self, model_id: str) -> tuple[logs.Offload | None, str]:
+        """Layers of `model_id` offloaded to the GPU, with where that came from or why it is unknown.
+
+        The source is "log" when the child's offload line was found; otherwise a reason: "cpu-build" (no GPU
+        backend: nothing is ever offloaded), "not-loaded" or "not-in-log".
+        """
+        if self.backend == "cpu":
+            return None, "cpu-build"
+        process = self.instance(model_id)
+        if process is None or not self.log_path or not self.log_path.exists():
+            return None, "not-loaded"
+        try:
+            args = process.cmdline()
+            port = int(args[args.index("--port") + 1])
+        except (psutil.Error, ValueError, IndexError):
+            return None, "not-loaded"
+        if self._offload_log is None or self._offload_log.path != self.log_path:
+            self._offload_log = logs.OffloadLog(self.log_path)
+        found = self._offload_log.offload(port)
+        return (found, "log") if found else (None, "not-in-log")
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the server and its children for sure: SIGTERM, then SIGKILL after `grace_s`."""
+        if self.process is None:
+            return
+        procs = []
+        for pid in self.pids():
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        for proc in procs:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=grace_s)
+        self.process.wait()  # reap, so no zombie is left either
+        self.process = None
+        atexit.unregister(self.stop)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,215 @@
+"""Gathering server facts (HTTP, GGUF files, NVML, the host) and the check that reasons on them.
+
+Before the first request and after the last of a run, and for `latencylab check`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from latencylab.collect import gpu
+from latencylab.collect.backends import Timeouts, make_backend
+from latencylab.collect.backends.base import ServerError
+from latencylab.collect.backends.llamacpp import LlamaCppBackend
+from latencylab.collect.backends.ollama import OllamaBackend
+from latencylab.core import paths
+from latencylab.core.gguf import GGUFError, read_metadata
+from latencylab.core.protocols import full_name
+from latencylab.plan.check import CheckResult, Plan, evaluate
+from latencylab.plan.facts import (
+    Facts,
+    GpuFacts,
+    HostFacts,
+    ModelFacts,
+    Moment,
+    ServerFacts,
+    as_int,
+    model_facts,
+)
+from latencylab.plan.study import StudySpec
+
+FACTS_TIMEOUT_S = 30.0  # a server that answers none of its facts in this time counts as unreachable
+PROPS_KEYS = ("build_info", "model_path", "total_slots", "model_alias", "is_sleeping", "role", "max_instances")
+
+
+def host_facts() -> HostFacts:
+    """This machine: OS, CPU, cores, memory, Python."""
+    cpu = platform.processor()
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return HostFacts(system=f"{platform.system()} {platform.release()}", machine=platform.machine(), cpu=cpu,
+                     cores_logical=os.cpu_count(), cores_physical=psutil.cpu_count(logical=False),
+                     ram_bytes=psutil.virtual_memory().total, python=platform.python_version())
+
+
+def gpu_facts() -> GpuFacts | None:
+    """GPU 0 of this machine (from `gpu.devices()`); None without an NVIDIA GPU and driver."""
+    found = gpu.devices()
+    if not found:
+        return None
+    first = found[0]
+    return GpuFacts(name=first.name, total_bytes=first.memory_total_bytes, used_bytes=first.memory_used_bytes,
+                    driver=first.driver_version, count=len(found))
+
+
+def gguf_facts(name: str, path: Path) -> ModelFacts | None:
+    """A local GGUF file's facts (the embedded engine's models); None when it is missing or unreadable."""
+    try:
+        return model_facts(name, "gguf", read_metadata(path), size_bytes=path.stat().st_size)
+    except (GGUFError, OSError):
+        return None
+
+
+async def _ollama(backend: OllamaBackend, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+    tags = {full_name(t.get("name") or t.get("model", "")): t for t in await backend.tag_list(client)}
+    found: list[ModelFacts] = []
+    for model in dict.fromkeys(full_name(m) for m in models):
+        if model not in tags:
+            continue
+        tag = tags[model]
+        try:
+            shown = await backend.show(client, model)
+        except ServerError:
+            shown = {}
+        details = {**(tag.get("details") or {}), **(shown.get("details") or {})}
+        found.append(model_facts(model, "ollama", shown.get("model_info") or {}, family=details.get("family"),
+                                 parameter_size=details.get("parameter_size"),
+                                 quantization_level=details.get("quantization_level"),
+                                 size_bytes=tag.get("size"), digest=tag.get("digest")))
+    try:  # older or proxied servers may lack these two; the rest still stands
+        loaded = await backend.ps(client)
+        version = await backend.version(client)
+    except (httpx.HTTPStatusError, ServerError, ValueError):
+        loaded, version = [], None
+    return {"version": version, "models": found, "loaded": loaded,
+            "missing": sorted({full_name(m) for m in models} - tags.keys())}
+
+
+async def _llamacpp(backend: LlamaCppBackend, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+    try:
+        props = await backend.props(client)
+    except (ServerError, ValueError):
+        props = {}
+    settings = props.get("default_generation_settings") or {}
+    kept = {k: props[k] for k in PROPS_KEYS if k in props}
+    if settings.get("n_ctx"):  # a router says 0: each model has its own
+        kept["n_ctx"] = settings["n_ctx"]
+    try:
+        entries = await backend.model_entries(client)
+    except (httpx.HTTPError, ValueError):
+        entries = {}
+    found = []
+    for model in dict.fromkeys(models):
+        meta = (entries.get(model) or {}).get("meta") or {}  # a router gives it for loaded models only
+        params = as_int(meta.get("n_params"))
+        if model in entries:
+            found.append(ModelFacts(
+                name=model, source="llama-server", size_bytes=as_int(meta.get("size")),
+                context_length=as_int(meta.get("n_ctx_train")), embedding_length=as_int(meta.get("n_embd")),
+                quantization_level=meta.get("ftype"),
+                parameter_size=None if params is None else f"{params / 1e9:.1f}B" if params >= 1e9
+                else f"{params / 1e6:.0f}M"))
+    return {"version": props.get("build_info"), "props": kept, "models": found,
+            "missing": [m for m in dict.fromkeys(models) if entries and m not in entries]}
+
+
+async def _ask(kind: str, backend: Any, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+    """The facts a server of protocol `kind` can give (the study names the protocol)."""
+    if kind == "ollama":
+        return await _ollama(backend, client, models)
+    if kind == "llamacpp":
+        return await _llamacpp(backend, client, models)
+    response = await client.get(backend.url("/v1/models"))  # an OpenAI-compatible server: its model ids only
+    response.raise_for_status()
+    ids = {m.get("id") for m in response.json().get("data") or []}
+    return {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
+
+
+async def _server(kind: str, url: str, models: list[str], api_key: str | None) -> ServerFacts:
+    backend = make_backend(kind, url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
+    try:
+        async with backend.client() as client:
+            found = await asyncio.wait_for(_ask(kind, backend, client, models), FACTS_TIMEOUT_S)
+    except (httpx.HTTPError, ServerError, ValueError, TimeoutError) as exc:
+        return ServerFacts(kind=kind, base_url=url, reachable=False, error=f"{type(exc).__name__}: {exc}")
+    return ServerFacts(kind=kind, base_url=url, reachable=True, **found)
+
+
+async def _embedded(models: list[str], models_dir: Path, engine_url: str | None) -> ServerFacts:
+    """The engine's models from their GGUF files; with the engine running, its build from `/props` too."""
+    found = [f for m in dict.fromkeys(models) if (f := gguf_facts(m, models_dir / f"{m}.gguf"))]
+    props: dict[str, Any] = {}
+    if engine_url:
+        try:
+            backend = LlamaCppBackend(engine_url, timeouts=Timeouts(connect_s=5.0))
+            async with backend.client() as client:
+                props = (await asyncio.wait_for(_llamacpp(backend, client, []), FACTS_TIMEOUT_S))["props"]
+        except (httpx.HTTPError, ServerError, ValueError, TimeoutError):
+            props = {}
+    return ServerFacts(kind="embedded", base_url=None, reachable=True, models=found,
+                       version=props.get("build_info"), props=props,
+                       missing=[m for m in dict.fromkeys(models) if not (models_dir / f"{m}.gguf").exists()])
+
+
+async def gather(study: StudySpec, moment: Moment = "before", api_key: str | None = None,
+                 models_dir: Path | None = None, engine_url: str | None = None) -> Facts:
+    """The facts of every server the study names, the GPU and the host (servers in parallel).
+
+    `engine_url`: the embedded engine's address while it runs (its `/props`); without it, its GGUF files only.
+    """
+    by_server: dict[tuple[str, str | None], list[str]] = {}
+    for scenario in study.scenarios:
+        by_server.setdefault((study.backend_of(scenario), study.base_url_of(scenario)), []).append(scenario.model)
+    servers = await asyncio.gather(*(
+        _server(kind, url, models, api_key) if kind != "embedded" and url else
+        _embedded(models, models_dir or paths.MODELS_DIR, engine_url)
+        for (kind, url), models in by_server.items()))
+    return Facts(moment=moment, taken_at=datetime.now(UTC).isoformat(timespec="seconds"), servers=list(servers),
+                 gpu=gpu_facts(), host=host_facts())
+
+
+def collect(study: StudySpec, moment: Moment = "before", api_key: str | None = None) -> Facts:
+    """`gather` for callers outside an event loop (the CLI)."""
+    return asyncio.run(gather(study, moment, api_key))
+
+
+async def _pull_probes(study: StudySpec, facts: Facts, api_key: str | None) -> dict[str, tuple[str | None, int | None]]:
+    """For a study that may pull: ask each Ollama server for the tags it lacks, up to the manifest."""
+    probes: dict[str, tuple[str | None, int | None]] = {}
+    if not study.prepare.pull:
+        return probes
+    for server in facts.servers:
+        if server.kind != "ollama" or not server.reachable or not server.missing:
+            continue
+        backend = OllamaBackend(server.base_url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
+        async with backend.client() as client:
+            for model in server.missing:
+                try:
+                    probes[model] = await backend.pull_probe(client, model)
+                except (httpx.HTTPError, ServerError, ValueError):
+                    continue  # unknown: the run's own pull will say
+    return probes
+
+
+async def check_study(study: StudySpec, api_key: str | None = None, facts: Facts | None = None,
+                      moment: Moment = "check") -> CheckResult:
+    """Gather the servers' facts (unless given), probe the tags a pull would need, and evaluate every rule."""
+    facts = facts or await gather(study, moment, api_key)
+    plan = Plan(study, facts, await _pull_probes(study, facts, api_key))
+    return CheckResult(evaluate(plan), facts, plan.budget)
+
+
+def run_check(study: StudySpec, api_key: str | None = None, moment: Moment = "check") -> CheckResult:
+    """`check_study` for callers outside an event loop (the CLI; `moment="before"` ahead of a run)."""
+    return asyncio.run(check_study(study, api_key, moment=moment))

@@ -1,0 +1,460 @@
+"""Executes a study: engine, preparation, cold protocol, probes, requests; every sample stored at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from tqdm.auto import tqdm
+
+from latencylab.collect import gpu, loops, preflight
+from latencylab.collect.backends import Backend, GenerationRequest, make_backend
+from latencylab.collect.backends.base import RequestInterrupted, ServerError
+from latencylab.collect.engine import Engine, prepare_models, presets
+from latencylab.core import paths
+from latencylab.core.errors import LatencyLabError
+from latencylab.core.sample import Sample
+from latencylab.plan.study import ScenarioSpec, StudySpec, load_study, with_base_url
+from latencylab.plan.workload import PlannedRequest, plan_requests
+from latencylab.runs import store
+from latencylab.runs.store import RunWriter
+
+API_KEY_ENV = "LATENCYLAB_API_KEY"  # for OpenAI-compatible servers that need a key; never stored
+# A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
+# Ollama requests report a few ms of load_duration).
+RELOAD_EVIDENCE_MS = 20.0
+WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
+
+
+@dataclass
+class Target:
+    """Where one scenario's requests go, and under which model id the server knows its model."""
+
+    scenario: ScenarioSpec
+    backend: Backend
+    model: str
+    client: httpx.AsyncClient | None = None
+    runner_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _engine(study: StudySpec, run_id: str) -> Engine:
+    return Engine(log_path=paths.run_dir(run_id) / "llama-server.log", models_max=study.engine.models_max,
+                  ctx_size=study.engine.ctx_size, threads=study.engine.threads,
+                  presets=presets.presets(study, paths.MODELS_DIR))
+
+
+@contextlib.contextmanager
+def _engine_for(study: StudySpec, run_id: str) -> Iterator[Engine | None]:
+    """The embedded engine with one preset per scenario, stopped on every exit path."""
+    if not study.uses_engine:
+        yield None
+        return
+    prepare_models(only=engine_models(study))
+    with _engine(study, run_id) as engine:
+        yield engine
+
+
+def engine_models(study: StudySpec) -> set[str]:
+    """The models the study asks of the embedded engine (file stems in data/models/)."""
+    return {s.model for s in study.scenarios if study.backend_of(s) == "embedded"}
+
+
+def server_facts(study: StudySpec, run_id: str) -> dict[str, Any]:
+    """What is known about the servers before the first request: the engine's version and presets, or the
+    kinds and URLs of the servers the study names."""
+    if study.uses_engine:
+        prepare_models(only=engine_models(study))
+        engine = _engine(study, run_id)
+        return {"kind": "embedded llama-server", "version": engine.version(), "backend": engine.backend,
+                "presets": engine.presets}
+    kinds = sorted({study.backend_of(s) for s in study.scenarios})
+    return {"kind": ", ".join(kinds), "base_urls": sorted({study.base_url_of(s) or "" for s in study.scenarios})}
+
+
+def _targets(study: StudySpec, engine: Engine | None) -> dict[str, Target]:
+    timeouts = study.timeouts
+    api_key = os.environ.get(API_KEY_ENV)
+    targets = {}
+    for s in study.scenarios:
+        kind = study.backend_of(s)
+        if kind == "embedded":
+            assert engine is not None
+            backend = make_backend("llamacpp", engine.base_url, timeouts=timeouts,
+                                   connection=study.workload.connection)
+            model = presets.served_model_id(s)
+        else:
+            extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
+            backend = make_backend(kind, study.base_url_of(s) or "", timeouts=timeouts, api_key=api_key,
+                                   connection=study.workload.connection, **extra)
+            model = s.model
+        runner_options = s.runner_options
+        targets[s.name] = Target(s, backend, model, runner_options=runner_options)
+    return targets
+
+
+def _request(study: StudySpec, target: Target, planned: PlannedRequest) -> GenerationRequest:
+    w, s = study.workload, target.scenario
+    # The engine applies runner options and keep_alive through its presets, not per request.
+    on_engine = study.backend_of(s) == "embedded"
+    options = {k: v for k, v in s.options.items() if not (on_engine and k in presets.ENGINE_OPTIONS)}
+    return GenerationRequest(
+        model=target.model, prompt=planned.prompt, max_tokens=w.max_tokens, temperature=w.temperature,
+        seed=w.seed, options=options, keep_alive=None if on_engine else s.keep_alive,
+        cache_prompt=None if w.unique_prefix else True,
+    )
+
+
+def classify_state(resident_before: bool | None, options_changed: bool, load_ms: float | None) -> str:
+    """cold / reload / warm / unknown, from the probe before the request and the server's load time."""
+    if resident_before is None:
+        return "unknown"
+    if not resident_before:
+        return "cold"
+    if options_changed and (load_ms is None or load_ms >= RELOAD_EVIDENCE_MS):
+        return "reload"
+    return "warm"
+
+
+def derive_load_ms(sample: Sample) -> None:
+    """llama-server reports no load time: TTFT minus prompt processing and one token's generation."""
+    if sample.load_ms is not None or not sample.ok:
+        return
+    if sample.state == "warm":
+        sample.load_ms, sample.load_ms_source = 0.0, "probe"
+    elif sample.state in ("cold", "reload") and None not in (sample.ttft_ms, sample.prompt_eval_ms, sample.eval_ms):
+        first_token = sample.eval_ms / sample.output_tokens if sample.output_tokens else 0.0
+        sample.load_ms = max(0.0, sample.ttft_ms - sample.prompt_eval_ms - first_token)
+        sample.load_ms_source = "derived"
+
+
+class Collector:
+    """One run in progress: sends the plan and writes each sample the moment it exists."""
+
+    def __init__(self, study: StudySpec, targets: dict[str, Target], writer: RunWriter, run_id: str,
+                 engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool) -> None:
+        self.study, self.targets, self.writer, self.run_id = study, targets, writer, run_id
+        self.engine, self.on_sample = engine, on_sample
+        self.gpu = gpu.GpuSampler()
+        self.gpu_index: int | None = None  # the GPU the server runs on, once NVML can tell
+        self.started: set[str] = set()  # scenarios whose first request has been sent
+        self.measured: set[str] = set()  # scenarios whose first measured request has been sent
+        self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
+        self.last_end: float | None = None
+        self.to_preload_again: set[str] = set()  # preloading scenarios a resume takes up mid-way
+        self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
+
+    def restore(self, done: list[dict[str, Any]]) -> None:
+        """Take up what a resumed run had finished: which scenarios started, which were measured; those
+        with `preload` load their model again before their next request (the server may have restarted)."""
+        for sample in sorted(done, key=lambda s: s["seq"]):
+            self.started.add(sample["scenario"])
+            if not sample.get("warmup"):
+                self.measured.add(sample["scenario"])
+        self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
+        self.bar.update(len(done))
+
+    async def prepare(self) -> None:
+        """Pull what a server lacks (when the study asks and the server can), with a progress bar per model."""
+        if not self.study.prepare.pull:
+            return
+        for target in self.targets.values():
+            if target.backend.capabilities.pull:
+                assert target.client is not None
+                await target.backend.ensure_model(target.client, target.model, pull=True)
+
+    async def send(self, planned: PlannedRequest, scheduled_at: float | None = None) -> None:
+        """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready."""
+        target = self.targets[planned.scenario]
+        backend, client, s = target.backend, target.client, target.scenario
+        assert client is not None
+        first_of_scenario = planned.scenario not in self.started
+        self.started.add(planned.scenario)
+        if self.study.cold_protocol == "unload_before_each":
+            await backend.unload(client, target.model)
+            await backend.wait_resident(client, target.model, False)
+        elif self.study.cold_protocol == "first_only" and first_of_scenario:
+            await self._cold_start(target)
+        if s.preload and self.study.cold_protocol != "unload_before_each" and (
+            first_of_scenario or planned.scenario in self.to_preload_again
+        ):
+            self.to_preload_again.discard(planned.scenario)
+            await self._preload(target)
+        gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
+        if gap:
+            await asyncio.sleep(gap)
+        probe = backend.capabilities.residency
+        before = await backend.residency(client, target.model) if probe else None
+        scheduled_at = time.time() if scheduled_at is None else scheduled_at
+        window_start = time.monotonic()
+        try:
+            sample = await backend.measure(client, _request(self.study, target, planned))
+        except RequestInterrupted as stop:  # kept with the times it reached; a resume sends it again
+            self._gpu_peaks(stop.sample, window_start, time.monotonic())
+            self._stamp(stop.sample, planned, scheduled_at)
+            self._annotate(stop.sample, planned, target, before, None, gap)
+            self.writer.append(stop.sample)
+            raise
+        self._gpu_peaks(sample, window_start, time.monotonic())
+        self._stamp(sample, planned, scheduled_at)
+        after = await backend.residency(client, target.model) if probe else None
+        self._annotate(sample, planned, target, before, after, gap)
+        self.writer.append(sample)
+        self.bar.update(1)
+        self.bar.set_postfix_str(_postfix(sample), refresh=False)  # drawn at tqdm's own pace, not per sample
+        if self.on_sample:
+            self.on_sample(sample)
+
+    def _stamp(self, sample: Sample, planned: PlannedRequest, scheduled_at: float) -> None:
+        sample.scheduled_at = scheduled_at
+        sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
+        sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
+
+    async def _cold_start(self, target: Target) -> None:
+        """Unload every model of the study on the scenario's server, so its first request starts from nothing
+        resident (a blocked order then never carries one scenario's model, or its eviction, into the next)."""
+        same_server = {t.model: t for t in self.targets.values()
+                       if t.backend.base_url == target.backend.base_url and t.client is not None}
+        for other in same_server.values():
+            if other is target or await other.backend.resident(other.client, other.model) is not False:
+                await other.backend.unload(other.client, other.model)
+                await other.backend.wait_resident(other.client, other.model, False)
+
+    async def _preload(self, target: Target) -> None:
+        """The seed's step 2: load the model with its own keep_alive (and options) before measuring."""
+        assert target.client is not None
+        await target.backend.load(target.client, target.model, keep_alive=target.scenario.keep_alive,
+                                  options=target.scenario.options or None)
+        await target.backend.wait_resident(target.client, target.model, True)
+        self.loaded_with[target.model] = target.runner_options
+
+    def _gpu_peaks(self, sample: Sample, start: float, end: float) -> None:
+        """NVML's peak memory and utilisation on the server's GPU while the request was in flight."""
+        if not self.gpu.available:
+            return
+        if self.gpu_index is None and self.engine is not None:
+            self.gpu_index = gpu.gpu_of_processes(self.engine.pids())
+        sample.gpu_index = self.gpu_index if self.gpu_index is not None else 0
+        if (peak := self.gpu.peak(start, end, sample.gpu_index)) is not None:
+            sample.gpu_mem_used_bytes, sample.gpu_util_pct = peak.mem_used_bytes, peak.util_pct
+
+    def _annotate(self, sample: Sample, planned: PlannedRequest, target: Target, before: Any, after: Any,
+                  gap: float) -> None:
+        s = target.scenario
+        sample.run_id, sample.seq, sample.scenario = self.run_id, planned.seq, planned.scenario
+        sample.warmup, sample.idle_gap_s = planned.warmup, gap
+        sample.keep_alive = None if s.keep_alive is None else str(s.keep_alive)
+        sample.resident_before = None if before is None else before.resident
+        options_changed = target.model in self.loaded_with and self.loaded_with[target.model] != target.runner_options
+        sample.state = classify_state(sample.resident_before, options_changed, sample.load_ms)
+        self.loaded_with[target.model] = target.runner_options
+        derive_load_ms(sample)
+        if not planned.warmup and planned.scenario not in self.measured:
+            sample.phase = "first"
+            self.measured.add(planned.scenario)
+        if after is not None:
+            after.fill(sample)
+        if self.engine is not None and self.study.backend_of(s) == "embedded":
+            sample.server_rss_bytes = self.engine.rss_bytes(target.model)
+            offload, sample.gpu_layers_source = self.engine.offload(target.model)
+            if offload is not None:
+                sample.gpu_layers, sample.gpu_layers_total = offload.layers, offload.total
+                sample.gpu_share, sample.fits_in_vram = offload.share, offload.complete
+                sample.gpu_share_source = "layers"
+        sample.idle_before_s = None if self.last_end is None else max(0.0, sample.started_at - self.last_end)
+        self.last_end = time.time()
+
+    async def run(self, plan: list[PlannedRequest]) -> None:
+        """Send `plan`: closed loop (each concurrency level in turn) or open loop (Poisson arrivals)."""
+        self.bar.total = self.bar.n + len(plan)
+        self.bar.refresh()
+        self.gpu.start()
+        try:
+            if self.study.workload.mode == "open":
+                await self._open_loop(plan)
+            else:
+                for level in dict.fromkeys(p.concurrency for p in plan):
+                    await self._closed_loop([p for p in plan if p.concurrency == level], level)
+        finally:
+            self.gpu.stop()
+            self.bar.close()
+
+    async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
+        """`concurrency` workers take the plan in order; each sends its next request when the last ends."""
+        queue = iter(plan)
+
+        async def worker(index: int) -> None:
+            # Staggered starts: 256 connection set-ups at once would queue on the event loop, inside TTFB.
+            await asyncio.sleep(index * WORKER_STAGGER_S)
+            for planned in queue:  # shared iterator: each request is taken by one worker
+                await self.send(planned)
+
+        workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:  # one failed or the run stopped: the others end too, before the run closes
+            await _cancel_and_wait(workers)
+
+    async def _open_loop(self, plan: list[PlannedRequest]) -> None:
+        """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
+        workload = self.study.workload
+        assert workload.rate_per_s is not None
+        arrivals = random.Random(workload.arrival_seed)
+        loop = asyncio.get_running_loop()
+        start_loop, start_wall, offset = loop.time(), time.time(), 0.0
+        tasks = []
+        try:
+            for planned in plan:
+                offset += arrivals.expovariate(workload.rate_per_s)
+                await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
+                tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
+            await asyncio.gather(*tasks)
+        finally:  # stopped: every request in flight writes its sample before the run closes
+            await _cancel_and_wait(tasks)
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks still running and wait until each has ended (a request in flight writes its sample)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _clients(targets: dict[str, Target], study: StudySpec) -> AsyncIterator[None]:
+    """One HTTP client per scenario, its connection pool sized to the most requests ever in flight."""
+    workload = study.workload
+    in_flight = None if workload.mode == "open" else max(workload.levels) * 2  # a request and its probe
+    async with contextlib.AsyncExitStack() as stack:
+        for target in targets.values():
+            target.client = await stack.enter_async_context(target.backend.client(max_connections=in_flight))
+        yield
+
+
+def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    """Create the run once: its folder, the resolved study, the plan's size, status `prepared` and the
+    server facts known before sending. Returns the run id; `collect(run_id)` then runs it."""
+    run_id = run_id or store.free_run_id(study.name)
+    if paths.run_dir(run_id).exists():
+        raise store.RunExists(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another run id")
+    facts = server_facts(study, run_id)
+    store.create_run(run_id, study=study, study_as_written=study_as_written or study.model_dump(mode="json"),
+                     planned_requests=len(plan_requests(study, run_id)), server=facts,
+                     gpus=[dataclasses.asdict(d) for d in gpu.devices()])
+    return run_id
+
+
+async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = None, progress: bool = True) -> str:
+    """Send the run's plan, new or stopped alike: every request without a finished sample, in plan order.
+
+    The one entry point that collects (the CLI and the collect notebook call it); while it runs, this
+    process holds the run's lock, so nothing else writes the run. Samples are on disk as soon as they exist.
+    """
+    writer = RunWriter(run_id)  # RunLocked while another process writes it
+    meta = writer.meta
+    try:
+        if meta.status == "complete":
+            raise RunError(f"run {run_id} is complete: there is nothing to resume")
+        if meta.study is None:
+            raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
+        done = store.finished(store.read_samples(writer.samples_path))
+    except LatencyLabError:
+        writer.release()  # status unchanged: this was no attempt to run
+        raise
+    study = meta.study
+    sent = {s["seq"] for s in done}
+    plan = [p for p in plan_requests(study, run_id) if p.seq not in sent]
+    if meta.status == "prepared":
+        writer.update(status="running")
+    else:
+        resume = store.Resume(at=store.utc_now(), samples_kept=len(done), next_seq=plan[0].seq if plan else None,
+                              engine_restarted=study.uses_engine)
+        writer.update(status="running", resumes=[*meta.resumes, resume])
+    writer.update(event_loop=loops.running_loop_name())  # uvloop or asyncio: where the stamps were taken
+    status = "failed"
+    try:
+        with _engine_for(study, run_id) as engine:
+            if engine is not None:
+                writer.update(server={**writer.meta.server, "command": engine.command()})
+            targets = _targets(study, engine)
+            async with _clients(targets, study):
+                collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
+                collector.restore(done)
+                await collector.prepare()
+                await collector.run(plan)
+        status = "complete"
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        status = "interrupted"
+        raise
+    except ServerError as exc:
+        raise RunStopped(f"run {run_id} stopped: {exc}") from exc
+    finally:
+        writer.close(status)
+    return run_id
+
+
+class RunError(LatencyLabError):
+    """A run that cannot be collected (complete already, or without a study)."""
+
+
+class RunStopped(RuntimeError):
+    """A run that could not go on (a server that refused a load, unload or pull); samples are kept."""
+
+
+def _postfix(sample: Sample) -> str:
+    if not sample.ok:
+        return f"{sample.scenario}: {sample.error_kind}"
+    return f"{sample.scenario}: TTFT {sample.ttft_ms or 0:.0f} ms ({sample.state})"
+
+
+def run(run_id: str, **kwargs: Any) -> str:
+    """`collect` from a script or the CLI: its own event loop, where Ctrl-C and SIGTERM stop the run the same
+    way (requests in flight kept as `interrupted` samples) and end in KeyboardInterrupt."""
+    async def main() -> str:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        on_term = signal.getsignal(signal.SIGTERM)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(task.cancel, "SIGTERM"))
+        try:
+            return await collect(run_id, **kwargs)
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, on_term)
+
+    try:
+        return loops.run(main())
+    except asyncio.CancelledError:  # SIGTERM (Ctrl-C already ends asyncio.run in KeyboardInterrupt)
+        raise KeyboardInterrupt("SIGTERM") from None
+
+
+def run_study(study: StudySpec, study_as_written: dict[str, Any] | None = None, *, run_id: str | None = None,
+              **kwargs: Any) -> str:
+    """Create a run of `study` and collect it (scripts and tests; the CLI does the same in two steps)."""
+    return run(create_run(study, study_as_written, run_id), **kwargs)
+
+
+async def create_and_collect(study: str, *, base_url: str = "", run_id: str = "", progress: bool = True) -> str:
+    """What the collect notebook does: collect run `run_id`, creating it from `study` (+ `base_url`) when it
+    does not exist yet."""
+    for name, value in (("study", study), ("base_url", base_url), ("run_id", run_id)):
+        if not isinstance(value, str):
+            raise TypeError(f"parameter {name} must be a str, got {value!r}")
+    if not (run_id and paths.run_dir(run_id).exists()):
+        spec, raw = load_study(study)
+        if base_url:
+            spec = with_base_url(spec, base_url)
+        await preflight.check(spec, os.environ.get(API_KEY_ENV))
+        run_id = create_run(spec, raw, run_id or None)
+    return await collect(run_id, progress=progress)

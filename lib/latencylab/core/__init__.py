@@ -1,0 +1,2 @@
+"""The bottom layer: errors, paths, the sample and its clock, durations, timeouts, protocols, GGUF. Imports
+nothing else of latencylab."""

@@ -1,0 +1,326 @@
+"""Study specs (YAML) parsed and validated into pydantic models; every error names file and key path."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from latencylab.core import paths
+from latencylab.core.durations import keep_alive_seconds
+from latencylab.core.errors import LatencyLabError
+from latencylab.core.protocols import capabilities
+from latencylab.core.timeouts import Timeouts
+
+BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
+# Ollama options that must be numbers; a string there is an HTTP 500 from the server.
+# Options that make a runner: two scenarios of one model that differ in any of them cannot share it, and
+# Ollama keeps one runner per model, so switching between them reloads (server/sched.go `needsReload`).
+RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "use_mmap")
+INTEGER_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "num_predict", "seed", "top_k",
+                   "num_keep", "repeat_last_n"}
+
+
+class StudyError(LatencyLabError, ValueError):
+    """A study spec that cannot be used; the message says where and what to change."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineSpec(_Spec):
+    """The embedded llama-server (router mode) that serves studies with `backend: embedded`."""
+
+    models_max: int = Field(2, ge=1, description="models kept loaded at once; loading another evicts one")
+    ctx_size: int = Field(2048, ge=128, description="context size of models whose scenario sets no num_ctx")
+    threads: int | None = Field(None, ge=1, description="CPU threads; the engine decides when unset")
+
+
+class TargetsSpec(_Spec):
+    """Pass/fail criteria, the seed study's by default; a null turns one off."""
+
+    metric: Literal["ttfb_ms", "ttft_ms"] = "ttfb_ms"
+    first_ms: float | None = Field(2000.0, gt=0, description="first request of a scenario")
+    subsequent_ms: float | None = Field(500.0, gt=0, description="median of the subsequent requests")
+    mean_ms: float | None = Field(2000.0, gt=0, description="mean of every measured request")
+    mean_stretch_ms: float | None = Field(1000.0, gt=0, description="the stretch goal for the mean")
+    cv: float | None = Field(0.5, gt=0, description="coefficient of variation (std / mean): the seed's variance")
+    fits_in_vram: bool | None = Field(True, description="the model entirely in GPU memory")
+
+
+class ScenarioSpec(_Spec):
+    """One configuration to measure: a server, a model and its settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    backend: BackendKind | None = None  # the study's `backend` when unset
+    base_url: str | None = Field(None, pattern=r"^https?://")
+    model: str
+    endpoint: Literal["generate", "chat"] = "generate"  # Ollama only
+    keep_alive: int | float | str | None = None  # Ollama's; on the embedded engine, the idle sleep
+    options: dict[str, Any] = Field(default_factory=dict)  # Ollama `options`; mapped onto the engine
+    preload: bool = Field(False, description="load the model (with its keep_alive) before measuring")
+    idle_gap_s: float | None = Field(None, ge=0, description="pause before each request; the workload's when unset")
+
+    @property
+    def runner_options(self) -> dict[str, Any]:
+        """The scenario's options that decide its runner (a change of any of them makes Ollama reload)."""
+        return {k: self.options[k] for k in RUNNER_OPTIONS if k in self.options}
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        if isinstance(value, bool | int | float | str):  # bool first: it would pass as an int
+            keep_alive_seconds(value)  # raises with Ollama's reason
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in INTEGER_OPTIONS & value.keys():
+            if isinstance(value[key], bool) or not isinstance(value[key], int | float):
+                raise ValueError(f"option {key!r} must be a number, got {value[key]!r} (Ollama answers HTTP 500)")
+        return value
+
+
+class WorkloadSpec(_Spec):
+    """What is sent, how often, in which order."""
+
+    requests: int = Field(20, ge=1, description="measured requests per scenario")
+    warmup: int = Field(0, ge=0, description="requests per scenario sent first, kept but not counted")
+    max_tokens: int = Field(32, ge=1)
+    prompts: Literal["builtin"] | list[str] = "builtin"
+    unique_prefix: bool = Field(
+        True, description="make every prompt unique so the prompt cache cannot flatter warm requests"
+    )
+    idle_gap_s: float = Field(0.0, ge=0, description="pause before each request")
+    order: Literal["interleaved", "blocked", "random"] = "interleaved"
+    order_seed: int = Field(0, description="seed of the random order")
+    mode: Literal["closed", "open"] = Field(
+        "closed", description="closed: `concurrency` requests in flight; open: Poisson arrivals at `rate_per_s`"
+    )
+    concurrency: int | list[int] = Field(1, description="requests in flight at once; a list sweeps the levels")
+    rate_per_s: float | None = Field(None, gt=0, description="open loop: mean arrivals per second")
+    arrival_seed: int = Field(0, description="seed of the open loop's arrival times")
+    connection: Literal["new", "reuse"] = Field(
+        "reuse", description="reuse: keep connections alive between requests (a closed one is retried); "
+        "new: set up a connection for every request (its set-up inside each TTFB)"
+    )
+
+    @field_validator("concurrency")
+    @classmethod
+    def _levels(cls, value: int | list[int]) -> int | list[int]:
+        levels = value if isinstance(value, list) else [value]
+        if not levels or any(level < 1 for level in levels):
+            raise ValueError("concurrency must be 1 or more (or a non-empty list of such levels)")
+        return value
+
+    @model_validator(mode="after")
+    def _mode(self) -> WorkloadSpec:
+        if self.mode == "open" and self.rate_per_s is None:
+            raise ValueError("mode: open needs rate_per_s (mean requests per second)")
+        if self.mode == "open" and isinstance(self.concurrency, list):
+            raise ValueError("a concurrency sweep is a closed-loop study: use mode: closed")
+        return self
+
+    @property
+    def levels(self) -> list[int]:
+        """The concurrency levels, in the order they are run."""
+        return self.concurrency if isinstance(self.concurrency, list) else [self.concurrency]
+    temperature: float | None = 0.0
+    seed: int | None = 42
+
+
+class GpuSpec(_Spec):
+    """The server's GPU, for `latencylab check` when NVML cannot see it (a remote server)."""
+
+    vram_gb: float = Field(gt=0, description="GPU memory as the card is sold: a \"3GB\" card has 3 × 2^30 bytes")
+    offload_expected: bool = Field(
+        False, description="scenarios that will not fit are what the study measures: a note, not a warning")
+
+
+class PrepareSpec(_Spec):
+    """Steps before measuring."""
+
+    pull: bool = Field(False, description="Ollama: pull models the server does not have (/api/pull)")
+
+
+def _label(keep_alive: int | float | str) -> str:
+    return f"{keep_alive:g}s" if isinstance(keep_alive, float | int) else keep_alive
+
+
+class SweepSpec(_Spec):
+    """A grid of scenarios: one per keep_alive × idle gap, all on one model."""
+
+    model: str
+    keep_alive: list[int | float | str] = Field(min_length=1)
+    idle_gap_s: list[float] = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def scenarios(self) -> list[dict[str, Any]]:
+        return [
+            {"name": f"ka-{_label(ka)}-gap-{gap:g}s", "model": self.model, "keep_alive": ka, "idle_gap_s": gap,
+             "options": self.options}
+            for ka in self.keep_alive for gap in self.idle_gap_s
+        ]
+
+
+class StudySpec(_Spec):
+    """A whole study: scenarios measured under one workload."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    lang: Literal["en", "es"] = "en"
+    backend: BackendKind = "embedded"
+    base_url: str | None = Field(None, pattern=r"^https?://")
+    engine: EngineSpec = EngineSpec()
+    timeouts: Timeouts = Timeouts()
+    targets: TargetsSpec = TargetsSpec()
+    workload: WorkloadSpec = WorkloadSpec()
+    prepare: PrepareSpec = PrepareSpec()
+    gpu: GpuSpec | None = None
+    cold_protocol: Literal["none", "unload_before_each", "first_only"] = "none"
+    sweep: SweepSpec | None = None
+    scenarios: list[ScenarioSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweep(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sweep"), dict):
+            try:
+                sweep = SweepSpec.model_validate(data["sweep"])
+            except ValidationError:
+                return data  # reported with its key path by the field validation
+            data = {**data, "scenarios": [*data.get("scenarios", []), *sweep.scenarios()]}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        if not self.scenarios:
+            raise ValueError("a study needs at least one scenario (scenarios: or sweep:)")
+        names = [s.name for s in self.scenarios]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"scenario names must be unique; repeated: {', '.join(duplicates)}")
+        for s in self.scenarios:
+            kind = self.backend_of(s)
+            if kind != "embedded" and not (s.base_url or self.base_url):
+                raise ValueError(f"scenario {s.name!r} uses backend {kind!r} and needs a base_url")
+            if (self.cold_protocol != "none" or s.preload) and not _can_load(kind):
+                raise ValueError(
+                    f"scenario {s.name!r}: a {kind} server cannot be told to load or unload; "
+                    "use backend ollama or llamacpp, or cold_protocol: none and preload: false"
+                )
+            if kind == "embedded" and s.keep_alive is not None and keep_alive_seconds(s.keep_alive) == 0:
+                raise ValueError(
+                    f"scenario {s.name!r}: keep_alive 0 has no equivalent on the embedded engine (its idle sleep "
+                    "is at least 1 s); use cold_protocol: unload_before_each to measure cold requests"
+                )
+        return self
+
+    def backend_of(self, scenario: ScenarioSpec) -> BackendKind:
+        return scenario.backend or self.backend
+
+    def base_url_of(self, scenario: ScenarioSpec) -> str | None:
+        return scenario.base_url or self.base_url
+
+    def idle_gap_of(self, scenario: ScenarioSpec) -> float:
+        return self.workload.idle_gap_s if scenario.idle_gap_s is None else scenario.idle_gap_s
+
+    @property
+    def uses_engine(self) -> bool:
+        return any(self.backend_of(s) == "embedded" for s in self.scenarios)
+
+
+def _can_load(kind: BackendKind) -> bool:
+    """Whether a server of `kind` loads and unloads models on request (its protocol's capability)."""
+    return capabilities(kind).load_unload
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc` (for "did you mean")."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(current.model_fields) if current else []
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(StudySpec, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}")
+    elif "input" in error and error["type"] not in ("missing",):
+        message += f" (got {error['input']!r})"
+    return f"{source}: {where}: {message}"
+
+
+def _inline_prompts(data: dict[str, Any], source: str, base_dir: Path) -> dict[str, Any]:
+    """Replace `workload.prompts_file` (relative to the study file) by the prompts it holds."""
+    workload = data.get("workload")
+    if not isinstance(workload, dict) or not isinstance(workload.get("prompts_file"), str):
+        return data
+    if "prompts" in workload:
+        raise StudyError(f"{source}: workload: give prompts or prompts_file, not both")
+    file = base_dir / workload["prompts_file"]
+    try:
+        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{source}: workload.prompts_file: cannot read {file}: {exc}") from None
+    if not prompts:
+        raise StudyError(f"{source}: workload.prompts_file: {file} holds no prompt (one per line)")
+    rest = {k: v for k, v in workload.items() if k != "prompts_file"}
+    return {**data, "workload": {**rest, "prompts": prompts}}
+
+
+def parse_study(data: Any, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:
+    """Validate a study already read from YAML; raise `StudyError` listing every problem."""
+    if not isinstance(data, dict):
+        raise StudyError(f"{source}: a study must be a YAML mapping, got {type(data).__name__}")
+    data = _inline_prompts(data, source, base_dir or Path.cwd())
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join("  " + _describe(e, source) for e in exc.errors())
+        raise StudyError(f"invalid study ({len(exc.errors())} problem(s)):\n{problems}") from None
+
+
+def resolve_study_path(name_or_path: str | Path) -> Path:
+    """A study file by path, or by name under studies/ (`embedded-demo` → studies/embedded-demo.yaml)."""
+    path = Path(name_or_path)
+    for candidate in (path, paths.STUDIES_DIR / path, paths.STUDIES_DIR / f"{path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(p.stem for p in sorted(paths.STUDIES_DIR.glob("*.yaml")))
+    raise StudyError(f"no study file {str(name_or_path)!r}; shipped studies: {shipped}")
+
+
+def load_study(name_or_path: str | Path) -> tuple[StudySpec, dict[str, Any]]:
+    """Read and validate a study file; returns the spec and the raw mapping as given."""
+    path = resolve_study_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a study is a YAML file") from None
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+    return parse_study(raw, str(path), path.parent), raw
+
+
+def with_base_url(study: StudySpec, base_url: str) -> StudySpec:
+    """The study with `base_url` for every scenario that does not name its own (validated again)."""
+    data = study.model_dump(mode="json", exclude={"sweep"})  # its scenarios are already expanded
+    return parse_study({**data, "base_url": base_url}, "--base-url")

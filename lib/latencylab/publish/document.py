@@ -1,0 +1,365 @@
+"""The latency documentation in words: `Findings` rendered through templates/report/ and a catalog.
+
+Nothing here computes a figure: every number comes from the findings, every sentence from
+catalogs/<lang>.yaml, every format from `i18n`. `Report` shows it section by section in a notebook and
+writes latency.md with figures/ beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup, escape
+
+from latencylab.analyse.findings import CheckItem, Findings, Key, Modes, Step, Verdict
+from latencylab.plan.check import MEMORY_RULES, Finding
+from latencylab.publish import check_text, i18n, plots
+
+TEMPLATES = Path(__file__).parent / "templates"
+SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
+            "runs", "targets", "next_steps", "concurrency", "sweep", "errors")
+FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "measured": ("prefill", "decode"),
+           "results": ("ecdf", "box"), "targets": ("variability", "targets"), "concurrency": ("concurrency",),
+           "sweep": ("sweep",)}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str | tuple | list | dict) and bool(pd.isna(value)))
+
+
+def _cell(value: Any) -> Markup:
+    """A Markdown table cell: escaped, pipes and line breaks neutralised."""
+    return Markup(str(escape(value)).replace("|", "\\|").replace("\n", " "))
+
+
+@cache
+def environment(lang: str) -> Environment:
+    """The Jinja2 environment of one language: autoescape on, the catalog as t(), the locale's filters."""
+    i18n.catalog(lang)  # refuses an unknown language
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True,
+                      lstrip_blocks=True, undefined=StrictUndefined, keep_trailing_newline=True)
+    formats: dict[str, Callable[..., str]] = {
+        "ms": lambda v: i18n.ms(v, lang), "pct": lambda v: i18n.percent(v, lang),
+        "num": lambda v, decimals=0: i18n.number(v, lang, decimals), "ratio": lambda v: i18n.ratio(v, lang),
+        "mib": lambda v: i18n.mib(v, lang),
+    }
+    env.filters.update(formats)
+    env.filters["fact"] = lambda v, name: fact_value(v, name, lang)
+    env.filters["runs_item"] = lambda c: i18n.t("summary_runs_item", lang, scenario=c.scenario, before=i18n.ms(
+        c.median_before, lang), after=i18n.ms(c.median_after, lang), ratio=i18n.ratio(c.ratio, lang))
+    env.filters.update(
+        cell=_cell,
+        apply=lambda v, name: formats[name](v),
+        gpu_text=lambda g: i18n.t("gpu_value", lang, name=g["name"], memory=i18n.mib(g["memory_total_bytes"], lang),
+                                  driver=g["driver_version"], cuda=g["cuda_version"]),
+        setting_name=lambda name: i18n.t(f"setting_{name}", lang) if f"setting_{name}" in i18n.catalog(lang) else name,
+        setting_value=lambda v: i18n.t("unset", lang) if v is None else i18n.t("yes" if v else "no", lang)
+        if isinstance(v, bool) else str(v),
+        p_value=lambda p: "–" if _missing(p) else f"< {i18n.number(0.0001, lang, 4)}" if p < 0.0001
+        else f"= {i18n.number(p, lang, 4)}",
+    )
+    env.tests["missing"] = _missing
+    env.globals.update(t=lambda key, **values: i18n.t(key, lang, **values),
+                       has=lambda key: key in i18n.catalog(lang))
+    return env
+
+
+def fact_value(value: Any, name: str, lang: str) -> str:
+    """One server fact as shown: sizes in MiB, a digest's first 12 hex digits, yes/no, '–' when unknown."""
+    if _missing(value):
+        return "–"
+    if isinstance(value, bool):
+        return i18n.t("yes" if value else "no", lang)
+    if name.endswith("_bytes") and isinstance(value, int | float):
+        return i18n.mib(value, lang)
+    if name == "digest":
+        return str(value).removeprefix("sha256:")[:12]
+    if isinstance(value, int):
+        return i18n.number(value, lang)
+    return str(value)
+
+
+def step_words(step: Step, labels: dict[Key, str], lang: str) -> Markup:
+    """One next step as a sentence."""
+    v, scenario = step.values, labels.get(step.key, "") if step.key else ""
+    values: dict[str, Any] = {"scenario": scenario}
+    if step.kind == "errors":
+        values.update(share=i18n.percent(v["share"], lang), kinds=", ".join(f"{k} ×{n}" for k, n in v["kinds"].items()))
+    elif step.kind == "keep_loaded":
+        values.update(share=i18n.percent(v["share"], lang), load=i18n.ms(v["load"], lang))
+    elif step.kind == "vram":
+        values.update(share=i18n.percent(v["share"], lang))
+    elif step.kind == "serialised":
+        values.update(factor=i18n.number(v["factor"], lang, 1), low=v["low"], high=v["high"])
+    elif step.kind == "variance":
+        values.update(cv=i18n.percent(v["cv"], lang), goal=i18n.percent(v["goal"], lang))
+    elif step.kind == "more_samples":
+        values.update(n=v["n"])
+    return i18n.t(f"next_{step.kind}", lang, **values)
+
+
+def _tps(value: float | None, lang: str) -> str:
+    return i18n.number(value, lang, 1)
+
+
+def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
+    """One cause's verdict on one scenario as a sentence, with the numbers behind it."""
+    x, t = v.values, lambda key, **values: i18n.t(key, lang, **values)
+    values: dict[str, Any] = {"scenario": f.labels.get(v.key, v.key[1]), "verdict": t(f"dx_verdict_{v.verdict}")}
+    if v.verdict == "no_evidence" and v.reason:
+        return t(f"dx_none_{v.reason}", **values)
+    pct, ms = (lambda value: i18n.percent(value, lang)), (lambda value: i18n.ms(value, lang))
+    if v.cause == "reloads":
+        values.update(later_paid=x["later_paid"], later_n=x["later_n"], paid=x["paid"], n=x["n"], load=ms(x["load_ms"]),
+                      explained=pct(x["explained"]), explained_ttft=pct(x["explained_ttft"]),
+                      metric=t(f"metric_{f.metric}"), first=t("dx_first_cold" if x["paid"] else "dx_none_paid"))
+    elif v.cause == "offload":
+        layers = "" if _missing(x["layers"]) or _missing(x["layers_total"]) else \
+            t("dx_layers", layers=int(x["layers"]), total=int(x["layers_total"]))
+        compare = "" if _missing(x["decode_gpu"]) or _missing(x["decode_spilled"]) else \
+            t(f"dx_decode_compare_{x['decode_scope']}", gpu=_tps(x["decode_gpu"], lang),
+              spilled=_tps(x["decode_spilled"], lang))
+        prediction = "" if x["check"] is None else \
+            t("dx_check_prediction", predicted=x["predicted_pct"], verdict=t(f"dx_check_{x['check']}"))
+        values.update(share=pct(x["share"]), vram=i18n.mib(x["vram"], lang), size=i18n.mib(x["size"], lang),
+                      layers=layers, decode=_tps(x["decode"], lang), compare=compare, check=prediction)
+    elif v.cause == "prompt":
+        growth = ""
+        if not _missing(x["p"]):
+            numbers = {"rho": i18n.number(x["rho"], lang, 2), "p": _p(x["p"], lang),
+                       "min": i18n.number(x["tokens_min"], lang), "max": i18n.number(x["tokens_max"], lang)}
+            growth = t("dx_growth", slope=f"{i18n.number(x['slope'], lang, 2)}{i18n.NBSP}ms", added=ms(x["added_ms"]),
+                       **numbers) if x["p"] < 0.05 and x["rho"] > 0 else t("dx_no_growth", **numbers)
+        cache = "" if not x["cache_known"] else t("dx_cache", hits=pct(x["cache_hits"]), cached=pct(x["cached_share"]))
+        values.update(share=pct(x["share"]), warm=t("dx_warm_only") if x["warm_only"] else "", growth=growth,
+                      cache=cache)
+    elif v.cause == "queueing":
+        together = "" if _missing(x["together"]) or _missing(x["alone"]) else \
+            t("dx_together", metric=t(f"metric_{f.metric}"), together=ms(x["together"]), alone=ms(x["alone"]))
+        values.update(overlap=pct(x["overlap_share"]), together=together,
+                      queue="" if _missing(x["queue_ms"]) else t("dx_queue", queue=_fine_ms(x["queue_ms"], lang)),
+                      wait="" if _missing(x["wait_ms"]) else t("dx_wait", wait=_fine_ms(x["wait_ms"], lang)),
+                      serialised=t("dx_serialised") if x["serialised"] else "")
+    elif v.cause == "variance":
+        explains = t("dx_tail_none") if x["explains"] is None else \
+            t(f"dx_tail_{x['explains']}", tail=pct(x["tail_share"]), overall=pct(x["overall_share"]))
+        values.update(cv=pct(x["cv"]), goal=pct(x["goal"]), tail_n=x["tail_n"], tail_from=ms(x["tail_from"]),
+                      explains=explains)
+    return t(f"dx_{v.cause}_{v.verdict}", **values)
+
+
+def _p(p: float, lang: str) -> str:
+    return f"< {i18n.number(0.0001, lang, 4)}" if p < 0.0001 else f"= {i18n.number(p, lang, 4)}"
+
+
+def _fine_ms(value: float | None, lang: str) -> str:
+    """A short duration with two decimals (client queueing is often well under a millisecond)."""
+    return "–" if _missing(value) else f"{i18n.number(value, lang, 2)}{i18n.NBSP}ms"
+
+
+def mode_words(m: Modes, f: Findings, lang: str) -> Markup:
+    """A bimodal distribution, and whether prompt length explains it."""
+    ms = lambda value: i18n.ms(value, lang)  # noqa: E731
+    values = {"scenario": f.labels.get(m.key, m.key[1]), "metric": i18n.t(f"metric_{f.metric}", lang),
+              "low": ms(m.low_median), "high": ms(m.high_median), "low_n": m.low_n, "high_n": m.high_n}
+    if not m.by_prompt:
+        return i18n.t("dx_modes_other", lang, **values)
+    beyond = i18n.t("dx_modes_beyond", lang, n=m.beyond_n, start=ms(m.beyond_from)) if m.beyond_n else ""
+    return i18n.t("dx_modes_prompt", lang, threshold=i18n.number(m.threshold, lang),
+                  high_tokens=i18n.number(m.high_tokens, lang), low_tokens=i18n.number(m.low_tokens, lang),
+                  agreement=i18n.percent(m.agreement, lang), **values) + beyond
+
+
+SEED_CLAIMS = {"reloads": "seed_claim_reloads", "offload": "seed_claim_offload"}
+
+
+def seed_words(f: Findings, cause: str, lang: str) -> Markup | None:
+    """The seed study's claim about `cause` with this run's verdicts, where the run tests it."""
+    tested = [v for v in f.diagnosis.verdicts if v.cause == cause and v.verdict != "no_evidence"]
+    if cause not in SEED_CLAIMS or not tested:
+        return None
+    verdicts = Markup("; ").join(Markup("{}: {}").format(f.labels.get(v.key, v.key[1]),
+                                                          i18n.t(f"dx_verdict_{v.verdict}", lang)) for v in tested)
+    return i18n.t("dx_seed", lang, claim=i18n.t(SEED_CLAIMS[cause], lang), verdicts=verdicts)
+
+
+def check_words(item: CheckItem, f: Findings, lang: str) -> Markup:
+    """One finding of the check before the run, in the report's language, with what was then measured."""
+    message, _ = check_text.render(Finding(item.rule, item.level, item.scenario, item.evidence), lang)
+    line = Markup("{}: {}").format(i18n.t(f"dx_level_{item.level}", lang), message)
+    key = (item.run, item.scenario)
+    if item.rule in MEMORY_RULES and key in f.diagnosis.predicted:
+        share = next(v.values["share"] for v in f.diagnosis.verdicts if v.cause == "offload" and v.key == key)
+        line += i18n.t("dx_check_measured", lang, measured=i18n.percent(share, lang),
+                       verdict=i18n.t(f"dx_check_{f.diagnosis.predicted[key][1]}", lang))
+    return line
+
+
+def section(findings: Findings, name: str, lang: str) -> str:
+    """One section of the document as Markdown ('' where the data has nothing for it)."""
+    template = environment(lang).get_template("report/sections.md.j2")
+    f = findings
+
+    def phase(key: Key, which: str) -> pd.Series | None:
+        index = (*key, which)
+        return f.phases.loc[index] if index in f.phases.index else None
+
+    def targets_passed(passed: dict[Key, tuple[int, int]]) -> Markup:
+        return Markup("; ").join(i18n.t("summary_targets_one", lang, scenario=f.labels[key], passed=p, judged=n)
+                                 for key, (p, n) in passed.items())
+
+    module = template.make_module({
+        "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
+        "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang),
+        "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
+        "seed": lambda cause: seed_words(f, cause, lang), "check_line": lambda item: check_words(item, f, lang),
+        "tps": lambda v: _tps(v, lang),
+    })
+    return str(getattr(module, name)()).strip()
+
+
+@dataclass
+class Figure:
+    """A drawn figure as PNG, with the title it carries and its alt text."""
+
+    name: str
+    png: bytes
+    alt: str
+
+    def html(self) -> str:
+        data = base64.b64encode(self.png).decode("ascii")
+        return f'<img alt="{escape(self.alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def _title(lang: str, conclusion: str, what: str) -> str:
+    return f"{conclusion}\n{what}" if conclusion else what
+
+
+def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
+    """(title, alt text) of one figure: what to conclude, then what is drawn; None where it has nothing to say."""
+    x, metric = f.facts, i18n.text(f"metric_{f.metric}", lang)
+    label = f.labels.get
+    serialised = next((step for step in f.steps if step.kind == "serialised"), None)
+    medians = ""
+    if x.fastest and x.slowest and x.fastest != x.slowest:
+        medians = i18n.text("conclude_medians", lang, fastest=label(x.fastest), slowest=label(x.slowest),
+                            fast=i18n.ms(x.medians[x.fastest], lang), slow=i18n.ms(x.medians[x.slowest], lang))
+    elif x.fastest:
+        medians = i18n.text("conclude_one", lang, metric=metric, scenario=label(x.fastest),
+                            median=i18n.ms(x.medians[x.fastest], lang))
+    conclusion = {
+        "histogram": medians, "ecdf": medians, "box": medians,
+        "timeline": i18n.text("conclude_paid", lang, paid=x.paid, n=x.measured),
+        "decomposition": i18n.text("conclude_decomposition", lang, scenario=label(x.load_share_of_ttft[0]),
+                                   share=i18n.percent(x.load_share_of_ttft[1], lang)) if x.load_share_of_ttft else "",
+        "variability": i18n.text("conclude_cv", lang, k=x.cv_below_goal, n=x.cv_count,
+                                 goal=i18n.percent(f.goals.get("cv"), lang))
+        if x.cv_below_goal is not None else "",
+        "targets": i18n.text("conclude_targets", lang, k=x.targets_passed, n=x.targets_judged),
+        "concurrency": i18n.text("conclude_concurrency", lang, scenario=label(serialised.key),
+                                 factor=i18n.number(serialised.values["factor"], lang, 1),
+                                 low=serialised.values["low"], high=serialised.values["high"]) if serialised else "",
+        "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
+        "prefill": _prefill_conclusion(f, lang), "decode": _decode_conclusion(f, lang),
+    }[name]
+    what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
+    return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()
+
+
+def _prefill_conclusion(f: Findings, lang: str) -> str:
+    growing = [v for v in f.diagnosis.verdicts if v.cause == "prompt" and not _missing(v.values.get("p"))
+               and v.values["p"] < 0.05 and v.values["rho"] > 0]
+    if not growing:
+        return i18n.text("conclude_prefill_flat", lang)
+    top = max(growing, key=lambda v: v.values["slope"])
+    return i18n.text("conclude_prefill", lang, scenario=f.labels.get(top.key, top.key[1]),
+                     slope=f"{i18n.number(top.values['slope'], lang, 2)} ms")
+
+
+def _decode_conclusion(f: Findings, lang: str) -> str:
+    speeds = f.diagnosis.decode_by_residency
+    spilled = speeds.get("partial") if not _missing(speeds.get("partial")) else speeds.get("cpu")
+    if not _missing(speeds.get("gpu")) and not _missing(spilled):
+        return i18n.text("conclude_decode", lang, gpu=_tps(speeds["gpu"], lang), spilled=_tps(spilled, lang))
+    return i18n.text("conclude_decode_one", lang, speed=_tps(f.requests["decode_tps"].median(), lang))
+
+
+@dataclass
+class Report:
+    """The document of some findings in one language, section by section, figures drawn once."""
+
+    findings: Findings
+    lang: str = "en"
+    _figures: dict[str, list[Figure]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        environment(self.lang)
+
+    def markdown(self, name: str) -> str:
+        return section(self.findings, name, self.lang)
+
+    def figures(self, name: str) -> list[Figure]:
+        """The figures that support section `name`, drawn on first use."""
+        if name not in self._figures:
+            self._figures[name] = [self._draw(fig) for fig in FIGURES.get(name, ()) if self._drawable(fig)]
+        return self._figures[name]
+
+    def _drawable(self, name: str) -> bool:
+        f = self.findings
+        return f.has_latency and {
+            "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
+            "targets": f.facts.targets_measured,
+            "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
+            "prefill": not f.requests.empty
+            and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
+            "decode": not f.requests.empty and bool(f.requests["decode_tps"].notna().any()),
+        }.get(name, True)
+
+    def _draw(self, name: str) -> Figure:
+        title, alt = figure_words(self.findings, name, self.lang)
+        figure = getattr(plots, name)(self.findings, lang=self.lang, title=title)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        return Figure(name, buffer.getvalue(), alt)
+
+    def show(self, name: str) -> None:
+        """Display section `name` in a notebook: its text and tables, then its figures."""
+        from IPython.display import HTML, Markdown, display
+
+        text = self.markdown(name)
+        if text:
+            display(Markdown(text))
+        if name == "results" and not self.findings.has_latency:
+            display(Markdown(i18n.t("no_figures", self.lang)))
+        for figure in self.figures(name):
+            display(HTML(figure.html()))
+
+    def text(self) -> str:
+        """The whole document as Markdown, figures linked from figures/."""
+        parts = []
+        for name in SECTIONS:
+            if text := self.markdown(name):
+                parts.append(text)
+            parts += [f"![{escape(fig.alt)}](figures/{fig.name}.png)" for fig in self.figures(name)]
+        return "\n\n".join(parts) + "\n"
+
+    def write(self, folder: Path) -> Path:
+        """latency.md with figures/*.png beside it."""
+        figures = folder / "figures"
+        figures.mkdir(parents=True, exist_ok=True)
+        path = folder / "latency.md"
+        path.write_text(self.text(), encoding="utf-8")
+        for name in SECTIONS:
+            for fig in self.figures(name):
+                (figures / f"{fig.name}.png").write_bytes(fig.png)
+        return path

@@ -1,0 +1,132 @@
+"""What leaves a report besides its pages: summary.json (strict JSON, schema in docs/summary-schema.md),
+the samples as CSV, and the short table printed at the end of `latencylab run` and `latencylab report`."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from latencylab.analyse.findings import Findings, Key
+from latencylab.plan.check import MEMORY_RULES
+
+SCHEMA_VERSION = 2
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe value: NaN, NA and infinities become None, numpy scalars Python ones."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item") and not isinstance(value, list | dict | str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _key(key: Key | None) -> dict[str, str] | None:
+    return None if key is None else {"run": key[0], "scenario": key[1]}
+
+
+def _confirmation(f: Findings, key: Key) -> dict[str, Any] | None:
+    """The check's predicted GPU share for `key` and whether the run confirmed it."""
+    if key not in f.diagnosis.predicted:
+        return None
+    predicted, verdict = f.diagnosis.predicted[key]
+    return {"predicted_pct": predicted, "verdict": verdict}
+
+
+def summary(f: Findings) -> dict[str, Any]:
+    """The key figures as plain data (the schema documented in docs/summary-schema.md)."""
+    scenarios = []
+    for key in f.keys:
+        row = f.phases.loc[(*key, "all")]
+        ci = f.intervals.loc[key]
+        load = f.load.loc[key] if key in f.load.index else None
+        scenarios.append({
+            **_key(key), "label": f.labels[key], "n": int(row["n"]), "errors": int(row["errors"]),
+            **{k: row[k] for k in ("mean", "median", "min", "max", "std", "cv", "p90", "p95", "p99")},
+            "median_ci": [ci["median_low"], ci["median_high"]], "p95_ci": [ci["p95_low"], ci["p95_high"]],
+            "paid_load_share": None if load is None else load["paid_load_share"],
+        })
+    h = f.headline
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "metric": f.metric,
+        "runs": [r.run_id for r in f.runs],
+        "baseline": _key(f.baseline),
+        "external_baseline": f.external,
+        "headline": {"scenario": _key(h.scenario), "ratio": h.ratio, "ratio_ci": [h.ratio_low, h.ratio_high],
+                     "verdict": h.verdict, "median_before": h.median_before, "median_after": h.median_after,
+                     "changed": h.changed,
+                     "targets_passed": [{**_key(k), "passed": p, "judged": n} for k, (p, n) in h.targets_passed.items()],
+                     "finding": None if h.finding is None else {"kind": h.finding.kind, **(_key(h.finding.key) or {})}},
+        "scenarios": scenarios,
+        "comparisons": f.comparisons.to_dict(orient="records"),
+        "targets": f.targets.to_dict(orient="records"),
+        "next_steps": [{"kind": s.kind, **(_key(s.key) or {}), "values": s.values} for s in f.steps],
+        # runs compared, server facts (issue 11)
+        "labels": {r.run_id: r.label for r in f.runs},
+        "across_runs": f.across_runs.to_dict(orient="records"),
+        "spread": [{**_key(key), **row} for key, row in f.spread.to_dict(orient="index").items()],
+        "server_differences": f.differences.to_dict(orient="records"),
+        "measured_figures": f.measured_figures.reset_index().to_dict(orient="records"),
+        "diagnosis": {
+            "verdicts": [{"cause": v.cause, **_key(v.key), "verdict": v.verdict, "reason": v.reason or None,
+                          "values": v.values} for v in f.diagnosis.verdicts],
+            "modes": [{**_key(m.key), **{k: v for k, v in asdict(m).items() if k != "key"}} for m in f.diagnosis.modes],
+            "decode_by_residency": f.diagnosis.decode_by_residency,
+            "check": [{"run": c.run, "level": c.level, "rule": c.rule, "scenario": c.scenario, "evidence": c.evidence,
+                       "confirmation": _confirmation(f, (c.run, c.scenario)) if c.rule in MEMORY_RULES else None}
+                      for c in f.diagnosis.checks],
+        },
+    }
+    return _plain(document)
+
+
+def write_summary(f: Findings, path: Path) -> Path:
+    """summary.json, strict: `allow_nan=False` refuses any NaN that `_plain` missed."""
+    path.write_text(json.dumps(summary(f), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_samples(f: Findings, path: Path) -> Path:
+    """Every sample (failed and warm-up ones included) as CSV, with its run label."""
+    f.samples.drop(columns=["label"]).to_csv(path, index=False)
+    return path
+
+
+def terminal_table(summary: dict[str, Any]) -> str:
+    """A short plain-text table of a summary.json: scenario, n, median and p95, change, targets passed."""
+    metric = str(summary["metric"]).removesuffix("_ms").upper()
+    change = {(c["run"], c["scenario"]): c["change_pct"] for c in summary["comparisons"]}
+    passed = {(t["run"], t["scenario"]): (t["passed"], t["judged"]) for t in summary["headline"]["targets_passed"]}
+    baseline = (summary["baseline"]["run"], summary["baseline"]["scenario"])
+
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:,.0f} ms"
+
+    header = ("scenario", "n", f"median {metric}", f"p95 {metric}", "change", "targets passed")
+    rows = []
+    for s in summary["scenarios"]:
+        key = (s["run"], s["scenario"])
+        difference = "baseline" if key == baseline else "–" if change.get(key) is None else f"{change[key]:+.0f} %"
+        rows.append((s["label"], str(s["n"]), ms(s["median"]), ms(s["p95"]), difference,
+                     f"{passed[key][0]} of {passed[key][1]}" if key in passed else "–"))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                     for r in [header, *rows])
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """A published report's summary.json, or None where there is none."""
+    path = folder / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
