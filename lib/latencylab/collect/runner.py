@@ -25,7 +25,7 @@ from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import ScenarioSpec, StudySpec, load_study, with_base_url
-from latencylab.plan.workload import PlannedRequest, plan_requests
+from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
@@ -151,6 +151,9 @@ class Collector:
         self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
         self.last_end: float | None = None
         self.to_preload_again: set[str] = set()  # preloading scenarios a resume takes up mid-way
+        # a rate sweep's passes, by scenario and pass: (response time, end) of each measured request that ended well
+        self.passes: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self.progress = progress
         self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
 
     def restore(self, done: list[dict[str, Any]]) -> None:
@@ -160,6 +163,8 @@ class Collector:
             self.started.add(sample["scenario"])
             if not sample.get("warmup"):
                 self.measured.add(sample["scenario"])
+            self._keep_pass(sample["scenario"], sample.get("sweep_pass"), sample.get("warmup", False),
+                            sample.get("ok", False), sample.get("started_at"), sample.get("e2e_ms"))
         self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
         self.bar.update(len(done))
 
@@ -209,15 +214,39 @@ class Collector:
         after = await backend.residency(client, target.model) if probe else None
         self._annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
+        self._keep_pass(planned.scenario, planned.sweep_pass, planned.warmup, sample.ok, sample.started_at,
+                        sample.e2e_ms)
         self.bar.update(1)
         self.bar.set_postfix_str(_postfix(sample), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
 
+    def _keep_pass(self, scenario: str, sweep_pass: str | None, warmup: bool, ok: bool, started_at: float | None,
+                   e2e_ms: float | None) -> None:
+        if sweep_pass and not warmup and ok and started_at is not None and e2e_ms is not None:
+            self.passes.setdefault((scenario, sweep_pass), []).append((e2e_ms / 1000, started_at + e2e_ms / 1000))
+
+    def found_rates(self, plan: list[PlannedRequest], known: dict[str, list[float]]) -> dict[str, list[float]]:
+        """The rates of each scenario whose sweep passes `plan` ended with (its rates not known yet)."""
+        found = {}
+        for name in dict.fromkeys(p.scenario for p in plan if p.sweep_pass == "throughput"):
+            if name in known:
+                continue
+            try:
+                found[name] = sweep_rates([e2e for e2e, _ in self.passes.get((name, "synchronous"), [])],
+                                          [end for _, end in self.passes.get((name, "throughput"), [])],
+                                          self.study.workload.sweep_rates)
+            except ValueError as exc:
+                raise RunStopped(f"the rate sweep of scenario {name!r} found no rates: {exc}") from None
+        return found
+
     def _stamp(self, sample: Sample, planned: PlannedRequest, scheduled_at: float) -> None:
         sample.scheduled_at = scheduled_at
         sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
-        sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
+        closed = self.study.workload.mode == "closed" or planned.sweep_pass is not None
+        sample.concurrency = planned.concurrency if closed else None
+        sample.level, sample.sweep_pass = planned.level, planned.sweep_pass
+        sample.offered_rate_per_s = planned.rate_per_s
 
     async def _cold_start(self, target: Target) -> None:
         """Unload every model of the study on the scenario's server, so its first request starts from nothing
@@ -279,8 +308,11 @@ class Collector:
         self.bar.refresh()
         self.gpu.start()
         try:
-            if self.study.workload.mode == "open":
-                await self._open_loop(plan)
+            if plan and plan[0].level is not None:
+                await self._levels(plan)
+            elif self.study.workload.mode == "open":
+                assert isinstance(self.study.workload.rate_per_s, float | int)
+                await self._open_loop(plan, self.study.workload.rate_per_s, self.study.workload.arrival_seed)
             else:
                 for level in dict.fromkeys(p.concurrency for p in plan):
                     await self._closed_loop([p for p in plan if p.concurrency == level], level)
@@ -304,17 +336,27 @@ class Collector:
         finally:  # one failed or the run stopped: the others end too, before the run closes
             await _cancel_and_wait(workers)
 
-    async def _open_loop(self, plan: list[PlannedRequest]) -> None:
-        """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
-        workload = self.study.workload
-        assert workload.rate_per_s is not None
-        arrivals = random.Random(workload.arrival_seed)
+    async def _levels(self, plan: list[PlannedRequest]) -> None:
+        """A rate sweep's levels in turn, a progress bar each: a pass as a closed loop, a rate as an open one."""
+        for name, level, sweep_pass, rate, _ in plan_levels(plan):
+            group = [p for p in plan if p.scenario == name and p.level == level]
+            self.bar.close()
+            label = sweep_pass or f"{rate:g}/s"
+            self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit="req", disable=not self.progress)
+            if rate is None:
+                await self._closed_loop(group, group[0].concurrency)
+            else:  # each level's arrivals seeded of their own, so that a resumed level draws the same gaps
+                await self._open_loop(group, rate, f"{self.study.workload.arrival_seed}:{name}:{level}")
+
+    async def _open_loop(self, plan: list[PlannedRequest], rate: float, seed: int | str) -> None:
+        """Requests arrive at `rate` per second on average (exponential gaps, seeded), whatever is in flight."""
+        arrivals = random.Random(seed)
         loop = asyncio.get_running_loop()
         start_loop, start_wall, offset = loop.time(), time.time(), 0.0
         tasks = []
         try:
             for planned in plan:
-                offset += arrivals.expovariate(workload.rate_per_s)
+                offset += arrivals.expovariate(rate)
                 await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
                 tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
             await asyncio.gather(*tasks)
@@ -372,7 +414,8 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
         raise
     study = meta.study
     sent = {s["seq"] for s in done}
-    plan = [p for p in plan_requests(study, run_id) if p.seq not in sent]
+    rates: dict[str, list[float]] = dict(getattr(meta, "sweep_rates", None) or {})
+    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
     if meta.status == "prepared":
         writer.update(status="running")
     else:
@@ -390,7 +433,16 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
                 collector.restore(done)
                 await collector.prepare()
-                await collector.run(plan)
+                while plan:  # a rate sweep's plan grows as its passes find each scenario's rates
+                    _say_plan(study, plan, rates, collector.bar)
+                    await collector.run(plan)
+                    sent |= {p.seq for p in plan}
+                    found = collector.found_rates(plan, rates)
+                    if not found:
+                        break
+                    rates.update(found)
+                    writer.update(sweep_rates=rates)
+                    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
@@ -400,6 +452,19 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     finally:
         writer.close(status)
     return run_id
+
+
+def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, list[float]], bar: tqdm) -> None:
+    """Before a rate sweep's levels start: each level, and how long they take at their rates."""
+    levels = plan_levels(plan)
+    if not levels:
+        return
+    parts = [f"{name} {sweep_pass or f'{rate:g}/s'} ({count} req)" for name, _, sweep_pass, rate, count in levels]
+    seconds = estimate_s(study, plan)
+    took = f"; the rate levels take about {seconds:.0f} s" if seconds else ""
+    later = any(p.sweep_pass == "throughput" and p.scenario not in rates for p in plan)
+    then = f"; then {study.workload.sweep_rates} rates from the passes" if later else ""
+    bar.write(f"plan: {', '.join(parts)}{took}{then}")
 
 
 class RunError(LatencyLabError):

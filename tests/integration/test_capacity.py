@@ -1,0 +1,48 @@
+"""The rate sweep against a server of known capacity (issue 20): S slots, each request served in t seconds, so
+that no more than S / t requests per second can be answered. The sweep must find that limit by itself (its
+synchronous and throughput passes, then its rates) and place the saturation point within one level of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from doubles.capacity import CapacityServer
+from latencylab.analyse import capacity
+from latencylab.collect import runner
+from latencylab.plan.study import parse_study
+from latencylab.runs import store
+
+SERVICE_S = 0.05
+
+
+def sweep(server: CapacityServer, rates: object = "sweep") -> tuple[object, object]:
+    study = parse_study({
+        "name": "capacity", "backend": "openai", "base_url": server.base_url,
+        "slo": {"ttft_ms": 20 * SERVICE_S * 1000},  # generous: the rate decides, not a strict TTFT
+        "workload": {"mode": "open", "rate_per_s": rates, "sweep_rates": 6, "requests": 30, "warmup": 2,
+                     "max_tokens": 8},
+        "scenarios": [{"name": "double", "model": "capacity"}]})
+    run_id = runner.run_study(study, progress=False)
+    samples = store.load_run(run_id)
+    table = capacity.levels(samples, study.slo)
+    return table, capacity.saturation(table, study.slo.goal)
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_the_sweep_finds_the_saturation_point_within_one_level_of_the_known_capacity(workdir, slots):
+    with CapacityServer(slots=slots, service_s=SERVICE_S) as server:
+        table, found = sweep(server)
+    limit = slots / SERVICE_S
+    assert list(table["kind"]) == ["synchronous", "throughput"] + ["rate"] * 6
+    passes = table.set_index("kind")
+    assert passes.loc["throughput", "achieved_rate_per_s"] == pytest.approx(limit, rel=0.2)
+    rates = sorted(table[table["kind"] == "rate"]["nominal_rate_per_s"])
+    assert rates[-1] == pytest.approx(1.2 * limit, rel=0.2)  # the sweep reaches past the capacity
+    (point,) = found
+    step = rates[1] - rates[0]
+    assert point.status == "found", table
+    assert abs(point.rate - limit) <= step + 1e-9, (point, rates)
+    assert point.high == pytest.approx(point.rate + step, abs=1e-3)
+    queue = table[table["kind"] == "rate"].sort_values("nominal_rate_per_s")["queue_p50_ms"]
+    assert queue.iloc[-1] > queue.iloc[0] + 1000 * SERVICE_S  # past the capacity, requests wait for a slot
+    assert not table["client_limited"].any()
