@@ -42,7 +42,24 @@ def test_the_sweep_finds_the_saturation_point_within_one_level_of_the_known_capa
     step = rates[1] - rates[0]
     assert point.status == "found", table
     assert abs(point.rate - limit) <= step + 1e-9, (point, rates)
-    assert point.high == pytest.approx(point.rate + step, abs=1e-3)
+    assert point.high == pytest.approx(point.rate + step, abs=0.01)  # rates are rounded to 3 decimals
     queue = table[table["kind"] == "rate"].sort_values("nominal_rate_per_s")["queue_p50_ms"]
     assert queue.iloc[-1] > queue.iloc[0] + 1000 * SERVICE_S  # past the capacity, requests wait for a slot
     assert not table["client_limited"].any()
+
+
+def test_the_capacity_section_words_the_levels_and_the_knee_in_both_languages(workdir):
+    with CapacityServer(slots=2, service_s=SERVICE_S) as server:
+        sweep(server, rates=[10.0, 60.0])  # well under and well over its 40 requests/s
+    from latencylab.publish import report
+
+    run_id = store.list_runs()[-1]
+    english, spanish = report.document_of([run_id]), report.document_of([run_id], lang="es")
+    text = english.markdown("capacity")
+    assert "## Capacity: how much load the server holds" in text
+    assert "SLO per request: TTFT ≤ 1,000\u00a0ms" in text
+    assert "**double** held 10.0 requests/s and no longer held 60.0 requests/s" in text
+    assert [fig.name for fig in english.figures("capacity")] == ["latency_throughput", "goodput"]
+    assert "**double** sostuvo 10,0 solicitudes/s y ya no sostuvo 60,0 solicitudes/s" in spanish.markdown("capacity")
+    samples = store.load_run(run_id)
+    assert sorted(samples["offered_rate_per_s"].unique()) == [10.0, 60.0] and set(samples["level"]) == {0, 1}

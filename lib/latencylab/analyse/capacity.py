@@ -7,13 +7,14 @@ Pure functions of the samples (pandas in, numbers and flags out); words are the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from latencylab.analyse import stats
+from latencylab.analyse.findings import RunInfo, Saturation
 from latencylab.analyse.tables import KEY, keyed
 from latencylab.plan.study import SloSpec
 
@@ -78,7 +79,8 @@ def levels(samples: pd.DataFrame, slo: SloSpec) -> pd.DataFrame:
         ok = group[group["ok"].fillna(False).astype(bool)]
         ends = (ok["started_at"] + ok["e2e_ms"] / 1000).to_numpy(float)
         nominal = group["offered_rate_per_s"].dropna()
-        offered = _rate(group["scheduled_at"].to_numpy(float))
+        throughput_pass = (group["sweep_pass"] == "throughput").any()  # sent all at once: no arrival rate
+        offered = None if throughput_pass else _rate(group["scheduled_at"].to_numpy(float))
         achieved = _rate(ends)
         good = meets_slo(group, slo)
         attainment = float(good.mean()) if len(group) else None
@@ -137,25 +139,6 @@ def _queueing(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-@dataclass(frozen=True)
-class Saturation:
-    """The highest offered rate the server held (achieved ≈ offered, attainment ≥ goal) and where it broke.
-
-    status: `found` (held at `rate`, broke at `high`), `held_all` (held at every level: at least `rate`),
-    `none_held` (broke at the lowest level, `high`), `client_limited` (the first level that broke was one
-    the client could not send: the server held at least `rate`, beyond is unknown).
-    `grows`: what rose from the last level held to the first broken one (ms): queue, client lag, server wait.
-    """
-
-    run: str
-    scenario: str
-    status: str
-    rate: float | None
-    high: float | None
-    goal: float
-    grows: dict[str, float]
-
-
 def held(row: pd.Series, goal: float) -> bool:
     """A level the server held: completions kept up with arrivals and enough requests met the SLO.
 
@@ -200,6 +183,18 @@ def saturation(table: pd.DataFrame, goal: float) -> list[Saturation]:
         if last is not None and broke is not None:
             for column in ("queue_p50_ms", "client_lag_p50_ms", "server_wait_p50_ms", "ttft_p95"):
                 if column in rates and pd.notna(last.get(column)) and pd.notna(broke.get(column)):
-                    grows[column] = float(broke[column]) - float(last[column])
+                    grows[column] = (float(last[column]), float(broke[column]))
         found.append(Saturation(str(run), str(scenario), status, rate, high, goal, grows))
     return found
+
+
+def capacity(samples: pd.DataFrame, runs: Sequence[RunInfo]) -> tuple[pd.DataFrame, list[Saturation]]:
+    """Every run's levels, judged against its own study's SLOs, and each key's saturation point."""
+    tables, points = [], []
+    for run in runs:
+        slo = SloSpec.model_validate(run.slo) if run.slo else SloSpec()
+        table = levels(samples[samples["run_id"] == run.run_id], slo)
+        if not table.empty:
+            tables.append(table)
+            points += saturation(table, slo.goal)
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), points

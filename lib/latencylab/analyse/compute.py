@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from latencylab.analyse.capacity import capacity
 from latencylab.analyse.compare import (
     across_runs,
     compare_to,
@@ -64,6 +65,7 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
                           runs[0].label if runs else "")
     labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
     measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled)
+    levels, saturation = capacity(frame, runs)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
@@ -73,5 +75,6 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
         across_runs=across_runs(frame, reference, metric), spread=spread(frame, metric), server_facts=by_run,
         differences=fact_differences(by_run, fact_reference),
-        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,
+        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests, capacity=levels,
+        saturation=saturation,
     )

@@ -88,6 +88,11 @@ def summary(f: Findings) -> dict[str, Any]:
                        "confirmation": _confirmation(f, (c.run, c.scenario)) if c.rule in MEMORY_RULES else None}
                       for c in f.diagnosis.checks],
         },
+        # capacity (issue 20)
+        "capacity": {
+            "levels": f.capacity.to_dict(orient="records"),
+            "saturation": [asdict(p) for p in f.saturation],
+        },
     }
     return _plain(document)
 
