@@ -8,6 +8,7 @@ import dataclasses
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -464,7 +465,7 @@ def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, lis
     took = f"; the rate levels take about {seconds:.0f} s" if seconds else ""
     later = any(p.sweep_pass == "throughput" and p.scenario not in rates for p in plan)
     then = f"; then {study.workload.sweep_rates} rates from the passes" if later else ""
-    bar.write(f"plan: {', '.join(parts)}{took}{then}")
+    bar.write(f"plan: {', '.join(parts)}{took}{then}", file=sys.stderr)
 
 
 class RunError(LatencyLabError):

@@ -21,7 +21,7 @@ BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
 # Ollama keeps one runner per model, so switching between them reloads (server/sched.go `needsReload`).
 RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "use_mmap")
 INTEGER_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "num_predict", "seed", "top_k",
-                   "num_keep", "repeat_last_n"}
+                   "num_keep", "repeat_last_n", "num_parallel"}
 
 
 class StudyError(LatencyLabError, ValueError):
