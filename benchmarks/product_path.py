@@ -138,6 +138,9 @@ class Latencylab(Client):
 
     name = "latencylab"
 
+    def extra_workload(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {}
+
     def command(self, study: Path, run_id: str) -> list[str]:
         exe = Path(sys.executable).with_name("latencylab")
         return [str(exe) if exe.exists() else "latencylab", "run", str(study), "--no-report", "--run-id", run_id]
@@ -147,6 +150,7 @@ class Latencylab(Client):
         workload: dict[str, Any] = {"requests": requests, "warmup": warmup, "max_tokens": args.chunks,
                                     "prompts": [plan_words(tag, concurrency, args)], "concurrency": concurrency}
         workload["connection"] = args.mode
+        workload.update(self.extra_workload(args))
         study = {"name": tag, "backend": "openai", "base_url": f"http://127.0.0.1:{port}",
                  "workload": workload, "scenarios": [{"name": "gt", "model": MODEL}]}
         path = work / f"{tag}.yaml"
@@ -162,6 +166,16 @@ class Latencylab(Client):
                       note="" if rc == 0 else f"exit {rc}: {_tail(work / f'{tag}.log')}")
         batch.extra["samples"] = measured
         return batch
+
+
+class LatencylabWorkers(Latencylab):
+    """`latencylab run` with `workload.client_processes` (--client-processes): the timed requests sent from
+    worker processes, the schedule, probes and samples kept in the coordinator (issue 20)."""
+
+    name = "latencylab-workers"
+
+    def extra_workload(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"client_processes": args.client_processes}
 
 
 class LatencylabDirect(Latencylab):
@@ -452,6 +466,7 @@ def make_clients(args: argparse.Namespace) -> tuple[list[Client], list[str]]:
     found: list[Client] = []
     missing = []
     makers: dict[str, Callable[[], Client]] = {"latencylab": Latencylab, "latencylab-direct": LatencylabDirect,
+                                                "latencylab-workers": LatencylabWorkers,
                                                 "aiperf": lambda: AIPerf(args.peers),
                                                 "guidellm": lambda: GuideLLM(args.peers)}
     for name in wanted:
@@ -472,8 +487,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help=f"measured requests per level, at least {ROUNDS} × the concurrency; default 100 (quick 8)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up requests per level (default 2)")
     parser.add_argument("--clients", default=None, help="comma-separated of latencylab,aiperf,guidellm (and "
-                        "latencylab-direct: the runner without the CLI); default: the first three (quick: latencylab)")
+                        "latencylab-direct: the runner without the CLI; latencylab-workers: with --client-processes); "
+                        "default: the first three (quick: latencylab)")
     parser.add_argument("--peers", type=Path, default=Path("/tmp/peers/bin"), help="where aiperf and guidellm are")
+    parser.add_argument("--client-processes", type=int, default=4,
+                        help="latencylab-workers: worker processes that send the timed requests (default 4)")
     parser.add_argument("--modes", default="reuse,new",
                         help="server modes, comma-separated: reuse (keeps connections alive; latencylab's "
                         "connection: reuse) and new (closes every connection; connection: new); default both")
@@ -522,7 +540,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_tables(rows, goals)
     report = {"settings": {"levels": levels, "requests": base_requests, "warmup": args.warmup, "chunks": args.chunks,
                            "d_ms": args.d_ms, "e_ms": args.e_ms, "interval_ms": args.interval_ms,
-                           "aggregate_tok_s": args.aggregate_tok_s, "modes": modes, "quick": args.quick, "skipped": missing},
+                           "aggregate_tok_s": args.aggregate_tok_s, "modes": modes,
+                           "client_processes": args.client_processes, "quick": args.quick, "skipped": missing},
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform(), "loadavg_1min_at_end": os.getloadavg()[0]},
               "wall_s": time.perf_counter() - started, "results": rows, "goals": goals}

@@ -63,3 +63,16 @@ def test_the_capacity_section_words_the_levels_and_the_knee_in_both_languages(wo
     assert "**double** sostuvo 10,0 solicitudes/s y ya no sostuvo 60,0 solicitudes/s" in spanish.markdown("capacity")
     samples = store.load_run(run_id)
     assert sorted(samples["offered_rate_per_s"].unique()) == [10.0, 60.0] and set(samples["level"]) == {0, 1}
+
+
+def test_worker_processes_send_the_timed_requests_and_the_coordinator_keeps_the_schedule(workdir):
+    with CapacityServer(slots=4, service_s=SERVICE_S) as server:
+        study = parse_study({
+            "name": "workers", "backend": "openai", "base_url": server.base_url,
+            "workload": {"mode": "open", "rate_per_s": [20.0], "requests": 20, "warmup": 1, "max_tokens": 8,
+                         "client_processes": 2},
+            "scenarios": [{"name": "double", "model": "capacity"}]})
+        samples = store.load_run(runner.run_study(study, progress=False))
+    assert len(samples) == 21 and samples["ok"].all()
+    assert (samples["output_tokens"] == 8).all() and samples["ttft_ms"].between(0, 1000).all()
+    assert samples["client_queue_ms"].median() < 50  # sent about when scheduled, through the workers

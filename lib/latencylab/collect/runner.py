@@ -22,6 +22,7 @@ from latencylab.collect import gpu, loops, preflight
 from latencylab.collect.backends import Backend, GenerationRequest, make_backend
 from latencylab.collect.backends.base import RequestInterrupted, ServerError
 from latencylab.collect.engine import Engine, prepare_models, presets
+from latencylab.collect.workers import WorkerPool
 from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
@@ -155,6 +156,7 @@ class Collector:
         # a rate sweep's passes, by scenario and pass: (response time, end) of each measured request that ended well
         self.passes: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self.progress = progress
+        self.pool: WorkerPool | None = None  # worker processes that send the timed requests, when the study asks
         self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
 
     def restore(self, done: list[dict[str, Any]]) -> None:
@@ -203,7 +205,11 @@ class Collector:
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
-            sample = await backend.measure(client, _request(self.study, target, planned))
+            request = _request(self.study, target, planned)
+            if self.pool is not None:
+                sample = await self.pool.measure(planned.scenario, request)
+            else:
+                sample = await backend.measure(client, request)
         except RequestInterrupted as stop:  # kept with the times it reached; a resume sends it again
             self._gpu_peaks(stop.sample, window_start, time.monotonic())
             self._stamp(stop.sample, planned, scheduled_at)
@@ -383,6 +389,16 @@ async def _clients(targets: dict[str, Target], study: StudySpec) -> AsyncIterato
         yield
 
 
+@contextlib.asynccontextmanager
+async def _pool(targets: dict[str, Target], study: StudySpec) -> AsyncIterator[WorkerPool | None]:
+    """The worker processes that send the timed requests, when `client_processes` asks for more than one."""
+    if study.workload.client_processes == 1:
+        yield None
+        return
+    async with WorkerPool({name: t.backend for name, t in targets.items()}, study.workload.client_processes) as pool:
+        yield pool
+
+
 def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Create the run once: its folder, the resolved study, the plan's size, status `prepared` and the
     server facts known before sending. Returns the run id; `collect(run_id)` then runs it."""
@@ -430,8 +446,9 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
             if engine is not None:
                 writer.update(server={**writer.meta.server, "command": engine.command()})
             targets = _targets(study, engine)
-            async with _clients(targets, study):
+            async with _clients(targets, study), _pool(targets, study) as pool:
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
+                collector.pool = pool
                 collector.restore(done)
                 await collector.prepare()
                 while plan:  # a rate sweep's plan grows as its passes find each scenario's rates

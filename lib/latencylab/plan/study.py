@@ -111,6 +111,9 @@ class WorkloadSpec(_Spec):
     level_duration_s: float | None = Field(
         None, gt=0, description="each rate level sends rate × this many measured requests instead of `requests`")
     arrival_seed: int = Field(0, description="seed of the open loop's arrival times")
+    client_processes: int = Field(
+        1, ge=1, le=64, description="worker processes that send the timed requests (the coordinator keeps the "
+        "schedule, probes and cold protocol): more than 1 when one event loop cannot keep up with many streams")
     connection: Literal["new", "reuse"] = Field(
         "reuse", description="reuse: keep connections alive between requests (a closed one is retried); "
         "new: set up a connection for every request (its set-up inside each TTFB)"
