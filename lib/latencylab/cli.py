@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import sys
@@ -14,12 +13,11 @@ from pathlib import Path
 
 from papermill.exceptions import PapermillExecutionError
 
-from latencylab.collect import engine, gather, preflight, runner
+from latencylab.collect import engine, runner, workflow
 from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.plan import check
-from latencylab.plan.facts import RunFacts
-from latencylab.plan.study import StudyError, StudySpec, load_study, with_base_url
+from latencylab.plan.study import StudyError
 from latencylab.publish import check_text, exports, report
 from latencylab.runs import store
 
@@ -34,7 +32,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Create the run once (unless resuming), collect it in this process, then publish its report."""
     report_options = _report_options(args)
-    checked = None
+    created = False
     if args.resume:
         if args.study or args.run_id or args.base_url:
             raise StudyError("--resume RUN_ID continues a run with its own study: give no STUDY, --run-id "
@@ -42,59 +40,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id = args.resume
         store.load_meta(run_id)  # a clear error for an unknown run
     elif args.study:
-        spec, raw = load_study(args.study)
-        if args.base_url:
-            spec = with_base_url(spec, args.base_url)
-        if args.run_id and paths.run_dir(args.run_id).exists():
-            raise store.RunExists(f"run {args.run_id!r} already exists in {paths.RUNS_DIR}; choose another --run-id")
-        asyncio.run(preflight.check(spec, os.environ.get(runner.API_KEY_ENV)))  # before anything is written
-        checked = _check_before_run(spec)
-        run_id = runner.create_run(spec, raw, args.run_id)
-        store.save_check(checked, run_id)  # the plan's check beside the samples, for the report
+        spec, raw = workflow.resolve(args.study, args.base_url or "")
+        run_id, checked = workflow.create_now(spec, raw, args.run_id)
+        created = True
+        _print_check_problems(checked)
     else:
         raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
     if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
         try:
             report.check_options([run_id], baseline=report_options["baseline"])
         except LatencyLabError:
-            if checked is not None:  # the run was created just now and holds nothing yet
+            if created:  # the run was created just now and holds nothing yet
                 shutil.rmtree(paths.run_dir(run_id))
             raise
-    try:
-        runner.run(run_id)
-    finally:
-        if checked is not None:  # the server facts after the last request, beside those from before the first
-            after = gather.collect(spec, "after", os.environ.get(runner.API_KEY_ENV))
-            store.save_facts(RunFacts(before=checked.facts, after=after), run_id)
+    workflow.run(run_id)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         _print_report(report.publish([run_id], **report_options))
     return 0
 
 
-def _prepare_engine_models(spec: StudySpec) -> None:
-    """The check reads the embedded models' GGUF metadata: put the shipped ones in data/models/ first."""
-    if spec.uses_engine:
-        engine.prepare_models(only=runner.engine_models(spec))
-
-
-def _check_before_run(spec: StudySpec) -> check.CheckResult:
-    """The plan's check, its warnings and errors printed before the run starts (the run goes on)."""
-    _prepare_engine_models(spec)
-    result = gather.run_check(spec, os.environ.get(runner.API_KEY_ENV), moment="before")
+def _print_check_problems(result: check.CheckResult) -> None:
+    """The check's warnings and errors, before the run starts (the run goes on; notes stay in check.json)."""
     for finding in result.findings:
         if finding.level != "note":
-            message, fix = check_text.render(finding)
+            message, fix = check_text.text(finding)
             print(f"latencylab: check {finding.level}: {message}\n  fix: {fix}", file=sys.stderr)
-    return result
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    spec, _ = load_study(args.study)
-    if args.base_url:
-        spec = with_base_url(spec, args.base_url)
-    _prepare_engine_models(spec)
-    result = gather.run_check(spec, os.environ.get(runner.API_KEY_ENV))
+    spec, _ = workflow.resolve(args.study, args.base_url or "")
+    result = asyncio.run(workflow.check(spec))
     if args.json:
         print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
     else:

@@ -17,7 +17,7 @@ from doubles.ollama import PHI3_MINI, PHI3_MINI_Q4_K_M, SEED_VRAM_BYTES, OllamaD
 from latencylab.collect import gather, runner
 from latencylab.core import paths
 from latencylab.plan import check
-from latencylab.plan.facts import Facts
+from latencylab.plan.facts import Facts, HostFacts
 from latencylab.plan.study import load_study, parse_study, with_base_url
 from latencylab.runs import store
 
@@ -135,6 +135,8 @@ def test_a_run_confirms_the_prediction_and_the_shipped_order_never_thrashes(work
     assert verdicts == {"baseline": "confirmed", "optimised": "confirmed"}  # optimised: num_gpu 1, one layer
     subsequent = frame[frame["phase"] == "subsequent"]
     assert thrashed >= 3 and (subsequent["state"] == "cold").all()  # interleaved: every request pays a load
+    host = store.load_meta(frame["run_id"].iloc[0]).host  # run.json's host: the facts collect gathered
+    assert HostFacts.model_validate(host).cores_logical == os.cpu_count()
     with seed_machine() as server:
         frame = run(SHIPPED, server)
         assert server.evictions == []  # blocked, one cold start per scenario: nothing evicts anything
@@ -171,17 +173,19 @@ def test_the_embedded_demo_gets_facts_from_its_gguf_files_and_the_same_check(mod
 
 def test_run_prints_the_checks_warnings_first_and_keeps_them_as_check_json(workdir, capsys):
     from latencylab import cli
+    from latencylab.collect import workflow
 
     with seed_machine() as server:
         spec, _ = load_study(LITERAL)
-        result = cli._check_before_run(with_base_url(spec, server.base_url))
+        run_id, result = workflow.create_now(with_base_url(spec, server.base_url), run_id="r")
+        cli._print_check_problems(result)
     err = capsys.readouterr().err
     assert "check warning: optimised: num_gpu 1" in err and "check error: optimised: tag" in err
     assert "note" not in err.split("check ")[1][:5]  # notes stay out of a run's terminal
-    paths.run_dir("r").mkdir(parents=True)
-    saved = store.save_check(result, "r")
-    data = json.loads(saved.read_text())
-    assert saved.name == "check.json" and data["exit_code"] == 2
+    data = json.loads((paths.run_dir(run_id) / "check.json").read_text())
+    assert data["exit_code"] == 2
+    facts = json.loads((paths.run_dir(run_id) / "facts.json").read_text())
+    assert facts["before"]["servers"][0]["kind"] == "ollama" and facts["after"] is None
     assert {f["rule"] for f in data["findings"]} >= {"thrashing-memory", "memory-partial"}
 
 

@@ -25,12 +25,16 @@ WORDS = {
            "CPU",
            "**resident** — ❌ refuted: the whole model is on the GPU (100\u00a0MiB)",
            "tokens/s wholly on the GPU against",
+           "spilled: will not fit: about 60% on the GPU",  # the check's share in the report's format
+           "The check predicted about 60% on the GPU before the run",
            "measured: 62% on the GPU, so the prediction is confirmed",
            "The seed study's claim “phi3:mini does not fit in 3 GB of VRAM, so Ollama swaps between CPU and GPU”"),
     "es": ("**spilled** — ✅ confirmada: el 62\u00a0% del modelo en la GPU (62\u00a0MiB de 100\u00a0MiB), el resto en "
            "la CPU",
            "**resident** — ❌ refutada: el modelo entero está en la GPU (100\u00a0MiB)",
            "tokens/s entero en la GPU frente a",
+           "spilled: no cabe: cerca del 60\u00a0% en la GPU",
+           "La comprobación previa predijo cerca del 60\u00a0% en la GPU",
            "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada",
            "La afirmación del estudio semilla «phi3:mini no cabe en 3 GB de VRAM"),
 }

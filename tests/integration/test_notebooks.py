@@ -121,7 +121,8 @@ def test_a_run_that_cannot_go_on_ends_with_one_line_and_keeps_its_files(tmp_path
     assert run_facts["before"]["servers"][0]["version"] == run_facts["after"]["servers"][0]["version"] == "0.33.0"
 
 
-def test_the_collect_notebook_creates_and_collects_a_run_through_the_runner(workdir):
+def test_the_collect_notebook_and_the_cli_make_the_same_run(workdir):
+    """One workflow: a run made in JupyterLab holds the same files as one made from the terminal."""
     from doubles.ollama import OllamaDouble
     from latencylab.publish import report
 
@@ -131,5 +132,13 @@ def test_the_collect_notebook_creates_and_collects_a_run_through_the_runner(work
                                      "workload": {"requests": 2, "max_tokens": 3},
                                      "scenarios": [{"name": "a", "model": "tiny"}]}))
         report.execute(paths.COLLECT_NOTEBOOK, workdir / "collect.ipynb", {"study": str(study), "run_id": "nb-alone"})
-    assert store.load_meta("nb-alone").status == "complete"
-    assert list(store.load_run("nb-alone")["seq"]) == [0, 1]
+        result = _cli("run", str(study), "--run-id", "cli-run", "--no-report", home=workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    notebook_run, cli_run = paths.run_dir("nb-alone"), paths.run_dir("cli-run")
+    assert sorted(p.name for p in notebook_run.iterdir()) == sorted(p.name for p in cli_run.iterdir()) == [
+        "check.json", "facts.json", "lock", "run.json", "samples.jsonl"]
+    for run_id in ("nb-alone", "cli-run"):
+        assert store.load_meta(run_id).status == "complete"
+        assert list(store.load_run(run_id)["seq"]) == [0, 1]
+        facts = store.read_facts(run_id)
+        assert facts["before"]["servers"][0]["version"] == facts["after"]["servers"][0]["version"] == "0.33.0"

@@ -4,11 +4,13 @@ its two languages, its escaping, and the published HTML in a real headless brows
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
 from latencylab.analyse import compute
 from latencylab.core import paths
@@ -23,8 +25,10 @@ SECTIONS = {
     "es": ["Resumen", "Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
            "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores"],
 }
-# Each figure in the section it supports, in the document's order.
+# Each figure in the section it supports, in the document's order: the report notebook's (the timeline and the
+# ECDF are drawn in its cells), and the library's alone (a document built outside the notebook).
 FIGURES = ["histogram", "timeline", "decomposition", "decode", "ecdf", "box", "variability", "targets"]
+LIBRARY_FIGURES = [name for name in FIGURES if name not in ("timeline", "ecdf")]
 
 
 @pytest.fixture
@@ -60,7 +64,7 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
     positions = [text.index(f"## {section}") for section in SECTIONS[lang]]
     assert positions == sorted(positions)  # the summary first, then the seed's sections in order
     figures = [fig.name for name in document.SECTIONS for fig in doc.figures(name)]
-    assert figures == FIGURES
+    assert figures == LIBRARY_FIGURES
     assert all(fig.alt and fig.alt != fig.name for name in document.SECTIONS for fig in doc.figures(name))
     next_steps = doc.markdown("next_steps")
     assert "keep_alive: -1" in next_steps  # every baseline request paid a load
@@ -93,8 +97,13 @@ def test_server_text_is_escaped_everywhere(fixture_run, tmp_path):
     doc = report.document_of([fixture_run])
     doc.write(tmp_path)
     markdown = (tmp_path / "latency.md").read_text()
-    assert "<script>" not in markdown and "<img src=x" not in markdown
-    assert "&lt;script&gt;" in markdown
+    # the Markdown shows each character as itself (it read `&#39;` and `p &lt; 0.0001`), a tag backslash-escaped
+    assert "\\<script>console.log('pwned')\\</script>" in markdown and "(p < 0.0001" in markdown
+    assert not re.search(r"&(#\d+|lt|gt|amp|quot);", markdown)
+    assert not re.search(r"(?<!\\)<(script|img)", markdown)
+    # and the HTML made of it shows the server's tags as text
+    html = markdown2html_mistune(markdown)
+    assert "&lt;script&gt;console.log('pwned')&lt;/script&gt;" in html and "<script" not in html
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])
@@ -106,6 +115,8 @@ def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index
     assert _scenario(summary, "baseline")["median"] == pytest.approx(525.0, abs=0.01)
     assert _scenario(summary, "optimised")["median"] == pytest.approx(57.5, abs=0.01)
     assert sorted(p.stem for p in (folder / "figures").glob("*.png")) == sorted(FIGURES)
+    assert [line.split("figures/")[1][:-5] for line in (folder / "latency.md").read_text().splitlines()
+            if line.startswith("![")] == FIGURES  # the notebook's figures in their sections
     assert len((folder / "samples.csv").read_text().splitlines()) == 1 + 25  # header + every sample
     markdown = (folder / "latency.md").read_text()
     html = page.read_text()
@@ -167,7 +178,7 @@ def test_cli_report_takes_a_language_and_an_external_baseline(fixture_run, workd
 
 def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
     clear = report.document_of([fixture_run])
-    assert "faster, and the difference is larger than the noise (p &lt; 0.0001" in clear.markdown("results")
+    assert "faster, and the difference is larger than the noise (p < 0.0001" in clear.markdown("results")
     frame = store.load_run(fixture_run)
     same = frame.copy()
     baseline_ttfb = same.loc[(same["scenario"] == "baseline") & same["ok"], "ttfb_ms"].to_numpy()
@@ -201,3 +212,23 @@ def test_a_server_that_answers_script_tags_runs_nothing_in_the_browser(workdir):
     assert dom.returncode == 0
     assert not [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert "&lt;script&gt;console.log('pwned')&lt;/script&gt;" in dom.stdout
+
+
+def test_a_changed_cell_of_the_report_notebook_changes_the_html(fixture_run, tmp_path):
+    """The notebook is the analysis: count only the requests under 600 ms in its per-scenario cell, and the
+    published table says so (baseline: 12 requests, 4 of them at or above 600 ms — 610, 650, 700 and 900 in the
+    fixture's hand-written samples — so n 8 in phase `all`)."""
+    import nbformat
+
+    notebook = nbformat.read(paths.REPORT_NOTEBOOK, as_version=4)
+    cell = next(c for c in notebook.cells if c.source.startswith("attempted = samples"))
+    cell.source = cell.source.replace("value=attempted[metric].where(ok)",
+                                      "value=attempted[metric].where(ok & (attempted[metric] < 600))")
+    assert "< 600" in cell.source
+    changed = tmp_path / "changed.ipynb"
+    nbformat.write(notebook, changed)
+    executed = report.execute(changed, tmp_path / "out.ipynb", {"run_ids": [fixture_run]})
+    html = report.to_html(executed, tmp_path / "index.html").read_text()
+    original = report.publish([fixture_run]).read_text()
+    row = "<td>baseline</td>\n<td>all</td>\n<td>{}</td>"
+    assert row.format(12) in original and row.format(8) in html

@@ -41,6 +41,14 @@ def test_placeholders_are_escaped_and_the_catalog_is_not():
     assert "Cliff's" in i18n.t("verdict_faster", "en", p="< 0.01", delta="-1")
 
 
+def test_markdown_shows_each_character_and_backslash_escapes_only_what_would_be_html():
+    escaped = str(i18n.t("load_none", "en", scenario="it's <b> & p < 1 &amp; a > b"))
+    assert i18n.markdown(escaped) == "**it's \\<b> & p < 1 \\&amp; a > b**: every request found the model loaded " \
+                                     "(no request paid a load)."
+    assert i18n.markdown("&gt; quoted") == "\\> quoted"  # not a block quote at a line's start
+    assert i18n.plain(i18n.t("load_none", "en", scenario="<b>")).startswith("**<b>**")
+
+
 def test_numbers_are_written_as_each_language_writes_them():
     nbsp = "\u00a0"
     assert (i18n.ms(21470, "en"), i18n.ms(21470, "es")) == (f"21.5{nbsp}s", f"21,5{nbsp}s")
@@ -49,6 +57,8 @@ def test_numbers_are_written_as_each_language_writes_them():
     assert (i18n.percent(0.475, "en", 1), i18n.percent(0.475, "es", 1)) == ("47.5%", f"47,5{nbsp}%")
     assert i18n.ms(None, "en") == i18n.percent(float("nan"), "es") == "–"
     assert i18n.ratio(0.109, "es") == "0,11×"
+    assert (i18n.gib(4.68, "es"), i18n.gib(3.0, "en"), i18n.seconds(2.5, "es")) == (f"4,68{nbsp}GiB", f"3{nbsp}GiB",
+                                                                                   f"2,5{nbsp}s")
 
 
 def _fragments(message: str) -> list[str]:

@@ -10,7 +10,7 @@ from latencylab.plan import check
 from latencylab.plan.check import Plan, evaluate
 from latencylab.plan.facts import Facts, HostFacts, ModelFacts, ServerFacts
 from latencylab.plan.study import parse_study
-from latencylab.publish import check_text
+from latencylab.publish import check_text, i18n
 
 URL = "http://gpu-box:11434"
 GIB = 2**30
@@ -35,7 +35,8 @@ def found(spec, known: Facts | None, **pulls: Any) -> dict[str, list[check.Findi
     out: dict[str, list[check.Finding]] = {}
     for finding in evaluate(Plan(spec, known, pulls)):
         out.setdefault(finding.rule, []).append(finding)
-        check_text.render(finding)  # every finding has words, and its evidence fills them
+        for lang in i18n.LANGS:
+            check_text.render(finding, lang)  # every finding has words, and its evidence fills them
     return out
 
 
@@ -74,7 +75,7 @@ def test_memory_fit_against_a_declared_budget_gives_the_share_on_the_gpu():
     # (3 GiB − 0.5 GiB margin) / (2.18 GB weights + 1.5 GiB KV cache at the default 4096) = 70.9 %
     assert baseline.evidence["num_ctx"] == 4096 and baseline.evidence["kv_gb"] == 1.5
     assert baseline.evidence["gpu_pct"] == 70 and baseline.evidence["budget_source"] == "study"
-    assert "will not fit: about 70 % on the GPU" in check_text.render(baseline)[0]
+    assert "will not fit: about 70% on the GPU" in check_text.render(baseline)[0]
     roomy = found(study(SEED, gpu={"vram_gb": 8}), facts(PHI3, K_QUANT))
     assert "memory-partial" not in roomy and len(roomy["memory-fits"]) == 2
 
@@ -186,20 +187,58 @@ def test_findings_come_errors_first_and_every_line_has_a_fix():
     assert all(f["message"] and f["fix"] for f in data["findings"])
 
 
-def test_the_words_exist_in_spanish_with_numbers_written_the_spanish_way():
+NBSP = "\u00a0"
+
+
+def test_a_memory_finding_in_english_with_numbers_as_the_report_writes_them():
+    result = check.CheckResult(found(study(SEED, gpu={"vram_gb": 3}), facts(PHI3, K_QUANT))["memory-partial"][:1],
+                               None, None)
+    # 2,176,178,913 bytes = 2.03 GiB; 384 KiB × 4096 = 1.5 GiB; + 0.5 GiB = 4.03 GiB; 2.5 / 3.53 = 70.9 % → 70 %
+    assert check_text.lines(result) == [
+        f"warning  memory-partial  baseline: will not fit: about 70% on the GPU — phi3:mini at num_ctx 4096 needs "
+        f"2.03{NBSP}GiB of weights + 1.5{NBSP}GiB of KV cache + 0.5{NBSP}GiB of margin = 4.03{NBSP}GiB, the GPU has "
+        f"3{NBSP}GiB (declared in the study); the run confirms it from size_vram",
+        "         fix: a smaller num_ctx or a smaller quantization; or gpu: {offload_expected: true} if the partial "
+        "offload is what the study measures",
+        "0 error(s), 1 warning(s), 0 note(s)"]
+
+
+def test_the_same_finding_in_spanish_with_numbers_written_the_spanish_way():
     finding = found(study(SEED, gpu={"vram_gb": 3}), facts(PHI3, K_QUANT))["memory-partial"][0]
-    message, fix = check_text.render(finding, "es")
-    assert message.startswith("baseline: no cabe: cerca del 70 % en la GPU") and "1,5 GiB de caché KV" in message
-    assert "num_ctx menor" in fix
-    assert set(check_text.ES) == set(check_text.EN)
+    assert check_text.text(finding, "es") == (
+        f"baseline: no cabe: cerca del 70{NBSP}% en la GPU — phi3:mini con num_ctx 4096 necesita 2,03{NBSP}GiB de "
+        f"pesos + 1,5{NBSP}GiB de caché KV + 0,5{NBSP}GiB de margen = 4,03{NBSP}GiB, la GPU tiene 3{NBSP}GiB "
+        f"(declarada en el estudio); la ejecución lo confirma con size_vram",
+        "un num_ctx menor o una cuantización más pequeña; o gpu: {offload_expected: true} si la descarga parcial es "
+        "lo que mide el estudio")
 
 
-def test_every_rule_id_has_words():
+def test_seconds_and_words_of_the_evidence_are_translated():
+    finding = check.Finding("keep-alive-gap", "warning", "a",
+                            {"keep_alive_s": 300.0, "gap_s": 2.5, "keep_alive_source": "server default"})
+    assert check_text.text(finding, "es")[0] == (
+        f"a: keep_alive de 300{NBSP}s (el valor por defecto del servidor) es menor que los 2,5{NBSP}s entre las "
+        "peticiones de este escenario: todas serán en frío — bien si es lo que mides")
+
+
+def test_the_terminal_and_json_show_characters_and_the_report_escapes_them():
+    finding = check.Finding("server-unreachable", "error", None,
+                            {"kind": "ollama", "server": "http://x", "error": "<html> can't connect"})
+    assert check_text.text(finding)[0] == "the ollama server at http://x does not answer (<html> can't connect)"
+    assert check_text.render(finding)[0] == "the ollama server at http://x does not answer " \
+                                            "(&lt;html&gt; can&#39;t connect)"
+    data = check_text.as_json(check.CheckResult([finding], None, None))
+    assert data["findings"][0]["message"] == check_text.text(finding)[0]
+
+
+def test_every_rule_id_has_words_and_a_fix_in_both_languages():
     emitted = {"server-unreachable", "model-missing", "tag-unavailable", "will-pull", "num-gpu-layers",
                "num-gpu-unknown", "cpu-only", "memory-partial", "memory-offload-expected", "memory-fits",
                "no-gpu-budget", "no-model-facts", "thrashing-memory", "thrashing-options", "thrashing-count",
                "interleaved-unknown", "keep-alive-gap", "num-thread", "num-ctx-trained"}
-    assert emitted == set(check_text.EN)
+    keys = {k for k in i18n.catalog("en") if k.startswith("check_fix_")}
+    assert keys == {"check_fix_" + rule.replace("-", "_") for rule in emitted}
+    assert all("check_" + rule.replace("-", "_") in i18n.catalog(lang) for rule in emitted for lang in i18n.LANGS)
 
 
 def test_a_run_confirms_or_refutes_each_memory_prediction():

@@ -10,6 +10,7 @@ import pytest
 from latencylab.analyse import compute
 from latencylab.analyse.diagnosis import per_request
 from latencylab.analyse.findings import RunInfo
+from latencylab.plan.check import Finding
 from latencylab.publish import document, exports
 from latencylab.runs.store import samples_frame
 
@@ -139,8 +140,12 @@ CHECK = [{"rule": "memory-partial", "level": "warning", "scenario": "reloads",
 def test_the_check_before_the_run_is_confirmed_by_the_measured_share(lang):
     found = compute.findings(_samples(), [RUN], checks={"r1": CHECK})
     assert found.diagnosis.predicted == {("r1", "reloads"): (60, "confirmed")}  # 62 % measured, 60 % predicted
+    # the check's own type, with the label of the run it was checked before
+    assert found.diagnosis.checks == [Finding("memory-partial", "warning", "reloads", CHECK[0]["evidence"], run="r1")]
+    assert found.diagnosis.checks[0].to_dict() == CHECK[0]  # check.json's form has no label
     text = document.section(found, "diagnosis", lang)
-    assert {"en": "about 60 % on the GPU", "es": "cerca del 60 % en la GPU"}[lang] in text
+    # the check's share and the measured one in one format (it read "about 60 % … measured: 62%")
+    assert {"en": "about 60% on the GPU", "es": "cerca del 60\u00a0% en la GPU"}[lang] in text
     assert {"en": "measured: 62% on the GPU, so the prediction is confirmed",
             "es": "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada"}[lang] in text
     summary = exports.summary(found)

@@ -129,3 +129,16 @@ def test_run_info_reads_run_json():
     assert (info.label, info.lang, info.targets["cv"], info.server) == ("r", "es", 0.5, "ollama")
     assert info.scenarios["a"]["backend"] == "ollama" and info.scenarios["a"]["model"] == "m"
     assert info.gpus == [] and info.resumes == []
+
+
+@pytest.mark.parametrize(("host", "shown"), [
+    # HostFacts, as run.json keeps it since issue 17
+    ({"system": "Linux 6.1.0", "machine": "x86_64", "cpu": "EPYC", "cores_logical": 16, "cores_physical": 8,
+      "ram_bytes": 2**34, "python": "3.11.2", "hostname": "box"}, ("Linux 6.1.0 x86_64", 16, 2**34, "box")),
+    # the keys runs wrote before it (tests/data/fixture-run has them)
+    ({"hostname": "old", "platform": "Linux-6.1.0-x86_64-with-glibc2.36", "machine": "x86_64", "processor": "",
+      "cpu_count": 2, "ram_bytes": 2**33}, ("Linux-6.1.0-x86_64-with-glibc2.36", 2, 2**33, "old")),
+])
+def test_run_info_reads_the_host_in_both_forms(host, shown):
+    info = run_info(RunMeta(run_id="r", host=host))
+    assert (info.platform, info.cpu_count, info.ram_bytes, info.hostname) == shown

@@ -8,6 +8,7 @@ import pytest
 
 from latencylab.core import paths
 from latencylab.core.sample import Sample
+from latencylab.plan.facts import HostFacts
 from latencylab.plan.study import parse_study
 from latencylab.runs import store
 
@@ -27,7 +28,14 @@ def test_samples_are_on_disk_before_the_run_closes(workdir):
     assert store.load_meta("r1").status == "prepared"
     writer.close("complete")
     meta = store.load_meta("r1")
-    assert meta.status == "complete" and meta.ended_at and meta.host["cpu_count"]
+    assert meta.status == "complete" and meta.ended_at and meta.host == {}  # the caller gathers the host
+
+
+def test_the_run_record_keeps_the_host_facts_its_caller_gathered(workdir):
+    host = HostFacts(system="Linux 6.1", machine="x86_64", cpu="EPYC", cores_logical=2, cores_physical=1,
+                     ram_bytes=2**33, python="3.11.2", hostname="box")
+    store.create_run("r1", host=host)
+    assert HostFacts.model_validate(store.load_meta("r1").host) == host
 
 
 def test_load_run_has_the_documented_dtypes(workdir):

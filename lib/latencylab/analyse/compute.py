@@ -40,9 +40,10 @@ from latencylab.analyse.targets import evaluate_targets
 
 def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | None = None,
              targets: dict[str, Any] | None = None, external: str | None = None,
-             checks: dict[str, list[dict[str, Any]]] | None = None) -> Findings:
+             checks: dict[str, list[dict[str, Any]]] | None = None, phases: pd.DataFrame | None = None) -> Findings:
     """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric;
-    `checks` are the findings of each run's check.json, by run id."""
+    `checks` are the findings of each run's check.json, by run id; `phases` is the per-scenario and phase table when
+    the caller made its own (the report notebook's), else `tables.phase_summary`'s."""
     targets = dict(targets or {})
     metric = targets.get("metric") or "ttfb_ms"
     frame = keyed(samples, {r.run_id: r.label for r in runs})
@@ -58,7 +59,8 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     concurrency, errors = concurrency_table(frame), errors_table(frame)
     attempted = frame[~frame["warmup"].fillna(False)].groupby(KEY, sort=False).size()
     steps = next_steps(load, where, target_table, comparisons, concurrency, errors, attempted)
-    phases, decomposition = phase_summary(frame, metric), decomposition_table(frame)
+    phases = phase_summary(frame, metric) if phases is None else phases
+    decomposition = decomposition_table(frame)
     reference = base[0] if external is None or len(runs) == 0 else runs[0].label
     by_run = {r.run_id if r.pooled else r.label: server_facts(r) for r in runs}  # pooled runs: each by its id
     fact_reference = next((r.run_id if r.pooled else r.label for r in runs if r.label == reference),

@@ -16,8 +16,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from latencylab.analyse import stats
-from latencylab.analyse.findings import CheckItem, Diagnosis, Key, Modes, Step, Verdict
-from latencylab.plan.check import confirm
+from latencylab.analyse.findings import Diagnosis, Key, Modes, Step, Verdict
+from latencylab.plan.check import Finding, confirm
 
 KEY = ["run", "scenario"]
 # The figures of "Every measured figure", in the table's order.
@@ -314,10 +314,9 @@ def modes(g: pd.DataFrame, metric: str) -> Modes | None:
                  beyond_n=len(values) - size, beyond_from=float(values[size]) if size < len(values) else math.nan)
 
 
-def check_items(checks: dict[str, list[dict[str, Any]]]) -> list[CheckItem]:
-    """check.json's findings of each run (by run label) as report items."""
-    return [CheckItem(run, f["level"], f["rule"], f.get("scenario"), dict(f.get("evidence") or {}))
-            for run, found in checks.items() for f in found]
+def check_items(checks: dict[str, list[dict[str, Any]]]) -> list[Finding]:
+    """check.json's findings of each run, each with its run label."""
+    return [Finding.from_dict(f, run) for run, found in checks.items() for f in found]
 
 
 def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dict[str, Any], steps: list[Step],

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from latencylab.plan.check import Finding
+
 if TYPE_CHECKING:
     from latencylab.runs.store import RunMeta
 
@@ -54,7 +56,7 @@ RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "optio
 
 def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None) -> RunInfo:
     """A run's record as `RunInfo`, named `label` (default: its run id), with its facts.json when it has one."""
-    study = meta.study
+    study, host = meta.study, meta.host  # host: HostFacts' fields, or the keys runs before issue 17 wrote
     scenarios = {} if study is None else {
         s.name: {**{k: getattr(s, k) for k in RUNNER_KEYS if k != "backend"}, "backend": study.backend_of(s)}
         for s in study.scenarios
@@ -69,9 +71,9 @@ def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None
         ended_at=meta.ended_at or "",
         server=str(meta.server.get("kind") or (study.backend if study else "") or ""),
         server_version=str(meta.server.get("version", "") or ""),
-        platform=str(meta.host.get("platform", "") or ""),
-        cpu_count=meta.host.get("cpu_count"),
-        ram_bytes=meta.host.get("ram_bytes"),
+        platform=str(host.get("platform") or " ".join(filter(None, (host.get("system"), host.get("machine"))))),
+        cpu_count=host.get("cpu_count") or host.get("cores_logical"),
+        ram_bytes=host.get("ram_bytes"),
         gpus=list(meta.gpus),
         engine_backend=str(meta.server.get("backend", "") or ""),
         resumes=[r.model_dump(mode="json") for r in meta.resumes],
@@ -82,7 +84,7 @@ def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None
         slo=study.slo.model_dump(mode="json") if study else {},
         scenarios=scenarios,
         sweep=bool(study and study.sweep),
-        hostname=str(meta.host.get("hostname", "") or ""),
+        hostname=str(host.get("hostname") or ""),
         facts=dict(facts or {}),
     )
 
@@ -184,24 +186,13 @@ class Modes:
 
 
 @dataclass(frozen=True)
-class CheckItem:
-    """One finding of the check that ran before a run (its check.json), by run label."""
-
-    run: str
-    level: str
-    rule: str
-    scenario: str | None
-    evidence: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class Diagnosis:
     """Each cause put to the test per scenario, the bimodal distributions, and the check's findings."""
 
     verdicts: list[Verdict] = field(default_factory=list)
     modes: list[Modes] = field(default_factory=list)
     decode_by_residency: dict[str, float] = field(default_factory=dict)  # gpu / partial / cpu → median tok/s
-    checks: list[CheckItem] = field(default_factory=list)
+    checks: list[Finding] = field(default_factory=list)  # check.json's findings, each with its run's label
     predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
 
 

@@ -50,7 +50,8 @@ def host_facts() -> HostFacts:
         pass
     return HostFacts(system=f"{platform.system()} {platform.release()}", machine=platform.machine(), cpu=cpu,
                      cores_logical=os.cpu_count(), cores_physical=psutil.cpu_count(logical=False),
-                     ram_bytes=psutil.virtual_memory().total, python=platform.python_version())
+                     ram_bytes=psutil.virtual_memory().total, python=platform.python_version(),
+                     hostname=platform.node())
 
 
 def gpu_facts() -> GpuFacts | None:

@@ -11,14 +11,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from tqdm.auto import tqdm
 
-from latencylab.collect import gpu, loops, preflight
+from latencylab.collect import gather, gpu, loops
 from latencylab.collect.backends import Backend, GenerationRequest, make_backend
 from latencylab.collect.backends.base import RequestInterrupted, ServerError
 from latencylab.collect.engine import Engine, prepare_models, presets
@@ -26,7 +26,7 @@ from latencylab.collect.workers import WorkerPool
 from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
-from latencylab.plan.study import ScenarioSpec, StudySpec, load_study, with_base_url
+from latencylab.plan.study import ScenarioSpec, StudySpec
 from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
@@ -36,6 +36,7 @@ API_KEY_ENV = "LATENCYLAB_API_KEY"  # for OpenAI-compatible servers that need a 
 # Ollama requests report a few ms of load_duration).
 RELOAD_EVIDENCE_MS = 20.0
 WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
+T = TypeVar("T")
 
 
 @dataclass
@@ -403,12 +404,11 @@ def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None,
     """Create the run once: its folder, the resolved study, the plan's size, status `prepared` and the
     server facts known before sending. Returns the run id; `collect(run_id)` then runs it."""
     run_id = run_id or store.free_run_id(study.name)
-    if paths.run_dir(run_id).exists():
-        raise store.RunExists(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another run id")
+    store.refuse_existing(run_id)
     facts = server_facts(study, run_id)
     store.create_run(run_id, study=study, study_as_written=study_as_written or study.model_dump(mode="json"),
                      planned_requests=len(plan_requests(study, run_id)), server=facts,
-                     gpus=[dataclasses.asdict(d) for d in gpu.devices()])
+                     gpus=[dataclasses.asdict(d) for d in gpu.devices()], host=gather.host_facts())
     return run_id
 
 
@@ -499,10 +499,10 @@ def _postfix(sample: Sample) -> str:
     return f"{sample.scenario}: TTFT {sample.ttft_ms or 0:.0f} ms ({sample.state})"
 
 
-def run(run_id: str, **kwargs: Any) -> str:
-    """`collect` from a script or the CLI: its own event loop, where Ctrl-C and SIGTERM stop the run the same
-    way (requests in flight kept as `interrupted` samples) and end in KeyboardInterrupt."""
-    async def main() -> str:
+def on_own_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` (a collection) on an event loop of its own, where Ctrl-C and SIGTERM stop it the same way
+    (requests in flight kept as `interrupted` samples) and end in KeyboardInterrupt."""
+    async def main() -> T:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
@@ -511,7 +511,7 @@ def run(run_id: str, **kwargs: Any) -> str:
         if in_main_thread:
             signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(task.cancel, "SIGTERM"))
         try:
-            return await collect(run_id, **kwargs)
+            return await coro
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGTERM, on_term)
@@ -522,22 +522,13 @@ def run(run_id: str, **kwargs: Any) -> str:
         raise KeyboardInterrupt("SIGTERM") from None
 
 
+def run(run_id: str, **kwargs: Any) -> str:
+    """`collect` alone (no check, no facts) on an event loop of its own; `workflow.run` is the whole step."""
+    return on_own_loop(collect(run_id, **kwargs))
+
+
 def run_study(study: StudySpec, study_as_written: dict[str, Any] | None = None, *, run_id: str | None = None,
               **kwargs: Any) -> str:
-    """Create a run of `study` and collect it (scripts and tests; the CLI does the same in two steps)."""
+    """Create a run of `study` and collect it, without the check and the server facts (tests and scripts that
+    measure a server on purpose broken; `workflow` makes a run the way the CLI and the notebook do)."""
     return run(create_run(study, study_as_written, run_id), **kwargs)
-
-
-async def create_and_collect(study: str, *, base_url: str = "", run_id: str = "", progress: bool = True) -> str:
-    """What the collect notebook does: collect run `run_id`, creating it from `study` (+ `base_url`) when it
-    does not exist yet."""
-    for name, value in (("study", study), ("base_url", base_url), ("run_id", run_id)):
-        if not isinstance(value, str):
-            raise TypeError(f"parameter {name} must be a str, got {value!r}")
-    if not (run_id and paths.run_dir(run_id).exists()):
-        spec, raw = load_study(study)
-        if base_url:
-            spec = with_base_url(spec, base_url)
-        await preflight.check(spec, os.environ.get(API_KEY_ENV))
-        run_id = create_run(spec, raw, run_id or None)
-    return await collect(run_id, progress=progress)

@@ -32,12 +32,23 @@ OLLAMA_MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS' default: 3 × the GPUs, 3
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing the check found: what (rule), how bad (level), where (scenario) and the numbers behind it."""
+    """One thing the check found: what (rule), how bad (level), where (scenario) and the numbers behind it; `run`
+    is the label of the run it was checked before, once a report reads it from that run's check.json."""
 
     rule: str
     level: Level
     scenario: str | None
     evidence: dict[str, Any]
+    run: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], run: str | None = None) -> Finding:
+        """A finding as check.json holds it."""
+        return cls(data["rule"], data["level"], data.get("scenario"), dict(data.get("evidence") or {}), run)
+
+    def to_dict(self) -> dict[str, Any]:
+        """check.json's form (a finding there is about its own run: no label)."""
+        return {k: v for k, v in asdict(self).items() if k != "run"}
 
 
 @dataclass(frozen=True)
@@ -313,7 +324,8 @@ class CheckResult:
     def to_dict(self, with_facts: bool = True) -> dict[str, Any]:
         """The JSON form (`--json`, `check.json`): findings as data, the budget, and the facts they rest on."""
         data = {"exit_code": self.exit_code, "counts": self.counts(),
-                "budget": asdict(self.budget) if self.budget else None, "findings": [asdict(f) for f in self.findings]}
+                "budget": asdict(self.budget) if self.budget else None,
+                "findings": [f.to_dict() for f in self.findings]}
         if with_facts:
             data["facts"] = self.facts.model_dump(mode="json") if self.facts else None
         return data
@@ -336,7 +348,7 @@ def confirm(findings: list[Finding] | list[dict[str, Any]], measured_share: dict
             tolerance_pct: float = 10.0) -> list[Confirmation]:
     """Each scenario's predicted share on the GPU (memory, capped by num_gpu's layers) against its median measured
     share; the findings may be `Finding`s or check.json's dicts."""
-    given = [Finding(**f) if isinstance(f, dict) else f for f in findings]
+    given = [Finding.from_dict(f) if isinstance(f, dict) else f for f in findings]
     caps = {f.scenario: f.evidence.get("gpu_pct", 0) for f in given if f.rule in ("num-gpu-layers", "cpu-only")}
     out = []
     for f in given:

@@ -101,7 +101,7 @@ class GpuFacts(_Facts):
 
 
 class HostFacts(_Facts):
-    """The machine latencylab ran on."""
+    """The machine latencylab ran on (facts.json's `host`, and run.json's since issue 17)."""
 
     system: str
     machine: str
@@ -110,6 +110,7 @@ class HostFacts(_Facts):
     cores_physical: int | None
     ram_bytes: int | None
     python: str
+    hostname: str | None = None  # facts.json files before issue 17 lack it
 
 
 class Facts(_Facts):

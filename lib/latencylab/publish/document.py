@@ -21,15 +21,17 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from latencylab.analyse.capacity import ACHIEVED_SHARE, SLO_METRICS
-from latencylab.analyse.findings import CheckItem, Findings, Key, Modes, RunInfo, Saturation, Step, Verdict
+from latencylab.analyse.findings import Findings, Key, Modes, RunInfo, Saturation, Step, Verdict
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
             "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
-FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "measured": ("prefill", "decode"),
-           "results": ("ecdf", "box"), "targets": ("variability", "targets"), "concurrency": ("concurrency",),
+# The library's own figures of each section; the report notebook draws more in its cells (the timeline, the ECDF)
+# and hands them to `Report.show`.
+FIGURES = {"baseline": ("histogram",), "analysis": ("decomposition",), "measured": ("prefill", "decode"),
+           "results": ("box",), "targets": ("variability", "targets"), "concurrency": ("concurrency",),
            "capacity": ("latency_throughput", "goodput"), "sweep": ("sweep",)}
 
 
@@ -169,7 +171,7 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
             t(f"dx_decode_compare_{x['decode_scope']}", gpu=_tps(x["decode_gpu"], lang),
               spilled=_tps(x["decode_spilled"], lang))
         prediction = "" if x["check"] is None else \
-            t("dx_check_prediction", predicted=x["predicted_pct"], verdict=t(f"dx_check_{x['check']}"))
+            t("dx_check_prediction", predicted=pct(x["predicted_pct"] / 100), verdict=t(f"dx_check_{x['check']}"))
         values.update(share=pct(x["share"]), vram=i18n.mib(x["vram"], lang), size=i18n.mib(x["size"], lang),
                       layers=layers, decode=_tps(x["decode"], lang), compare=compare, check=prediction)
     elif v.cause == "prompt":
@@ -232,9 +234,9 @@ def seed_words(f: Findings, cause: str, lang: str) -> Markup | None:
     return i18n.t("dx_seed", lang, claim=i18n.t(SEED_CLAIMS[cause], lang), verdicts=verdicts)
 
 
-def check_words(item: CheckItem, f: Findings, lang: str) -> Markup:
+def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     """One finding of the check before the run, in the report's language, with what was then measured."""
-    message, _ = check_text.render(Finding(item.rule, item.level, item.scenario, item.evidence), lang)
+    message, _ = check_text.render(item, lang)
     line = Markup("{}: {}").format(i18n.t(f"dx_level_{item.level}", lang), message)
     key = (item.run, item.scenario)
     if item.rule in MEMORY_RULES and key in f.diagnosis.predicted:
@@ -266,7 +268,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "slo_line": lambda run: slo_words(run, lang),
         "saturation_line": lambda point: saturation_words(point, f.labels, lang),
     })
-    return str(getattr(module, name)()).strip()
+    return i18n.markdown(str(getattr(module, name)()).strip())
 
 
 @dataclass
@@ -359,10 +361,28 @@ class Report:
         return section(self.findings, name, self.lang)
 
     def figures(self, name: str) -> list[Figure]:
-        """The figures that support section `name`, drawn on first use."""
+        """The figures that support section `name`: those the notebook handed in, then the library's (drawn on
+        first use)."""
         if name not in self._figures:
             self._figures[name] = [self._draw(fig) for fig in FIGURES.get(name, ()) if self._drawable(fig)]
         return self._figures[name]
+
+    def words(self, key: str, **values: Any) -> str:
+        """A catalog message as plain text in the report's language (axis labels, legend titles)."""
+        return i18n.text(key, self.lang, **values)
+
+    def title(self, name: str) -> str:
+        """The title of figure `name`: what to conclude, then what is drawn."""
+        return figure_words(self.findings, name, self.lang)[0]
+
+    def add_figure(self, section_name: str, name: str, figure: plt.Figure) -> None:
+        """A figure drawn in the notebook, put first in section `section_name` (the HTML and latency.md)."""
+        _, alt = figure_words(self.findings, name, self.lang)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        drawn = [fig for fig in self.figures(section_name) if fig.name != name]
+        self._figures[section_name] = [Figure(name, buffer.getvalue(), alt), *drawn]
 
     def _drawable(self, name: str) -> bool:
         f = self.findings
@@ -384,10 +404,13 @@ class Report:
         plt.close(figure)
         return Figure(name, buffer.getvalue(), alt)
 
-    def show(self, name: str) -> None:
-        """Display section `name` in a notebook: its text and tables, then its figures."""
+    def show(self, name: str, figures: dict[str, plt.Figure] | None = None) -> None:
+        """Display section `name` in a notebook: its text and tables, then its figures (`figures`: drawn in the
+        notebook, by figure name, shown first)."""
         from IPython.display import HTML, Markdown, display
 
+        for figure_name, figure in (figures or {}).items():
+            self.add_figure(name, figure_name, figure)
         text = self.markdown(name)
         if text:
             display(Markdown(text))
@@ -402,7 +425,7 @@ class Report:
         for name in SECTIONS:
             if text := self.markdown(name):
                 parts.append(text)
-            parts += [f"![{escape(fig.alt)}](figures/{fig.name}.png)" for fig in self.figures(name)]
+            parts += [f"![{i18n.markdown(escape(fig.alt))}](figures/{fig.name}.png)" for fig in self.figures(name)]
         return "\n\n".join(parts) + "\n"
 
     def write(self, folder: Path) -> Path:

@@ -1,6 +1,8 @@
 """The report's words (one catalog per language, catalogs/<lang>.yaml) and its number formats (Babel's CLDR).
 
-Catalog messages are trusted Markdown with named placeholders; `t()` escapes what fills them.
+Catalog messages are trusted Markdown with named placeholders; `t()` escapes what fills them for HTML.
+`markdown()` turns that escaping into Markdown's (latency.md shows `'` and `<`, not `&#39;` and `&lt;`), `plain()`
+into none (the terminal).
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ def text(key: str, lang: str, **values: Any) -> str:
     return catalog(lang)[key].format(**values)
 
 
+# The entities markupsafe writes, and what Markdown needs instead: the character itself, backslash-escaped only
+# where Markdown would read raw HTML (`<` before a tag's first character) or an entity (`&` before `name;`).
+_ESCAPED = re.compile(r"&(amp|lt|gt|#39|#34);")
+_TAG_START = re.compile(r"[A-Za-z/!?]")
+_ENTITY = re.compile(r"#?[A-Za-z0-9]+;")
+
+
+def markdown(escaped: str) -> str:
+    """Markdown rendered with HTML escaping (`t()`, the templates) as Markdown that shows each character as itself
+    and still renders no HTML a value brought in: `&#39;` → `'`, `&lt;` → `<` (`\\<` before a tag)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, end = match.group(1), match.end()
+        if name == "lt":
+            return "\\<" if _TAG_START.match(escaped, end) else "<"
+        if name == "amp":
+            return "\\&" if _ENTITY.match(escaped, end) else "&"
+        if name == "gt":
+            return "\\>" if match.start() == 0 or escaped[match.start() - 1] == "\n" else ">"  # not a quote
+        return "'" if name == "#39" else '"'
+
+    return _ESCAPED.sub(one, escaped)
+
+
+def plain(message: Markup) -> str:
+    """A rendered message as plain text (the terminal, JSON): the characters the HTML shows."""
+    return message.unescape()
+
+
 def _missing(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 
@@ -73,6 +104,21 @@ def percent(value: float | None, lang: str, decimals: int = 0) -> str:
 def mib(value: float | None, lang: str) -> str:
     """Bytes as MiB."""
     return DASH if _missing(value) else f"{number(float(value) / 2**20, lang)}{NBSP}MiB"
+
+
+def _short(value: float, lang: str) -> str:
+    """At most two decimals, none when they are zero (4.68, 0.5, 3; 4,68 in Spanish)."""
+    return format_decimal(float(value), format="#,##0.##", locale=lang)
+
+
+def gib(value: float | None, lang: str) -> str:
+    """A size given in GiB (the check's evidence): 4.68 GiB, 4,68 GiB."""
+    return DASH if _missing(value) else f"{_short(value, lang)}{NBSP}GiB"
+
+
+def seconds(value: float | None, lang: str) -> str:
+    """A setting's duration in seconds (keep_alive, a gap between requests): 300 s, 2,5 s."""
+    return DASH if _missing(value) else f"{_short(value, lang)}{NBSP}s"
 
 
 def ratio(value: float | None, lang: str) -> str:

@@ -33,23 +33,12 @@ def _metric_axis(f: Findings, lang: str) -> str:
     return t("ax_metric", lang, metric=t(f"metric_{f.metric}", lang))
 
 
-def _finish(fig: Figure, ax: plt.Axes, title: str | None) -> Figure:
+def finish(fig: Figure, ax: plt.Axes, title: str | None) -> Figure:
     if title:
         ax.set_title(title, loc="left", fontsize="medium", fontweight="bold")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig
-
-
-def ecdf(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
-    """ECDF of the metric per scenario on a log axis: the share of requests at or below each latency."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    sns.ecdfplot(data=measured(f.samples), x=f.metric, hue="label", hue_order=order(f), palette=palette(f),
-                 log_scale=True, ax=ax)
-    ax.get_legend().set_title(t("legend_scenario", lang))
-    ax.set_xlabel(_metric_axis(f, lang))
-    ax.set_ylabel(t("ax_share", lang))
-    return _finish(fig, ax, title)
 
 
 def histogram(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -61,7 +50,7 @@ def histogram(f: Findings, *, lang: str = "en", title: str | None = None) -> Fig
     ax.get_legend().set_title(t("legend_scenario", lang))
     ax.set_xlabel(_metric_axis(f, lang))
     ax.set_ylabel(t("ax_count", lang))
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def box(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -77,32 +66,7 @@ def box(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
     ax.get_legend().set_title(t("legend_phase", lang))
     ax.set_xlabel("")
     ax.set_ylabel(_metric_axis(f, lang))
-    return _finish(fig, ax, title)
-
-
-def timeline(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
-    """Every request at the time it was sent, coloured by state; gaps on the axis are idle time."""
-    samples, metric = f.samples, f.metric
-    data = samples[samples["ok"].fillna(False)].copy()
-    data["state"] = data["state"].astype(str).map(lambda s: t(f"state_{s}", lang) if s in STATE_COLOURS else s)
-    data["t_s"] = data["started_at"] - samples["started_at"].min()
-    colours = {t(f"state_{s}", lang): colour for s, colour in STATE_COLOURS.items()}
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    state, scenario = t("legend_state", lang), t("legend_scenario", lang)  # the legend's titles are column names
-    shown = pd.DataFrame({"t_s": data["t_s"], metric: data[metric], state: data["state"], scenario: data["label"]})
-    sns.scatterplot(data=shown, x="t_s", y=metric, hue=state, palette=colours, style=scenario, style_order=order(f),
-                    s=45, ax=ax)
-    warmups = data[data["warmup"].fillna(False)]
-    ax.scatter(warmups["t_s"], warmups[metric], s=140, facecolors="none", edgecolors="grey",
-               label=t("legend_warmup", lang))
-    failed = samples[~samples["ok"].fillna(False)]
-    for start in failed["started_at"] - samples["started_at"].min():
-        ax.axvline(start, color="black", alpha=0.3, lw=1, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel(t("ax_time", lang))
-    ax.set_ylabel(_metric_axis(f, lang))
-    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize="small")
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def decomposition(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -116,7 +80,7 @@ def decomposition(f: Findings, *, lang: str = "en", title: str | None = None) ->
     )
     ax.invert_yaxis()
     ax.set_xlabel(t("ax_ttft_ms", lang))
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def variability(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -132,7 +96,7 @@ def variability(f: Findings, *, lang: str = "en", title: str | None = None) -> F
     ax.invert_yaxis()
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.set_xlabel(t("ax_cv", lang))
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 TARGET_COLOURS = {"pass": "#2ca02c", "fail": "#d62728", "inconclusive": "#ff7f0e", "no_evidence": "#7f7f7f"}
@@ -153,7 +117,7 @@ def targets(f: Findings, *, lang: str = "en", title: str | None = None) -> Figur
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set_xlabel(t("ax_ratio", lang))
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def sweep(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -172,7 +136,7 @@ def sweep(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel(t("ax_idle_gap", lang))
     ax.set_ylabel(t("ax_mean_metric", lang, metric=t(f"metric_{f.metric}", lang)))
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def concurrency(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -197,7 +161,7 @@ def concurrency(f: Findings, *, lang: str = "en", title: str | None = None) -> F
     ax.set_xlabel(t("ax_concurrency", lang))
     ax.set_ylabel(t("ax_ttft", lang))
     ax.legend(fontsize="small")
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 RESIDENCY_COLOURS = {"gpu": "#2ca02c", "partial": "#ff7f0e", "cpu": "#d62728", "unknown": "#7f7f7f"}
@@ -234,7 +198,7 @@ def latency_throughput(f: Findings, *, lang: str = "en", title: str | None = Non
     ax.set_xlabel(t("ax_achieved", lang))
     ax.set_ylabel(t("ax_ttft", lang))
     ax.legend(fontsize="small")
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def goodput(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -257,7 +221,7 @@ def goodput(f: Findings, *, lang: str = "en", title: str | None = None) -> Figur
     ax.set_xlabel(t("ax_offered", lang))
     ax.set_ylabel(t("ax_rate", lang))
     ax.legend(fontsize="small")
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def prefill(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -275,7 +239,7 @@ def prefill(f: Findings, *, lang: str = "en", title: str | None = None) -> Figur
     ax.get_legend().set_title(t("legend_scenario", lang))
     ax.set_xlabel(t("ax_prompt_tokens", lang))
     ax.set_ylabel(t("ax_ttft_linear", lang))
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)
 
 
 def decode(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
@@ -298,4 +262,4 @@ def decode(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure
     ax.set_xlabel(t("ax_time", lang))
     ax.set_ylabel(t("ax_decode", lang))
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize="small")
-    return _finish(fig, ax, title)
+    return finish(fig, ax, title)

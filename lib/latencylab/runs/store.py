@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import sys
 import warnings
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
 from latencylab.plan.check import CheckResult
-from latencylab.plan.facts import RunFacts
+from latencylab.plan.facts import HostFacts, RunFacts
 from latencylab.plan.study import StudySpec, SweepSpec
 
 SCHEMA_VERSION = 2  # of run.json; 1 (no schema_version) kept the resolved study under settings.resolved
@@ -81,6 +80,8 @@ class RunMeta(BaseModel):
     study_as_written: dict[str, Any] = Field(default_factory=dict)  # the study file's mapping
     planned_requests: int | None = None
     versions: dict[str, str] = Field(default_factory=dict)
+    # `HostFacts` (collect.gather.host_facts); runs before issue 17: hostname, platform, machine, processor,
+    # cpu_count, ram_bytes (`analyse.findings.run_info` reads both)
     host: dict[str, Any] = Field(default_factory=dict)
     server: dict[str, Any] = Field(default_factory=dict)  # facts about the server(s): kind, version, command…
     event_loop: str | None = None  # "uvloop" or "asyncio": the loop that took the timestamps
@@ -141,20 +142,15 @@ def free_run_id(study_name: str) -> str:
     return candidate
 
 
-def host_info() -> dict[str, Any]:
-    """The machine a run measured from."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = None
-    return {
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "ram_bytes": ram,
-    }
+def exists(run_id: str) -> bool:
+    """Whether run `run_id` has a folder under data/runs/."""
+    return paths.run_dir(run_id).exists()
+
+
+def refuse_existing(run_id: str) -> None:
+    """`RunExists` when the run id is taken: two runs never share a folder."""
+    if exists(run_id):
+        raise RunExists(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another run id")
 
 
 def _save_meta(meta: RunMeta) -> None:
@@ -167,8 +163,9 @@ def _save_meta(meta: RunMeta) -> None:
 
 def create_run(run_id: str, *, study: StudySpec | None = None, study_as_written: dict[str, Any] | None = None,
                planned_requests: int | None = None, server: dict[str, Any] | None = None,
-               gpus: list[dict[str, Any]] | None = None) -> RunMeta:
-    """Make the run's folder with its run.json (status `prepared`) and an empty samples.jsonl; once."""
+               gpus: list[dict[str, Any]] | None = None, host: HostFacts | None = None) -> RunMeta:
+    """Make the run's folder with its run.json (status `prepared`) and an empty samples.jsonl; once. `host` is the
+    machine the run measures from, as the caller gathered it."""
     folder = paths.run_dir(run_id)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -177,7 +174,8 @@ def create_run(run_id: str, *, study: StudySpec | None = None, study_as_written:
         raise RunExists(f"run {run_id!r} already exists in {paths.RUNS_DIR}; choose another run id") from None
     meta = RunMeta(run_id=run_id, started_at=utc_now(), study=study, study_as_written=study_as_written or {},
                    planned_requests=planned_requests, server=server or {}, gpus=gpus or [],
-                   versions={"latencylab": __version__, "python": sys.version.split()[0]}, host=host_info())
+                   versions={"latencylab": __version__, "python": sys.version.split()[0]},
+                   host=host.model_dump(mode="json") if host else {})
     (folder / "samples.jsonl").touch()
     _save_meta(meta)
     return meta

@@ -1,0 +1,108 @@
+"""The one way a run is made, whoever makes it (`latencylab run`, the collect notebook, a script).
+
+`create`: the servers answer (preflight), the plan is checked against their facts, the run is created once
+(data/runs/<run_id>/ with run.json, check.json and the facts before its first request). `collect`: its requests
+are sent (new or stopped alike), then the facts after its last request join those from before. So a run made in
+JupyterLab holds the same files as one made from the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from latencylab.collect import gather, preflight, runner
+from latencylab.collect.engine import prepare_models
+from latencylab.core.errors import LatencyLabError
+from latencylab.core.sample import Sample
+from latencylab.plan.check import CheckResult
+from latencylab.plan.facts import Facts, RunFacts
+from latencylab.plan.study import StudySpec, load_study, with_base_url
+from latencylab.runs import store
+
+API_KEY_ENV = runner.API_KEY_ENV  # for servers that need a key; read from the environment, never stored
+
+
+def api_key() -> str | None:
+    """The key for servers that need one, from $LATENCYLAB_API_KEY."""
+    return os.environ.get(API_KEY_ENV)
+
+
+def resolve(study: str | Path, base_url: str = "") -> tuple[StudySpec, dict[str, Any]]:
+    """A study file (path or name under studies/), with `base_url` for the scenarios that name no server."""
+    spec, raw = load_study(study)
+    return (with_base_url(spec, base_url) if base_url else spec), raw
+
+
+async def check(spec: StudySpec, moment: str = "check") -> CheckResult:
+    """The plan checked against its servers' facts (the embedded engine's models are put in place first: the
+    check reads their GGUF metadata)."""
+    if spec.uses_engine:
+        prepare_models(only=runner.engine_models(spec))
+    return await gather.check_study(spec, api_key(), moment=moment)  # type: ignore[arg-type]
+
+
+async def create(spec: StudySpec, raw: dict[str, Any] | None = None, run_id: str | None = None) -> tuple[str,
+                                                                                                       CheckResult]:
+    """Preflight, check, then the run's folder: run.json (status `prepared`), check.json, facts.json (before).
+
+    Nothing is written when a server does not answer or the run id is taken.
+    """
+    if run_id:
+        store.refuse_existing(run_id)
+    await preflight.check(spec, api_key())
+    checked = await check(spec, moment="before")
+    run_id = runner.create_run(spec, raw, run_id)
+    store.save_check(checked, run_id)
+    if checked.facts is not None:
+        store.save_facts(RunFacts(before=checked.facts), run_id)
+    return run_id, checked
+
+
+async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = None, progress: bool = True) -> str:
+    """Send the run's requests (every one without a finished sample), then record the servers' facts after the
+    last one beside those from before the first, however the collection ended."""
+    try:
+        await runner.collect(run_id, on_sample=on_sample, progress=progress)
+    except LatencyLabError:
+        raise  # refused before sending anything (locked, complete): the run stays as it was
+    except BaseException:
+        await _facts_after(run_id)  # stopped or cut short: the facts after still describe the servers it left
+        raise
+    await _facts_after(run_id)
+    return run_id
+
+
+async def _facts_after(run_id: str) -> None:
+    meta = store.load_meta(run_id)
+    if meta.study is None:
+        return
+    before = store.read_facts(run_id).get("before")
+    after: Facts = await gather.gather(meta.study, "after", api_key())
+    store.save_facts(RunFacts(before=Facts.model_validate(before) if before else None, after=after), run_id)
+
+
+async def create_and_collect(study: str, *, base_url: str = "", run_id: str = "", progress: bool = True) -> str:
+    """What the collect notebook does: collect run `run_id`, creating it from `study` (+ `base_url`) first when it
+    does not exist yet."""
+    for name, value in (("study", study), ("base_url", base_url), ("run_id", run_id)):
+        if not isinstance(value, str):
+            raise TypeError(f"parameter {name} must be a str, got {value!r}")
+    if not (run_id and store.exists(run_id)):
+        spec, raw = resolve(study, base_url)
+        run_id, _ = await create(spec, raw, run_id or None)
+    return await collect(run_id, progress=progress)
+
+
+def run(run_id: str, **kwargs: Any) -> str:
+    """`collect` on an event loop of its own (the CLI, scripts), where Ctrl-C and SIGTERM stop the run alike."""
+    return runner.on_own_loop(collect(run_id, **kwargs))
+
+
+def create_now(spec: StudySpec, raw: dict[str, Any] | None = None, run_id: str | None = None) -> tuple[str,
+                                                                                                       CheckResult]:
+    """`create` for callers outside an event loop (the CLI)."""
+    return asyncio.run(create(spec, raw, run_id))
