@@ -76,3 +76,22 @@ def test_worker_processes_send_the_timed_requests_and_the_coordinator_keeps_the_
     assert len(samples) == 21 and samples["ok"].all()
     assert (samples["output_tokens"] == 8).all() and samples["ttft_ms"].between(0, 1000).all()
     assert samples["client_queue_ms"].median() < 50  # sent about when scheduled, through the workers
+
+
+def test_a_stopped_sweep_resumes_with_the_rates_its_passes_found(workdir, interrupt_after):
+    with CapacityServer(slots=2, service_s=0.02) as server:
+        study = parse_study({
+            "name": "resumed", "backend": "openai", "base_url": server.base_url,
+            "workload": {"mode": "open", "rate_per_s": "sweep", "sweep_rates": 2, "requests": 6, "warmup": 0,
+                         "max_tokens": 4},
+            "scenarios": [{"name": "double", "model": "capacity"}]})
+        with pytest.raises(KeyboardInterrupt):  # stopped in the first rate level, after both passes
+            runner.run_study(study, run_id="cut", on_sample=interrupt_after(14), progress=False)
+        rates = store.load_meta("cut").sweep_rates
+        runner.run("cut", progress=False)
+    samples = store.load_run("cut")
+    meta = store.load_meta("cut")
+    assert meta.status == "complete" and meta.sweep_rates == rates and len(rates["double"]) == 2
+    finished = samples[samples["ok"]]
+    assert sorted(finished["seq"]) == list(range(24))  # 2 passes and 2 rates of 6, none sent twice
+    assert sorted(finished[finished["level"] >= 2]["offered_rate_per_s"].unique()) == rates["double"]
