@@ -353,7 +353,7 @@ class Collector:
             self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit="req", disable=not self.progress)
             if rate is None:
                 await self._closed_loop(group, group[0].concurrency)
-            else:  # each level's arrivals seeded of their own, so that a resumed level draws the same gaps
+            else:  # arrivals seeded per scenario and level: a level draws the same gaps whatever ran before it
                 await self._open_loop(group, rate, f"{self.study.workload.arrival_seed}:{name}:{level}")
 
     async def _open_loop(self, plan: list[PlannedRequest], rate: float, seed: int | str) -> None:
