@@ -49,6 +49,7 @@ class RunInfo:
     hostname: str = ""
     facts: dict[str, Any] = field(default_factory=dict)  # facts.json (`facts.RunFacts`: before, after) as JSON
     pooled: bool = False  # one of several runs pooled under one label (--pool)
+    hypotheses: list[dict[str, str]] = field(default_factory=list)  # the study's: claim (its words), cause
 
 
 RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "options")
@@ -86,6 +87,7 @@ def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None
         sweep=bool(study and study.sweep),
         hostname=str(host.get("hostname") or ""),
         facts=dict(facts or {}),
+        hypotheses=[h.model_dump() for h in study.hypotheses] if study else [],
     )
 
 
@@ -161,7 +163,9 @@ class Verdict:
 
     cause: str  # reloads, offload, prompt, queueing, variance
     key: Key
-    verdict: str  # confirmed, refuted, no_evidence
+    # confirmed (material: this is why the first byte is slow), present (there, but not a cause), refuted,
+    # no_evidence; offload also no_gpu (the server ran the model on the CPU though it did not have to)
+    verdict: str
     values: dict[str, Any]
     reason: str = ""  # why there is no evidence (a catalog suffix)
 
@@ -194,6 +198,11 @@ class Diagnosis:
     decode_by_residency: dict[str, float] = field(default_factory=dict)  # gpu / partial / cpu → median tok/s
     checks: list[Finding] = field(default_factory=list)  # check.json's findings, each with its run's label
     predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
+    thresholds: dict[str, Any] = field(default_factory=dict)  # what makes a part material (diagnosis.Scale)
+    predictions: list[Step] = field(default_factory=list)  # predict_<cause>: the median a fix would leave
+    # per key: the mean of each part of the first byte (attribution.PARTS) over the requests after the cold start
+    attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hypotheses: list[dict[str, str]] = field(default_factory=list)  # the study's: claim (its words), cause
 
 
 @dataclass

@@ -129,14 +129,14 @@ def classify_state(resident_before: bool | None, options_changed: bool, load_ms:
 
 
 def derive_load_ms(sample: Sample) -> None:
-    """llama-server reports no load time: TTFT minus prompt processing and one token's generation."""
+    """llama-server reports no load time: TTFT minus prompt processing. The first token is sampled from the
+    prompt's own logits (tools/server ends `prompt_ms` there), so no decode step comes before it."""
     if sample.load_ms is not None or not sample.ok:
         return
     if sample.state == "warm":
         sample.load_ms, sample.load_ms_source = 0.0, "probe"
-    elif sample.state in ("cold", "reload") and None not in (sample.ttft_ms, sample.prompt_eval_ms, sample.eval_ms):
-        first_token = sample.eval_ms / sample.output_tokens if sample.output_tokens else 0.0
-        sample.load_ms = max(0.0, sample.ttft_ms - sample.prompt_eval_ms - first_token)
+    elif sample.state in ("cold", "reload") and None not in (sample.ttft_ms, sample.prompt_eval_ms):
+        sample.load_ms = max(0.0, sample.ttft_ms - sample.prompt_eval_ms)
         sample.load_ms_source = "derived"
 
 

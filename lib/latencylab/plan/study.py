@@ -52,6 +52,15 @@ class TargetsSpec(_Spec):
     fits_in_vram: bool | None = Field(True, description="the model entirely in GPU memory")
 
 
+class HypothesisSpec(_Spec):
+    """A claim the study sets out to test, in its own words, and the cause of slow first bytes it names."""
+
+    claim: str = Field(min_length=1, description="the hypothesis as the study's authors wrote it")
+    cause: Literal["reloads", "offload", "prompt", "queueing", "variance"] = Field(
+        description="what the diagnosis tests it by: reloads between requests, a model not wholly in VRAM, prompt "
+        "processing, queueing, or what makes the slowest requests slow")
+
+
 class ScenarioSpec(_Spec):
     """One configuration to measure: a server, a model and its settings."""
 
@@ -224,6 +233,7 @@ class StudySpec(_Spec):
     gpu: GpuSpec | None = None
     cold_protocol: Literal["none", "unload_before_each", "first_only"] = "none"
     sweep: SweepSpec | None = None
+    hypotheses: list[HypothesisSpec] = Field(default_factory=list, description="what the study sets out to test")
     scenarios: list[ScenarioSpec] = Field(default_factory=list)
 
     @model_validator(mode="before")

@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from latencylab.analyse.attribution import PARTS, exemplars
 from latencylab.analyse.findings import Findings
 from latencylab.analyse.tables import measured
 from latencylab.publish.i18n import text as t
@@ -80,6 +81,33 @@ def decomposition(f: Findings, *, lang: str = "en", title: str | None = None) ->
     )
     ax.invert_yaxis()
     ax.set_xlabel(t("ax_ttft_ms", lang))
+    return finish(fig, ax, title)
+
+
+PART_COLOURS = {"client_network_ms": "#bcbd22", "server_wait_ms": "#ff7f0e", "loading_ms": "#d62728",
+                "prompt_ms": "#1f77b4", "first_token_ms": "#9467bd", "unattributed_ms": "#c7c7c7"}
+PART_WORDS = {"client_network_ms": "col_client_network", "server_wait_ms": "col_server_wait",
+              "loading_ms": "col_loading", "prompt_ms": "col_prompt", "first_token_ms": "col_first_token",
+              "unattributed_ms": "col_unattributed"}
+
+
+def waterfall(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
+    """Each scenario's cold start, typical (median) and slowest request, their first byte as the parts that make
+    it, one after another in the order they happen (unknown parts left out)."""
+    rows = exemplars(f.requests, f.keys)
+    labels = [f"{f.labels[(run, s)]} · {t(f'which_{which}', lang)} ({row.metric_ms:,.0f} ms)"
+              for (run, s, which), row in rows.iterrows()]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.2))
+    left = pd.Series(0.0, index=rows.index)
+    for part in PARTS:
+        width = rows[part].astype(float).fillna(0.0).clip(lower=0)
+        if width.any():
+            ax.barh(labels, width.to_numpy(), left=left.to_numpy(), color=PART_COLOURS[part],
+                    label=t(PART_WORDS[part], lang))
+        left += width
+    ax.invert_yaxis()
+    ax.set_xlabel(t("ax_waterfall", lang, metric=t(f"metric_{f.metric}", lang)))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, fontsize="small", frameon=False)
     return finish(fig, ax, title)
 
 
