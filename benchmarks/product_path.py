@@ -183,7 +183,7 @@ class LatencylabDirect(Latencylab):
     costs without the kernel, to tell the kernel's share of the error from the runner's."""
 
     name = "latencylab-direct"
-    SCRIPT = ("import sys; from latencylab import runner; from latencylab.study import load_study; "
+    SCRIPT = ("import sys; from latencylab.collect import runner; from latencylab.plan.study import load_study; "
               "spec, raw = load_study(sys.argv[1]); runner.run_study(spec, raw, run_id=sys.argv[2])")
 
     def command(self, study: Path, run_id: str) -> list[str]:

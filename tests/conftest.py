@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,17 @@ def router(models: list[Path]) -> Iterator[object]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def real_ollama(models: list[Path]) -> Iterator[object]:
+    """The bundled real Ollama (0.5.4, CPU; `make test` assembles it), one per session: one request at a time
+    (OLLAMA_NUM_PARALLEL=1) and one model resident (OLLAMA_MAX_LOADED_MODELS=1), so queueing and eviction are
+    real. Tests leave it with nothing loaded."""
+    from latencylab.collect.engine.ollama import BundledOllama
+
+    with BundledOllama(env={"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_MAX_LOADED_MODELS": "1"}) as server:
+        yield server
+
+
 @pytest.fixture
 def interrupt_after() -> Callable[[int], Callable[[Any], None]]:
     """An `on_sample` callback that stops a run as Ctrl-C does, once `count` samples exist."""
@@ -63,3 +76,19 @@ def interrupt_after() -> Callable[[int], Callable[[Any], None]]:
         return on_sample
 
     return make
+
+
+@pytest.fixture
+def background_job() -> Callable[..., subprocess.Popen[str]]:
+    """`subprocess.Popen` as a script's `command &` starts a command: with SIGINT ignored (a non-interactive shell
+    does that for its background jobs), whatever this test process inherited. A test that stops the child with
+    SIGINT then relies on the child's own handler, the same on a terminal, in CI and in `make test &`."""
+
+    def start(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child keeps what is ignored across exec
+        try:
+            return subprocess.Popen(args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, inherited)
+
+    return start

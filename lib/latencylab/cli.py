@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -33,27 +34,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Create the run once (unless resuming), collect it in this process, then publish its report."""
     report_options = _report_options(args)
     created = False
-    if args.resume:
-        if args.study or args.run_id or args.base_url:
-            raise StudyError("--resume RUN_ID continues a run with its own study: give no STUDY, --run-id "
-                             "or --base-url with it")
-        run_id = args.resume
-        store.load_meta(run_id)  # a clear error for an unknown run
-    elif args.study:
-        spec, raw = workflow.resolve(args.study, args.base_url or "")
-        run_id, checked = workflow.create_now(spec, raw, args.run_id)
-        created = True
-        _print_check_problems(checked)
-    else:
-        raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
-    if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
-        try:
-            report.check_options([run_id], baseline=report_options["baseline"])
-        except LatencyLabError:
-            if created:  # the run was created just now and holds nothing yet
-                shutil.rmtree(paths.run_dir(run_id))
-            raise
-    workflow.run(run_id)
+    with contextlib.ExitStack() as stack:
+        bundled = None
+        if args.resume:
+            if args.study or args.run_id or args.base_url:
+                raise StudyError("--resume RUN_ID continues a run with its own study: give no STUDY, --run-id "
+                                 "or --base-url with it")
+            run_id = args.resume
+            store.load_meta(run_id)  # a clear error for an unknown run
+        elif args.study:
+            spec, raw = workflow.resolve(args.study, args.base_url or "")
+            bundled = stack.enter_context(workflow.serving(spec))  # one bundled Ollama from check to facts after
+            run_id, checked = workflow.create_now(spec, raw, args.run_id, ollama=bundled)
+            created = True
+            _print_check_problems(checked)
+        else:
+            raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
+        if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
+            try:
+                report.check_options([run_id], baseline=report_options["baseline"])
+            except LatencyLabError:
+                if created:  # the run was created just now and holds nothing yet
+                    shutil.rmtree(paths.run_dir(run_id))
+                raise
+        workflow.run(run_id, ollama=bundled)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         _print_report(report.publish([run_id], **report_options))
@@ -70,7 +74,7 @@ def _print_check_problems(result: check.CheckResult) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     spec, _ = workflow.resolve(args.study, args.base_url or "")
-    result = asyncio.run(workflow.check(spec))
+    result = asyncio.run(workflow.check_served(spec))
     if args.json:
         print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
     else:
@@ -225,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A command started as `latencylab run … &` from a script inherits SIGINT ignored (the shell does that for
+    # background jobs), and Python then leaves it ignored: install Python's own handler so `kill -INT` stops it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)

@@ -14,6 +14,19 @@ while they do not fit together or `max_loaded_models` (OLLAMA_MAX_LOADED_MODELS)
 longer for bigger models and decoding slows with the share on the CPU. `/api/show` and `/api/version`
 answer as §2 says. It is a test double: its numbers prove that latencylab's rules and analysis find
 what was put in, never how fast any real server or GPU is.
+
+Checked against a real Ollama (the bundled 0.5.4, tests/integration/test_real_ollama.py, issue 18); where they
+disagreed the double now follows the real server:
+- the first token is sampled from the prompt's logits: it comes right after prompt evaluation (TTFT ≈
+  load_duration + prompt_eval_duration) and `eval_duration` covers the `eval_count − 1` decode steps after it
+  (it slept one token delay more before);
+- chat with a model the server lacks: 404 `model "x" not found, try pulling it first` (generate keeps
+  `model 'x' not found`).
+Its memory model follows llm/memory.go as the real server's `size` confirmed it (weights and KV cache, a spare
+layer, the compute graph). Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0),
+`context_length` in `/api/ps` (newer servers; 0.5.4 has none), the 503 of a full queue, durations in
+nanoseconds (0.5.4 reports prompt and eval durations in whole milliseconds), and a pull that succeeds.
+Not modelled: two tags of one GGUF share one runner on the real server (it keys runners by blob).
 """
 
 from __future__ import annotations
@@ -156,6 +169,10 @@ class ModelSpec:
     def kv_bytes(self, num_ctx: int) -> int:
         """f16 K and V for every layer and token of context (llm/memory.go)."""
         return 2 * num_ctx * self.block_count * 2 * (self.embedding_length // self.head_count) * self.head_count_kv
+
+    def graph_bytes(self, num_ctx: int, num_batch: int = 512) -> int:
+        """The compute graph, llm/ggml.go `GraphSize` (llama's full offload; this double has no vocabulary)."""
+        return 4 * min(num_ctx, num_batch) * (1 + 4 * self.embedding_length + num_ctx * (1 + self.head_count))
 
     def model_info(self) -> dict[str, Any]:
         """`/api/show`'s `model_info`: GGUF keys prefixed by the architecture."""
@@ -343,17 +360,23 @@ class OllamaDouble:
     def _place(self, name: str, spec: ModelSpec, want: dict[str, Any]) -> tuple[int, int]:
         """Evict what must go, then the runner's size and its part on the GPU (called holding `cond`)."""
         modelled = self.vram_bytes is not None
-        need = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+        # llm/memory.go: the layers with their KV cache and one spare layer, and the compute graph beside them
+        layered = spec.size + (spec.kv_bytes(want["num_ctx"]) * self.num_parallel if modelled else 0)
+        layered += layered // spec.block_count if modelled else 0
+        graph = spec.graph_bytes(want["num_ctx"] * self.num_parallel, want["num_batch"]) if modelled else 0
+        need = layered + graph
         self._evict_for(name, need)
-        if modelled:  # as many whole layers as fit beside the others
-            free = self.vram_bytes - self.gpu_reserve_bytes - sum(
+        if modelled:  # as many whole layers as fit beside the others, the reserve and the graph
+            free = self.vram_bytes - self.gpu_reserve_bytes - graph - sum(
                 r.size_vram for n, r in self.loaded.items() if n != name)
-            per_layer = need / spec.layers
-            vram = need if need <= free else int(max(0, free) // per_layer * per_layer)
+            per_layer = layered / spec.layers
+            vram = need if layered <= free else int(max(0, free) // per_layer * per_layer)
+            vram += graph if vram and vram < need else 0
         else:
             vram = need if spec.size_vram is None else spec.size_vram
         if want["num_gpu"] >= 0:  # llm/memory.go stops placing layers after num_gpu of them
-            vram = min(vram, need * min(want["num_gpu"], spec.layers) // spec.layers)
+            placed = layered * min(want["num_gpu"], spec.layers) // spec.layers
+            vram = min(vram, placed + (graph if placed else 0))
         return need, vram
 
     def _evict_for(self, name: str, need: int) -> None:
@@ -475,7 +498,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not _NAME.match(model) and chat:
             raise HTTPError(400, "invalid model name")
         if not _NAME.match(model) or full_name(model) not in d.models:
-            raise HTTPError(404, f"model '{model}' not found")
+            # The real Ollama (0.5.4) words chat's differently: the scheduler's error, not the handler's.
+            raise HTTPError(404, f'model "{model}" not found, try pulling it first' if chat
+                            else f"model '{model}' not found")
         name = full_name(model)
         base = lambda: {"model": model, "created_at": rfc3339(time.time_ns())}  # noqa: E731
         blank = _part(chat, "")
@@ -520,10 +545,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if not started:
                     raise HTTPError(500, d.fail_message)  # nothing written yet: a plain error
                 return self._line({"error": d.fail_message}, end=True)
-            time.sleep(d.token_delay_s * (1 + d.cpu_decode_penalty * r.cpu_share))
+            if i:  # the first token is sampled from the prompt's logits: no decode step of its own
+                time.sleep(d.token_delay_s * (1 + d.cpu_decode_penalty * r.cpu_share))
             if stream and not (d.text_in_final and i == len(out) - 1):
                 started = self._line({**base(), **_part(chat, tok), "done": False}, started)
-        eval_ns = time.perf_counter_ns() - t_eval if out else 0
+        eval_ns = time.perf_counter_ns() - t_eval if out else 0  # eval_count − 1 decode steps, as the real one
         text = "".join(out) if not stream else out[-1] if out and d.text_in_final else ""
         final = {**base(), **_part(chat, text), "done": True,
                  "done_reason": "length" if len(out) < len(d.tokens) else "stop"}

@@ -9,6 +9,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
+import httpx
 import pytest
 
 from doubles.loopback import LoopbackServer
@@ -94,8 +95,9 @@ def test_reuse_keeps_the_connection_and_the_first_request_alone_pays_the_set_up(
     assert [s.connection_reused for s in samples] == [False, True, True, True]
     assert samples[0].connect_ms is not None and 0 < samples[0].connect_ms < samples[0].ttfb_ms
     assert [s.connect_ms for s in samples[1:]] == [0.0, 0.0, 0.0]
-    # t0 is when the request reached the network; the HTTP stack's queueing before it is the client's own
-    assert all(s.client_wait_ms is not None and 0 <= s.client_wait_ms < s.ttfb_ms for s in samples)
+    # t0 is when the request reached the network; the HTTP stack's queueing before it is the client's own (not
+    # compared with the TTFB: both are a fraction of a millisecond on loopback, and a busy machine swaps them)
+    assert all(s.client_wait_ms is not None and s.client_wait_ms >= 0 for s in samples)
 
 
 def test_a_kept_alive_connection_dropped_by_the_server_is_sent_again_and_the_sample_is_good() -> None:
@@ -110,24 +112,32 @@ def test_a_kept_alive_connection_dropped_by_the_server_is_sent_again_and_the_sam
     assert all(s.ttfb_ms is not None and s.ttfb_ms < 1000 for s in samples)
 
 
+class StaleEveryTime(httpx.AsyncBaseTransport):
+    """A test double of a transport: every request meets a kept-alive connection that the server has closed (no
+    connection is set up, so httpx traces no connect) and it breaks before a response byte. No real server does
+    this every time; it is the only way to reach the retry bound, since a real retry's lane opens a new
+    connection."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+
+
 def test_a_dropped_connection_is_retried_a_bounded_number_of_times_then_fails() -> None:
-    with KeepAliveServer(answers=1) as server:
-        backend = make_backend("openai", server.server.base_url, timeouts=TIMEOUTS, connection="reuse")
+    backend = make_backend("openai", "http://127.0.0.1:9", timeouts=TIMEOUTS, connection="reuse")
+    transport = StaleEveryTime()
 
-        async def go() -> Sample:
-            async with backend.client() as client:
-                await backend.measure(client, GenerationRequest(model="m", prompt="hi"))
-                # fill the pool with kept-alive connections that will all be dropped
-                await asyncio.gather(*(backend.measure(client, GenerationRequest(model="m", prompt="hi"))
-                                       for _ in range(MAX_STALE_RETRIES + 2)))
-                return await backend.measure(client, GenerationRequest(model="m", prompt="hi"))
+    async def go() -> Sample:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await backend.measure(client, GenerationRequest(model="m", prompt="hi"))
 
-        sample = asyncio.run(go())
-    # each retry takes another idle connection from the pool: either one was new (good sample), or
-    # every try met a dropped one and the sample says so: never an endless loop
-    assert sample.connection_retries <= MAX_STALE_RETRIES
-    if not sample.ok:
-        assert sample.error_kind == "incomplete" and sample.connection_retries == MAX_STALE_RETRIES
+    sample = asyncio.run(go())
+    assert transport.requests == MAX_STALE_RETRIES + 1  # the first try and each retry, then no more
+    assert not sample.ok and sample.error_kind == "incomplete" and "connection broke" in sample.error
+    assert sample.connection_retries == MAX_STALE_RETRIES
 
 
 def test_new_sets_up_a_connection_for_every_request() -> None:

@@ -126,7 +126,7 @@ def test_an_api_key_is_sent_but_never_written_anywhere(tmp_path):
 @pytest.mark.engine
 def test_a_run_killed_with_sigkill_keeps_every_finished_sample_and_leaves_no_server(workdir, models):
     code = (
-        "from latencylab import runner; from latencylab.study import parse_study;"
+        "from latencylab.collect import runner; from latencylab.plan.study import parse_study;"
         "runner.run_study(parse_study({'name': 'k', 'workload': {'requests': 200, 'max_tokens': 4},"
         "'scenarios': [{'name': 'a', 'model': 'smollm2-135m-q4_1'}]}), run_id='killed', progress=False)"
     )
@@ -134,6 +134,7 @@ def test_a_run_killed_with_sigkill_keeps_every_finished_sample_and_leaves_no_ser
     samples = paths.run_dir("killed") / "samples.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
+        assert process.poll() is None, "the run ended before it could be killed (see its traceback above)"
         time.sleep(0.1)
     servers = [p for p in psutil.Process(process.pid).children(recursive=True) if "llama-server" in p.name()]
     assert servers

@@ -80,16 +80,16 @@ def test_resume_of_a_run_still_being_written_exits_2_and_writes_nothing(tmp_path
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_stop_keeps_the_request_in_flight_and_a_resume_sends_it_again(workdir, stop):
+def test_a_stop_keeps_the_request_in_flight_and_a_resume_sends_it_again(workdir, background_job, stop):
     tmp_path = workdir
     with OllamaDouble(models={"tiny": 1_000_000}, token_delay_s=1.0) as server:
-        cli = subprocess.Popen([*CLI, "run", str(_study_file(tmp_path, server, 3)), "--run-id", "cut", "--no-report"],
-                               env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cli = background_job([*CLI, "run", str(_study_file(tmp_path, server, 3)), "--run-id", "cut", "--no-report"],
+                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: server.bodies("/api/generate"))
         time.sleep(1.5)  # headers and the first token are in; the rest of the answer is not
         cli.send_signal(stop)
         _, stderr = cli.communicate(timeout=60)
-        assert cli.returncode == 130 and "interrupted" in stderr, stderr[-2000:]
+        assert cli.returncode == 130 and "latencylab: interrupted; samples" in stderr, stderr[-2000:]
         samples = tmp_path / "data" / "runs" / "cut" / "samples.jsonl"
         [cut] = [json.loads(line) for line in samples.read_text().splitlines()]
         assert cut["seq"] == 0 and not cut["ok"] and cut["error_kind"] == "interrupted"

@@ -95,7 +95,8 @@ def test_two_runs_of_one_study_stay_two_sets_of_figures_and_are_compared(runs, t
     ("en", ("## Runs compared", "### Run before — ", "in **before** →", "quantization Q4_0 → Q8_0",
             "server ollama, version 0.33.0 → 0.34.0", "The runs differ in 2 server facts")),
     ("es", ("## Ejecuciones comparadas", "### Ejecución before — ", "en **before** →",
-            "cuantización Q4_0 → Q8_0", "servidor ollama, versión 0.33.0 → 0.34.0", "Las ejecuciones difieren en 2 datos del servidor")),
+            "cuantización Q4_0 → Q8_0", "servidor ollama, versión 0.33.0 → 0.34.0",
+            "Las ejecuciones difieren en 2 datos del servidor")),
 ])
 def test_the_document_compares_the_runs_and_names_what_changed_on_the_server(runs, lang, words):
     doc = _labelled(runs, lang=lang)
@@ -117,8 +118,18 @@ def test_pool_makes_one_set_per_scenario_and_shows_the_spread_between_runs(runs)
     assert f.keys == [("twice", "base"), ("twice", "fast")]  # one set per scenario, under the study's name
     assert f.phases.loc[("twice", "base", "all"), "n"] == 6
     spread = f.spread.loc[("twice", "base")]
-    assert spread["runs"] == 2 and list(spread["medians"]) == list(runs)
-    assert spread["high"] / spread["low"] == pytest.approx(spread["range_ratio"]) and spread["range_ratio"] > 1.2
+    # each run's median TTFB of "base", by hand from its samples.jsonl: the middle one of its three
+    by_hand = {}
+    for run_id in runs:
+        samples = store.read_samples(paths.run_dir(run_id) / "samples.jsonl")
+        ttfbs = sorted(s["ttfb_ms"] for s in samples if s["scenario"] == "base" and s["ok"] and not s["warmup"])
+        assert len(ttfbs) == 3
+        by_hand[run_id] = ttfbs[1]
+    low, high = sorted(by_hand.values())
+    assert spread["runs"] == 2 and spread["medians"] == by_hand and (spread["low"], spread["high"]) == (low, high)
+    # two medians: sample std |high − low| / √2, mean (high + low) / 2 → CV √2 (high − low) / (high + low)
+    assert spread["range_ratio"] == pytest.approx(high / low)
+    assert spread["cv"] == pytest.approx(2**0.5 * (high - low) / (high + low))
     assert f.across_runs.empty and len(f.server_facts) == 2  # pooled runs keep their own facts
     assert "quantization Q4_0 → Q8_0" in doc.markdown("setup")  # pooling runs whose server changed is said
     spread_json, _ = exports.summary(f)["spread"]

@@ -1,17 +1,19 @@
-"""Statistics against hand-computed values and scipy."""
+"""Statistics against values computed by hand (the arithmetic in a comment beside each)."""
 
 import numpy as np
 import pytest
-from scipy import stats as sps
 
 from latencylab.analyse import stats
 
 
 def test_a_percentile_needs_enough_samples_to_be_an_observation():
     assert (stats.min_n(0.90), stats.min_n(0.95), stats.min_n(0.99)) == (10, 20, 100)
-    values = np.arange(1, 20, dtype=float)  # 19 values
-    assert stats.percentile(values, 0.90) == pytest.approx(np.quantile(values, 0.90))
+    values = np.arange(1, 20, dtype=float)  # 1 … 19
+    # linear interpolation: position (19 − 1) × 0.90 = 16.2 → 17 + 0.2 × (18 − 17) = 17.2
+    assert stats.percentile(values, 0.90) == pytest.approx(17.2)
     assert stats.percentile(values, 0.95) is None and stats.percentile(values, 0.99) is None
+    # 1 … 20: position 19 × 0.95 = 18.05 → 19 + 0.05 × (20 − 19) = 19.05
+    assert stats.percentile(np.arange(1, 21, dtype=float), 0.95) == pytest.approx(19.05)
 
 
 def test_bootstrap_intervals_are_seeded_and_bracket_the_statistic():
@@ -31,14 +33,19 @@ def test_cliffs_delta_by_hand():
     assert stats.cliffs_delta(before, before + 100) == 1.0
 
 
-def test_compare_uses_scipy_mann_whitney_and_the_ratio_of_medians():
-    rng = np.random.default_rng(3)
-    before, after = rng.normal(500, 50, 30), rng.normal(200, 30, 30)
+def test_compare_by_hand_mann_whitney_and_the_ratio_of_medians():
+    before, after = np.array([10.0, 20.0, 30.0, 40.0, 50.0]), np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     c = stats.compare(before, after)
-    assert c.p_value == pytest.approx(sps.mannwhitneyu(after, before, alternative="two-sided").pvalue)
-    assert c.ratio == pytest.approx(np.median(after) / np.median(before))
-    assert c.change_pct == pytest.approx((c.ratio - 1) * 100)
-    assert c.ratio_ci.low < c.ratio < c.ratio_ci.high
+    assert (c.n_before, c.n_after, c.median_before, c.median_after) == (5, 5, 30.0, 3.0)
+    # medians 3 / 30 = 0.1: 90 % faster
+    assert c.ratio == pytest.approx(0.1) and c.change_pct == pytest.approx(-90.0)
+    # every after value is below every before value: U = 0; exact two-sided p = 2 × 1 / C(10, 5) = 2 / 252
+    assert c.p_value == pytest.approx(2 / 252) and c.cliffs_delta == -1.0
+    assert c.verdict == "faster" and c.ratio_ci.low <= 0.1 <= c.ratio_ci.high
+    # 5 > 4.5 is the one pair where after is higher: U = 1; U = 0 and U = 1 are one arrangement each of the 252,
+    # so p = 2 × 2 / 252; Cliff's delta (1 pair higher − 24 lower) / 25
+    near = stats.compare(np.array([4.5, 20.0, 30.0, 40.0, 50.0]), after)
+    assert near.p_value == pytest.approx(4 / 252) and near.cliffs_delta == pytest.approx(-23 / 25)
 
 
 @pytest.mark.parametrize("shift, verdict", [(-300.0, "faster"), (300.0, "slower"), (0.5, "no_difference")])
@@ -53,8 +60,9 @@ def test_too_few_samples_is_said_rather_than_tested():
 
 
 def test_big_samples_get_fewer_resamples_within_a_budget():
-    assert stats.resamples(30) == stats.RESAMPLES == stats.resamples(10_000)
-    assert stats.resamples(50_000) == 400 and stats.resamples(10**7) == stats.MIN_RESAMPLES
+    # 20 000 000 resampled values at most: 2000 resamples up to 10 000 values, 20 000 000 / 50 000 = 400, never < 200
+    assert stats.resamples(30) == 2000 == stats.resamples(10_000)
+    assert stats.resamples(50_000) == 400 and stats.resamples(10**7) == 200
 
 
 @pytest.mark.parametrize("n", [5, 25, 3000])

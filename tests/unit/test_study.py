@@ -167,3 +167,37 @@ def test_a_study_file_that_is_not_text_is_one_line_and_exit_2(tmp_path, capsys):
     assert cli.main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a text file" in err and "Traceback" not in err
+
+
+BUNDLED = {"name": "s", "backend": "ollama", "bundled_ollama": True,
+           "scenarios": [{"name": "a", "model": "smollm2:135m-q4_1"}]}
+
+
+def test_the_shipped_ollama_demo_asks_for_the_bundled_server():
+    spec, _ = load_study("ollama-demo")
+    assert spec.uses_bundled_ollama and spec.base_url is None and len(spec.scenarios) == 5
+    assert spec.bundled_ollama.env() == {"OLLAMA_KEEP_ALIVE": "2s"}
+
+
+def test_a_study_asks_for_the_bundled_ollama_explicitly():
+    spec = parse_study({**BUNDLED, "bundled_ollama": {"num_parallel": 1, "max_loaded_models": 1, "keep_alive": 2}})
+    assert spec.on_bundled_ollama(spec.scenarios[0])
+    assert spec.bundled_ollama.env() == {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_MAX_LOADED_MODELS": "1",
+                                         "OLLAMA_KEEP_ALIVE": "2s"}
+    mine = with_base_url(spec, "http://localhost:11434")  # --base-url: your server instead of the bundled one
+    assert mine.bundled_ollama is None and not mine.uses_bundled_ollama
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"base_url": "http://x:11434"}, "bundled_ollama starts an Ollama of its own: remove base_url"),
+    ({"backend": "openai"}, "bundled_ollama serves the scenarios with backend: ollama and no base_url; "
+                            "this study has none"),
+    ({"scenarios": [{"name": "a", "model": "llama3.2"}]},
+     "scenario 'a': the bundled Ollama has no model 'llama3.2'; it has smollm2:135m-q4_1, smollm2:135m-q8_0"),
+    ({"bundled_ollama": {"num_parallel": 0}}, "bundled_ollama.num_parallel: Input should be greater than"),
+    ({"bundled_ollama": {"keep_alive": "300"}}, "missing unit in duration"),
+    ({"bundled_ollama": None}, r"needs a base_url \(or bundled_ollama: true, to run it on the bundled Ollama\)"),
+])
+def test_a_bad_bundled_ollama_request_is_explained(change, expected):
+    with pytest.raises(StudyError, match=expected):
+        parse_study({**BUNDLED, **change}, "f.yaml")

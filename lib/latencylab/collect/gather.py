@@ -147,13 +147,14 @@ async def _server(kind: str, url: str, models: list[str], api_key: str | None) -
     return ServerFacts(kind=kind, base_url=url, reachable=True, **found)
 
 
-async def _embedded(models: list[str], models_dir: Path, engine_url: str | None) -> ServerFacts:
+async def _embedded(models: list[str], models_dir: Path, engine_url: str | None,
+                    engine_key: str | None = None) -> ServerFacts:
     """The engine's models from their GGUF files; with the engine running, its build from `/props` too."""
     found = [f for m in dict.fromkeys(models) if (f := gguf_facts(m, models_dir / f"{m}.gguf"))]
     props: dict[str, Any] = {}
     if engine_url:
         try:
-            backend = LlamaCppBackend(engine_url, timeouts=Timeouts(connect_s=5.0))
+            backend = LlamaCppBackend(engine_url, api_key=engine_key, timeouts=Timeouts(connect_s=5.0))
             async with backend.client() as client:
                 props = (await asyncio.wait_for(_llamacpp(backend, client, []), FACTS_TIMEOUT_S))["props"]
         except (httpx.HTTPError, ServerError, ValueError, TimeoutError):
@@ -164,17 +165,18 @@ async def _embedded(models: list[str], models_dir: Path, engine_url: str | None)
 
 
 async def gather(study: StudySpec, moment: Moment = "before", api_key: str | None = None,
-                 models_dir: Path | None = None, engine_url: str | None = None) -> Facts:
+                 models_dir: Path | None = None, engine_url: str | None = None, engine_key: str | None = None) -> Facts:
     """The facts of every server the study names, the GPU and the host (servers in parallel).
 
-    `engine_url`: the embedded engine's address while it runs (its `/props`); without it, its GGUF files only.
+    `engine_url`, `engine_key`: the embedded engine's address and key while it runs (its `/props`); without
+    them, its GGUF files only.
     """
     by_server: dict[tuple[str, str | None], list[str]] = {}
     for scenario in study.scenarios:
         by_server.setdefault((study.backend_of(scenario), study.base_url_of(scenario)), []).append(scenario.model)
     servers = await asyncio.gather(*(
         _server(kind, url, models, api_key) if kind != "embedded" and url else
-        _embedded(models, models_dir or paths.MODELS_DIR, engine_url)
+        _embedded(models, models_dir or paths.MODELS_DIR, engine_url, engine_key)
         for (kind, url), models in by_server.items()))
     return Facts(moment=moment, taken_at=datetime.now(UTC).isoformat(timespec="seconds"), servers=list(servers),
                  gpu=gpu_facts(), host=host_facts())

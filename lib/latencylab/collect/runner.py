@@ -22,6 +22,7 @@ from latencylab.collect import gather, gpu, loops
 from latencylab.collect.backends import Backend, GenerationRequest, make_backend
 from latencylab.collect.backends.base import RequestInterrupted, ServerError
 from latencylab.collect.engine import Engine, prepare_models, presets
+from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.collect.workers import WorkerPool
 from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
@@ -67,6 +68,31 @@ def _engine_for(study: StudySpec, run_id: str) -> Iterator[Engine | None]:
         yield engine
 
 
+@contextlib.contextmanager
+def bundled_ollama_for(study: StudySpec, run_id: str | None = None,
+                       given: BundledOllama | None = None) -> Iterator[BundledOllama | None]:
+    """The bundled Ollama the study asks for (`bundled_ollama:`): `given` when the caller started it already
+    (the CLI, for the check before and the facts after the run), else one started here and stopped on every
+    exit path; None when the study does not use it."""
+    if not study.uses_bundled_ollama or given is not None:
+        yield given if study.uses_bundled_ollama else None
+        return
+    assert study.bundled_ollama is not None
+    models = tuple(sorted({s.model for s in study.scenarios if study.on_bundled_ollama(s)}))
+    log_path = paths.run_dir(run_id) / "ollama.log" if run_id else None
+    with BundledOllama(models=models, env=study.bundled_ollama.env(), log_path=log_path) as server:
+        yield server
+
+
+def with_bundled_url(study: StudySpec, server: BundledOllama | None) -> StudySpec:
+    """The study as the check and the fact gathering see it: the bundled Ollama's URL where it serves."""
+    if server is None or not study.uses_bundled_ollama:
+        return study
+    # As the study's base_url (not validated again: it keeps bundled_ollama), so the scenarios it serves are
+    # still those that name no server of their own.
+    return study.model_copy(update={"base_url": server.base_url})
+
+
 def engine_models(study: StudySpec) -> set[str]:
     """The models the study asks of the embedded engine (file stems in data/models/)."""
     return {s.model for s in study.scenarios if study.backend_of(s) == "embedded"}
@@ -81,10 +107,14 @@ def server_facts(study: StudySpec, run_id: str) -> dict[str, Any]:
         return {"kind": "embedded llama-server", "version": engine.version(), "backend": engine.backend,
                 "presets": engine.presets}
     kinds = sorted({study.backend_of(s) for s in study.scenarios})
-    return {"kind": ", ".join(kinds), "base_urls": sorted({study.base_url_of(s) or "" for s in study.scenarios})}
+    facts = {"kind": ", ".join(kinds), "base_urls": sorted({study.base_url_of(s) or "" for s in study.scenarios})}
+    if study.uses_bundled_ollama:
+        assert study.bundled_ollama is not None
+        facts["bundled_ollama"] = {"version": BundledOllama().version(), "env": study.bundled_ollama.env()}
+    return facts
 
 
-def _targets(study: StudySpec, engine: Engine | None) -> dict[str, Target]:
+def _targets(study: StudySpec, engine: Engine | None, bundled: BundledOllama | None = None) -> dict[str, Target]:
     timeouts = study.timeouts
     api_key = os.environ.get(API_KEY_ENV)
     targets = {}
@@ -92,12 +122,13 @@ def _targets(study: StudySpec, engine: Engine | None) -> dict[str, Target]:
         kind = study.backend_of(s)
         if kind == "embedded":
             assert engine is not None
-            backend = make_backend("llamacpp", engine.base_url, timeouts=timeouts,
+            backend = make_backend("llamacpp", engine.base_url, api_key=engine.api_key, timeouts=timeouts,
                                    connection=study.workload.connection)
             model = presets.served_model_id(s)
         else:
             extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
-            backend = make_backend(kind, study.base_url_of(s) or "", timeouts=timeouts, api_key=api_key,
+            url = bundled.base_url if bundled is not None and study.on_bundled_ollama(s) else study.base_url_of(s)
+            backend = make_backend(kind, url or "", timeouts=timeouts, api_key=api_key,
                                    connection=study.workload.connection, **extra)
             model = s.model
         runner_options = s.runner_options
@@ -150,6 +181,7 @@ class Collector:
         self.gpu = gpu.GpuSampler()
         self.gpu_index: int | None = None  # the GPU the server runs on, once NVML can tell
         self.started: set[str] = set()  # scenarios whose first request has been sent
+        self.preparing: dict[str, asyncio.Lock] = {}  # scenario → held while it unloads or preloads
         self.measured: set[str] = set()  # scenarios whose first measured request has been sent
         self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
         self.last_end: float | None = None
@@ -186,18 +218,21 @@ class Collector:
         target = self.targets[planned.scenario]
         backend, client, s = target.backend, target.client, target.scenario
         assert client is not None
-        first_of_scenario = planned.scenario not in self.started
-        self.started.add(planned.scenario)
-        if self.study.cold_protocol == "unload_before_each":
-            await backend.unload(client, target.model)
-            await backend.wait_resident(client, target.model, False)
-        elif self.study.cold_protocol == "first_only" and first_of_scenario:
-            await self._cold_start(target)
-        if s.preload and self.study.cold_protocol != "unload_before_each" and (
-            first_of_scenario or planned.scenario in self.to_preload_again
-        ):
-            self.to_preload_again.discard(planned.scenario)
-            await self._preload(target)
+        # Concurrent workers wait here while the scenario's first request unloads or preloads: sent meanwhile,
+        # theirs would arrive during that load (seen on the real Ollama: "cold", with the load inside them).
+        async with self.preparing.setdefault(planned.scenario, asyncio.Lock()):
+            first_of_scenario = planned.scenario not in self.started
+            self.started.add(planned.scenario)
+            if self.study.cold_protocol == "unload_before_each":
+                await backend.unload(client, target.model)
+                await backend.wait_resident(client, target.model, False)
+            elif self.study.cold_protocol == "first_only" and first_of_scenario:
+                await self._cold_start(target)
+            if s.preload and self.study.cold_protocol != "unload_before_each" and (
+                first_of_scenario or planned.scenario in self.to_preload_again
+            ):
+                self.to_preload_again.discard(planned.scenario)
+                await self._preload(target)
         gap = self.study.idle_gap_of(s) if scheduled_at is None else 0.0  # an open loop has its own arrivals
         if gap:
             await asyncio.sleep(gap)
@@ -412,7 +447,8 @@ def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None,
     return run_id
 
 
-async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = None, progress: bool = True) -> str:
+async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = None, progress: bool = True,
+                  ollama: BundledOllama | None = None) -> str:
     """Send the run's plan, new or stopped alike: every request without a finished sample, in plan order.
 
     The one entry point that collects (the CLI and the collect notebook call it); while it runs, this
@@ -437,15 +473,15 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
         writer.update(status="running")
     else:
         resume = store.Resume(at=store.utc_now(), samples_kept=len(done), next_seq=plan[0].seq if plan else None,
-                              engine_restarted=study.uses_engine)
+                              engine_restarted=study.uses_engine or study.uses_bundled_ollama)
         writer.update(status="running", resumes=[*meta.resumes, resume])
     writer.update(event_loop=loops.running_loop_name())  # uvloop or asyncio: where the stamps were taken
     status = "failed"
     try:
-        with _engine_for(study, run_id) as engine:
+        with _engine_for(study, run_id) as engine, bundled_ollama_for(study, run_id, ollama) as bundled:
             if engine is not None:
                 writer.update(server={**writer.meta.server, "command": engine.command()})
-            targets = _targets(study, engine)
+            targets = _targets(study, engine, bundled)
             async with _clients(targets, study), _pool(targets, study) as pool:
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
                 collector.pool = pool

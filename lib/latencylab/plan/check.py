@@ -9,6 +9,7 @@ and llama.cpp, is cited where the rule is.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -22,9 +23,9 @@ Level = Literal["error", "warning", "note"]
 LEVELS: tuple[Level, ...] = ("error", "warning", "note")
 EXIT_CODES: dict[Level, int] = {"note": 0, "warning": 1, "error": 2}  # the worst finding decides
 GIB = 2**30
-# Ollama sets aside 457 MiB per CUDA GPU before placing any layer (discover/gpu.go `cudaMinimumMemory`), and
-# the compute graph on top (llm/memory.go `graphPartialOffload`): the check keeps 512 MiB for both.
-MARGIN_BYTES = 512 * 2**20
+# Ollama sets aside 457 MiB per CUDA GPU before placing any layer (discover/gpu.go `cudaMinimumMemory`).
+GPU_RESERVE_BYTES = 457 * 2**20
+OLLAMA_NUM_BATCH = 512  # num_batch's default; the compute graph grows with min(num_ctx, num_batch)
 KV_BYTES_PER_ELEMENT = 2.0  # f16 K and V, the default of both servers (OLLAMA_KV_CACHE_TYPE=q8_0 halves it)
 OLLAMA_KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE's default, 5m (envconfig)
 OLLAMA_MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS' default: 3 × the GPUs, 3 on the CPU (docs/faq)
@@ -61,12 +62,58 @@ class Budget:
 
 @dataclass(frozen=True)
 class Need:
-    """What a scenario's model needs on the GPU to sit there whole, and the share the budget gives it."""
+    """What a scenario's model needs in memory, as Ollama estimates it (llm/memory.go `EstimateGPULayers`), and
+    the share of it the GPU budget holds.
+
+    `size` is Ollama's own figure, the one /api/ps reports as `size`: the weights, the KV cache, the compute
+    graph and one spare layer (blk.0 with its KV share). Calibrated on the bundled Ollama 0.5.4 (CPU) with
+    SmolLM2-135M at num_ctx 512–8192: within 1.4 % of its /api/ps `size` (docs/drafts/i18.md)."""
 
     weights: int
     kv: int
+    graph: int
+    spare_layer: int
     num_ctx: int
     share: float | None  # None without a budget
+
+    @property
+    def size(self) -> int:
+        return self.weights + self.kv + self.graph + self.spare_layer
+
+    @property
+    def on_gpu(self) -> int:
+        """What the GPU must hold for the whole model: `size` and the CUDA reserve."""
+        return self.size + GPU_RESERVE_BYTES
+
+
+def graph_bytes(facts: ModelFacts, num_ctx: int, num_batch: int = OLLAMA_NUM_BATCH) -> int:
+    """Ollama's compute-graph estimate with every layer in one place (llm/ggml.go `GraphSize`, `fullOffload` of
+    the llama architecture; other architectures have formulas of their own of the same order there):
+    4 · b · max(1 + 4·E + ctx·(1 + H), E + vocab) bytes, b = min(ctx, num_batch). Without the vocabulary size,
+    the context term alone; 0 without the embedding length and head count."""
+    e, h = facts.embedding_length, facts.head_count
+    if not (e and h):
+        return 0
+    batch = min(num_ctx, num_batch)
+    return 4 * batch * max(1 + 4 * e + num_ctx * (1 + h), e + (facts.vocab_size or 0))
+
+
+def ollama_default_num_ctx(version: str | None, vram_bytes: int) -> int:
+    """The context Ollama gives a request that sets no num_ctx (and no OLLAMA_CONTEXT_LENGTH), by server version
+    (release notes): 2048 before 0.6.7, 4096 from 0.6.7, and from 0.15.5 by total VRAM (routes.go `Serve`):
+    4096 below 24 GiB, 32768 up to 48 GiB, 262144 above. An unknown version is taken as a recent one."""
+    release = version_tuple(version)
+    if release is not None and release < (0, 6, 7):
+        return 2048
+    if release is not None and release < (0, 15, 5):
+        return 4096
+    return 262144 if vram_bytes >= 47 * GIB else 32768 if vram_bytes >= 23 * GIB else 4096
+
+
+def version_tuple(version: str | None) -> tuple[int, ...] | None:
+    """`0.5.4-ipexllm-20250407` → (0, 5, 4); None for what is no version number."""
+    found = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    return tuple(int(part or 0) for part in found.groups()) if found else None
 
 
 @dataclass
@@ -104,9 +151,9 @@ class Plan:
         elif kind == "embedded":
             wanted = self.study.engine.ctx_size
         elif kind == "ollama":
-            # Ollama's default by total VRAM when OLLAMA_CONTEXT_LENGTH is unset (routes.go `Serve`).
-            vram = self.budget.bytes if self.budget else 0
-            wanted = 262144 if vram >= 47 * GIB else 32768 if vram >= 23 * GIB else 4096
+            server = self.server(s)
+            wanted = ollama_default_num_ctx(server.version if server else None,
+                                            self.budget.bytes if self.budget else 0)
         else:
             server = self.server(s)
             wanted = server.props.get("n_ctx") if server else None
@@ -117,11 +164,15 @@ class Plan:
     def need(self, s: ScenarioSpec) -> Need | None:
         facts, num_ctx = self.model(s), self.num_ctx(s)
         per_token = facts.kv_bytes_per_token(KV_BYTES_PER_ELEMENT) if facts else None
-        if facts is None or facts.size_bytes is None or per_token is None or not num_ctx:
+        if facts is None or facts.size_bytes is None or per_token is None or not num_ctx or not facts.block_count:
             return None
         weights, kv = facts.size_bytes, int(per_token * num_ctx)
-        share = min(1.0, max(0, self.budget.bytes - MARGIN_BYTES) / (weights + kv)) if self.budget else None
-        return Need(weights, kv, num_ctx, share)
+        graph = graph_bytes(facts, num_ctx, int(s.options.get("num_batch", OLLAMA_NUM_BATCH)))
+        spare = (weights + kv) // facts.block_count  # one block and its KV share: the file's average block
+        share = None
+        if self.budget:  # layers go on the GPU while the reserve, the graph and the layers so far fit
+            share = min(1.0, max(0, self.budget.bytes - GPU_RESERVE_BYTES - graph) / (weights + kv + spare))
+        return Need(weights, kv, graph, spare, num_ctx, share)
 
     def runner(self, s: ScenarioSpec) -> tuple[Any, ...]:
         """What identifies a runner: the model and its runner options (num_gpu −1 never reloads)."""
@@ -202,8 +253,8 @@ def rule_memory(plan: Plan) -> Iterator[Finding]:
                 yield Finding("no-model-facts", "note", s.name, {"model": s.model})
             continue
         evidence = {"model": s.model, "num_ctx": need.num_ctx, "weights_gb": _gb(need.weights),
-                    "kv_gb": _gb(need.kv), "margin_gb": _gb(MARGIN_BYTES),
-                    "need_gb": _gb(need.weights + need.kv + MARGIN_BYTES),
+                    "kv_gb": _gb(need.kv), "graph_gb": _gb(need.graph),
+                    "margin_gb": _gb(need.spare_layer + GPU_RESERVE_BYTES), "need_gb": _gb(need.on_gpu),
                     "budget_gb": _gb(budget.bytes), "budget_source": budget.source,
                     "gpu_pct": math.floor(100 * (need.share or 0))}
         if need.share is not None and need.share >= 1:
@@ -246,13 +297,22 @@ def rule_thrashing(plan: Plan) -> Iterator[Finding]:
                           {"scenarios": names, "resident_max": OLLAMA_MODELS_PER_GPU * gpus,
                            "setting": "OLLAMA_MAX_LOADED_MODELS"})
         else:  # the models whose needs are unknown can only add to the known ones
-            total = sum(n.weights + n.kv for n in needs if n) + MARGIN_BYTES
+            total = sum(n.size for n in needs if n) + GPU_RESERVE_BYTES
             if plan.budget and total > plan.budget.bytes:
                 yield Finding("thrashing-memory", "warning", None,
                               {"scenarios": names, "models": models, "together_gb": _gb(total),
                                "budget_gb": _gb(plan.budget.bytes)})
             elif not plan.budget or not all(needs):
                 yield Finding("interleaved-unknown", "note", None, {"scenarios": names, "models": models})
+
+
+def server_keep_alive_s(study: StudySpec, s: ScenarioSpec) -> float:
+    """The keep_alive an Ollama server gives a request without one: OLLAMA_KEEP_ALIVE, which the study sets for
+    the bundled Ollama (an Ollama scenario that names no server of its own), else Ollama's default."""
+    bundled = study.bundled_ollama
+    if bundled is not None and bundled.keep_alive is not None and not s.base_url:
+        return keep_alive_seconds(bundled.keep_alive)
+    return OLLAMA_KEEP_ALIVE_S
 
 
 def rule_keep_alive(plan: Plan) -> Iterator[Finding]:
@@ -267,7 +327,7 @@ def rule_keep_alive(plan: Plan) -> Iterator[Finding]:
             continue
         if s.keep_alive is None and kind == "embedded":
             continue  # no idle sleep unless the scenario asks for one
-        keep = OLLAMA_KEEP_ALIVE_S if s.keep_alive is None else keep_alive_seconds(s.keep_alive)
+        keep = server_keep_alive_s(study, s) if s.keep_alive is None else keep_alive_seconds(s.keep_alive)
         gap = study.idle_gap_of(s) if study.workload.order == "blocked" else round_s
         if 0 < keep < gap:
             yield Finding("keep-alive-gap", "warning" if s.keep_alive is None else "note", s.name,

@@ -41,6 +41,7 @@ class ModelFacts(_Facts):
     head_count_kv: int | None = None
     key_length: int | None = None
     value_length: int | None = None
+    vocab_size: int | None = None  # `<arch>.vocab_size`, where the file has it (the compute graph grows with it)
 
     @property
     def layers(self) -> int | None:
@@ -156,7 +157,7 @@ def model_facts(name: str, source: Literal["ollama", "llama-server", "gguf"], in
     return ModelFacts(name=name, source=source, block_count=key("block_count"), context_length=key("context_length"),
                       embedding_length=key("embedding_length"), head_count=key("attention.head_count"),
                       head_count_kv=key("attention.head_count_kv"), key_length=key("attention.key_length"),
-                      value_length=key("attention.value_length"),
+                      value_length=key("attention.value_length"), vocab_size=key("vocab_size"),
                       **{**defaults, **{k: v for k, v in known.items() if v is not None}})
 
 

@@ -40,6 +40,38 @@ class EngineSpec(_Spec):
     threads: int | None = Field(None, ge=1, description="CPU threads; the engine decides when unset")
 
 
+# The models the bundled Ollama has: made from the shipped GGUFs (data/models/), under their own names.
+BUNDLED_OLLAMA_MODELS = ("smollm2:135m-q4_1", "smollm2:135m-q8_0")
+
+
+class BundledOllamaSpec(_Spec):
+    """The bundled Ollama (0.5.4, Intel's CPU build, `make install`): started for the run, serving every
+    scenario with `backend: ollama` and no base_url. Its settings are Ollama's environment variables."""
+
+    num_parallel: int | None = Field(None, ge=1, description="OLLAMA_NUM_PARALLEL; Ollama decides when unset")
+    max_loaded_models: int | None = Field(None, ge=1, description="OLLAMA_MAX_LOADED_MODELS")
+    keep_alive: int | float | str | None = Field(None, description="OLLAMA_KEEP_ALIVE, the server's default")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _true(cls, value: Any) -> Any:
+        return {} if value is True else value  # `bundled_ollama: true` asks for it with Ollama's defaults
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        if value is not None:
+            keep_alive_seconds(value)  # raises with Ollama's reason
+        return value
+
+    def env(self) -> dict[str, str]:
+        """The Ollama environment these settings make."""
+        env = {"OLLAMA_NUM_PARALLEL": self.num_parallel, "OLLAMA_MAX_LOADED_MODELS": self.max_loaded_models,
+               "OLLAMA_KEEP_ALIVE": self.keep_alive if isinstance(self.keep_alive, str) or self.keep_alive is None
+               else f"{self.keep_alive}s"}
+        return {k: str(v) for k, v in env.items() if v is not None}
+
+
 class TargetsSpec(_Spec):
     """Pass/fail criteria, the seed study's by default; a null turns one off."""
 
@@ -225,6 +257,7 @@ class StudySpec(_Spec):
     backend: BackendKind = "embedded"
     base_url: str | None = Field(None, pattern=r"^https?://")
     engine: EngineSpec = EngineSpec()
+    bundled_ollama: BundledOllamaSpec | None = None
     timeouts: Timeouts = Timeouts()
     targets: TargetsSpec = TargetsSpec()
     slo: SloSpec = SloSpec()
@@ -255,10 +288,21 @@ class StudySpec(_Spec):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"scenario names must be unique; repeated: {', '.join(duplicates)}")
+        if self.bundled_ollama is not None:
+            if self.base_url:
+                raise ValueError("bundled_ollama starts an Ollama of its own: remove base_url (or remove "
+                                 "bundled_ollama to measure the server at base_url)")
+            if not self.uses_bundled_ollama:
+                raise ValueError("bundled_ollama serves the scenarios with backend: ollama and no base_url; "
+                                 "this study has none")
         for s in self.scenarios:
             kind = self.backend_of(s)
-            if kind != "embedded" and not (s.base_url or self.base_url):
-                raise ValueError(f"scenario {s.name!r} uses backend {kind!r} and needs a base_url")
+            if self.on_bundled_ollama(s) and s.model not in BUNDLED_OLLAMA_MODELS:
+                raise ValueError(f"scenario {s.name!r}: the bundled Ollama has no model {s.model!r}; it has "
+                                 f"{', '.join(BUNDLED_OLLAMA_MODELS)}")
+            if kind != "embedded" and not (s.base_url or self.base_url or self.on_bundled_ollama(s)):
+                hint = " (or bundled_ollama: true, to run it on the bundled Ollama)" if kind == "ollama" else ""
+                raise ValueError(f"scenario {s.name!r} uses backend {kind!r} and needs a base_url{hint}")
             if (self.cold_protocol != "none" or s.preload) and not _can_load(kind):
                 raise ValueError(
                     f"scenario {s.name!r}: a {kind} server cannot be told to load or unload; "
@@ -283,6 +327,15 @@ class StudySpec(_Spec):
     @property
     def uses_engine(self) -> bool:
         return any(self.backend_of(s) == "embedded" for s in self.scenarios)
+
+    def on_bundled_ollama(self, scenario: ScenarioSpec) -> bool:
+        """Whether the bundled Ollama serves this scenario (an Ollama scenario that names no server)."""
+        return self.bundled_ollama is not None and self.backend_of(scenario) == "ollama" \
+            and not (scenario.base_url or self.base_url)
+
+    @property
+    def uses_bundled_ollama(self) -> bool:
+        return any(self.on_bundled_ollama(s) for s in self.scenarios)
 
 
 def _can_load(kind: BackendKind) -> bool:
@@ -371,6 +424,7 @@ def load_study(name_or_path: str | Path) -> tuple[StudySpec, dict[str, Any]]:
 
 
 def with_base_url(study: StudySpec, base_url: str) -> StudySpec:
-    """The study with `base_url` for every scenario that does not name its own (validated again)."""
+    """The study with `base_url` for every scenario that does not name its own (validated again); it replaces
+    the bundled Ollama, so one study measures the bundled server or yours."""
     data = study.model_dump(mode="json", exclude={"sweep"})  # its scenarios are already expanded
-    return parse_study({**data, "base_url": base_url}, "--base-url")
+    return parse_study({**data, "base_url": base_url, "bundled_ollama": None}, "--base-url")

@@ -4,6 +4,7 @@ all render a finding through `render`."""
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,9 @@ def render(finding: Finding, lang: str = "en") -> tuple[Markup, Markup]:
     """The finding's sentence (its scenario first) and its fix, with every value escaped for HTML (`i18n.plain`
     gives the text, `i18n.markdown` the Markdown)."""
     values = {name: _shown(name, value, lang) for name, value in finding.evidence.items()}
+    for key in (f"check_{_key(finding.rule)}", f"check_fix_{_key(finding.rule)}"):
+        # a number a check.json from an older version lacks (the compute graph, before issue 18) shows as "?"
+        values |= {n: "?" for _, n, _, _ in string.Formatter().parse(i18n.catalog(lang)[key]) if n and n not in values}
     message = i18n.t(f"check_{_key(finding.rule)}", lang, **values)
     if finding.scenario:
         message = Markup("{}: ").format(finding.scenario) + message

@@ -1,6 +1,8 @@
 """Running the embedded engine: llama-server (router mode) on a free loopback port, supervised.
 
 `Engine` starts it, waits for health, logs to a file, and stops it and every child process on every exit path.
+The server is ours alone: it requires a random key made for this engine (`api_key`), given to it through its
+environment (`LLAMA_API_KEY`, which its model instances inherit), so it is in no command line, file or report.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,6 +41,56 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def process_tree(process: subprocess.Popen[bytes] | None) -> list[int]:
+    """A server's pid and those of every process it started (its model instances or runners)."""
+    if process is None:
+        return []
+    try:
+        root = psutil.Process(process.pid)
+        return [root.pid] + [p.pid for p in root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_answering(process: subprocess.Popen[bytes], url: str, timeout_s: float, name: str, log_path: Path | None,
+                   ) -> None:
+    """Wait until GET `url` answers 200; an EngineError with the log's tail if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EngineError(f"{name} exited with status {process.returncode}:\n{logs.tail(log_path, 20)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise EngineError(f"{name} did not answer within {timeout_s:g} s:\n{logs.tail(log_path, 20)}")
+
+
+def stop_tree(process: subprocess.Popen[bytes], pids: list[int], grace_s: float = 5.0) -> None:
+    """Stop a server and the processes it started (`pids`, itself first): SIGTERM, SIGKILL after `grace_s`."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    process.wait()  # reap, so no zombie is left either
 
 
 def write_presets(presets: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -77,6 +131,9 @@ class Engine:
         self.process: subprocess.Popen[bytes] | None = None
         self._offload_log: logs.OffloadLog | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        # Without a key, anyone on this machine (and any web page open in a browser: its CORS allows all
+        # origins) could use the server; clients send it as `Authorization: Bearer` (`/health` needs none).
+        self.api_key = secrets.token_urlsafe(24)
 
     @property
     def base_url(self) -> str:
@@ -119,7 +176,8 @@ class Engine:
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, "LLAMA_API_KEY": self.api_key}, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         atexit.register(self.stop)
         try:
@@ -130,31 +188,15 @@ class Engine:
         return self.base_url
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise EngineError(f"llama-server exited with status {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise EngineError(f"llama-server not healthy after {self.startup_timeout_s:g} s:\n{self.log_tail()}")
+        assert self.process is not None
+        wait_answering(self.process, f"{self.base_url}/health", self.startup_timeout_s, "llama-server", self.log_path)
 
     def log_tail(self, lines: int = 20) -> str:
         return logs.tail(self.log_path, lines)
 
     def pids(self) -> list[int]:
         """The server and every process it started (router mode runs one child per loaded model)."""
-        if self.process is None:
-            return []
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root.pid] + [p.pid for p in root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.process)
 
     def instance(self, model_id: str) -> psutil.Process | None:
         """The child process serving `model_id` (the router starts each with `--alias <id>`)."""
@@ -206,25 +248,7 @@ class Engine:
         """Stop the server and its children for sure: SIGTERM, then SIGKILL after `grace_s`."""
         if self.process is None:
             return
-        procs = []
-        for pid in self.pids():
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
-        for proc in procs:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=grace_s)
-        self.process.wait()  # reap, so no zombie is left either
+        stop_tree(self.process, self.pids(), grace_s)
         self.process = None
         atexit.unregister(self.stop)
         if self._tmp is not None:
