@@ -42,6 +42,7 @@ TARGET_SHARE = 0.2
 TARGET_ORDER = ("subsequent_ms", "mean_ms", "first_ms")  # the target a scenario's typical request is held to
 PRESENT_MS = 1.0  # a median wait under a millisecond is no wait at all
 STALL_RATE = 3.0  # the slowest requests' prompt time per token this many times a typical one's: the server stalled
+LONGER_PROMPT = 1.2  # the slowest requests' prompts this much longer than a typical one: they are the long ones
 MIN_MODES_N = 10
 ASHMAN_D = 2.0  # Ashman's D above 2: two clearly separated modes (Ashman, Bird & Zepf 1994)…
 MODE_RATIO = 1.5  # …whose medians are this far apart (two modes 10 % apart are noise to a reader)
@@ -243,8 +244,10 @@ def _prompt(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
     later = _later(g)
     latency = _median(later[metric])
     typical = _median(later["prompt_ms"])
+    # Growth is the TTFT's (what the prefill figure draws): Theil–Sen's slope is robust to the minority of
+    # requests slowed by a wait or a stall, whatever their prompt length.
     known = later[_float(later["prompt_tokens"]).notna()]
-    y = known["prompt_ms"] if known["prompt_ms"].notna().all() and len(known) else known[metric]
+    y = known["ttft_ms"]
     values: dict[str, Any] = {"typical_ms": typical, "share": typical / latency if latency else math.nan,
                               "rho": math.nan, "p": math.nan, "slope": math.nan, "added_ms": math.nan,
                               "tokens_min": math.nan, "tokens_max": math.nan, "grows": False,
@@ -322,9 +325,12 @@ def _variance(g: pd.DataFrame, metric: str, goal: float | None, scale: Scale, ca
                                                                       "client_network_ms", "unattributed_ms")
              if tail[p].notna().any()}
     part = max(parts, key=parts.get) if parts else None
-    # A prompt that took longer per token than a typical one did not take longer for being long: it stalled.
-    rate = later["prompt_ms"] / _float(later["prompt_tokens"])
-    longer = bool(rate.notna().any() and rate[tail.index].median() <= STALL_RATE * rate.median())
+    # Long prompts explain a slow prompt time only when the slowest requests' prompts are longer and were not
+    # processed much slower per token; otherwise the server stalled on prompts of ordinary length.
+    tokens = _float(later["prompt_tokens"])
+    rate = later["prompt_ms"] / tokens
+    longer = bool(rate.notna().any() and rate[tail.index].median() <= STALL_RATE * rate.median()
+                  and tokens[tail.index].median() >= LONGER_PROMPT * tokens.median())
     explains = {"loading_ms": "loads", "client_network_ms": "network", "unattributed_ms": "unattributed",
                 "server_wait_ms": "wait" if "queueing" in causes else "stall_wait",
                 "prompt_ms": "long_prompt" if longer else "stall_prompt"}.get(part or "", None)
