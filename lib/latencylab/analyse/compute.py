@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from latencylab.analyse.capacity import capacity
 from latencylab.analyse.compare import (
     across_runs,
     compare_to,
@@ -73,6 +74,9 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     across = across_runs(frame, reference, metric)
     diagnosis = dataclasses.replace(diagnosis, predictions=beside_measured(diagnosis.predictions, comparisons,
                                                                            across, changes, base))
+    # the attribution's server wait per request, beside the capacity's levels (what grows past the knee)
+    waited = frame.join(requests[["server_wait_ms"]]) if "server_wait_ms" in requests else frame
+    levels, saturation = capacity(waited, runs)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
@@ -83,5 +87,6 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         headline=headline(base, comparisons, changes, target_table, diagnosis.predictions + steps),
         across_runs=across, spread=spread(frame, metric), server_facts=by_run,
         differences=fact_differences(by_run, fact_reference),
-        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,
+        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests, capacity=levels,
+        saturation=saturation,
     )

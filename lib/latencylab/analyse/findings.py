@@ -43,6 +43,7 @@ class RunInfo:
     python_version: str = ""
     lang: str = "en"
     targets: dict[str, Any] = field(default_factory=dict)
+    slo: dict[str, Any] = field(default_factory=dict)  # the study's per-request SLOs and goal (plan.study.SloSpec)
     scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → runner settings
     sweep: bool = False
     hostname: str = ""
@@ -81,12 +82,34 @@ def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None
         python_version=str(meta.versions.get("python", "") or ""),
         lang=study.lang if study else "en",
         targets=study.targets.model_dump(mode="json", exclude_none=False) if study else {},
+        slo=study.slo.model_dump(mode="json") if study else {},
         scenarios=scenarios,
         sweep=bool(study and study.sweep),
         hostname=str(host.get("hostname") or ""),
         facts=dict(facts or {}),
         hypotheses=[h.model_dump() for h in study.hypotheses] if study else [],
     )
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """The highest offered rate a scenario held (achieved ≈ offered, attainment ≥ goal) and where it broke.
+
+    status: `found` (held at `rate`, broke at `high`), `held_all` (held at every level: at least `rate`),
+    `none_held` (broke at the lowest level, `high`), `client_limited` (the first level that broke was one
+    the client could not send: the server held at least `rate`, beyond is unknown).
+    `grows`: (at the last level held, at the first broken one) in ms, of what rises past the saturation point:
+    the median TTFT above the single-request one (`queue_p50_ms`), the client's median lag, the server's
+    reported wait where there is one, the TTFT p95.
+    """
+
+    run: str
+    scenario: str
+    status: str
+    rate: float | None
+    high: float | None
+    goal: float
+    grows: dict[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -218,6 +241,9 @@ class Findings:
     measured_figures: pd.DataFrame = field(default_factory=pd.DataFrame)  # index run, scenario, figure
     diagnosis: Diagnosis = field(default_factory=Diagnosis)
     requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # measured samples + decode_tps…
+    # capacity (issue 20): one row per rate-sweep level (analyse.capacity.levels), the saturation point per key
+    capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    saturation: list[Saturation] = field(default_factory=list)
 
     @property
     def has_latency(self) -> bool:

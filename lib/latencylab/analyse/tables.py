@@ -227,6 +227,8 @@ def concurrency_table(samples: pd.DataFrame, metric: str = "ttft_ms") -> pd.Data
     Empty unless the run swept concurrency.
     """
     data = measured(keyed(samples))
+    if "level" in data:  # a rate sweep's passes have their concurrency: they belong to the Capacity section
+        data = data[data["level"].isna()]
     if data["concurrency"].nunique() < 2:
         return pd.DataFrame()
     rows = {}

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -22,11 +23,12 @@ from latencylab.collect.backends import Backend, GenerationRequest, make_backend
 from latencylab.collect.backends.base import RequestInterrupted, ServerError
 from latencylab.collect.engine import Engine, prepare_models, presets
 from latencylab.collect.engine.ollama import BundledOllama
+from latencylab.collect.workers import WorkerPool
 from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import ScenarioSpec, StudySpec
-from latencylab.plan.workload import PlannedRequest, plan_requests
+from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
@@ -184,6 +186,10 @@ class Collector:
         self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
         self.last_end: float | None = None
         self.to_preload_again: set[str] = set()  # preloading scenarios a resume takes up mid-way
+        # a rate sweep's passes, by scenario and pass: (response time, end) of each measured request that ended well
+        self.passes: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self.progress = progress
+        self.pool: WorkerPool | None = None  # worker processes that send the timed requests, when the study asks
         self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
 
     def restore(self, done: list[dict[str, Any]]) -> None:
@@ -193,6 +199,8 @@ class Collector:
             self.started.add(sample["scenario"])
             if not sample.get("warmup"):
                 self.measured.add(sample["scenario"])
+            self._keep_pass(sample["scenario"], sample.get("sweep_pass"), sample.get("warmup", False),
+                            sample.get("ok", False), sample.get("started_at"), sample.get("e2e_ms"))
         self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
         self.bar.update(len(done))
 
@@ -233,7 +241,11 @@ class Collector:
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
-            sample = await backend.measure(client, _request(self.study, target, planned))
+            request = _request(self.study, target, planned)
+            if self.pool is not None:
+                sample = await self.pool.measure(planned.scenario, request)
+            else:
+                sample = await backend.measure(client, request)
         except RequestInterrupted as stop:  # kept with the times it reached; a resume sends it again
             self._gpu_peaks(stop.sample, window_start, time.monotonic())
             self._stamp(stop.sample, planned, scheduled_at)
@@ -245,15 +257,39 @@ class Collector:
         after = await backend.residency(client, target.model) if probe else None
         self._annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
+        self._keep_pass(planned.scenario, planned.sweep_pass, planned.warmup, sample.ok, sample.started_at,
+                        sample.e2e_ms)
         self.bar.update(1)
         self.bar.set_postfix_str(_postfix(sample), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
 
+    def _keep_pass(self, scenario: str, sweep_pass: str | None, warmup: bool, ok: bool, started_at: float | None,
+                   e2e_ms: float | None) -> None:
+        if sweep_pass and not warmup and ok and started_at is not None and e2e_ms is not None:
+            self.passes.setdefault((scenario, sweep_pass), []).append((e2e_ms / 1000, started_at + e2e_ms / 1000))
+
+    def found_rates(self, plan: list[PlannedRequest], known: dict[str, list[float]]) -> dict[str, list[float]]:
+        """The rates of each scenario whose sweep passes `plan` ended with (its rates not known yet)."""
+        found = {}
+        for name in dict.fromkeys(p.scenario for p in plan if p.sweep_pass == "throughput"):
+            if name in known:
+                continue
+            try:
+                found[name] = sweep_rates([e2e for e2e, _ in self.passes.get((name, "synchronous"), [])],
+                                          [end for _, end in self.passes.get((name, "throughput"), [])],
+                                          self.study.workload.sweep_rates)
+            except ValueError as exc:
+                raise RunStopped(f"the rate sweep of scenario {name!r} found no rates: {exc}") from None
+        return found
+
     def _stamp(self, sample: Sample, planned: PlannedRequest, scheduled_at: float) -> None:
         sample.scheduled_at = scheduled_at
         sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
-        sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
+        closed = self.study.workload.mode == "closed" or planned.sweep_pass is not None
+        sample.concurrency = planned.concurrency if closed else None
+        sample.level, sample.sweep_pass = planned.level, planned.sweep_pass
+        sample.offered_rate_per_s = planned.rate_per_s
 
     async def _cold_start(self, target: Target) -> None:
         """Unload every model of the study on the scenario's server, so its first request starts from nothing
@@ -315,8 +351,11 @@ class Collector:
         self.bar.refresh()
         self.gpu.start()
         try:
-            if self.study.workload.mode == "open":
-                await self._open_loop(plan)
+            if plan and plan[0].level is not None:
+                await self._levels(plan)
+            elif self.study.workload.mode == "open":
+                assert isinstance(self.study.workload.rate_per_s, float | int)
+                await self._open_loop(plan, self.study.workload.rate_per_s, self.study.workload.arrival_seed)
             else:
                 for level in dict.fromkeys(p.concurrency for p in plan):
                     await self._closed_loop([p for p in plan if p.concurrency == level], level)
@@ -340,17 +379,27 @@ class Collector:
         finally:  # one failed or the run stopped: the others end too, before the run closes
             await _cancel_and_wait(workers)
 
-    async def _open_loop(self, plan: list[PlannedRequest]) -> None:
-        """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
-        workload = self.study.workload
-        assert workload.rate_per_s is not None
-        arrivals = random.Random(workload.arrival_seed)
+    async def _levels(self, plan: list[PlannedRequest]) -> None:
+        """A rate sweep's levels in turn, a progress bar each: a pass as a closed loop, a rate as an open one."""
+        for name, level, sweep_pass, rate, _ in plan_levels(plan):
+            group = [p for p in plan if p.scenario == name and p.level == level]
+            self.bar.close()
+            label = sweep_pass or f"{rate:g}/s"
+            self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit="req", disable=not self.progress)
+            if rate is None:
+                await self._closed_loop(group, group[0].concurrency)
+            else:  # arrivals seeded per scenario and level: a level draws the same gaps whatever ran before it
+                await self._open_loop(group, rate, f"{self.study.workload.arrival_seed}:{name}:{level}")
+
+    async def _open_loop(self, plan: list[PlannedRequest], rate: float, seed: int | str) -> None:
+        """Requests arrive at `rate` per second on average (exponential gaps, seeded), whatever is in flight."""
+        arrivals = random.Random(seed)
         loop = asyncio.get_running_loop()
         start_loop, start_wall, offset = loop.time(), time.time(), 0.0
         tasks = []
         try:
             for planned in plan:
-                offset += arrivals.expovariate(workload.rate_per_s)
+                offset += arrivals.expovariate(rate)
                 await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
                 tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
             await asyncio.gather(*tasks)
@@ -374,6 +423,16 @@ async def _clients(targets: dict[str, Target], study: StudySpec) -> AsyncIterato
         for target in targets.values():
             target.client = await stack.enter_async_context(target.backend.client(max_connections=in_flight))
         yield
+
+
+@contextlib.asynccontextmanager
+async def _pool(targets: dict[str, Target], study: StudySpec) -> AsyncIterator[WorkerPool | None]:
+    """The worker processes that send the timed requests, when `client_processes` asks for more than one."""
+    if study.workload.client_processes == 1:
+        yield None
+        return
+    async with WorkerPool({name: t.backend for name, t in targets.items()}, study.workload.client_processes) as pool:
+        yield pool
 
 
 def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None, run_id: str | None = None) -> str:
@@ -408,7 +467,8 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
         raise
     study = meta.study
     sent = {s["seq"] for s in done}
-    plan = [p for p in plan_requests(study, run_id) if p.seq not in sent]
+    rates: dict[str, list[float]] = dict(getattr(meta, "sweep_rates", None) or {})
+    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
     if meta.status == "prepared":
         writer.update(status="running")
     else:
@@ -422,11 +482,21 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
             if engine is not None:
                 writer.update(server={**writer.meta.server, "command": engine.command()})
             targets = _targets(study, engine, bundled)
-            async with _clients(targets, study):
+            async with _clients(targets, study), _pool(targets, study) as pool:
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
+                collector.pool = pool
                 collector.restore(done)
                 await collector.prepare()
-                await collector.run(plan)
+                while plan:  # a rate sweep's plan grows as its passes find each scenario's rates
+                    _say_plan(study, plan, rates, collector.bar)
+                    await collector.run(plan)
+                    sent |= {p.seq for p in plan}
+                    found = collector.found_rates(plan, rates)
+                    if not found:
+                        break
+                    rates.update(found)
+                    writer.update(sweep_rates=rates)
+                    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
@@ -436,6 +506,19 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     finally:
         writer.close(status)
     return run_id
+
+
+def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, list[float]], bar: tqdm) -> None:
+    """Before a rate sweep's levels start: each level, and how long they take at their rates."""
+    levels = plan_levels(plan)
+    if not levels:
+        return
+    parts = [f"{name} {sweep_pass or f'{rate:g}/s'} ({count} req)" for name, _, sweep_pass, rate, count in levels]
+    seconds = estimate_s(study, plan)
+    took = f"; the rate levels take about {seconds:.0f} s" if seconds else ""
+    later = any(p.sweep_pass == "throughput" and p.scenario not in rates for p in plan)
+    then = f"; then {study.workload.sweep_rates} rates from the passes" if later else ""
+    bar.write(f"plan: {', '.join(parts)}{took}{then}", file=sys.stderr)
 
 
 class RunError(LatencyLabError):

@@ -21,19 +21,19 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from latencylab.analyse.attribution import PARTS
-from latencylab.analyse.findings import Findings, Key, Modes, Step, Verdict
+from latencylab.analyse.capacity import ACHIEVED_SHARE, SLO_METRICS
+from latencylab.analyse.findings import Findings, Key, Modes, RunInfo, Saturation, Step, Verdict
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
-            "runs", "targets", "next_steps", "concurrency", "sweep", "errors")
+            "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
 # The library's own figures of each section; the report notebook draws more in its cells (the timeline, the ECDF)
 # and hands them to `Report.show`.
 FIGURES = {"baseline": ("histogram",), "analysis": ("decomposition",), "diagnosis": ("waterfall",),
            "measured": ("prefill", "decode"), "results": ("box",), "targets": ("variability", "targets"),
-           "concurrency": ("concurrency",),
-           "sweep": ("sweep",)}
+           "concurrency": ("concurrency",), "capacity": ("latency_throughput", "goodput"), "sweep": ("sweep",)}
 
 
 def _missing(value: Any) -> bool:
@@ -117,6 +117,45 @@ def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttf
     elif step.kind == "more_samples":
         values.update(n=v["n"])
     return i18n.t(f"next_{step.kind}", lang, **values)
+
+
+def slo_words(run: RunInfo, lang: str) -> Markup:
+    """A run's SLOs and how a level is judged held, as a sentence."""
+    limits = [i18n.t(f"slo_{m}", lang, limit=i18n.ms(run.slo[m], lang)) for m in SLO_METRICS if run.slo.get(m)]
+    values = {"share": i18n.percent(ACHIEVED_SHARE, lang), "goal": i18n.percent(run.slo.get("goal", 0.95), lang)}
+    if not limits:
+        return i18n.t("capacity_no_slo", lang, **values)
+    return i18n.t("capacity_slo", lang, limits=Markup(", ").join(limits), **values)
+
+
+def rate_words(value: float | None, lang: str) -> str:
+    """A rate in requests per second: two decimals below 10, one below 100, none above."""
+    if _missing(value):
+        return "–"
+    return i18n.number(value, lang, 2 if value < 10 else 1 if value < 100 else 0)
+
+
+def saturation_words(point: Saturation, labels: dict[Key, str], lang: str) -> Markup:
+    """Where a scenario's saturation point lies and, past it, what grew."""
+    scenario = labels.get((point.run, point.scenario), point.scenario)
+    said = i18n.t(f"saturation_{point.status}", lang, scenario=scenario, rate=rate_words(point.rate, lang),
+                  high=rate_words(point.high, lang))
+    grows = point.grows
+
+    def lag(ms: float) -> str:
+        return f"{i18n.number(ms, lang, 1)}\u00a0ms"
+
+    if "queue_p50_ms" in grows and "client_lag_p50_ms" in grows:
+        (queue_held, queue_broke), (lag_held, lag_broke) = grows["queue_p50_ms"], grows["client_lag_p50_ms"]
+        said += Markup(" ") + i18n.t("saturation_grows", lang, rate=rate_words(point.rate, lang),
+                                     high=rate_words(point.high, lang), queue_held=i18n.ms(queue_held, lang),
+                                     queue_broke=i18n.ms(queue_broke, lang), lag_held=lag(lag_held),
+                                     lag_broke=lag(lag_broke))
+    if "server_wait_p50_ms" in grows:
+        held, broke = grows["server_wait_p50_ms"]
+        said += Markup(" ") + i18n.t("saturation_server_wait", lang, held=i18n.ms(held, lang),
+                                     broke=i18n.ms(broke, lang))
+    return said
 
 
 def _tps(value: float | None, lang: str) -> str:
@@ -259,6 +298,8 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "hypothesis": lambda h: hypothesis_words(h["claim"], h["cause"], f, lang),
         "thresholds": lambda: thresholds_words(f, lang), "check_line": lambda item: check_words(item, f, lang),
         "tps": lambda v: _tps(v, lang),
+        "rate": lambda v: rate_words(v, lang), "slo_line": lambda run: slo_words(run, lang),
+        "saturation_line": lambda point: saturation_words(point, f.labels, lang),
     })
     return i18n.markdown(str(getattr(module, name)()).strip())
 
@@ -307,9 +348,18 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
         "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
         "prefill": _prefill_conclusion(f, lang), "decode": _decode_conclusion(f, lang),
         "waterfall": _waterfall_conclusion(f, lang),
+        "latency_throughput": _knee_conclusion(f, lang), "goodput": _knee_conclusion(f, lang),
     }[name]
     what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
     return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()
+
+
+def _knee_conclusion(f: Findings, lang: str) -> str:
+    held = [p for p in f.saturation if p.rate is not None]
+    if not held:
+        return i18n.text("conclude_knee_none", lang) if f.saturation else ""
+    return "; ".join(i18n.text("conclude_knee", lang, scenario=f.labels.get((p.run, p.scenario), p.scenario),
+                               rate=rate_words(p.rate, lang)) for p in held)
 
 
 def _prefill_conclusion(f: Findings, lang: str) -> str:
@@ -389,6 +439,7 @@ class Report:
             "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
             "targets": f.facts.targets_measured,
             "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
+            "latency_throughput": not f.capacity.empty, "goodput": not f.capacity.empty,
             "prefill": not f.requests.empty
             and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
             "decode": not f.requests.empty and bool(f.requests["decode_tps"].notna().any()),

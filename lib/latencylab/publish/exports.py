@@ -95,6 +95,11 @@ def summary(f: Findings) -> dict[str, Any]:
                                           for m in s.values.get("measured", [])]} for s in f.diagnosis.predictions],
             "hypotheses": f.diagnosis.hypotheses,
         },
+        # capacity (issue 20)
+        "capacity": {
+            "levels": f.capacity.to_dict(orient="records"),
+            "saturation": [asdict(p) for p in f.saturation],
+        },
     }
     return _plain(document)
 
