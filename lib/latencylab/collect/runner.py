@@ -1,174 +1,40 @@
-"""Executes a study: engine, preparation, cold protocol, probes, requests; every sample stored at once."""
+"""Executes a run's plan: the schedule (closed loop, open loop, rate levels), the cold protocol and preloads, the
+residency probes around each request; every sample stored the moment it exists. What a sample records besides its
+times is `evidence`'s; where requests go, `servers`'."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import httpx
 from tqdm.auto import tqdm
 
-from latencylab.collect import gather, gpu, loops
-from latencylab.collect.backends import Backend, GenerationRequest, make_backend
+from latencylab.collect import gather, gpu, loops, servers
 from latencylab.collect.backends.base import RequestInterrupted, ServerError
-from latencylab.collect.engine import Engine, prepare_models, presets
+from latencylab.collect.engine import Engine
 from latencylab.collect.engine.ollama import BundledOllama
+from latencylab.collect.evidence import Evidence
+from latencylab.collect.servers import Target
 from latencylab.collect.workers import WorkerPool
-from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
-from latencylab.plan.study import ScenarioSpec, StudySpec
+from latencylab.plan.study import StudySpec
 from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
-API_KEY_ENV = "LATENCYLAB_API_KEY"  # for OpenAI-compatible servers that need a key; never stored
 # A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
 # Ollama requests report a few ms of load_duration).
 RELOAD_EVIDENCE_MS = 20.0
 WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
 T = TypeVar("T")
-
-
-@dataclass
-class Target:
-    """Where one scenario's requests go, and under which model id the server knows its model."""
-
-    scenario: ScenarioSpec
-    backend: Backend
-    model: str
-    client: httpx.AsyncClient | None = None
-    runner_options: dict[str, Any] = field(default_factory=dict)
-
-
-def _engine(study: StudySpec, run_id: str) -> Engine:
-    return Engine(log_path=paths.run_dir(run_id) / "llama-server.log", models_max=study.engine.models_max,
-                  ctx_size=study.engine.ctx_size, threads=study.engine.threads,
-                  presets=presets.presets(study, paths.MODELS_DIR))
-
-
-@contextlib.contextmanager
-def _engine_for(study: StudySpec, run_id: str) -> Iterator[Engine | None]:
-    """The embedded engine with one preset per scenario, stopped on every exit path."""
-    if not study.uses_engine:
-        yield None
-        return
-    prepare_models(only=engine_models(study))
-    with _engine(study, run_id) as engine:
-        yield engine
-
-
-@contextlib.contextmanager
-def bundled_ollama_for(study: StudySpec, run_id: str | None = None,
-                       given: BundledOllama | None = None) -> Iterator[BundledOllama | None]:
-    """The bundled Ollama the study asks for (`bundled_ollama:`): `given` when the caller started it already
-    (the CLI, for the check before and the facts after the run), else one started here and stopped on every
-    exit path; None when the study does not use it."""
-    if not study.uses_bundled_ollama or given is not None:
-        yield given if study.uses_bundled_ollama else None
-        return
-    assert study.bundled_ollama is not None
-    models = tuple(sorted({s.model for s in study.scenarios if study.on_bundled_ollama(s)}))
-    log_path = paths.run_dir(run_id) / "ollama.log" if run_id else None
-    with BundledOllama(models=models, env=study.bundled_ollama.env(), log_path=log_path) as server:
-        yield server
-
-
-def with_bundled_url(study: StudySpec, server: BundledOllama | None) -> StudySpec:
-    """The study as the check and the fact gathering see it: the bundled Ollama's URL where it serves."""
-    if server is None or not study.uses_bundled_ollama:
-        return study
-    # As the study's base_url (not validated again: it keeps bundled_ollama), so the scenarios it serves are
-    # still those that name no server of their own.
-    return study.model_copy(update={"base_url": server.base_url})
-
-
-def engine_models(study: StudySpec) -> set[str]:
-    """The models the study asks of the embedded engine (file stems in data/models/)."""
-    return {s.model for s in study.scenarios if study.backend_of(s) == "embedded"}
-
-
-def server_facts(study: StudySpec, run_id: str) -> dict[str, Any]:
-    """What is known about the servers before the first request: the engine's version and presets, or the
-    kinds and URLs of the servers the study names."""
-    if study.uses_engine:
-        prepare_models(only=engine_models(study))
-        engine = _engine(study, run_id)
-        return {"kind": "embedded llama-server", "version": engine.version(), "backend": engine.backend,
-                "presets": engine.presets}
-    kinds = sorted({study.backend_of(s) for s in study.scenarios})
-    facts = {"kind": ", ".join(kinds), "base_urls": sorted({study.base_url_of(s) or "" for s in study.scenarios})}
-    if study.uses_bundled_ollama:
-        assert study.bundled_ollama is not None
-        facts["bundled_ollama"] = {"version": BundledOllama().version(), "env": study.bundled_ollama.env()}
-    return facts
-
-
-def _targets(study: StudySpec, engine: Engine | None, bundled: BundledOllama | None = None) -> dict[str, Target]:
-    timeouts = study.timeouts
-    api_key = os.environ.get(API_KEY_ENV)
-    targets = {}
-    for s in study.scenarios:
-        kind = study.backend_of(s)
-        if kind == "embedded":
-            assert engine is not None
-            backend = make_backend("llamacpp", engine.base_url, api_key=engine.api_key, timeouts=timeouts,
-                                   connection=study.workload.connection)
-            model = presets.served_model_id(s)
-        else:
-            extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
-            url = bundled.base_url if bundled is not None and study.on_bundled_ollama(s) else study.base_url_of(s)
-            backend = make_backend(kind, url or "", timeouts=timeouts, api_key=api_key,
-                                   connection=study.workload.connection, **extra)
-            model = s.model
-        runner_options = s.runner_options
-        targets[s.name] = Target(s, backend, model, runner_options=runner_options)
-    return targets
-
-
-def _request(study: StudySpec, target: Target, planned: PlannedRequest) -> GenerationRequest:
-    w, s = study.workload, target.scenario
-    # The engine applies runner options and keep_alive through its presets, not per request.
-    on_engine = study.backend_of(s) == "embedded"
-    options = {k: v for k, v in s.options.items() if not (on_engine and k in presets.ENGINE_OPTIONS)}
-    return GenerationRequest(
-        model=target.model, prompt=planned.prompt, max_tokens=w.max_tokens, temperature=w.temperature,
-        seed=w.seed, options=options, keep_alive=None if on_engine else s.keep_alive,
-        cache_prompt=None if w.unique_prefix else True,
-    )
-
-
-def classify_state(resident_before: bool | None, options_changed: bool, load_ms: float | None) -> str:
-    """cold / reload / warm / unknown, from the probe before the request and the server's load time."""
-    if resident_before is None:
-        return "unknown"
-    if not resident_before:
-        return "cold"
-    if options_changed and (load_ms is None or load_ms >= RELOAD_EVIDENCE_MS):
-        return "reload"
-    return "warm"
-
-
-def derive_load_ms(sample: Sample) -> None:
-    """llama-server reports no load time: TTFT minus prompt processing. The first token is sampled from the
-    prompt's own logits (tools/server ends `prompt_ms` there), so no decode step comes before it."""
-    if sample.load_ms is not None or not sample.ok:
-        return
-    if sample.state == "warm":
-        sample.load_ms, sample.load_ms_source = 0.0, "probe"
-    elif sample.state in ("cold", "reload") and None not in (sample.ttft_ms, sample.prompt_eval_ms):
-        sample.load_ms = max(0.0, sample.ttft_ms - sample.prompt_eval_ms)
-        sample.load_ms_source = "derived"
 
 
 class Collector:
@@ -177,14 +43,10 @@ class Collector:
     def __init__(self, study: StudySpec, targets: dict[str, Target], writer: RunWriter, run_id: str,
                  engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool) -> None:
         self.study, self.targets, self.writer, self.run_id = study, targets, writer, run_id
-        self.engine, self.on_sample = engine, on_sample
-        self.gpu = gpu.GpuSampler()
-        self.gpu_index: int | None = None  # the GPU the server runs on, once NVML can tell
+        self.on_sample = on_sample
+        self.evidence = Evidence(study, run_id, engine)
         self.started: set[str] = set()  # scenarios whose first request has been sent
         self.preparing: dict[str, asyncio.Lock] = {}  # scenario → held while it unloads or preloads
-        self.measured: set[str] = set()  # scenarios whose first measured request has been sent
-        self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
-        self.last_end: float | None = None
         self.to_preload_again: set[str] = set()  # preloading scenarios a resume takes up mid-way
         # a rate sweep's passes, by scenario and pass: (response time, end) of each measured request that ended well
         self.passes: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -197,8 +59,7 @@ class Collector:
         with `preload` load their model again before their next request (the server may have restarted)."""
         for sample in sorted(done, key=lambda s: s["seq"]):
             self.started.add(sample["scenario"])
-            if not sample.get("warmup"):
-                self.measured.add(sample["scenario"])
+            self.evidence.restore(sample)
             self._keep_pass(sample["scenario"], sample.get("sweep_pass"), sample.get("warmup", False),
                             sample.get("ok", False), sample.get("started_at"), sample.get("e2e_ms"))
         self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
@@ -241,21 +102,21 @@ class Collector:
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
-            request = _request(self.study, target, planned)
+            request = servers.request_for(self.study, target, planned)
             if self.pool is not None:
                 sample = await self.pool.measure(planned.scenario, request)
             else:
                 sample = await backend.measure(client, request)
         except RequestInterrupted as stop:  # kept with the times it reached; a resume sends it again
-            self._gpu_peaks(stop.sample, window_start, time.monotonic())
-            self._stamp(stop.sample, planned, scheduled_at)
-            self._annotate(stop.sample, planned, target, before, None, gap)
+            self.evidence.peaks(stop.sample, window_start, time.monotonic())
+            self.evidence.stamp(stop.sample, planned, scheduled_at)
+            self.evidence.annotate(stop.sample, planned, target, before, None, gap)
             self.writer.append(stop.sample)
             raise
-        self._gpu_peaks(sample, window_start, time.monotonic())
-        self._stamp(sample, planned, scheduled_at)
+        self.evidence.peaks(sample, window_start, time.monotonic())
+        self.evidence.stamp(sample, planned, scheduled_at)
         after = await backend.residency(client, target.model) if probe else None
-        self._annotate(sample, planned, target, before, after, gap)
+        self.evidence.annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
         self._keep_pass(planned.scenario, planned.sweep_pass, planned.warmup, sample.ok, sample.started_at,
                         sample.e2e_ms)
@@ -283,14 +144,6 @@ class Collector:
                 raise RunStopped(f"the rate sweep of scenario {name!r} found no rates: {exc}") from None
         return found
 
-    def _stamp(self, sample: Sample, planned: PlannedRequest, scheduled_at: float) -> None:
-        sample.scheduled_at = scheduled_at
-        sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
-        closed = self.study.workload.mode == "closed" or planned.sweep_pass is not None
-        sample.concurrency = planned.concurrency if closed else None
-        sample.level, sample.sweep_pass = planned.level, planned.sweep_pass
-        sample.offered_rate_per_s = planned.rate_per_s
-
     async def _cold_start(self, target: Target) -> None:
         """Unload every model of the study on the scenario's server, so its first request starts from nothing
         resident (a blocked order then never carries one scenario's model, or its eviction, into the next)."""
@@ -307,49 +160,13 @@ class Collector:
         await target.backend.load(target.client, target.model, keep_alive=target.scenario.keep_alive,
                                   options=target.scenario.options or None)
         await target.backend.wait_resident(target.client, target.model, True)
-        self.loaded_with[target.model] = target.runner_options
-
-    def _gpu_peaks(self, sample: Sample, start: float, end: float) -> None:
-        """NVML's peak memory and utilisation on the server's GPU while the request was in flight."""
-        if not self.gpu.available:
-            return
-        if self.gpu_index is None and self.engine is not None:
-            self.gpu_index = gpu.gpu_of_processes(self.engine.pids())
-        sample.gpu_index = self.gpu_index if self.gpu_index is not None else 0
-        if (peak := self.gpu.peak(start, end, sample.gpu_index)) is not None:
-            sample.gpu_mem_used_bytes, sample.gpu_util_pct = peak.mem_used_bytes, peak.util_pct
-
-    def _annotate(self, sample: Sample, planned: PlannedRequest, target: Target, before: Any, after: Any,
-                  gap: float) -> None:
-        s = target.scenario
-        sample.run_id, sample.seq, sample.scenario = self.run_id, planned.seq, planned.scenario
-        sample.warmup, sample.idle_gap_s = planned.warmup, gap
-        sample.keep_alive = None if s.keep_alive is None else str(s.keep_alive)
-        sample.resident_before = None if before is None else before.resident
-        options_changed = target.model in self.loaded_with and self.loaded_with[target.model] != target.runner_options
-        sample.state = classify_state(sample.resident_before, options_changed, sample.load_ms)
-        self.loaded_with[target.model] = target.runner_options
-        derive_load_ms(sample)
-        if not planned.warmup and planned.scenario not in self.measured:
-            sample.phase = "first"
-            self.measured.add(planned.scenario)
-        if after is not None:
-            after.fill(sample)
-        if self.engine is not None and self.study.backend_of(s) == "embedded":
-            sample.server_rss_bytes = self.engine.rss_bytes(target.model)
-            offload, sample.gpu_layers_source = self.engine.offload(target.model)
-            if offload is not None:
-                sample.gpu_layers, sample.gpu_layers_total = offload.layers, offload.total
-                sample.gpu_share, sample.fits_in_vram = offload.share, offload.complete
-                sample.gpu_share_source = "layers"
-        sample.idle_before_s = None if self.last_end is None else max(0.0, sample.started_at - self.last_end)
-        self.last_end = time.time()
+        self.evidence.preloaded(target)
 
     async def run(self, plan: list[PlannedRequest]) -> None:
         """Send `plan`: closed loop (each concurrency level in turn) or open loop (Poisson arrivals)."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
-        self.gpu.start()
+        self.evidence.gpu.start()
         try:
             if plan and plan[0].level is not None:
                 await self._levels(plan)
@@ -360,7 +177,7 @@ class Collector:
                 for level in dict.fromkeys(p.concurrency for p in plan):
                     await self._closed_loop([p for p in plan if p.concurrency == level], level)
         finally:
-            self.gpu.stop()
+            self.evidence.gpu.stop()
             self.bar.close()
 
     async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
@@ -414,33 +231,12 @@ async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@contextlib.asynccontextmanager
-async def _clients(targets: dict[str, Target], study: StudySpec) -> AsyncIterator[None]:
-    """One HTTP client per scenario, its connection pool sized to the most requests ever in flight."""
-    workload = study.workload
-    in_flight = None if workload.mode == "open" else max(workload.levels) * 2  # a request and its probe
-    async with contextlib.AsyncExitStack() as stack:
-        for target in targets.values():
-            target.client = await stack.enter_async_context(target.backend.client(max_connections=in_flight))
-        yield
-
-
-@contextlib.asynccontextmanager
-async def _pool(targets: dict[str, Target], study: StudySpec) -> AsyncIterator[WorkerPool | None]:
-    """The worker processes that send the timed requests, when `client_processes` asks for more than one."""
-    if study.workload.client_processes == 1:
-        yield None
-        return
-    async with WorkerPool({name: t.backend for name, t in targets.items()}, study.workload.client_processes) as pool:
-        yield pool
-
-
 def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Create the run once: its folder, the resolved study, the plan's size, status `prepared` and the
     server facts known before sending. Returns the run id; `collect(run_id)` then runs it."""
     run_id = run_id or store.free_run_id(study.name)
     store.refuse_existing(run_id)
-    facts = server_facts(study, run_id)
+    facts = servers.server_facts(study, run_id)
     store.create_run(run_id, study=study, study_as_written=study_as_written or study.model_dump(mode="json"),
                      planned_requests=len(plan_requests(study, run_id)), server=facts,
                      gpus=[dataclasses.asdict(d) for d in gpu.devices()], host=gather.host_facts())
@@ -478,11 +274,11 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     writer.update(event_loop=loops.running_loop_name())  # uvloop or asyncio: where the stamps were taken
     status = "failed"
     try:
-        with _engine_for(study, run_id) as engine, bundled_ollama_for(study, run_id, ollama) as bundled:
+        with servers.engine_for(study, run_id) as engine, servers.bundled_ollama_for(study, run_id, ollama) as bundled:
             if engine is not None:
                 writer.update(server={**writer.meta.server, "command": engine.command()})
-            targets = _targets(study, engine, bundled)
-            async with _clients(targets, study), _pool(targets, study) as pool:
+            targets = servers.targets(study, engine, bundled)
+            async with servers.clients(targets, study), servers.pool(targets, study) as pool:
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
                 collector.pool = pool
                 collector.restore(done)
