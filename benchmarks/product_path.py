@@ -30,6 +30,13 @@ Then PASS/MISS per goal (printed, never asserted):
     .venv/bin/python benchmarks/product_path.py                 # c = 1, 16, 64, 256 (several minutes)
     .venv/bin/python benchmarks/product_path.py --quick         # smoke: c = 1 and 4, a few requests
     .venv/bin/python benchmarks/product_path.py --peers /tmp/peers/bin --clients latencylab,aiperf
+    .venv/bin/python benchmarks/product_path.py --modes new        # only the server that closes connections
+
+Two server modes (issue 20), each a table of its own, in the same run: `reuse`, a server that keeps
+connections alive (latencylab's `workload.connection: reuse`), and `new`, a server that closes every
+connection after its response, as some proxies and gateways do (latencylab's `connection: new`: the TCP
+set-up is inside every TTFT, and the client's event loop must notice the connection in time). The peers
+get the same server; they set up connections their own way.
 
 Writes benchmarks/results/product_path.json (`--out`). How to install the peers (a throwaway virtualenv,
 never a project dependency): benchmarks/README.md.
@@ -65,6 +72,7 @@ MODEL = "ground-truth"
 ROUNDS = 3
 HANDFUL = 4  # requests of the start-up run whose CPU is subtracted
 TAG = re.compile(r"Request (\d+) of run ")
+KEEP_ALIVE = {"reuse": 1000, "new": 0}  # the server's requests per connection in each mode (0: close after each)
 GOALS = {"median": 1.0, "p99": 3.0, "p99_256": 10.0, "cpu_stretch": 1.0}
 
 
@@ -130,6 +138,9 @@ class Latencylab(Client):
 
     name = "latencylab"
 
+    def extra_workload(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {}
+
     def command(self, study: Path, run_id: str) -> list[str]:
         exe = Path(sys.executable).with_name("latencylab")
         return [str(exe) if exe.exists() else "latencylab", "run", str(study), "--no-report", "--run-id", run_id]
@@ -138,8 +149,8 @@ class Latencylab(Client):
             args: argparse.Namespace) -> Batch:
         workload: dict[str, Any] = {"requests": requests, "warmup": warmup, "max_tokens": args.chunks,
                                     "prompts": [plan_words(tag, concurrency, args)], "concurrency": concurrency}
-        if args.connection:
-            workload["connection"] = args.connection
+        workload["connection"] = args.mode
+        workload.update(self.extra_workload(args))
         study = {"name": tag, "backend": "openai", "base_url": f"http://127.0.0.1:{port}",
                  "workload": workload, "scenarios": [{"name": "gt", "model": MODEL}]}
         path = work / f"{tag}.yaml"
@@ -155,6 +166,16 @@ class Latencylab(Client):
                       note="" if rc == 0 else f"exit {rc}: {_tail(work / f'{tag}.log')}")
         batch.extra["samples"] = measured
         return batch
+
+
+class LatencylabWorkers(Latencylab):
+    """`latencylab run` with `workload.client_processes` (--client-processes): the timed requests sent from
+    worker processes, the schedule, probes and samples kept in the coordinator (issue 20)."""
+
+    name = "latencylab-workers"
+
+    def extra_workload(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"client_processes": args.client_processes}
 
 
 class LatencylabDirect(Latencylab):
@@ -313,7 +334,8 @@ def figures(batch: Batch, records: list[dict[str, Any]], handful: Batch | None) 
     """One batch's errors, lag and CPU, against the server's records of that batch."""
     measured = sorted(records, key=lambda r: r["received_ns"])[batch.warmup:]  # warm-ups are read first
     true = truth(measured)
-    row: dict[str, Any] = {"client": batch.client, "concurrency": batch.concurrency, "requests": batch.requests,
+    row: dict[str, Any] = {"client": batch.client, "mode": batch.extra.get("mode", ""),
+                           "concurrency": batch.concurrency, "requests": batch.requests,
                            "warmup": batch.warmup, "failed": batch.failed, "server_records": len(records),
                            "wall_s": batch.wall_s, "cpu_s": batch.cpu_s, "note": batch.note}
     row["ttft_error_ms"] = {p: None if not batch.ttft_ms or not true["ttft_ms"] else
@@ -355,12 +377,20 @@ def fmt(pair: dict[str, Any] | None) -> str:
 
 def check_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     goals = []
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        goals += _mode_goals([r for r in rows if r["mode"] == mode], mode)
+    return goals
+
+
+def _mode_goals(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    goals = []
     by = {(r["client"], r["concurrency"]): r for r in rows}
     levels = sorted({r["concurrency"] for r in rows})
 
     def add(name: str, c: int, value: float | None, limit: float | None) -> None:
         status = "NOT RUN" if value is None or limit is None else ("PASS" if value <= limit else "MISS")
-        goals.append({"goal": name, "concurrency": c, "value": value, "limit": limit, "status": status})
+        goals.append({"goal": name, "mode": mode, "concurrency": c, "value": value, "limit": limit,
+                      "status": status})
 
     for c in levels:
         ours = by.get(("latencylab", c))
@@ -387,7 +417,7 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
     print("error = client − server truth in ms, median/p99 (distr.: quantile − quantile; matched: per request);"
           "\nstart lag = next request read − last byte sent (server-observed); cpu = whole process tree, start-up "
           "subtracted")
-    head = (f"{'client':<18}{'conc':>5}{'reqs':>6}{'fail':>5}  {'ttft (distr.)':<15}{'headers (m)':<15}"
+    head = (f"{'client':<18}{'mode':>6}{'conc':>5}{'reqs':>6}{'fail':>5}  {'ttft (distr.)':<15}{'headers (m)':<15}"
             f"{'ttfb (m)':<15}{'ttft (m)':<15}{'start lag':<15}{'connect':>8}{'reused':>7}{'cpu ms/req':>11}"
             f"{'wall s':>7}{'load':>6}")
     print(head)
@@ -399,30 +429,33 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
         connect = "—" if conn.get("median") is None else f"{conn['median']:.2f}"
         reused = "—" if conn.get("reused_share") is None else f"{conn['reused_share']:.0%}"
         load = "—" if r.get("loadavg_1min") is None else f"{r['loadavg_1min']:.1f}"
-        print(f"{r['client']:<18}{r['concurrency']:>5}{r['requests']:>6}{r['failed']:>5}  "
+        print(f"{r['client']:<18}{r['mode']:>6}{r['concurrency']:>5}{r['requests']:>6}{r['failed']:>5}  "
               f"{fmt(r['ttft_error_ms']):<15}{fmt(m.get('headers_ms')):<15}{fmt(m.get('ttfb_ms')):<15}"
               f"{fmt(m.get('ttft_ms')):<15}{fmt(r['start_lag_ms']):<15}{connect:>8}{reused:>7}{cpu:>11}"
               f"{r['wall_s']:>7.1f}{load:>6}")
         if r["note"]:
             print(f"    ! {r['note']}")
-    clients = list(dict.fromkeys(r["client"] for r in rows))
-    print("\nside by side: TTFT error median / p99 (ms), CPU ms per request")
-    print(f"{'client':<18}" + "".join(f"{'c = ' + str(c):<26}" for c in sorted({r['concurrency'] for r in rows})))
-    for name in clients:
-        cells = []
-        for c in sorted({r["concurrency"] for r in rows}):
-            r = next((x for x in rows if x["client"] == name and x["concurrency"] == c), None)
-            if r is None:
-                cells.append("not run")
-                continue
-            cpu = "—" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.1f}"
-            cells.append(f"{fmt(r['ttft_error_ms'])} cpu {cpu}")
-        print(f"{name:<18}" + "".join(f"{cell:<26}" for cell in cells))
+    levels = sorted({r["concurrency"] for r in rows})
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        server = "keeps connections alive" if mode == "reuse" else "closes every connection"
+        print(f"\nside by side, server that {server} (mode {mode}): TTFT error median / p99 (ms), CPU ms per request")
+        print(f"{'client':<18}" + "".join(f"{'c = ' + str(c):<26}" for c in levels))
+        for name in dict.fromkeys(r["client"] for r in rows if r["mode"] == mode):
+            cells = []
+            for c in levels:
+                r = next((x for x in rows if x["client"] == name and x["mode"] == mode and x["concurrency"] == c),
+                         None)
+                if r is None:
+                    cells.append("not run")
+                    continue
+                cpu = "—" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.1f}"
+                cells.append(f"{fmt(r['ttft_error_ms'])} cpu {cpu}")
+            print(f"{name:<18}" + "".join(f"{cell:<26}" for cell in cells))
     print()
     for g in goals:
         value = "—" if g["value"] is None else f"{g['value']:+.2f}"
         limit = "—" if g["limit"] is None else f"{g['limit']:+.2f}"
-        print(f"{g['status']:<8} c={g['concurrency']:<4} {g['goal']:<40} {value} (limit {limit})")
+        print(f"{g['status']:<8} {g['mode']:<6}c={g['concurrency']:<4} {g['goal']:<40} {value} (limit {limit})")
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -433,6 +466,7 @@ def make_clients(args: argparse.Namespace) -> tuple[list[Client], list[str]]:
     found: list[Client] = []
     missing = []
     makers: dict[str, Callable[[], Client]] = {"latencylab": Latencylab, "latencylab-direct": LatencylabDirect,
+                                                "latencylab-workers": LatencylabWorkers,
                                                 "aiperf": lambda: AIPerf(args.peers),
                                                 "guidellm": lambda: GuideLLM(args.peers)}
     for name in wanted:
@@ -453,12 +487,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help=f"measured requests per level, at least {ROUNDS} × the concurrency; default 100 (quick 8)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up requests per level (default 2)")
     parser.add_argument("--clients", default=None, help="comma-separated of latencylab,aiperf,guidellm (and "
-                        "latencylab-direct: the runner without the CLI); default: the first three (quick: latencylab)")
+                        "latencylab-direct: the runner without the CLI; latencylab-workers: with --client-processes); "
+                        "default: the first three (quick: latencylab)")
     parser.add_argument("--peers", type=Path, default=Path("/tmp/peers/bin"), help="where aiperf and guidellm are")
-    parser.add_argument("--connection", choices=["new", "reuse"], default=None,
-                        help="latencylab's workload.connection (default: the study's default)")
-    parser.add_argument("--keep-alive", type=int, default=1000,
-                        help="server: requests per connection (0: close after each, as before issue 14)")
+    parser.add_argument("--client-processes", type=int, default=4,
+                        help="latencylab-workers: worker processes that send the timed requests (default 4)")
+    parser.add_argument("--modes", default="reuse,new",
+                        help="server modes, comma-separated: reuse (keeps connections alive; latencylab's "
+                        "connection: reuse) and new (closes every connection; connection: new); default both")
     parser.add_argument("--chunks", type=int, default=32)
     parser.add_argument("--d-ms", type=float, default=5.0)
     parser.add_argument("--e-ms", type=float, default=135.0)
@@ -467,6 +503,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep-work", type=Path, default=None, help="copy the studies, logs and runs here")
     args = parser.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    if not set(modes) <= set(KEEP_ALIVE):
+        parser.error(f"--modes: each of {', '.join(KEEP_ALIVE)}")
     levels = [int(c) for c in (args.concurrency or ("1,4" if args.quick else "1,16,64,256")).split(",")]
     args.clients = args.clients or ("latencylab" if args.quick else "latencylab,aiperf,guidellm")
     base_requests = args.requests or (8 if args.quick else 100)
@@ -478,28 +517,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="product-path-") as tmp:
         work = Path(tmp)
-        log_path = work / "server.jsonl"
-        extra = ("--keep-alive", str(args.keep_alive), "--precise-max-streams", "1")
-        with gt.serve(log_path, 3600, *extra) as port:
-            for client in clients:
-                # start-up, measured twice: the smaller is the less disturbed by the machine's other load
-                handful = min((client.run(port, f"{client.name}-handful{k}", 1, HANDFUL, 0, work, args)
-                               for k in range(1 if args.quick else 2)), key=lambda b: b.cpu_s)
-                for c in levels:
-                    requests = max(base_requests, ROUNDS * c)
-                    load = os.getloadavg()[0]
-                    batch = client.run(port, f"{client.name}-c{c}", c, requests, args.warmup, work, args)
-                    batch.extra["loadavg"] = load
-                    records = _records(log_path, f"{client.name}-c{c}", requests + args.warmup)
-                    rows.append(figures(batch, records, handful))
+        for mode in modes:
+            args.mode = mode
+            log_path = work / f"server-{mode}.jsonl"
+            extra = ("--keep-alive", str(KEEP_ALIVE[mode]), "--precise-max-streams", "1")
+            with gt.serve(log_path, 3600, *extra) as port:
+                for client in clients:
+                    # start-up, measured twice: the smaller is the less disturbed by the machine's other load
+                    handful = min((client.run(port, f"{client.name}-{mode}-handful{k}", 1, HANDFUL, 0, work, args)
+                                   for k in range(1 if args.quick else 2)), key=lambda b: b.cpu_s)
+                    for c in levels:
+                        requests = max(base_requests, ROUNDS * c)
+                        load = os.getloadavg()[0]
+                        tag = f"{client.name}-{mode}-c{c}"
+                        batch = client.run(port, tag, c, requests, args.warmup, work, args)
+                        batch.extra.update(loadavg=load, mode=mode)
+                        records = _records(log_path, tag, requests + args.warmup)
+                        rows.append(figures(batch, records, handful))
         if args.keep_work:
             shutil.copytree(work, args.keep_work, dirs_exist_ok=True)
     goals = check_goals(rows)
     print_tables(rows, goals)
     report = {"settings": {"levels": levels, "requests": base_requests, "warmup": args.warmup, "chunks": args.chunks,
                            "d_ms": args.d_ms, "e_ms": args.e_ms, "interval_ms": args.interval_ms,
-                           "aggregate_tok_s": args.aggregate_tok_s, "keep_alive": args.keep_alive,
-                           "connection": args.connection, "quick": args.quick, "skipped": missing},
+                           "aggregate_tok_s": args.aggregate_tok_s, "modes": modes,
+                           "client_processes": args.client_processes, "quick": args.quick, "skipped": missing},
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform(), "loadavg_1min_at_end": os.getloadavg()[0]},
               "wall_s": time.perf_counter() - started, "results": rows, "goals": goals}

@@ -8,12 +8,16 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # a load test connects many at once; the default 5 would refuse them
+
+
 class LoopbackServer:
     def __init__(
         self, handler: type[BaseHTTPRequestHandler], lifetime_s: float, expire: Callable[[], None] | None = None
     ) -> None:
         """`expire` is called when the lifetime ends (the owner's own close); by default, `close`."""
-        self._httpd: ThreadingHTTPServer | None = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd: ThreadingHTTPServer | None = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
         self._timer = threading.Timer(lifetime_s, expire or self.close)

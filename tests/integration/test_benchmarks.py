@@ -125,13 +125,14 @@ def test_product_path_quick_runs_the_real_cli_and_writes_its_report(tmp_path: Pa
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert any(line.startswith("client") and "ttft (distr.)" in line and "cpu ms/req" in line for line in lines)
-    assert any(line.startswith("side by side") for line in lines)
+    assert sum(line.startswith("side by side") for line in lines) == 2  # one table per server mode
     assert any(line.startswith(("PASS", "MISS")) for line in lines)
 
     report = json.loads(out.read_text())
     assert report["settings"]["quick"] is True
     rows = report["results"]
-    assert [(r["client"], r["concurrency"]) for r in rows] == [("latencylab", 1), ("latencylab", 4)]
+    assert [(r["client"], r["mode"], r["concurrency"]) for r in rows] == [
+        ("latencylab", mode, c) for mode in ("reuse", "new") for c in (1, 4)]
     for r in rows:
         # a few requests cost less CPU than the start-up varies by: then no CPU figure, and a note says why
         noisy = r["cpu_ms_per_request"] is None and r["note"].startswith("cpu: start-up noise")

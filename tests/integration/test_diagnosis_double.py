@@ -21,22 +21,23 @@ CHECK = {"exit_code": 1, "findings": [
      "evidence": {"model": "spilled", "num_ctx": 4096, "weights_gb": 0.1, "kv_gb": 0.05, "margin_gb": 0.5,
                   "need_gb": 0.65, "budget_gb": 0.6, "budget_source": "study", "gpu_pct": 60}}]}
 WORDS = {
-    "en": ("**spilled** — ✅ confirmed: 62% of the model on the GPU (62\u00a0MiB of 100\u00a0MiB), the rest on the "
-           "CPU",
+    "en": ("**spilled** — ✅ confirmed: it does not fit: 62% of the model on the GPU (62\u00a0MiB of 100\u00a0MiB), "
+           "the rest on the CPU",
            "**resident** — ❌ refuted: the whole model is on the GPU (100\u00a0MiB)",
            "tokens/s wholly on the GPU against",
            "spilled: will not fit: about 60% on the GPU",  # the check's share in the report's format
            "The check predicted about 60% on the GPU before the run",
            "measured: 62% on the GPU, so the prediction is confirmed",
-           "The seed study's claim “phi3:mini does not fit in 3 GB of VRAM, so Ollama swaps between CPU and GPU”"),
-    "es": ("**spilled** — ✅ confirmada: el 62\u00a0% del modelo en la GPU (62\u00a0MiB de 100\u00a0MiB), el resto en "
-           "la CPU",
+           "“The model does not fit in the GPU” — put to the test by this run: spilled: ✅ confirmed; resident: ❌ "
+           "refuted"),
+    "es": ("**spilled** — ✅ confirmada: no cabe: el 62\u00a0% del modelo en la GPU (62\u00a0MiB de 100\u00a0MiB), el "
+           "resto en la CPU",
            "**resident** — ❌ refutada: el modelo entero está en la GPU (100\u00a0MiB)",
            "tokens/s entero en la GPU frente a",
            "spilled: no cabe: cerca del 60\u00a0% en la GPU",
            "La comprobación previa predijo cerca del 60\u00a0% en la GPU",
            "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada",
-           "La afirmación del estudio semilla «phi3:mini no cabe en 3 GB de VRAM"),
+           "«The model does not fit in the GPU» — puesta a prueba en esta ejecución: spilled: ✅ confirmada"),
 }
 
 
@@ -45,6 +46,7 @@ def run_id(workdir) -> str:
     with OllamaDouble(models=MODELS, load_delay_s=0.02, token_delay_s=0.004, cpu_decode_penalty=3.0) as server:
         spec = parse_study({"name": "dx", "backend": "ollama", "base_url": server.base_url,
                             "workload": {"requests": 3, "max_tokens": 5},
+                            "hypotheses": [{"claim": "The model does not fit in the GPU", "cause": "offload"}],
                             "scenarios": [{"name": "spilled", "model": "spilled"},
                                           {"name": "resident", "model": "resident"}]})
         run_id = runner.run_study(spec, progress=False)
@@ -64,3 +66,4 @@ def test_a_partial_offload_is_confirmed_with_its_numbers_and_a_resident_model_re
         text = report.document_of([run_id], lang=lang).markdown("diagnosis")
         missing = [words for words in expected if words not in text]
         assert not missing, (missing, text)
+        assert "phi3" not in text  # the seed's claims belong to the seed's study, not to every report

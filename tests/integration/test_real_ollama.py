@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from latencylab.collect import gather, runner
+from latencylab.collect import gather, runner, servers
 from latencylab.collect.backends import GenerationRequest
 from latencylab.collect.backends.ollama import OllamaBackend
 from latencylab.collect.engine.ollama import BundledOllama
@@ -168,7 +168,7 @@ def test_a_tag_the_server_lacks_and_cannot_pull(ollama):
 
 
 def test_show_and_version_facts(ollama):
-    spec = runner.with_bundled_url(_study([{"name": "q4", "model": Q4}, {"name": "q8", "model": Q8}]), ollama)
+    spec = servers.with_bundled_url(_study([{"name": "q4", "model": Q4}, {"name": "q8", "model": Q8}]), ollama)
     facts = gather.collect(spec)
     server = facts.server("ollama", ollama.base_url)
     assert server.version == VERSION
@@ -270,7 +270,7 @@ def test_cli_run_on_the_bundled_ollama_leaves_nothing_running(workdir, models, t
 
 @pytest.mark.parametrize("num_ctx", [512, 8192])
 def test_the_checks_memory_estimate_against_ollamas_own_size(ollama, num_ctx):
-    spec = runner.with_bundled_url(_study([{"name": "q8", "model": Q8, "options": {"num_ctx": num_ctx}}]), ollama)
+    spec = servers.with_bundled_url(_study([{"name": "q8", "model": Q8, "options": {"num_ctx": num_ctx}}]), ollama)
     plan = check.Plan(spec, gather.collect(spec))
     assert plan.num_ctx(spec.scenarios[0]) == num_ctx
     need = plan.need(spec.scenarios[0])
@@ -281,7 +281,7 @@ def test_the_checks_memory_estimate_against_ollamas_own_size(ollama, num_ctx):
 
 
 def test_the_check_knows_the_default_context_of_this_server_version(ollama):
-    spec = runner.with_bundled_url(_study([{"name": "q4", "model": Q4}], gpu={"vram_gb": 80}), ollama)
+    spec = servers.with_bundled_url(_study([{"name": "q4", "model": Q4}], gpu={"vram_gb": 80}), ollama)
     plan = check.Plan(spec, gather.collect(spec))
     assert plan.num_ctx(spec.scenarios[0]) == 2048  # 0.5.4: 2048 whatever the VRAM (262144 from 0.15.5)
     assert _measure(ollama, GenerationRequest(model=Q4, prompt="hi", max_tokens=1)).ok

@@ -27,7 +27,7 @@ SECTIONS = {
 }
 # Each figure in the section it supports, in the document's order: the report notebook's (the timeline and the
 # ECDF are drawn in its cells), and the library's alone (a document built outside the notebook).
-FIGURES = ["histogram", "timeline", "decomposition", "decode", "ecdf", "box", "variability", "targets"]
+FIGURES = ["histogram", "timeline", "decomposition", "waterfall", "decode", "ecdf", "box", "variability", "targets"]
 LIBRARY_FIGURES = [name for name in FIGURES if name not in ("timeline", "ecdf")]
 
 

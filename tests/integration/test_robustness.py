@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from doubles.ollama import OllamaDouble
-from latencylab.collect import runner
+from latencylab.collect import runner, servers
 from latencylab.core import paths
 from latencylab.plan.study import parse_study
 from latencylab.publish import report
@@ -112,7 +112,7 @@ def test_an_api_key_is_sent_but_never_written_anywhere(tmp_path):
     with OllamaDouble(models={"tiny": 1_000_000}) as server:
         study = _write_study(tmp_path, backend="ollama", base_url=server.base_url,
                              scenarios=[{"name": "a", "model": "tiny"}])
-        result = _cli(tmp_path, "run", str(study), "--run-id", "keyed", env={runner.API_KEY_ENV: secret})
+        result = _cli(tmp_path, "run", str(study), "--run-id", "keyed", env={servers.API_KEY_ENV: secret})
         assert result.returncode == 0, result.stderr[-2000:]
     produced = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "index.html" for p in produced) and any(p.name == "samples.jsonl" for p in produced)

@@ -25,10 +25,11 @@ from latencylab.runs import store
 SCENARIOS = [{"name": "base", "model": "tiny"}, {"name": "fast", "model": "tiny", "keep_alive": -1}]
 
 
-def _run(quantization: str, version: str, token_delay_s: float) -> str:
-    """One tiny run of the study (2 scenarios × 3 requests) with facts.json as `latencylab run` writes it."""
+def _run(quantization: str, version: str, prompt_token_delay_s: float) -> str:
+    """One tiny run of the study (2 scenarios × 3 requests) with facts.json as `latencylab run` writes it. The
+    first token comes right after the prompt (as on the real Ollama), so the prompt's pace sets the TTFB."""
     model = {"size": 1_000_000, "quantization_level": quantization}
-    with OllamaDouble(models={"tiny": model}, version=version, token_delay_s=token_delay_s) as server:
+    with OllamaDouble(models={"tiny": model}, version=version, prompt_token_delay_s=prompt_token_delay_s) as server:
         spec = parse_study({"name": "twice", "backend": "ollama", "base_url": server.base_url,
                             "workload": {"requests": 3, "max_tokens": 4}, "scenarios": SCENARIOS})
         before = gather.collect(spec, "before")
@@ -48,12 +49,12 @@ def _home(patch: pytest.MonkeyPatch, home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
-    """Run A (Q4_0, Ollama 0.33.0, fast tokens) and run B (Q8_0 under the same tag, 0.34.0, slower tokens)."""
+    """Run A (Q4_0, Ollama 0.33.0, a fast prompt) and run B (Q8_0 under the same tag, 0.34.0, a prompt 10× slower)."""
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as patch:
         _home(patch, home)
-        first = _run("Q4_0", "0.33.0", 0.005)
-        second = _run("Q8_0", "0.34.0", 0.05)
+        first = _run("Q4_0", "0.33.0", 0.0005)
+        second = _run("Q8_0", "0.34.0", 0.005)
     return first, second, home
 
 

@@ -58,9 +58,10 @@ def _evidence_frame():
 def test_decomposition_adds_up_to_ttft_and_flags_a_negative_rest():
     parts = tables.decompose(_evidence_frame())
     first = parts.iloc[0]
-    assert (first["load"], first["prompt"], first["first_token"]) == (400.0, 150.0, 10.0)
-    assert first["rest"] == pytest.approx(600 - 400 - 150 - 10) and not first["rest_negative"]
-    assert parts.iloc[2]["rest_negative"]  # 2 + 150 + 10 > 100: the server's figures overshoot
+    # the first token comes from the prompt's logits: no decode step (eval 100 ms / 10 tokens) before it
+    assert (first["load"], first["prompt"], first["first_token"]) == (400.0, 150.0, 0.0)
+    assert first["rest"] == pytest.approx(600 - 400 - 150) and not first["rest_negative"]
+    assert parts.iloc[2]["rest_negative"]  # 2 + 150 > 100: the server's figures overshoot
 
 
 def test_load_share_counts_who_paid_a_load():

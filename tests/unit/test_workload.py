@@ -1,5 +1,7 @@
-from latencylab.plan.study import parse_study
-from latencylab.plan.workload import plan_requests
+import pytest
+
+from latencylab.plan.study import StudyError, parse_study
+from latencylab.plan.workload import estimate_s, plan_requests, sweep_rates
 
 
 def _study(**workload):
@@ -34,3 +36,50 @@ def test_random_order_is_seeded_and_keeps_warmups_first():
     order = [p.scenario for p in first]
     assert order == [p.scenario for p in again] and order != [p.scenario for p in other]
     assert [p.warmup for p in first[:2]] == [True, True] and sorted(order[2:]) == ["a"] * 5 + ["b"] * 5
+
+
+def test_a_rate_list_runs_each_scenario_level_by_level_with_its_warmups():
+    plan = plan_requests(_study(mode="open", rate_per_s=[2.0, 4.0], requests=2, warmup=1), "run")
+    assert [(p.scenario, p.level, p.rate_per_s, p.warmup) for p in plan] == [
+        ("a", 0, 2.0, True), ("a", 0, 2.0, False), ("a", 0, 2.0, False),
+        ("a", 1, 4.0, True), ("a", 1, 4.0, False), ("a", 1, 4.0, False),
+        ("b", 0, 2.0, True), ("b", 0, 2.0, False), ("b", 0, 2.0, False),
+        ("b", 1, 4.0, True), ("b", 1, 4.0, False), ("b", 1, 4.0, False)]
+    assert [p.seq for p in plan] == list(range(12))
+
+
+def test_a_level_duration_sends_rate_times_duration_requests():
+    plan = plan_requests(_study(mode="open", rate_per_s=[2.0, 5.0], level_duration_s=3, warmup=0), "run")
+    counts = [sum(p.level == k and p.scenario == "a" for p in plan) for k in (0, 1)]
+    assert counts == [6, 15]
+    assert estimate_s(_study(mode="open", rate_per_s=[2.0, 5.0], level_duration_s=3, warmup=0), plan) == \
+        pytest.approx(2 * (6 / 2 + 15 / 5))
+
+
+def test_a_sweep_plans_its_passes_then_stops_until_their_rates_are_known():
+    study = _study(mode="open", rate_per_s="sweep", sweep_rates=3, requests=2, warmup=1)
+    first = plan_requests(study, "run")
+    assert [(p.scenario, p.level, p.sweep_pass, p.concurrency) for p in first] == [
+        ("a", 0, "synchronous", 1)] * 3 + [("a", 1, "throughput", 3)] * 3
+    more = plan_requests(study, "run", {"a": [1.0, 2.0, 3.0]})
+    assert more[:6] == first  # the same requests, the same seq: a resumed sweep finds them again
+    assert [(p.scenario, p.level, p.rate_per_s) for p in more[6:15] if not p.warmup] == [
+        ("a", 2, 1.0), ("a", 2, 1.0), ("a", 3, 2.0), ("a", 3, 2.0), ("a", 4, 3.0), ("a", 4, 3.0)]
+    assert {(p.scenario, p.sweep_pass) for p in more[15:]} == {("b", "synchronous"), ("b", "throughput")}
+
+
+def test_sweep_rates_span_the_synchronous_rate_to_past_the_throughput():
+    # one at a time: 0.5 s each (2/s); all at once: 11 completions over 2 s (5/s)
+    rates = sweep_rates([0.5] * 4, [0.2 * k for k in range(11)], 4)
+    assert rates == pytest.approx([2.0, 3.333, 4.667, 6.0], abs=1e-3)  # from 2/s to 1.2 × 5/s
+    # a server whose throughput is its synchronous rate (one slot): from half of it
+    assert sweep_rates([0.1] * 3, [0.1 * k for k in range(6)], 3) == pytest.approx([5.0, 8.5, 12.0])
+    with pytest.raises(ValueError, match="throughput pass"):
+        sweep_rates([0.1], [1.0], 3)
+
+
+def test_rate_lists_and_sweeps_are_open_loop():
+    with pytest.raises(StudyError, match="add mode: open"):
+        _study(rate_per_s=[1.0, 2.0])
+    with pytest.raises(StudyError, match="above 0"):
+        _study(mode="open", rate_per_s=[1.0, 0])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
+from latencylab.analyse.capacity import capacity
 from latencylab.analyse.compare import (
     across_runs,
     compare_to,
@@ -20,7 +22,7 @@ from latencylab.analyse.compare import (
 )
 from latencylab.analyse.diagnosis import diagnose
 from latencylab.analyse.findings import Findings, RunInfo
-from latencylab.analyse.steps import figure_facts, headline, next_steps
+from latencylab.analyse.steps import agree_with, beside_measured, figure_facts, headline, next_steps
 from latencylab.analyse.tables import (
     KEY,
     concurrency_table,
@@ -66,14 +68,25 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
                           runs[0].label if runs else "")
     labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
     measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled)
+    claims = [h for r in runs for h in r.hypotheses]
+    diagnosis = dataclasses.replace(diagnosis, hypotheses=[h for i, h in enumerate(claims) if h not in claims[:i]])
+    steps = agree_with(steps, diagnosis)
+    across = across_runs(frame, reference, metric)
+    diagnosis = dataclasses.replace(diagnosis, predictions=beside_measured(diagnosis.predictions, comparisons,
+                                                                           across, changes, base))
+    # the attribution's server wait per request, beside the capacity's levels (what grows past the knee)
+    waited = frame.join(requests[["server_wait_ms"]]) if "server_wait_ms" in requests else frame
+    levels, saturation = capacity(waited, runs)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
         decomposition=decomposition, changes=changes, comparisons=comparisons, results=results(phases, base, keys),
         targets=target_table, facts=figure_facts(phases, frame, decomposition, target_table, targets),
         concurrency=concurrency, sweep=sweep(frame, metric) if any(r.sweep for r in runs) else pd.DataFrame(),
-        errors=errors, steps=steps, headline=headline(base, comparisons, changes, target_table, steps), samples=frame,
-        across_runs=across_runs(frame, reference, metric), spread=spread(frame, metric), server_facts=by_run,
+        errors=errors, steps=steps, samples=frame,
+        headline=headline(base, comparisons, changes, target_table, diagnosis.predictions + steps),
+        across_runs=across, spread=spread(frame, metric), server_facts=by_run,
         differences=fact_differences(by_run, fact_reference),
-        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests,
+        measured_figures=measured_figures, diagnosis=diagnosis, requests=requests, capacity=levels,
+        saturation=saturation,
     )

@@ -43,11 +43,13 @@ class RunInfo:
     python_version: str = ""
     lang: str = "en"
     targets: dict[str, Any] = field(default_factory=dict)
+    slo: dict[str, Any] = field(default_factory=dict)  # the study's per-request SLOs and goal (plan.study.SloSpec)
     scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → runner settings
     sweep: bool = False
     hostname: str = ""
     facts: dict[str, Any] = field(default_factory=dict)  # facts.json (`facts.RunFacts`: before, after) as JSON
     pooled: bool = False  # one of several runs pooled under one label (--pool)
+    hypotheses: list[dict[str, str]] = field(default_factory=list)  # the study's: claim (its words), cause
 
 
 RUNNER_KEYS = ("backend", "model", "keep_alive", "preload", "idle_gap_s", "options")
@@ -80,11 +82,34 @@ def run_info(meta: RunMeta, label: str = "", facts: dict[str, Any] | None = None
         python_version=str(meta.versions.get("python", "") or ""),
         lang=study.lang if study else "en",
         targets=study.targets.model_dump(mode="json", exclude_none=False) if study else {},
+        slo=study.slo.model_dump(mode="json") if study else {},
         scenarios=scenarios,
         sweep=bool(study and study.sweep),
         hostname=str(host.get("hostname") or ""),
         facts=dict(facts or {}),
+        hypotheses=[h.model_dump() for h in study.hypotheses] if study else [],
     )
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """The highest offered rate a scenario held (achieved ≈ offered, attainment ≥ goal) and where it broke.
+
+    status: `found` (held at `rate`, broke at `high`), `held_all` (held at every level: at least `rate`),
+    `none_held` (broke at the lowest level, `high`), `client_limited` (the first level that broke was one
+    the client could not send: the server held at least `rate`, beyond is unknown).
+    `grows`: (at the last level held, at the first broken one) in ms, of what rises past the saturation point:
+    the median TTFT above the single-request one (`queue_p50_ms`), the client's median lag, the server's
+    reported wait where there is one, the TTFT p95.
+    """
+
+    run: str
+    scenario: str
+    status: str
+    rate: float | None
+    high: float | None
+    goal: float
+    grows: dict[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -138,7 +163,9 @@ class Verdict:
 
     cause: str  # reloads, offload, prompt, queueing, variance
     key: Key
-    verdict: str  # confirmed, refuted, no_evidence
+    # confirmed (material: this is why the first byte is slow), present (there, but not a cause), refuted,
+    # no_evidence; offload also no_gpu (the server ran the model on the CPU though it did not have to)
+    verdict: str
     values: dict[str, Any]
     reason: str = ""  # why there is no evidence (a catalog suffix)
 
@@ -171,6 +198,11 @@ class Diagnosis:
     decode_by_residency: dict[str, float] = field(default_factory=dict)  # gpu / partial / cpu → median tok/s
     checks: list[Finding] = field(default_factory=list)  # check.json's findings, each with its run's label
     predicted: dict[Key, tuple[int, str]] = field(default_factory=dict)  # the check's GPU share and its verdict
+    thresholds: dict[str, Any] = field(default_factory=dict)  # what makes a part material (diagnosis.Scale)
+    predictions: list[Step] = field(default_factory=list)  # predict_<cause>: the median a fix would leave
+    # per key: the mean of each part of the first byte (attribution.PARTS) over the requests after the cold start
+    attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hypotheses: list[dict[str, str]] = field(default_factory=list)  # the study's: claim (its words), cause
 
 
 @dataclass
@@ -209,6 +241,9 @@ class Findings:
     measured_figures: pd.DataFrame = field(default_factory=pd.DataFrame)  # index run, scenario, figure
     diagnosis: Diagnosis = field(default_factory=Diagnosis)
     requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # measured samples + decode_tps…
+    # capacity (issue 20): one row per rate-sweep level (analyse.capacity.levels), the saturation point per key
+    capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    saturation: list[Saturation] = field(default_factory=list)
 
     @property
     def has_latency(self) -> bool:

@@ -6,10 +6,11 @@ from typing import Any
 
 import pandas as pd
 
-from latencylab.analyse.findings import FigureFacts, Headline, Key, Step
+from latencylab.analyse.findings import Diagnosis, FigureFacts, Headline, Key, Step
 from latencylab.analyse.tables import KEY, measured
 
-STEP_ORDER = ("errors", "keep_loaded", "vram", "minor_errors", "serialised", "variance", "more_samples", "all_met")
+STEP_ORDER = ("errors", "keep_loaded", "no_gpu", "vram", "minor_errors", "serialised", "variance", "more_samples",
+              "all_met")
 PAID_LOAD_STEP = 0.2  # this share of requests paying a load (or failing) makes a step, and ranks it first
 
 
@@ -45,6 +46,52 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
         return STEP_ORDER.index("minor_errors" if minor else step.kind)
 
     return sorted(steps, key=rank)
+
+
+def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
+    """The steps the diagnosis bears out: keeping a model loaded only where reloads are a cause (not for a cold
+    start, nor for loads too small to matter) and no predicted gain already says so; a server that used no GPU
+    is told to find out why, not to shrink a model that would fit; a spread a confirmed cause explains is left
+    to that cause's step."""
+    verdicts = {(v.cause, v.key): v.verdict for v in diagnosis.verdicts}
+    predicted = {s.key for s in diagnosis.predictions if s.kind.startswith("predict_reloads")}
+    out = []
+    for step in steps:
+        if step.kind == "keep_loaded" and (verdicts.get(("reloads", step.key)) not in ("confirmed", None)
+                                           or step.key in predicted):
+            continue
+        if step.kind == "vram" and verdicts.get(("offload", step.key)) == "no_gpu":
+            step = Step("no_gpu", step.key, step.values)
+        if step.kind == "variance" and verdicts.get(("variance", step.key)) == "present":
+            continue
+        out.append(step)
+    return out
+
+
+# The scenario settings that apply each fix: a scenario of the run that changed one of them tried it.
+FIX_SETTINGS = {"predict_reloads": {"keep_alive", "preload"}, "predict_reloads_each": {"keep_alive", "preload"},
+                "predict_queueing": {"num_parallel", "concurrency"}, "predict_prompt": {"num_keep", "prompts"}}
+
+
+def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: pd.DataFrame, changes: pd.DataFrame,
+                    baseline: Key) -> list[Step]:
+    """Each predicted gain with what was measured where the fix was tried: the scenarios compared with the one it
+    was predicted for (when that is the baseline) that changed a setting of that fix, and the same scenario in
+    the other runs compared (whatever changed between the runs)."""
+    out = []
+    for step in predictions:
+        fixed = changes[changes["setting"].isin(FIX_SETTINGS.get(step.kind, set()))]
+        tried_keys = set(zip(fixed["run"], fixed["scenario"], strict=True))
+        tried = comparisons[[(r, s) in tried_keys for r, s in zip(comparisons["run"], comparisons["scenario"],
+                                                                   strict=True)]] if step.key == baseline \
+            else comparisons.iloc[:0]
+        if not across.empty:
+            tried = pd.concat([tried, across[(across["reference"] == step.key[0])
+                                             & (across["scenario"] == step.key[1])]])
+        measured = [{"key": (r.run, r.scenario), "median": float(r.median_after), "change_pct": float(r.change_pct)}
+                    for r in tried.itertuples()]
+        out.append(Step(step.kind, step.key, {**step.values, "measured": measured}))
+    return out
 
 
 def headline(baseline: Key, comparisons: pd.DataFrame, changes: pd.DataFrame, targets: pd.DataFrame,

@@ -118,13 +118,15 @@ def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
 def decompose(samples: pd.DataFrame) -> pd.DataFrame:
     """Each successful sample's TTFT split into load, prompt processing, first token and the rest.
 
-    A load is unknown (NaN), not zero, unless the server reported it or the model was resident (warm).
+    A load is unknown (NaN), not zero, unless the server reported it or the model was resident (warm). The
+    first token is sampled from the prompt's own logits (Ollama's runner and llama-server both end their prompt
+    time there): no decode step comes before it, so it is 0 wherever the prompt time is known.
     The rest (queueing, network, client) is computed, never measured: `rest_negative` flags samples where
     the server's figures add up to more than the client saw (clock or reporting differences).
     """
     ok = keyed(samples)
     ok = ok[ok["ok"].fillna(False)]
-    first_token = ok["eval_ms"] / ok["output_tokens"].where(ok["output_tokens"] > 0)
+    first_token = pd.Series(0.0, index=ok.index).where(ok["prompt_eval_ms"].notna())
     load = ok["load_ms"].astype("Float64").where(ok["load_ms"].notna() | (ok["state"] != "warm"), 0.0)
     parts = pd.DataFrame(
         {
@@ -225,6 +227,8 @@ def concurrency_table(samples: pd.DataFrame, metric: str = "ttft_ms") -> pd.Data
     Empty unless the run swept concurrency.
     """
     data = measured(keyed(samples))
+    if "level" in data:  # a rate sweep's passes have their concurrency: they belong to the Capacity section
+        data = data[data["level"].isna()]
     if data["concurrency"].nunique() < 2:
         return pd.DataFrame()
     rows = {}

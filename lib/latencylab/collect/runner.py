@@ -1,172 +1,40 @@
-"""Executes a study: engine, preparation, cold protocol, probes, requests; every sample stored at once."""
+"""Executes a run's plan: the schedule (closed loop, open loop, rate levels), the cold protocol and preloads, the
+residency probes around each request; every sample stored the moment it exists. What a sample records besides its
+times is `evidence`'s; where requests go, `servers`'."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import random
 import signal
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import httpx
 from tqdm.auto import tqdm
 
-from latencylab.collect import gather, gpu, loops
-from latencylab.collect.backends import Backend, GenerationRequest, make_backend
+from latencylab.collect import gather, gpu, loops, servers
 from latencylab.collect.backends.base import RequestInterrupted, ServerError
-from latencylab.collect.engine import Engine, prepare_models, presets
+from latencylab.collect.engine import Engine
 from latencylab.collect.engine.ollama import BundledOllama
-from latencylab.core import paths
+from latencylab.collect.evidence import Evidence
+from latencylab.collect.servers import Target
+from latencylab.collect.workers import WorkerPool
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
-from latencylab.plan.study import ScenarioSpec, StudySpec
-from latencylab.plan.workload import PlannedRequest, plan_requests
+from latencylab.plan.study import StudySpec
+from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
-API_KEY_ENV = "LATENCYLAB_API_KEY"  # for OpenAI-compatible servers that need a key; never stored
 # A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
 # Ollama requests report a few ms of load_duration).
 RELOAD_EVIDENCE_MS = 20.0
 WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
 T = TypeVar("T")
-
-
-@dataclass
-class Target:
-    """Where one scenario's requests go, and under which model id the server knows its model."""
-
-    scenario: ScenarioSpec
-    backend: Backend
-    model: str
-    client: httpx.AsyncClient | None = None
-    runner_options: dict[str, Any] = field(default_factory=dict)
-
-
-def _engine(study: StudySpec, run_id: str) -> Engine:
-    return Engine(log_path=paths.run_dir(run_id) / "llama-server.log", models_max=study.engine.models_max,
-                  ctx_size=study.engine.ctx_size, threads=study.engine.threads,
-                  presets=presets.presets(study, paths.MODELS_DIR))
-
-
-@contextlib.contextmanager
-def _engine_for(study: StudySpec, run_id: str) -> Iterator[Engine | None]:
-    """The embedded engine with one preset per scenario, stopped on every exit path."""
-    if not study.uses_engine:
-        yield None
-        return
-    prepare_models(only=engine_models(study))
-    with _engine(study, run_id) as engine:
-        yield engine
-
-
-@contextlib.contextmanager
-def bundled_ollama_for(study: StudySpec, run_id: str | None = None,
-                       given: BundledOllama | None = None) -> Iterator[BundledOllama | None]:
-    """The bundled Ollama the study asks for (`bundled_ollama:`): `given` when the caller started it already
-    (the CLI, for the check before and the facts after the run), else one started here and stopped on every
-    exit path; None when the study does not use it."""
-    if not study.uses_bundled_ollama or given is not None:
-        yield given if study.uses_bundled_ollama else None
-        return
-    assert study.bundled_ollama is not None
-    models = tuple(sorted({s.model for s in study.scenarios if study.on_bundled_ollama(s)}))
-    log_path = paths.run_dir(run_id) / "ollama.log" if run_id else None
-    with BundledOllama(models=models, env=study.bundled_ollama.env(), log_path=log_path) as server:
-        yield server
-
-
-def with_bundled_url(study: StudySpec, server: BundledOllama | None) -> StudySpec:
-    """The study as the check and the fact gathering see it: the bundled Ollama's URL where it serves."""
-    if server is None or not study.uses_bundled_ollama:
-        return study
-    # As the study's base_url (not validated again: it keeps bundled_ollama), so the scenarios it serves are
-    # still those that name no server of their own.
-    return study.model_copy(update={"base_url": server.base_url})
-
-
-def engine_models(study: StudySpec) -> set[str]:
-    """The models the study asks of the embedded engine (file stems in data/models/)."""
-    return {s.model for s in study.scenarios if study.backend_of(s) == "embedded"}
-
-
-def server_facts(study: StudySpec, run_id: str) -> dict[str, Any]:
-    """What is known about the servers before the first request: the engine's version and presets, or the
-    kinds and URLs of the servers the study names."""
-    if study.uses_engine:
-        prepare_models(only=engine_models(study))
-        engine = _engine(study, run_id)
-        return {"kind": "embedded llama-server", "version": engine.version(), "backend": engine.backend,
-                "presets": engine.presets}
-    kinds = sorted({study.backend_of(s) for s in study.scenarios})
-    facts = {"kind": ", ".join(kinds), "base_urls": sorted({study.base_url_of(s) or "" for s in study.scenarios})}
-    if study.uses_bundled_ollama:
-        assert study.bundled_ollama is not None
-        facts["bundled_ollama"] = {"version": BundledOllama().version(), "env": study.bundled_ollama.env()}
-    return facts
-
-
-def _targets(study: StudySpec, engine: Engine | None, bundled: BundledOllama | None = None) -> dict[str, Target]:
-    timeouts = study.timeouts
-    api_key = os.environ.get(API_KEY_ENV)
-    targets = {}
-    for s in study.scenarios:
-        kind = study.backend_of(s)
-        if kind == "embedded":
-            assert engine is not None
-            backend = make_backend("llamacpp", engine.base_url, api_key=engine.api_key, timeouts=timeouts,
-                                   connection=study.workload.connection)
-            model = presets.served_model_id(s)
-        else:
-            extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
-            url = bundled.base_url if bundled is not None and study.on_bundled_ollama(s) else study.base_url_of(s)
-            backend = make_backend(kind, url or "", timeouts=timeouts, api_key=api_key,
-                                   connection=study.workload.connection, **extra)
-            model = s.model
-        runner_options = s.runner_options
-        targets[s.name] = Target(s, backend, model, runner_options=runner_options)
-    return targets
-
-
-def _request(study: StudySpec, target: Target, planned: PlannedRequest) -> GenerationRequest:
-    w, s = study.workload, target.scenario
-    # The engine applies runner options and keep_alive through its presets, not per request.
-    on_engine = study.backend_of(s) == "embedded"
-    options = {k: v for k, v in s.options.items() if not (on_engine and k in presets.ENGINE_OPTIONS)}
-    return GenerationRequest(
-        model=target.model, prompt=planned.prompt, max_tokens=w.max_tokens, temperature=w.temperature,
-        seed=w.seed, options=options, keep_alive=None if on_engine else s.keep_alive,
-        cache_prompt=None if w.unique_prefix else True,
-    )
-
-
-def classify_state(resident_before: bool | None, options_changed: bool, load_ms: float | None) -> str:
-    """cold / reload / warm / unknown, from the probe before the request and the server's load time."""
-    if resident_before is None:
-        return "unknown"
-    if not resident_before:
-        return "cold"
-    if options_changed and (load_ms is None or load_ms >= RELOAD_EVIDENCE_MS):
-        return "reload"
-    return "warm"
-
-
-def derive_load_ms(sample: Sample) -> None:
-    """llama-server reports no load time: TTFT minus prompt processing and one token's generation."""
-    if sample.load_ms is not None or not sample.ok:
-        return
-    if sample.state == "warm":
-        sample.load_ms, sample.load_ms_source = 0.0, "probe"
-    elif sample.state in ("cold", "reload") and None not in (sample.ttft_ms, sample.prompt_eval_ms, sample.eval_ms):
-        first_token = sample.eval_ms / sample.output_tokens if sample.output_tokens else 0.0
-        sample.load_ms = max(0.0, sample.ttft_ms - sample.prompt_eval_ms - first_token)
-        sample.load_ms_source = "derived"
 
 
 class Collector:
@@ -175,15 +43,15 @@ class Collector:
     def __init__(self, study: StudySpec, targets: dict[str, Target], writer: RunWriter, run_id: str,
                  engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool) -> None:
         self.study, self.targets, self.writer, self.run_id = study, targets, writer, run_id
-        self.engine, self.on_sample = engine, on_sample
-        self.gpu = gpu.GpuSampler()
-        self.gpu_index: int | None = None  # the GPU the server runs on, once NVML can tell
+        self.on_sample = on_sample
+        self.evidence = Evidence(study, run_id, engine)
         self.started: set[str] = set()  # scenarios whose first request has been sent
         self.preparing: dict[str, asyncio.Lock] = {}  # scenario → held while it unloads or preloads
-        self.measured: set[str] = set()  # scenarios whose first measured request has been sent
-        self.loaded_with: dict[str, dict[str, Any]] = {}  # model id → runner options of its last request
-        self.last_end: float | None = None
         self.to_preload_again: set[str] = set()  # preloading scenarios a resume takes up mid-way
+        # a rate sweep's passes, by scenario and pass: (response time, end) of each measured request that ended well
+        self.passes: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self.progress = progress
+        self.pool: WorkerPool | None = None  # worker processes that send the timed requests, when the study asks
         self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
 
     def restore(self, done: list[dict[str, Any]]) -> None:
@@ -191,8 +59,9 @@ class Collector:
         with `preload` load their model again before their next request (the server may have restarted)."""
         for sample in sorted(done, key=lambda s: s["seq"]):
             self.started.add(sample["scenario"])
-            if not sample.get("warmup"):
-                self.measured.add(sample["scenario"])
+            self.evidence.restore(sample)
+            self._keep_pass(sample["scenario"], sample.get("sweep_pass"), sample.get("warmup", False),
+                            sample.get("ok", False), sample.get("started_at"), sample.get("e2e_ms"))
         self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
         self.bar.update(len(done))
 
@@ -233,27 +102,47 @@ class Collector:
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
-            sample = await backend.measure(client, _request(self.study, target, planned))
+            request = servers.request_for(self.study, target, planned)
+            if self.pool is not None:
+                sample = await self.pool.measure(planned.scenario, request)
+            else:
+                sample = await backend.measure(client, request)
         except RequestInterrupted as stop:  # kept with the times it reached; a resume sends it again
-            self._gpu_peaks(stop.sample, window_start, time.monotonic())
-            self._stamp(stop.sample, planned, scheduled_at)
-            self._annotate(stop.sample, planned, target, before, None, gap)
+            self.evidence.peaks(stop.sample, window_start, time.monotonic())
+            self.evidence.stamp(stop.sample, planned, scheduled_at)
+            self.evidence.annotate(stop.sample, planned, target, before, None, gap)
             self.writer.append(stop.sample)
             raise
-        self._gpu_peaks(sample, window_start, time.monotonic())
-        self._stamp(sample, planned, scheduled_at)
+        self.evidence.peaks(sample, window_start, time.monotonic())
+        self.evidence.stamp(sample, planned, scheduled_at)
         after = await backend.residency(client, target.model) if probe else None
-        self._annotate(sample, planned, target, before, after, gap)
+        self.evidence.annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
+        self._keep_pass(planned.scenario, planned.sweep_pass, planned.warmup, sample.ok, sample.started_at,
+                        sample.e2e_ms)
         self.bar.update(1)
         self.bar.set_postfix_str(_postfix(sample), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
 
-    def _stamp(self, sample: Sample, planned: PlannedRequest, scheduled_at: float) -> None:
-        sample.scheduled_at = scheduled_at
-        sample.client_queue_ms = (sample.started_at - scheduled_at) * 1000
-        sample.concurrency = planned.concurrency if self.study.workload.mode == "closed" else None
+    def _keep_pass(self, scenario: str, sweep_pass: str | None, warmup: bool, ok: bool, started_at: float | None,
+                   e2e_ms: float | None) -> None:
+        if sweep_pass and not warmup and ok and started_at is not None and e2e_ms is not None:
+            self.passes.setdefault((scenario, sweep_pass), []).append((e2e_ms / 1000, started_at + e2e_ms / 1000))
+
+    def found_rates(self, plan: list[PlannedRequest], known: dict[str, list[float]]) -> dict[str, list[float]]:
+        """The rates of each scenario whose sweep passes `plan` ended with (its rates not known yet)."""
+        found = {}
+        for name in dict.fromkeys(p.scenario for p in plan if p.sweep_pass == "throughput"):
+            if name in known:
+                continue
+            try:
+                found[name] = sweep_rates([e2e for e2e, _ in self.passes.get((name, "synchronous"), [])],
+                                          [end for _, end in self.passes.get((name, "throughput"), [])],
+                                          self.study.workload.sweep_rates)
+            except ValueError as exc:
+                raise RunStopped(f"the rate sweep of scenario {name!r} found no rates: {exc}") from None
+        return found
 
     async def _cold_start(self, target: Target) -> None:
         """Unload every model of the study on the scenario's server, so its first request starts from nothing
@@ -271,57 +160,24 @@ class Collector:
         await target.backend.load(target.client, target.model, keep_alive=target.scenario.keep_alive,
                                   options=target.scenario.options or None)
         await target.backend.wait_resident(target.client, target.model, True)
-        self.loaded_with[target.model] = target.runner_options
-
-    def _gpu_peaks(self, sample: Sample, start: float, end: float) -> None:
-        """NVML's peak memory and utilisation on the server's GPU while the request was in flight."""
-        if not self.gpu.available:
-            return
-        if self.gpu_index is None and self.engine is not None:
-            self.gpu_index = gpu.gpu_of_processes(self.engine.pids())
-        sample.gpu_index = self.gpu_index if self.gpu_index is not None else 0
-        if (peak := self.gpu.peak(start, end, sample.gpu_index)) is not None:
-            sample.gpu_mem_used_bytes, sample.gpu_util_pct = peak.mem_used_bytes, peak.util_pct
-
-    def _annotate(self, sample: Sample, planned: PlannedRequest, target: Target, before: Any, after: Any,
-                  gap: float) -> None:
-        s = target.scenario
-        sample.run_id, sample.seq, sample.scenario = self.run_id, planned.seq, planned.scenario
-        sample.warmup, sample.idle_gap_s = planned.warmup, gap
-        sample.keep_alive = None if s.keep_alive is None else str(s.keep_alive)
-        sample.resident_before = None if before is None else before.resident
-        options_changed = target.model in self.loaded_with and self.loaded_with[target.model] != target.runner_options
-        sample.state = classify_state(sample.resident_before, options_changed, sample.load_ms)
-        self.loaded_with[target.model] = target.runner_options
-        derive_load_ms(sample)
-        if not planned.warmup and planned.scenario not in self.measured:
-            sample.phase = "first"
-            self.measured.add(planned.scenario)
-        if after is not None:
-            after.fill(sample)
-        if self.engine is not None and self.study.backend_of(s) == "embedded":
-            sample.server_rss_bytes = self.engine.rss_bytes(target.model)
-            offload, sample.gpu_layers_source = self.engine.offload(target.model)
-            if offload is not None:
-                sample.gpu_layers, sample.gpu_layers_total = offload.layers, offload.total
-                sample.gpu_share, sample.fits_in_vram = offload.share, offload.complete
-                sample.gpu_share_source = "layers"
-        sample.idle_before_s = None if self.last_end is None else max(0.0, sample.started_at - self.last_end)
-        self.last_end = time.time()
+        self.evidence.preloaded(target)
 
     async def run(self, plan: list[PlannedRequest]) -> None:
         """Send `plan`: closed loop (each concurrency level in turn) or open loop (Poisson arrivals)."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
-        self.gpu.start()
+        self.evidence.gpu.start()
         try:
-            if self.study.workload.mode == "open":
-                await self._open_loop(plan)
+            if plan and plan[0].level is not None:
+                await self._levels(plan)
+            elif self.study.workload.mode == "open":
+                assert isinstance(self.study.workload.rate_per_s, float | int)
+                await self._open_loop(plan, self.study.workload.rate_per_s, self.study.workload.arrival_seed)
             else:
                 for level in dict.fromkeys(p.concurrency for p in plan):
                     await self._closed_loop([p for p in plan if p.concurrency == level], level)
         finally:
-            self.gpu.stop()
+            self.evidence.gpu.stop()
             self.bar.close()
 
     async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
@@ -340,17 +196,27 @@ class Collector:
         finally:  # one failed or the run stopped: the others end too, before the run closes
             await _cancel_and_wait(workers)
 
-    async def _open_loop(self, plan: list[PlannedRequest]) -> None:
-        """Requests arrive at `rate_per_s` on average (exponential gaps, seeded), whatever is in flight."""
-        workload = self.study.workload
-        assert workload.rate_per_s is not None
-        arrivals = random.Random(workload.arrival_seed)
+    async def _levels(self, plan: list[PlannedRequest]) -> None:
+        """A rate sweep's levels in turn, a progress bar each: a pass as a closed loop, a rate as an open one."""
+        for name, level, sweep_pass, rate, _ in plan_levels(plan):
+            group = [p for p in plan if p.scenario == name and p.level == level]
+            self.bar.close()
+            label = sweep_pass or f"{rate:g}/s"
+            self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit="req", disable=not self.progress)
+            if rate is None:
+                await self._closed_loop(group, group[0].concurrency)
+            else:  # arrivals seeded per scenario and level: a level draws the same gaps whatever ran before it
+                await self._open_loop(group, rate, f"{self.study.workload.arrival_seed}:{name}:{level}")
+
+    async def _open_loop(self, plan: list[PlannedRequest], rate: float, seed: int | str) -> None:
+        """Requests arrive at `rate` per second on average (exponential gaps, seeded), whatever is in flight."""
+        arrivals = random.Random(seed)
         loop = asyncio.get_running_loop()
         start_loop, start_wall, offset = loop.time(), time.time(), 0.0
         tasks = []
         try:
             for planned in plan:
-                offset += arrivals.expovariate(workload.rate_per_s)
+                offset += arrivals.expovariate(rate)
                 await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
                 tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
             await asyncio.gather(*tasks)
@@ -365,23 +231,12 @@ async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@contextlib.asynccontextmanager
-async def _clients(targets: dict[str, Target], study: StudySpec) -> AsyncIterator[None]:
-    """One HTTP client per scenario, its connection pool sized to the most requests ever in flight."""
-    workload = study.workload
-    in_flight = None if workload.mode == "open" else max(workload.levels) * 2  # a request and its probe
-    async with contextlib.AsyncExitStack() as stack:
-        for target in targets.values():
-            target.client = await stack.enter_async_context(target.backend.client(max_connections=in_flight))
-        yield
-
-
 def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Create the run once: its folder, the resolved study, the plan's size, status `prepared` and the
     server facts known before sending. Returns the run id; `collect(run_id)` then runs it."""
     run_id = run_id or store.free_run_id(study.name)
     store.refuse_existing(run_id)
-    facts = server_facts(study, run_id)
+    facts = servers.server_facts(study, run_id)
     store.create_run(run_id, study=study, study_as_written=study_as_written or study.model_dump(mode="json"),
                      planned_requests=len(plan_requests(study, run_id)), server=facts,
                      gpus=[dataclasses.asdict(d) for d in gpu.devices()], host=gather.host_facts())
@@ -408,7 +263,8 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
         raise
     study = meta.study
     sent = {s["seq"] for s in done}
-    plan = [p for p in plan_requests(study, run_id) if p.seq not in sent]
+    rates: dict[str, list[float]] = dict(getattr(meta, "sweep_rates", None) or {})
+    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
     if meta.status == "prepared":
         writer.update(status="running")
     else:
@@ -418,15 +274,25 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     writer.update(event_loop=loops.running_loop_name())  # uvloop or asyncio: where the stamps were taken
     status = "failed"
     try:
-        with _engine_for(study, run_id) as engine, bundled_ollama_for(study, run_id, ollama) as bundled:
+        with servers.engine_for(study, run_id) as engine, servers.bundled_ollama_for(study, run_id, ollama) as bundled:
             if engine is not None:
                 writer.update(server={**writer.meta.server, "command": engine.command()})
-            targets = _targets(study, engine, bundled)
-            async with _clients(targets, study):
+            targets = servers.targets(study, engine, bundled)
+            async with servers.clients(targets, study), servers.pool(targets, study) as pool:
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
+                collector.pool = pool
                 collector.restore(done)
                 await collector.prepare()
-                await collector.run(plan)
+                while plan:  # a rate sweep's plan grows as its passes find each scenario's rates
+                    _say_plan(study, plan, rates, collector.bar)
+                    await collector.run(plan)
+                    sent |= {p.seq for p in plan}
+                    found = collector.found_rates(plan, rates)
+                    if not found:
+                        break
+                    rates.update(found)
+                    writer.update(sweep_rates=rates)
+                    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
@@ -436,6 +302,19 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     finally:
         writer.close(status)
     return run_id
+
+
+def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, list[float]], bar: tqdm) -> None:
+    """Before a rate sweep's levels start: each level, and how long they take at their rates."""
+    levels = plan_levels(plan)
+    if not levels:
+        return
+    parts = [f"{name} {sweep_pass or f'{rate:g}/s'} ({count} req)" for name, _, sweep_pass, rate, count in levels]
+    seconds = estimate_s(study, plan)
+    took = f"; the rate levels take about {seconds:.0f} s" if seconds else ""
+    later = any(p.sweep_pass == "throughput" and p.scenario not in rates for p in plan)
+    then = f"; then {study.workload.sweep_rates} rates from the passes" if later else ""
+    bar.write(f"plan: {', '.join(parts)}{took}{then}", file=sys.stderr)
 
 
 class RunError(LatencyLabError):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from latencylab.collect import gather, preflight, runner
+from latencylab.collect import gather, preflight, runner, servers
 from latencylab.collect.engine import prepare_models
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.core import paths
@@ -30,7 +30,7 @@ from latencylab.plan.facts import Facts, RunFacts
 from latencylab.plan.study import StudySpec, load_study, with_base_url
 from latencylab.runs import store
 
-API_KEY_ENV = runner.API_KEY_ENV  # for servers that need a key; read from the environment, never stored
+API_KEY_ENV = servers.API_KEY_ENV  # for servers that need a key; read from the environment, never stored
 
 
 def api_key() -> str | None:
@@ -47,21 +47,21 @@ def resolve(study: str | Path, base_url: str = "") -> tuple[StudySpec, dict[str,
 @contextlib.contextmanager
 def serving(spec: StudySpec) -> Iterator[BundledOllama | None]:
     """The bundled Ollama when the study asks for it (`bundled_ollama:`), started and stopped for sure; else None."""
-    with runner.bundled_ollama_for(spec) as server:
+    with servers.bundled_ollama_for(spec) as server:
         yield server
 
 
 async def check_served(spec: StudySpec) -> CheckResult:
     """`check` of a study as it will run: on the bundled Ollama (started for the check) when it asks for it."""
     with serving(spec) as server:
-        return await check(runner.with_bundled_url(spec, server))
+        return await check(servers.with_bundled_url(spec, server))
 
 
 async def check(spec: StudySpec, moment: str = "check") -> CheckResult:
     """The plan checked against its servers' facts (the embedded engine's models are put in place first: the
     check reads their GGUF metadata)."""
     if spec.uses_engine:
-        prepare_models(only=runner.engine_models(spec))
+        prepare_models(only=servers.engine_models(spec))
     return await gather.check_study(spec, api_key(), moment=moment)  # type: ignore[arg-type]
 
 
@@ -74,8 +74,8 @@ async def create(spec: StudySpec, raw: dict[str, Any] | None = None, run_id: str
     """
     if run_id:
         store.refuse_existing(run_id)
-    with runner.bundled_ollama_for(spec, given=ollama) as server:
-        served = runner.with_bundled_url(spec, server)
+    with servers.bundled_ollama_for(spec, given=ollama) as server:
+        served = servers.with_bundled_url(spec, server)
         await preflight.check(served, api_key())
         checked = await check(served, moment="before")
     run_id = runner.create_run(spec, raw, run_id)
@@ -90,7 +90,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     """Send the run's requests (every one without a finished sample), then record the servers' facts after the
     last one beside those from before the first, however the collection ended."""
     study = store.load_meta(run_id).study
-    with runner.bundled_ollama_for(study, run_id, ollama) if study else contextlib.nullcontext() as server:
+    with servers.bundled_ollama_for(study, run_id, ollama) if study else contextlib.nullcontext() as server:
         try:
             await runner.collect(run_id, on_sample=on_sample, progress=progress, ollama=server)
         except LatencyLabError:
@@ -110,7 +110,7 @@ async def _facts_after(run_id: str, ollama: BundledOllama | None = None) -> None
     if meta.study is None:
         return
     before = store.read_facts(run_id).get("before")
-    after: Facts = await gather.gather(runner.with_bundled_url(meta.study, ollama), "after", api_key())
+    after: Facts = await gather.gather(servers.with_bundled_url(meta.study, ollama), "after", api_key())
     store.save_facts(RunFacts(before=Facts.model_validate(before) if before else None, after=after), run_id)
 
 

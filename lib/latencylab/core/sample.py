@@ -47,6 +47,9 @@ class Sample:
     scheduled_at: float | None = None  # when the client meant to send it (open loop: its arrival time)
     client_queue_ms: float | None = None  # sent − scheduled: time lost on the client side, never inside TTFB
     concurrency: int | None = None  # requests the client allowed in flight (closed loop)
+    level: int | None = None  # a rate sweep's load level, per scenario in the order run (None: no levels)
+    offered_rate_per_s: float | None = None  # that level's mean arrival rate (None for a sweep's passes)
+    sweep_pass: str | None = None  # "synchronous" or "throughput": a rate sweep's passes that find its range
     idle_before_s: float | None = None  # time since the previous request of the run ended
     prompt_chars: int = 0
     ok: bool = True

@@ -21,7 +21,7 @@ BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
 # Ollama keeps one runner per model, so switching between them reloads (server/sched.go `needsReload`).
 RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "use_mmap")
 INTEGER_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "num_predict", "seed", "top_k",
-                   "num_keep", "repeat_last_n"}
+                   "num_keep", "repeat_last_n", "num_parallel"}
 
 
 class StudyError(LatencyLabError, ValueError):
@@ -84,6 +84,15 @@ class TargetsSpec(_Spec):
     fits_in_vram: bool | None = Field(True, description="the model entirely in GPU memory")
 
 
+class HypothesisSpec(_Spec):
+    """A claim the study sets out to test, in its own words, and the cause of slow first bytes it names."""
+
+    claim: str = Field(min_length=1, description="the hypothesis as the study's authors wrote it")
+    cause: Literal["reloads", "offload", "prompt", "queueing", "variance"] = Field(
+        description="what the diagnosis tests it by: reloads between requests, a model not wholly in VRAM, prompt "
+        "processing, queueing, or what makes the slowest requests slow")
+
+
 class ScenarioSpec(_Spec):
     """One configuration to measure: a server, a model and its settings."""
 
@@ -135,8 +144,17 @@ class WorkloadSpec(_Spec):
         "closed", description="closed: `concurrency` requests in flight; open: Poisson arrivals at `rate_per_s`"
     )
     concurrency: int | list[int] = Field(1, description="requests in flight at once; a list sweeps the levels")
-    rate_per_s: float | None = Field(None, gt=0, description="open loop: mean arrivals per second")
+    rate_per_s: float | list[float] | Literal["sweep"] | None = Field(
+        None, description="open loop: mean arrivals per second; a list runs one level per rate, each scenario in "
+        "turn; `sweep` finds the rates (a synchronous pass, a throughput pass, then `sweep_rates` rates)")
+    sweep_rates: int = Field(6, ge=2, le=50, description="rate levels of a sweep, from the lower of the "
+                             "synchronous rate and half the throughput to 1.2 × the throughput")
+    level_duration_s: float | None = Field(
+        None, gt=0, description="each rate level sends rate × this many measured requests instead of `requests`")
     arrival_seed: int = Field(0, description="seed of the open loop's arrival times")
+    client_processes: int = Field(
+        1, ge=1, le=64, description="worker processes that send the timed requests (the coordinator keeps the "
+        "schedule, probes and cold protocol): more than 1 when one event loop cannot keep up with many streams")
     connection: Literal["new", "reuse"] = Field(
         "reuse", description="reuse: keep connections alive between requests (a closed one is retried); "
         "new: set up a connection for every request (its set-up inside each TTFB)"
@@ -150,10 +168,22 @@ class WorkloadSpec(_Spec):
             raise ValueError("concurrency must be 1 or more (or a non-empty list of such levels)")
         return value
 
+    @field_validator("rate_per_s")
+    @classmethod
+    def _rates(cls, value: Any) -> Any:
+        rates = value if isinstance(value, list) else [] if value in (None, "sweep") else [value]
+        if isinstance(value, list) and not value:
+            raise ValueError("rate_per_s: give at least one rate")
+        if any(rate <= 0 for rate in rates):
+            raise ValueError("rate_per_s: every rate must be above 0 requests per second")
+        return value
+
     @model_validator(mode="after")
     def _mode(self) -> WorkloadSpec:
         if self.mode == "open" and self.rate_per_s is None:
-            raise ValueError("mode: open needs rate_per_s (mean requests per second)")
+            raise ValueError("mode: open needs rate_per_s (mean requests per second, a list, or sweep)")
+        if self.mode == "closed" and self.rate_levels is not None:
+            raise ValueError("a rate list or sweep is an open loop: add mode: open")
         if self.mode == "open" and isinstance(self.concurrency, list):
             raise ValueError("a concurrency sweep is a closed-loop study: use mode: closed")
         return self
@@ -162,8 +192,26 @@ class WorkloadSpec(_Spec):
     def levels(self) -> list[int]:
         """The concurrency levels, in the order they are run."""
         return self.concurrency if isinstance(self.concurrency, list) else [self.concurrency]
+
+    @property
+    def rate_levels(self) -> list[float] | Literal["sweep"] | None:
+        """The rate levels of a rate sweep (a list, or `sweep` when the run finds them); None: no levels."""
+        return self.rate_per_s if isinstance(self.rate_per_s, list) or self.rate_per_s == "sweep" else None
     temperature: float | None = 0.0
     seed: int | None = 42
+
+
+class SloSpec(_Spec):
+    """Per-request service-level objectives: a request meets them when it succeeded within every limit given.
+
+    A rate sweep reports, per level, the share that met them (attainment) and how many per second did
+    (goodput); its saturation point is the highest rate whose attainment stayed at `goal` or above.
+    """
+
+    ttft_ms: float | None = Field(None, gt=0, description="time to first token, at most")
+    tpot_ms: float | None = Field(None, gt=0, description="time per output token after the first, at most")
+    e2e_ms: float | None = Field(None, gt=0, description="the whole response, at most")
+    goal: float = Field(0.95, gt=0, le=1, description="share of requests that must meet them at a held level")
 
 
 class GpuSpec(_Spec):
@@ -212,11 +260,13 @@ class StudySpec(_Spec):
     bundled_ollama: BundledOllamaSpec | None = None
     timeouts: Timeouts = Timeouts()
     targets: TargetsSpec = TargetsSpec()
+    slo: SloSpec = SloSpec()
     workload: WorkloadSpec = WorkloadSpec()
     prepare: PrepareSpec = PrepareSpec()
     gpu: GpuSpec | None = None
     cold_protocol: Literal["none", "unload_before_each", "first_only"] = "none"
     sweep: SweepSpec | None = None
+    hypotheses: list[HypothesisSpec] = Field(default_factory=list, description="what the study sets out to test")
     scenarios: list[ScenarioSpec] = Field(default_factory=list)
 
     @model_validator(mode="before")

@@ -20,18 +20,20 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from latencylab.analyse.findings import Findings, Key, Modes, Step, Verdict
+from latencylab.analyse.attribution import PARTS
+from latencylab.analyse.capacity import ACHIEVED_SHARE, SLO_METRICS
+from latencylab.analyse.findings import Findings, Key, Modes, RunInfo, Saturation, Step, Verdict
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
-            "runs", "targets", "next_steps", "concurrency", "sweep", "errors")
+            "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
 # The library's own figures of each section; the report notebook draws more in its cells (the timeline, the ECDF)
 # and hands them to `Report.show`.
-FIGURES = {"baseline": ("histogram",), "analysis": ("decomposition",), "measured": ("prefill", "decode"),
-           "results": ("box",), "targets": ("variability", "targets"), "concurrency": ("concurrency",),
-           "sweep": ("sweep",)}
+FIGURES = {"baseline": ("histogram",), "analysis": ("decomposition",), "diagnosis": ("waterfall",),
+           "measured": ("prefill", "decode"), "results": ("box",), "targets": ("variability", "targets"),
+           "concurrency": ("concurrency",), "capacity": ("latency_throughput", "goodput"), "sweep": ("sweep",)}
 
 
 def _missing(value: Any) -> bool:
@@ -90,10 +92,18 @@ def fact_value(value: Any, name: str, lang: str) -> str:
     return str(value)
 
 
-def step_words(step: Step, labels: dict[Key, str], lang: str) -> Markup:
-    """One next step as a sentence."""
+def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttfb_ms") -> Markup:
+    """One next step as a sentence; a predicted gain with the metric it predicts."""
     v, scenario = step.values, labels.get(step.key, "") if step.key else ""
     values: dict[str, Any] = {"scenario": scenario}
+    if step.kind.startswith("predict_"):
+        values.update(metric=i18n.t(f"metric_{metric}", lang), now=i18n.ms(v["now"], lang),
+                      after=i18n.ms(v["after"], lang), saved=i18n.ms(v["saved"], lang))
+        measured = Markup("").join(i18n.t("next_predict_measured", lang, run=labels.get(m["key"], m["key"][1]),
+                                          measured=i18n.ms(m["median"], lang), change=("+" if m["change_pct"] > 0
+                                          else "") + i18n.percent(m["change_pct"] / 100, lang))
+                                 for m in v.get("measured", []))
+        return i18n.t(f"next_{step.kind}", lang, **values) + measured
     if step.kind == "errors":
         values.update(share=i18n.percent(v["share"], lang), kinds=", ".join(f"{k} ×{n}" for k, n in v["kinds"].items()))
     elif step.kind == "keep_loaded":
@@ -109,6 +119,45 @@ def step_words(step: Step, labels: dict[Key, str], lang: str) -> Markup:
     return i18n.t(f"next_{step.kind}", lang, **values)
 
 
+def slo_words(run: RunInfo, lang: str) -> Markup:
+    """A run's SLOs and how a level is judged held, as a sentence."""
+    limits = [i18n.t(f"slo_{m}", lang, limit=i18n.ms(run.slo[m], lang)) for m in SLO_METRICS if run.slo.get(m)]
+    values = {"share": i18n.percent(ACHIEVED_SHARE, lang), "goal": i18n.percent(run.slo.get("goal", 0.95), lang)}
+    if not limits:
+        return i18n.t("capacity_no_slo", lang, **values)
+    return i18n.t("capacity_slo", lang, limits=Markup(", ").join(limits), **values)
+
+
+def rate_words(value: float | None, lang: str) -> str:
+    """A rate in requests per second: two decimals below 10, one below 100, none above."""
+    if _missing(value):
+        return "–"
+    return i18n.number(value, lang, 2 if value < 10 else 1 if value < 100 else 0)
+
+
+def saturation_words(point: Saturation, labels: dict[Key, str], lang: str) -> Markup:
+    """Where a scenario's saturation point lies and, past it, what grew."""
+    scenario = labels.get((point.run, point.scenario), point.scenario)
+    said = i18n.t(f"saturation_{point.status}", lang, scenario=scenario, rate=rate_words(point.rate, lang),
+                  high=rate_words(point.high, lang))
+    grows = point.grows
+
+    def lag(ms: float) -> str:
+        return f"{i18n.number(ms, lang, 1)}\u00a0ms"
+
+    if "queue_p50_ms" in grows and "client_lag_p50_ms" in grows:
+        (queue_held, queue_broke), (lag_held, lag_broke) = grows["queue_p50_ms"], grows["client_lag_p50_ms"]
+        said += Markup(" ") + i18n.t("saturation_grows", lang, rate=rate_words(point.rate, lang),
+                                     high=rate_words(point.high, lang), queue_held=i18n.ms(queue_held, lang),
+                                     queue_broke=i18n.ms(queue_broke, lang), lag_held=lag(lag_held),
+                                     lag_broke=lag(lag_broke))
+    if "server_wait_p50_ms" in grows:
+        held, broke = grows["server_wait_p50_ms"]
+        said += Markup(" ") + i18n.t("saturation_server_wait", lang, held=i18n.ms(held, lang),
+                                     broke=i18n.ms(broke, lang))
+    return said
+
+
 def _tps(value: float | None, lang: str) -> str:
     return i18n.number(value, lang, 1)
 
@@ -116,22 +165,32 @@ def _tps(value: float | None, lang: str) -> str:
 def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
     """One cause's verdict on one scenario as a sentence, with the numbers behind it."""
     x, t = v.values, lambda key, **values: i18n.t(key, lang, **values)
+    pct, ms = (lambda value: i18n.percent(value, lang)), (lambda value: i18n.ms(value, lang))
+    metric = t(f"metric_{f.metric}")
     values: dict[str, Any] = {"scenario": f.labels.get(v.key, v.key[1]), "verdict": t(f"dx_verdict_{v.verdict}")}
     if v.verdict == "no_evidence" and v.reason:
-        return t(f"dx_none_{v.reason}", **values)
-    pct, ms = (lambda value: i18n.percent(value, lang)), (lambda value: i18n.ms(value, lang))
+        cold = "" if _missing(x.get("cold_start_ms")) else t("dx_cold_start_ms", ms=ms(x["cold_start_ms"]))
+        return t(f"dx_none_{v.reason}", **values, **({"cold": cold} if v.reason == "too_few" else {}))
     if v.cause == "reloads":
-        values.update(later_paid=x["later_paid"], later_n=x["later_n"], paid=x["paid"], n=x["n"], load=ms(x["load_ms"]),
-                      explained=pct(x["explained"]), explained_ttft=pct(x["explained_ttft"]),
-                      metric=t(f"metric_{f.metric}"), first=t("dx_first_cold" if x["paid"] else "dx_none_paid"))
+        reasons = Markup(", ").join(t(f"dx_reason_{r}", n=n) for r, n in x["reasons"].items())
+        cold = t("dx_cold_start", load=ms(x["cold_start_ms"])) if x["cold_start"] and not _missing(
+            x["cold_start_ms"]) else ""
+        if x["waited"]:
+            cold += t("dx_cold_waited", n=x["waited"])
+        values.update(later_paid=x["later_paid"], later_n=x["later_n"], load=ms(x["load_ms"]),
+                      amount=ms(x["amount_ms"]), share=pct(x["share"]), metric=metric,
+                      reasons=t("dx_reasons", reasons=reasons) if reasons else "", cold=cold)
     elif v.cause == "offload":
+        prediction = "" if not x.get("check") else \
+            t("dx_check_prediction", predicted=pct(x["predicted_pct"] / 100), verdict=t(f"dx_check_{x['check']}"))
+        if v.verdict == "no_gpu":
+            look = t("dx_look_cpu_build" if x["why"] == "cpu_build" else "dx_look_server")
+            return t("dx_offload_no_gpu", why=t(f"dx_no_gpu_{x['why']}"), look=look, check=prediction, **values)
         layers = "" if _missing(x["layers"]) or _missing(x["layers_total"]) else \
             t("dx_layers", layers=int(x["layers"]), total=int(x["layers_total"]))
         compare = "" if _missing(x["decode_gpu"]) or _missing(x["decode_spilled"]) else \
             t(f"dx_decode_compare_{x['decode_scope']}", gpu=_tps(x["decode_gpu"], lang),
               spilled=_tps(x["decode_spilled"], lang))
-        prediction = "" if x["check"] is None else \
-            t("dx_check_prediction", predicted=pct(x["predicted_pct"] / 100), verdict=t(f"dx_check_{x['check']}"))
         values.update(share=pct(x["share"]), vram=i18n.mib(x["vram"], lang), size=i18n.mib(x["size"], lang),
                       layers=layers, decode=_tps(x["decode"], lang), compare=compare, check=prediction)
     elif v.cause == "prompt":
@@ -139,24 +198,40 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
         if not _missing(x["p"]):
             numbers = {"rho": i18n.number(x["rho"], lang, 2), "p": _p(x["p"], lang),
                        "min": i18n.number(x["tokens_min"], lang), "max": i18n.number(x["tokens_max"], lang)}
-            growth = t("dx_growth", slope=f"{i18n.number(x['slope'], lang, 2)}{i18n.NBSP}ms", added=ms(x["added_ms"]),
-                       **numbers) if x["p"] < 0.05 and x["rho"] > 0 else t("dx_no_growth", **numbers)
+            key = "dx_no_growth" if not x["significant"] else \
+                "dx_growth" if x["grows"] else "dx_growth_small"
+            growth = t(key, slope=f"{i18n.number(x['slope'], lang, 2)}{i18n.NBSP}ms", added=ms(x["added_ms"]),
+                       **numbers)
         cache = "" if not x["cache_known"] else t("dx_cache", hits=pct(x["cache_hits"]), cached=pct(x["cached_share"]))
-        values.update(share=pct(x["share"]), warm=t("dx_warm_only") if x["warm_only"] else "", growth=growth,
-                      cache=cache)
+        values.update(typical=ms(x["typical_ms"]), share=pct(x["share"]), metric=metric, growth=growth, cache=cache)
     elif v.cause == "queueing":
-        together = "" if _missing(x["together"]) or _missing(x["alone"]) else \
-            t("dx_together", metric=t(f"metric_{f.metric}"), together=ms(x["together"]), alone=ms(x["alone"]))
-        values.update(overlap=pct(x["overlap_share"]), together=together,
-                      queue="" if _missing(x["queue_ms"]) else t("dx_queue", queue=_fine_ms(x["queue_ms"], lang)),
-                      wait="" if _missing(x["wait_ms"]) else t("dx_wait", wait=_fine_ms(x["wait_ms"], lang)),
+        who = ""
+        if not _missing(x["slots"]):
+            who = t("dx_who_one_slot" if x["slots"] == 1 else "dx_who_slots", concurrency=i18n.number(
+                x["concurrency"], lang), slots=x["slots"])
+        elif v.verdict == "confirmed" and not _missing(x["wait_ms"]):  # a few ms is the scheduler's own time
+            who = t("dx_who_others")
+        values.update(wait=_fine_ms(x["wait_ms"], lang), share=pct(x["share"]), metric=metric,
+                      source=t("dx_wait_derived") if x["source"] == "derived" else "", who=who,
+                      client=t("dx_client", client=_fine_ms(x["client_ms"], lang)) if x["client_ms"] >= 1 else "",
                       serialised=t("dx_serialised") if x["serialised"] else "")
     elif v.cause == "variance":
         explains = t("dx_tail_none") if x["explains"] is None else \
-            t(f"dx_tail_{x['explains']}", tail=pct(x["tail_share"]), overall=pct(x["overall_share"]))
+            t(f"dx_tail_{x['explains']}", part=ms(x["explains_ms"]), typical=ms(x["typical_ms"]))
         values.update(cv=pct(x["cv"]), goal=pct(x["goal"]), tail_n=x["tail_n"], tail_from=ms(x["tail_from"]),
-                      explains=explains)
+                      excess=ms(x["excess_ms"]), median=ms(x["median"]), explains=explains)
     return t(f"dx_{v.cause}_{v.verdict}", **values)
+
+
+def thresholds_words(f: Findings, lang: str) -> Markup:
+    """What makes a part of the first byte material in this report, as the diagnosis applied it."""
+    x = f.diagnosis.thresholds
+    metric = i18n.t(f"metric_{f.metric}", lang)
+    why = i18n.t("dx_threshold_default", lang) if not x.get("target") else i18n.t(
+        "dx_threshold_target", lang, target=i18n.t(f"t_{x['target']}", lang, metric=metric),
+        goal=i18n.ms(x["goal"], lang))
+    return i18n.t("dx_thresholds", lang, share=i18n.percent(x["share"], lang), ms=i18n.ms(x["ms"], lang),
+                  metric=metric, why=why)
 
 
 def _p(p: float, lang: str) -> str:
@@ -181,17 +256,14 @@ def mode_words(m: Modes, f: Findings, lang: str) -> Markup:
                   agreement=i18n.percent(m.agreement, lang), **values) + beyond
 
 
-SEED_CLAIMS = {"reloads": "seed_claim_reloads", "offload": "seed_claim_offload"}
-
-
-def seed_words(f: Findings, cause: str, lang: str) -> Markup | None:
-    """The seed study's claim about `cause` with this run's verdicts, where the run tests it."""
+def hypothesis_words(claim: str, cause: str, f: Findings, lang: str) -> Markup | None:
+    """One of the study's hypotheses, in its own words, with this report's verdicts on the cause it names."""
     tested = [v for v in f.diagnosis.verdicts if v.cause == cause and v.verdict != "no_evidence"]
-    if cause not in SEED_CLAIMS or not tested:
+    if not tested:
         return None
     verdicts = Markup("; ").join(Markup("{}: {}").format(f.labels.get(v.key, v.key[1]),
                                                           i18n.t(f"dx_verdict_{v.verdict}", lang)) for v in tested)
-    return i18n.t("dx_seed", lang, claim=i18n.t(SEED_CLAIMS[cause], lang), verdicts=verdicts)
+    return i18n.t("dx_hypothesis", lang, claim=claim, verdicts=verdicts)
 
 
 def check_words(item: Finding, f: Findings, lang: str) -> Markup:
@@ -221,10 +293,13 @@ def section(findings: Findings, name: str, lang: str) -> str:
 
     module = template.make_module({
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
-        "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang),
+        "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric),
         "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
-        "seed": lambda cause: seed_words(f, cause, lang), "check_line": lambda item: check_words(item, f, lang),
+        "hypothesis": lambda h: hypothesis_words(h["claim"], h["cause"], f, lang),
+        "thresholds": lambda: thresholds_words(f, lang), "check_line": lambda item: check_words(item, f, lang),
         "tps": lambda v: _tps(v, lang),
+        "rate": lambda v: rate_words(v, lang), "slo_line": lambda run: slo_words(run, lang),
+        "saturation_line": lambda point: saturation_words(point, f.labels, lang),
     })
     return i18n.markdown(str(getattr(module, name)()).strip())
 
@@ -272,9 +347,19 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
                                  low=serialised.values["low"], high=serialised.values["high"]) if serialised else "",
         "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
         "prefill": _prefill_conclusion(f, lang), "decode": _decode_conclusion(f, lang),
+        "waterfall": _waterfall_conclusion(f, lang),
+        "latency_throughput": _knee_conclusion(f, lang), "goodput": _knee_conclusion(f, lang),
     }[name]
     what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
     return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()
+
+
+def _knee_conclusion(f: Findings, lang: str) -> str:
+    held = [p for p in f.saturation if p.rate is not None]
+    if not held:
+        return i18n.text("conclude_knee_none", lang) if f.saturation else ""
+    return "; ".join(i18n.text("conclude_knee", lang, scenario=f.labels.get((p.run, p.scenario), p.scenario),
+                               rate=rate_words(p.rate, lang)) for p in held)
 
 
 def _prefill_conclusion(f: Findings, lang: str) -> str:
@@ -285,6 +370,21 @@ def _prefill_conclusion(f: Findings, lang: str) -> str:
     top = max(growing, key=lambda v: v.values["slope"])
     return i18n.text("conclude_prefill", lang, scenario=f.labels.get(top.key, top.key[1]),
                      slope=f"{i18n.number(top.values['slope'], lang, 2)} ms")
+
+
+def _waterfall_conclusion(f: Findings, lang: str) -> str:
+    """The slowest request after a cold start, and the part that took most of it."""
+    table = f.diagnosis.attribution
+    slow = f.requests[~f.requests["cold_start"].astype(bool)] if "cold_start" in f.requests else f.requests
+    slow = slow[slow["metric_ms"].notna()] if "metric_ms" in slow else slow.iloc[:0]
+    if table.empty or slow.empty:
+        return ""
+    worst = slow.loc[slow["metric_ms"].idxmax()]
+    parts = {p: float(worst[p]) for p in PARTS if not _missing(worst[p])}
+    part = max(parts, key=parts.get)
+    return i18n.text("conclude_waterfall", lang, scenario=f.labels.get((worst["run"], worst["scenario"]), ""),
+                     total=i18n.ms(worst["metric_ms"], lang), part=i18n.text(plots.PART_WORDS[part], lang),
+                     ms=i18n.ms(parts[part], lang))
 
 
 def _decode_conclusion(f: Findings, lang: str) -> str:
@@ -339,9 +439,11 @@ class Report:
             "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
             "targets": f.facts.targets_measured,
             "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
+            "latency_throughput": not f.capacity.empty, "goodput": not f.capacity.empty,
             "prefill": not f.requests.empty
             and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
             "decode": not f.requests.empty and bool(f.requests["decode_tps"].notna().any()),
+            "waterfall": "metric_ms" in f.requests and bool(f.requests["metric_ms"].notna().any()),
         }.get(name, True)
 
     def _draw(self, name: str) -> Figure:

@@ -87,6 +87,18 @@ def summary(f: Findings) -> dict[str, Any]:
             "check": [{"run": c.run, "level": c.level, "rule": c.rule, "scenario": c.scenario, "evidence": c.evidence,
                        "confirmation": _confirmation(f, (c.run, c.scenario)) if c.rule in MEMORY_RULES else None}
                       for c in f.diagnosis.checks],
+            "thresholds": f.diagnosis.thresholds,
+            "attribution": [{**_key(key), **row}
+                            for key, row in f.diagnosis.attribution.to_dict(orient="index").items()],
+            "predictions": [{"kind": s.kind, **_key(s.key), **{k: v for k, v in s.values.items() if k != "measured"},
+                             "measured": [{**_key(m["key"]), "median": m["median"], "change_pct": m["change_pct"]}
+                                          for m in s.values.get("measured", [])]} for s in f.diagnosis.predictions],
+            "hypotheses": f.diagnosis.hypotheses,
+        },
+        # capacity (issue 20)
+        "capacity": {
+            "levels": f.capacity.to_dict(orient="records"),
+            "saturation": [asdict(p) for p in f.saturation],
         },
     }
     return _plain(document)

@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from latencylab.analyse.attribution import PARTS, exemplars
 from latencylab.analyse.findings import Findings
 from latencylab.analyse.tables import measured
 from latencylab.publish.i18n import text as t
@@ -80,6 +81,33 @@ def decomposition(f: Findings, *, lang: str = "en", title: str | None = None) ->
     )
     ax.invert_yaxis()
     ax.set_xlabel(t("ax_ttft_ms", lang))
+    return finish(fig, ax, title)
+
+
+PART_COLOURS = {"client_network_ms": "#bcbd22", "server_wait_ms": "#ff7f0e", "loading_ms": "#d62728",
+                "prompt_ms": "#1f77b4", "first_token_ms": "#9467bd", "unattributed_ms": "#c7c7c7"}
+PART_WORDS = {"client_network_ms": "col_client_network", "server_wait_ms": "col_server_wait",
+              "loading_ms": "col_loading", "prompt_ms": "col_prompt", "first_token_ms": "col_first_token",
+              "unattributed_ms": "col_unattributed"}
+
+
+def waterfall(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
+    """Each scenario's cold start, typical (median) and slowest request, their first byte as the parts that make
+    it, one after another in the order they happen (unknown parts left out)."""
+    rows = exemplars(f.requests, f.keys)
+    labels = [f"{f.labels[(run, s)]} · {t(f'which_{which}', lang)} ({row.metric_ms:,.0f} ms)"
+              for (run, s, which), row in rows.iterrows()]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.2))
+    left = pd.Series(0.0, index=rows.index)
+    for part in PARTS:
+        width = rows[part].astype(float).fillna(0.0).clip(lower=0)
+        if width.any():
+            ax.barh(labels, width.to_numpy(), left=left.to_numpy(), color=PART_COLOURS[part],
+                    label=t(PART_WORDS[part], lang))
+        left += width
+    ax.invert_yaxis()
+    ax.set_xlabel(t("ax_waterfall", lang, metric=t(f"metric_{f.metric}", lang)))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, fontsize="small", frameon=False)
     return finish(fig, ax, title)
 
 
@@ -165,6 +193,63 @@ def concurrency(f: Findings, *, lang: str = "en", title: str | None = None) -> F
 
 
 RESIDENCY_COLOURS = {"gpu": "#2ca02c", "partial": "#ff7f0e", "cpu": "#d62728", "unknown": "#7f7f7f"}
+
+
+def _rate_levels(f: Findings) -> list[tuple[str, pd.DataFrame, float | None, float | None]]:
+    """Per scenario with rate levels: its label, the levels by offered rate, its saturation rate and high end."""
+    points = {(p.run, p.scenario): p for p in f.saturation}
+    found = []
+    for key, group in f.capacity.groupby(["run", "scenario"], sort=False):
+        rates = group[group["kind"] == "rate"].sort_values("nominal_rate_per_s")
+        if rates.empty:
+            continue
+        point = points.get(key)
+        found.append((f.labels.get(key, key[1]), rates, point.rate if point else None, point.high if point else None))
+    return found
+
+
+def latency_throughput(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
+    """TTFT p50 (solid) and p95 (dashed) against the achieved rate, one colour per scenario; the knee ringed."""
+    colours = palette(f)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for scenario, rates, knee, _ in _rate_levels(f):
+        colour = colours.get(scenario, "grey")
+        ax.plot(rates["achieved_rate_per_s"], rates["ttft_p50"], marker="o", color=colour, label=f"{scenario} p50")
+        if rates["ttft_p95"].notna().any():
+            ax.plot(rates["achieved_rate_per_s"], rates["ttft_p95"].astype(float), marker="o", ls="--", color=colour,
+                    label=f"{scenario} p95")
+        at = rates[rates["nominal_rate_per_s"] == knee]
+        if not at.empty:
+            ax.scatter(at["achieved_rate_per_s"], at["ttft_p50"], s=220, facecolors="none", edgecolors="black",
+                       linewidths=1.5, zorder=5, label=f"{scenario}: {t('legend_knee', lang)}")
+    ax.set_yscale("log")
+    ax.set_xlabel(t("ax_achieved", lang))
+    ax.set_ylabel(t("ax_ttft", lang))
+    ax.legend(fontsize="small")
+    return finish(fig, ax, title)
+
+
+def goodput(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
+    """Goodput (solid) and achieved rate (dotted) against the offered rate; the saturation interval shaded."""
+    colours = palette(f)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    top = 0.0
+    for scenario, rates, knee, high in _rate_levels(f):
+        colour = colours.get(scenario, "grey")
+        offered = rates["nominal_rate_per_s"]
+        top = max(top, float(offered.max()))
+        ax.plot(offered, rates["goodput_per_s"], marker="o", color=colour,
+                label=f"{scenario}: {t('legend_goodput', lang)}")
+        ax.plot(offered, rates["achieved_rate_per_s"], marker=".", ls=":", color=colour,
+                label=f"{scenario}: {t('legend_achieved', lang)}")
+        if knee is not None:
+            ax.axvspan(knee, high if high is not None else knee, color=colour, alpha=0.15)
+            ax.axvline(knee, color=colour, lw=1, label=f"{scenario}: {t('legend_knee', lang)}")
+    ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--", label=t("legend_equal", lang))
+    ax.set_xlabel(t("ax_offered", lang))
+    ax.set_ylabel(t("ax_rate", lang))
+    ax.legend(fontsize="small")
+    return finish(fig, ax, title)
 
 
 def prefill(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:

@@ -14,7 +14,9 @@ from latencylab.collect.engine import EngineError
 from latencylab.core.durations import keep_alive_seconds
 from latencylab.plan.study import ScenarioSpec, StudySpec
 
-ENGINE_OPTIONS = {"num_ctx": "ctx-size", "num_batch": "batch-size", "num_thread": "threads", "num_gpu": "n-gpu-layers"}
+# num_parallel: requests the instance serves at once (llama-server's slots; Ollama's OLLAMA_NUM_PARALLEL)
+ENGINE_OPTIONS = {"num_ctx": "ctx-size", "num_batch": "batch-size", "num_thread": "threads", "num_gpu": "n-gpu-layers",
+                  "num_parallel": "parallel"}
 
 
 def served_model_id(scenario: ScenarioSpec) -> str:

@@ -1,0 +1,143 @@
+"""Planted conditions: the Ollama test double with one known cause of slow first bytes (or none) put in.
+
+A test double, not Ollama. It times a request as Ollama 0.5's Go runner reports it (llama/runner/runner.go,
+server/routes.go), which the plain double does not:
+
+- the first token is sampled from the prompt's own logits: it leaves as soon as the prompt is processed,
+  with no decode step before it; `prompt_eval_duration` ends there (startGenerationTime), and
+  `eval_duration` / `eval_count` cover every token from the first one on;
+- time the server holds a request without working on it (its slot taken by other work) is in
+  `total_duration` only, not in `load_duration`, `prompt_eval_duration` or `eval_duration`;
+- a model partly or wholly on the CPU processes its prompt and decodes slower by the same factor.
+
+`CONDITIONS` are the suite `benchmarks/diagnosis_score.py` scores: each names the double's settings, the
+study that measures it, and the findings a right diagnosis confirms (an empty set: nothing to fix).
+Its numbers prove that the diagnosis finds what was put in, never how fast any server is.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .loopback import LoopbackServer
+from .ollama import OllamaDouble, Runner, _Handler, _part
+
+MIB = 2**20
+
+
+@dataclass(kw_only=True)
+class PlantedDouble(OllamaDouble):
+    """The Ollama double timed like Ollama 0.5's runner, with other clients' work and stalls to plant."""
+
+    other_clients_s: tuple[float, float] | None = None  # each request held this long (uniform) by others' work
+    stall_every: int = 0  # every n-th request the runner stalls…
+    stall_s: float = 0.0  # …this long while it processes the prompt
+    seed: int = 0
+    _count: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._random = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> PlantedDouble:
+        handler = type("Handler", (_PlantedHandler,), {"double": self, "timeout": self.request_timeout_s})
+        self._server = LoopbackServer(handler, self.lifetime_s, expire=self.close)
+        return self
+
+    def next_request(self) -> tuple[float, float]:
+        """(held by other clients, stall) for the next generation request, in seconds."""
+        with self._lock:
+            self._count += 1
+            held = self._random.uniform(*self.other_clients_s) if self.other_clients_s else 0.0
+            stall = self.stall_s if self.stall_every and self._count % self.stall_every == 0 else 0.0
+            return held, stall
+
+
+class _PlantedHandler(_Handler):
+    double: PlantedDouble
+
+    def _run(self, body: dict[str, Any], options: dict[str, Any], chat: bool, r: Runner,
+             times: tuple[int, int], base: Callable[[], dict[str, Any]]) -> None:
+        (t0, load_ns), d = times, self.double
+        held, stall = d.next_request()
+        time.sleep(held)  # the slot is taken by other clients' work: total_duration only
+        words = (" ".join(f"{m.get('role')}: {m.get('content')}" for m in body["messages"])
+                 if chat else str(body["prompt"])).split() or [""]
+        slower = 1 + d.cpu_decode_penalty * r.cpu_share
+        t = time.perf_counter_ns()
+        time.sleep(d.prompt_token_delay_s * len(words) * slower + stall)
+        prompt_ns = time.perf_counter_ns() - t  # startGenerationTime: the prompt's logits are there
+        n = options.get("num_predict", -1)
+        out = list(d.tokens if n < 0 else d.tokens[:n])
+        started = False
+        for i, tok in enumerate(out):
+            if i:  # the first token comes from the prompt's logits; each later one is a decode step
+                time.sleep(d.token_delay_s * slower)
+            started = self._line({**base(), **_part(chat, tok), "done": False}, started)
+        eval_ns = time.perf_counter_ns() - t - prompt_ns
+        final = {**base(), **_part(chat, ""), "done": True, "done_reason": "length" if n >= 0 else "stop",
+                 "total_duration": time.perf_counter_ns() - t0, "load_duration": load_ns,
+                 "prompt_eval_count": len(words), "prompt_eval_duration": prompt_ns, "eval_count": len(out),
+                 "eval_duration": eval_ns}
+        d.finals.append(final)
+        self._line(final, started, end=True)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One planted condition: the double's settings, the study run against it, what a right diagnosis confirms."""
+
+    name: str
+    planted: frozenset[str]  # findings a right diagnosis confirms: reloads, offload, no_gpu, prompt, queueing, stalls
+    double: dict[str, Any]
+    study: dict[str, Any]  # without name, backend and base_url
+
+
+SIZE = 100 * MIB
+FAST = {"load_delay_s": 0.25, "token_delay_s": 0.004, "prompt_token_delay_s": 0.0002}
+LONG_PROMPTS = [" ".join(["word"] * n) for n in (20, 700, 150, 450, 60, 900, 300, 30, 600, 240)]
+
+
+def _one(model: dict[str, Any] | None = None, **workload: Any) -> dict[str, Any]:
+    """A study of one scenario on model `m`, six measured requests unless said otherwise."""
+    return {"workload": {"requests": 6, "max_tokens": 5, **workload}, "scenarios": [{"name": "s", "model": "m"}],
+            **(model or {})}
+
+
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("healthy", frozenset(), {**FAST, "models": {"m": SIZE}}, _one()),
+    Condition("reload-every-request", frozenset({"reloads"}), {**FAST, "models": {"m": SIZE}},
+              {"workload": {"requests": 4, "max_tokens": 5, "order": "interleaved"},
+               "scenarios": [{"name": "ctx-1024", "model": "m", "options": {"num_ctx": 1024}},
+                             {"name": "ctx-2048", "model": "m", "options": {"num_ctx": 2048}}]}),
+    Condition("keep-alive-expiry", frozenset({"reloads"}), {**FAST, "models": {"m": SIZE}},
+              {"workload": {"requests": 5, "max_tokens": 5, "idle_gap_s": 0.4},
+               "scenarios": [{"name": "s", "model": "m", "keep_alive": "150ms"}]}),
+    Condition("partial-offload", frozenset({"offload"}),
+              {**FAST, "models": {"m": {"size": SIZE, "size_vram": 60 * MIB}}}, _one()),
+    Condition("no-gpu", frozenset({"no_gpu"}), {**FAST, "models": {"m": {"size": SIZE, "size_vram": 0}}}, _one()),
+    Condition("long-prompts", frozenset({"prompt"}), {**FAST, "prompt_token_delay_s": 0.0004, "models": {"m": SIZE}},
+              _one(requests=10, prompts=LONG_PROMPTS)),
+    Condition("one-slot-concurrency-4", frozenset({"queueing"}),
+              {**FAST, "token_delay_s": 0.03, "num_parallel": 1, "models": {"m": SIZE}},
+              _one(requests=12, concurrency=4)),
+    Condition("healthy-concurrency-4", frozenset(),
+              {**FAST, "token_delay_s": 0.03, "num_parallel": 4, "models": {"m": SIZE}},
+              _one(requests=12, concurrency=4)),
+    Condition("other-clients", frozenset({"queueing"}),
+              {**FAST, "other_clients_s": (0.1, 0.6), "models": {"m": SIZE}}, _one(requests=8)),
+    Condition("occasional-stalls", frozenset({"stalls"}),
+              {**FAST, "stall_every": 6, "stall_s": 0.5, "models": {"m": SIZE}}, _one(requests=12)),
+    Condition("slow-decode-fast-first-token", frozenset(), {**FAST, "token_delay_s": 0.12, "models": {"m": SIZE}},
+              _one()),
+    Condition("seed-offload-and-reloads", frozenset({"offload", "reloads"}),
+              {**FAST, "models": {"m": {"size": SIZE, "size_vram": 60 * MIB}}},
+              {"workload": {"requests": 5, "max_tokens": 5, "idle_gap_s": 0.4},
+               "scenarios": [{"name": "s", "model": "m", "keep_alive": "150ms"}]}),
+)
