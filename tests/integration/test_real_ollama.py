@@ -277,7 +277,7 @@ def test_the_checks_memory_estimate_against_ollamas_own_size(ollama, num_ctx):
     assert _measure(ollama, GenerationRequest(model=Q8, prompt="hi", max_tokens=1,
                                               options={"num_ctx": num_ctx})).ok
     (loaded,) = _ps(ollama)
-    assert abs(need.size / loaded["size"] - 1) < 0.02  # +0.6 % to +1.3 % measured (docs/drafts/i18.md)
+    assert abs(need.size / loaded["size"] - 1) < 0.02  # +0.6 % to +1.3 % measured (README, "A real Ollama in the box")
 
 
 def test_the_check_knows_the_default_context_of_this_server_version(ollama):

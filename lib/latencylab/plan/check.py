@@ -67,7 +67,7 @@ class Need:
 
     `size` is Ollama's own figure, the one /api/ps reports as `size`: the weights, the KV cache, the compute
     graph and one spare layer (blk.0 with its KV share). Calibrated on the bundled Ollama 0.5.4 (CPU) with
-    SmolLM2-135M at num_ctx 512–8192: within 1.4 % of its /api/ps `size` (docs/drafts/i18.md)."""
+    SmolLM2-135M at num_ctx 512–8192: within 1.4 % of its /api/ps `size` (README, "A real Ollama in the box")."""
 
     weights: int
     kv: int
