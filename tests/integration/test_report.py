@@ -127,6 +127,7 @@ def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index
     for section in SECTIONS[lang]:
         assert section in markdown and section in html, section
     assert "<script src=" not in html and "2.0 Latency report" not in html  # offline; notebook notes removed
+    assert "&lt;NA&gt;" not in html  # no DataFrame of a notebook cell shown raw (explore cells stay out)
     index = (paths.REPORTS_DIR / "index.html").read_text()
     assert 'href="fixture-run/index.html"' in index and "2026-11-27 05:00" in index and "0.11×" in index
     # the summary first
