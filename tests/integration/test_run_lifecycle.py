@@ -104,6 +104,7 @@ def test_a_stop_keeps_the_request_in_flight_and_a_resume_sends_it_again(workdir,
     frame, meta = store.load_run("cut"), store.load_meta("cut")
     assert list(frame["seq"]) == [0, 1, 2] and frame["ok"].all()  # the re-sent request replaced it
     assert meta.status == "complete" and [(r.samples_kept, r.next_seq) for r in meta.resumes] == [(0, 0)]
+    assert meta.gc_collections == {"quiet": 1, "in_flight": 0}  # after its one level, none in flight
 
 
 def test_a_resume_after_a_server_restart_preloads_again(workdir, interrupt_after):

@@ -52,6 +52,7 @@ class Collector:
         self.passes: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self.progress = progress
         self.pool: WorkerPool | None = None  # worker processes that send the timed requests, when the study asks
+        self.gc = loops.HeldGc()  # no collection while requests are in flight, but at quiet points or past a budget
         self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
 
     def restore(self, done: list[dict[str, Any]]) -> None:
@@ -118,6 +119,7 @@ class Collector:
         after = await backend.residency(client, target.model) if probe else None
         self.evidence.annotate(sample, planned, target, before, after, gap)
         self.writer.append(sample)
+        self.gc.check_budget()
         self._keep_pass(planned.scenario, planned.sweep_pass, planned.warmup, sample.ok, sample.started_at,
                         sample.e2e_ms)
         self.bar.update(1)
@@ -168,17 +170,20 @@ class Collector:
         self.bar.refresh()
         self.evidence.gpu.start()
         try:
-            if plan and plan[0].level is not None:
-                await self._levels(plan)
-            elif self.study.workload.mode == "open":
-                assert isinstance(self.study.workload.rate_per_s, float | int)
-                await self._open_loop(plan, self.study.workload.rate_per_s, self.study.workload.arrival_seed)
-            else:
-                for level in dict.fromkeys(p.concurrency for p in plan):
-                    await self._closed_loop([p for p in plan if p.concurrency == level], level)
+            with self.gc.hold():
+                if plan and plan[0].level is not None:
+                    await self._levels(plan)
+                elif self.study.workload.mode == "open":
+                    assert isinstance(self.study.workload.rate_per_s, float | int)
+                    await self._open_loop(plan, self.study.workload.rate_per_s, self.study.workload.arrival_seed)
+                else:
+                    for level in dict.fromkeys(p.concurrency for p in plan):
+                        await self._closed_loop([p for p in plan if p.concurrency == level], level)
+                        self.gc.quiet_point()
         finally:
             self.evidence.gpu.stop()
             self.bar.close()
+            self.writer.update(gc_collections=self.gc.counts())
 
     async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
         """`concurrency` workers take the plan in order; each sends its next request when the last ends."""
@@ -207,6 +212,7 @@ class Collector:
                 await self._closed_loop(group, group[0].concurrency)
             else:  # arrivals seeded per scenario and level: a level draws the same gaps whatever ran before it
                 await self._open_loop(group, rate, f"{self.study.workload.arrival_seed}:{name}:{level}")
+            self.gc.quiet_point()
 
     async def _open_loop(self, plan: list[PlannedRequest], rate: float, seed: int | str) -> None:
         """Requests arrive at `rate` per second on average (exponential gaps, seeded), whatever is in flight."""

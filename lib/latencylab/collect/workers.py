@@ -115,11 +115,13 @@ class WorkerPool:
 
 def _worker_main(conn: multiprocessing.connection.Connection, backends: dict[str, Backend]) -> None:
     """A worker process: its own event loop (uvloop where installed), serving the coordinator's requests."""
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole group: the coordinator stops us
-        loops.run(_serve(conn, backends))
+    held = loops.HeldGc()
+    with contextlib.suppress(KeyboardInterrupt), held.hold():  # Ctrl-C reaches the group: the coordinator stops us
+        loops.run(_serve(conn, backends, held))
 
 
-async def _serve(conn: multiprocessing.connection.Connection, backends: dict[str, Backend]) -> None:
+async def _serve(conn: multiprocessing.connection.Connection, backends: dict[str, Backend], held: loops.HeldGc
+                 ) -> None:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[str, int, Any, Any]] = asyncio.Queue()
     loop.add_reader(conn.fileno(), lambda: inbox.put_nowait(_receive(conn)))
@@ -135,6 +137,7 @@ async def _serve(conn: multiprocessing.connection.Connection, backends: dict[str
                 conn.send(("interrupted", rid, stop.sample))
             finally:
                 tasks.pop(rid, None)
+                held.check_budget()
 
         while True:
             kind, rid, scenario, request = await inbox.get()

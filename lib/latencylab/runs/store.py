@@ -85,6 +85,9 @@ class RunMeta(BaseModel):
     host: dict[str, Any] = Field(default_factory=dict)
     server: dict[str, Any] = Field(default_factory=dict)  # facts about the server(s): kind, version, command…
     event_loop: str | None = None  # "uvloop" or "asyncio": the loop that took the timestamps
+    # Python's garbage collections while collecting (collect.loops.HeldGc): at quiet points between levels, and
+    # forced while requests were in flight (each a pause of the stamps); None for runs before issue 20
+    gc_collections: dict[str, int] | None = None
     gpus: list[dict[str, Any]] = Field(default_factory=list)  # NVIDIA GPUs NVML saw at creation (gpu.GpuDevice)
     resumes: list[Resume] = Field(default_factory=list)
 
