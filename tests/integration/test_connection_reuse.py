@@ -168,3 +168,64 @@ def test_bytes_are_stamped_when_they_arrive_not_when_they_are_processed() -> Non
     assert headers is not None and headers <= after_headers  # stamped on arrival, before httpx was done
     assert stamps and all(s is not None for s in stamps)
     assert stamps == sorted(stamps) and headers <= stamps[0] and stamps[-1] <= end
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_busy_event_loop_between_set_up_and_send_stays_out_of_the_ttfb(
+        loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop blocked for 300 ms just as the connection is asked for (other streams' chunks, a slow
+    callback): the request is not sent late with its t0 early. Before issue 20 the loop's own connect waited
+    for that turn, and the 300 ms landed inside headers_ms and TTFT."""
+    from latencylab.collect import loops
+    from latencylab.collect.backends import base
+
+    monkeypatch.setenv(loops.LOOP_ENV, loop)
+    traced = base.ConnectionTrace.__call__
+
+    async def busy_at_connect(self: base.ConnectionTrace, event: str, info: dict[str, object]) -> None:
+        if event == "connection.connect_tcp.started":
+            asyncio.get_running_loop().call_soon(time.sleep, 0.3)  # runs at the loop's next turn
+        await traced(self, event, info)
+
+    monkeypatch.setattr(base.ConnectionTrace, "__call__", busy_at_connect)
+    with KeepAliveServer(answers=100) as server:
+        backend = make_backend("openai", server.server.base_url, timeouts=TIMEOUTS, connection="new")
+
+        async def go() -> Sample:
+            async with backend.client() as client:
+                return await backend.measure(client, GenerationRequest(model="m", prompt="hi", max_tokens=4))
+
+        sample = loops.run(go())
+    assert sample.ok and sample.connection_reused is False
+    assert sample.headers_ms is not None and sample.headers_ms < 150, sample.headers_ms
+    assert sample.connect_ms is not None and sample.connect_ms < 150
+
+
+def test_a_refused_address_is_passed_over_for_the_next_one_and_a_refused_server_is_a_connect_failure() -> None:
+    """`localhost` may resolve to ::1 first while the server listens on 127.0.0.1 only (Ollama's default)."""
+    import socket
+
+    from latencylab.collect.backends.stamped import _Dial
+
+    with KeepAliveServer(answers=100) as server:
+        port = int(server.server.base_url.rsplit(":", 1)[1])
+        with socket.socket() as closed:  # a port nobody listens on
+            closed.bind(("127.0.0.1", 0))
+            dead = closed.getsockname()[1]
+        v4 = socket.getaddrinfo("127.0.0.1", port, type=socket.SOCK_STREAM)
+        refused = socket.getaddrinfo("127.0.0.1", dead, type=socket.SOCK_STREAM)
+
+        async def dial(addresses: list[object]) -> tuple[int, int]:
+            sock, span = await _Dial(addresses, None, [], 2.0).connect()
+            try:
+                return sock.getpeername()[1], span[1] - span[0]
+            finally:
+                sock.close()
+
+        peer, took_ns = asyncio.run(dial(refused + v4))
+        assert peer == port and took_ns >= 0
+        with pytest.raises(ConnectionRefusedError):
+            asyncio.run(dial(refused))
+    backend = make_backend("openai", f"http://127.0.0.1:{dead}", timeouts=TIMEOUTS, connection="new")
+    (sample,) = measure_in_turn(backend.base_url, "new", 1)
+    assert not sample.ok and sample.error_kind == "connect" and "refused" in (sample.error or "").lower()

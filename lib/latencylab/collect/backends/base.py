@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import httpx
 
 from latencylab.collect.backends.lanes import LaneTransport
-from latencylab.collect.backends.stamped import read_ns
+from latencylab.collect.backends.stamped import connect_ns, read_ns
 from latencylab.core.protocols import Capabilities
 from latencylab.core.sample import MAX_TEXT_CHARS, Sample, StreamClock
 from latencylab.core.timeouts import Timeouts
@@ -238,20 +238,31 @@ class ConnectionTrace:
     `on_wire`: when the request first touched the network (its connect began, or on a kept-alive
     connection its head was about to be written), after the HTTP stack's own queueing."""
 
-    __slots__ = ("new", "connect_ms", "on_wire")
+    __slots__ = ("new", "connect_ms", "on_wire", "tls_done")
 
     def __init__(self) -> None:
         self.new = False
         self.connect_ms: float | None = None
         self.on_wire: int | None = None
+        self.tls_done: int | None = None
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.started":
             self.new, self.on_wire = True, time.perf_counter_ns()
         elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete") and self.on_wire:
             self.connect_ms = (time.perf_counter_ns() - self.on_wire) / 1e6  # TCP (and TLS) set-up
+            if event == "connection.start_tls.complete":
+                self.tls_done = time.perf_counter_ns()
         elif event == "http11.send_request_headers.started" and self.on_wire is None:
             self.on_wire = time.perf_counter_ns()
+
+    def dialled(self, span: tuple[int, int] | None) -> None:
+        """The connection's own connect (stamped.StampedStream): the request reached the network when its connect
+        began, not when the HTTP stack asked for a connection (the stack's locks are the client's queueing)."""
+        if span is not None and self.new:
+            began, ended = span
+            self.on_wire = began
+            self.connect_ms = (max(ended, self.tls_done or 0) - began) / 1e6
 
     def fill(self, sample: Sample) -> None:
         sample.connection_reused = not self.new
@@ -372,7 +383,8 @@ class Backend(ABC):
             clock = StreamClock()  # handed to the client now; t0 moves to when it reaches the network
             try:
                 async with asyncio.timeout(self.timeouts.total_s):
-                    await self._exchange(client, http_request, clock, parser, sample, content_chunk_limit(request))
+                    await self._exchange(client, http_request, trace, clock, parser, sample,
+                                         content_chunk_limit(request))
             except ServerError as exc:
                 sample.fail(exc.kind, str(exc))
             except TimeoutError:
@@ -409,6 +421,7 @@ class Backend(ABC):
         self,
         client: httpx.AsyncClient,
         http_request: httpx.Request,
+        trace: ConnectionTrace,
         clock: StreamClock,
         parser: StreamParser,
         sample: Sample,
@@ -422,6 +435,7 @@ class Backend(ABC):
                 "timeout", f"no response headers within {self.timeouts.first_byte_s:g} s"
             ) from exc
         clock.on_headers(read_ns(response))
+        trace.dialled(connect_ns(response))
         sample.status_code = response.status_code
         try:
             if response.status_code >= 400:
