@@ -58,7 +58,8 @@ H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85520
         "driver_version": "580.159.04", "cuda_version": "13.0", "uuid": "GPU-x"}
 
 
-@pytest.mark.parametrize(("lang", "none_seen"), [("en", "no NVIDIA GPU seen"), ("es", "no se detectó ninguna GPU NVIDIA")])
+@pytest.mark.parametrize(("lang", "none_seen"),
+                         [("en", "no NVIDIA GPU seen"), ("es", "no se detectó ninguna GPU NVIDIA")])
 def test_the_hardware_section_names_the_gpu_nvml_saw_or_says_none_was_seen(lang, none_seen):
     samples = _sweep_and_concurrency()
     with_gpu = RunInfo(run_id="r", label="r", study="gpu", gpus=[H100], engine_backend="cuda")

@@ -48,7 +48,8 @@ def test_phase_figures_match_hand_computed_values(found):
     # measured: 1000, 600, 200, 200 (the warm-up and the failed request never count)
     assert (base["n"], base["errors"], base["mean"], base["median"]) == (4, 1, 500.0, 400.0)
     # std: deviations 500, 100, −300, −300 → 440 000 / 3 → 383.0; CV 383.0 / 500
-    assert base["std"] == pytest.approx(np.sqrt(440_000 / 3)) and base["cv"] == pytest.approx(np.sqrt(440_000 / 3) / 500)
+    std = np.sqrt(440_000 / 3)
+    assert base["std"] == pytest.approx(std) and base["cv"] == pytest.approx(std / 500)
     assert found.phases.loc[("r1", "base", "first"), "max"] == 1000.0
     assert found.phases.loc[("r1", "base", "subsequent"), "median"] == 200.0
     assert found.phases.loc[("r1", "fast", "all"), "median"] == 100.0

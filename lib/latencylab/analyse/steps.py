@@ -33,7 +33,8 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
             low, high = group.iloc[0], group.iloc[-1]
             if low["p50"] and high["p50"] / low["p50"] > 2:
                 steps.append(Step("serialised", key, {"factor": high["p50"] / low["p50"],
-                                                      "low": int(low["concurrency"]), "high": int(high["concurrency"])}))
+                                                      "low": int(low["concurrency"]),
+                                                      "high": int(high["concurrency"])}))
     for row in targets[(targets["target"] == "cv") & (targets["status"] == "fail")].itertuples():
         steps.append(Step("variance", (row.run, row.scenario), {"cv": row.measured, "goal": row.goal}))
     for row in comparisons[comparisons["verdict"].isin(["no_difference", "too_few"])].itertuples():

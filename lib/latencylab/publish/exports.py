@@ -67,7 +67,8 @@ def summary(f: Findings) -> dict[str, Any]:
         "headline": {"scenario": _key(h.scenario), "ratio": h.ratio, "ratio_ci": [h.ratio_low, h.ratio_high],
                      "verdict": h.verdict, "median_before": h.median_before, "median_after": h.median_after,
                      "changed": h.changed,
-                     "targets_passed": [{**_key(k), "passed": p, "judged": n} for k, (p, n) in h.targets_passed.items()],
+                     "targets_passed": [{**_key(k), "passed": p, "judged": n}
+                                        for k, (p, n) in h.targets_passed.items()],
                      "finding": None if h.finding is None else {"kind": h.finding.kind, **(_key(h.finding.key) or {})}},
         "scenarios": scenarios,
         "comparisons": f.comparisons.to_dict(orient="records"),
@@ -134,8 +135,12 @@ def terminal_table(summary: dict[str, Any]) -> str:
         rows.append((s["label"], str(s["n"]), ms(s["median"]), ms(s["p95"]), difference,
                      f"{passed[key][0]} of {passed[key][1]}" if key in passed else "–"))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                     for r in [header, *rows])
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded)
+
+    return "\n".join(line(r) for r in [header, *rows])
 
 
 def read_summary(folder: Path) -> dict[str, Any] | None:
