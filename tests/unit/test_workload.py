@@ -83,3 +83,16 @@ def test_rate_lists_and_sweeps_are_open_loop():
         _study(rate_per_s=[1.0, 2.0])
     with pytest.raises(StudyError, match="above 0"):
         _study(mode="open", rate_per_s=[1.0, 0])
+
+
+@pytest.mark.parametrize(("duration", "said"), [
+    (10, "then 3 rates from the passes, 10 s each: 30 s"),
+    (None, "then 3 rates from the passes (how long they take is said once the passes have found them)")])
+def test_a_sweep_says_before_it_starts_how_long_its_rate_levels_take(capsys, duration, said):
+    from tqdm import tqdm
+
+    from latencylab.collect.runner import _say_plan
+
+    study = _study(mode="open", rate_per_s="sweep", sweep_rates=3, requests=2, warmup=1, level_duration_s=duration)
+    _say_plan(study, plan_requests(study, "run"), {}, tqdm(disable=True))
+    assert said in capsys.readouterr().err

@@ -319,7 +319,10 @@ def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, lis
     seconds = estimate_s(study, plan)
     took = f"; the rate levels take about {seconds:.0f} s" if seconds else ""
     later = any(p.sweep_pass == "throughput" and p.scenario not in rates for p in plan)
-    then = f"; then {study.workload.sweep_rates} rates from the passes" if later else ""
+    w = study.workload
+    each = (f", {w.level_duration_s:g} s each: {w.sweep_rates * w.level_duration_s:g} s" if w.level_duration_s
+            else " (how long they take is said once the passes have found them)")
+    then = f"; then {w.sweep_rates} rates from the passes{each}" if later else ""
     bar.write(f"plan: {', '.join(parts)}{took}{then}", file=sys.stderr)
 
 
