@@ -12,7 +12,10 @@ when it sent each part; the truth of a request is its "sent − request read". F
     ttft (distr.)   the client's TTFT distribution − the server's truth distribution, at the median and
                     at p99 (the issue's measure; the only one possible for a peer, which sends no tag)
     headers / ttfb / ttft (matched)   latencylab only: each sample − its own request's truth (matched
-                    through the prompt's "Request <seq> of run <run_id>." line)
+                    through the prompt's "Request <seq> of run <run_id>." line); the table prints TTFT's
+    request side / response side   latencylab only: that TTFT error split where the server read the request
+                    (the client's t0, from its wall-clock `started_at`, to the server's read; then the rest):
+                    the request side holds the connect, the write, and the server's own accept and read
     start lag       server-observed turnaround: the next request read − the previous response's last
                     byte sent (in order): what the client spends between two requests of a worker, the
                     connection set-up, probes and its write included
@@ -342,13 +345,20 @@ def figures(batch: Batch, records: list[dict[str, Any]], handful: Batch | None) 
                             q(batch.ttft_ms, pct) - q(true["ttft_ms"], pct) for p, pct in (("median", 50), ("p99", 99))}
     if "samples" in batch.extra:  # latencylab: each sample against its own request
         by_seq = {int(m.group(1)): r for r in records if (m := TAG.search(r.get("prompt_head", "")))}
-        errors: dict[str, list[float]] = {k: [] for k in ("headers_ms", "ttfb_ms", "ttft_ms")}
+        errors: dict[str, list[float]] = {k: [] for k in ("headers_ms", "ttfb_ms", "ttft_ms", "request_side_ms",
+                                                          "response_side_ms")}
+        wall_minus_mono = time.time() - time.perf_counter()  # the same two clocks in every process of the machine
         for s in batch.extra["samples"]:
             rec = by_seq.get(s["seq"])
             if rec is None or not s["ok"]:
                 continue
             for key, value in truth([rec]).items():
                 errors[key].append(s[key] - value[0])
+            # the TTFT error split at the server's read of the request: before it, the client's t0 to the request
+            # read (connect, write, and the server's own accept and read); after it, first chunk sent → stamped
+            t0_ns = (s["started_at"] - wall_minus_mono) * 1e9
+            errors["request_side_ms"].append((rec["received_ns"] - t0_ns) / 1e6)
+            errors["response_side_ms"].append(errors["ttft_ms"][-1] - errors["request_side_ms"][-1])
         row["matched_ms"] = {k: {"median": q(v, 50), "p99": q(v, 99), "n": len(v)} for k, v in errors.items()}
         connect = [s.get("connect_ms") for s in batch.extra["samples"]]
         reused = [s.get("connection_reused") for s in batch.extra["samples"]]
@@ -417,8 +427,8 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
     print("error = client − server truth in ms, median/p99 (distr.: quantile − quantile; matched: per request);"
           "\nstart lag = next request read − last byte sent (server-observed); cpu = whole process tree, start-up "
           "subtracted")
-    head = (f"{'client':<18}{'mode':>6}{'conc':>5}{'reqs':>6}{'fail':>5}  {'ttft (distr.)':<15}{'headers (m)':<15}"
-            f"{'ttfb (m)':<15}{'ttft (m)':<15}{'start lag':<15}{'connect':>8}{'reused':>7}{'cpu ms/req':>11}"
+    head = (f"{'client':<18}{'mode':>6}{'conc':>5}{'reqs':>6}{'fail':>5}  {'ttft (distr.)':<15}{'ttft (m)':<15}"
+            f"{'request side':<15}{'response side':<15}{'start lag':<15}{'connect':>8}{'reused':>7}{'cpu ms/req':>11}"
             f"{'wall s':>7}{'load':>6}")
     print(head)
     print("-" * len(head))
@@ -430,8 +440,8 @@ def print_tables(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> Non
         reused = "—" if conn.get("reused_share") is None else f"{conn['reused_share']:.0%}"
         load = "—" if r.get("loadavg_1min") is None else f"{r['loadavg_1min']:.1f}"
         print(f"{r['client']:<18}{r['mode']:>6}{r['concurrency']:>5}{r['requests']:>6}{r['failed']:>5}  "
-              f"{fmt(r['ttft_error_ms']):<15}{fmt(m.get('headers_ms')):<15}{fmt(m.get('ttfb_ms')):<15}"
-              f"{fmt(m.get('ttft_ms')):<15}{fmt(r['start_lag_ms']):<15}{connect:>8}{reused:>7}{cpu:>11}"
+              f"{fmt(r['ttft_error_ms']):<15}{fmt(m.get('ttft_ms')):<15}{fmt(m.get('request_side_ms')):<15}"
+              f"{fmt(m.get('response_side_ms')):<15}{fmt(r['start_lag_ms']):<15}{connect:>8}{reused:>7}{cpu:>11}"
               f"{r['wall_s']:>7.1f}{load:>6}")
         if r["note"]:
             print(f"    ! {r['note']}")

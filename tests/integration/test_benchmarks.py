@@ -139,6 +139,10 @@ def test_product_path_quick_runs_the_real_cli_and_writes_its_report(tmp_path: Pa
         assert r["failed"] == 0 and (r["note"] == "" or noisy), r["note"]
         assert r["server_records"] == r["requests"] + r["warmup"]
         assert r["matched_ms"]["ttft_ms"]["n"] == r["requests"]  # every sample matched with its own request
+        split = r["matched_ms"]
+        assert split["request_side_ms"]["n"] == split["response_side_ms"]["n"] == r["requests"]
+        # the request side starts at the client's t0 and ends at the server's read, which comes after it
+        assert split["request_side_ms"]["median"] > 0
         assert r["ttft_error_ms"]["median"] is not None and r["start_lag_ms"]["median"] is not None
         assert r["cpu_ms_per_request"] is not None or noisy
         assert r["connect_ms"]["reused_share"] is not None
