@@ -147,3 +147,13 @@ def test_product_path_quick_runs_the_real_cli_and_writes_its_report(tmp_path: Pa
         assert r["cpu_ms_per_request"] is not None or noisy
         assert r["connect_ms"]["reused_share"] is not None
     assert {g["status"] for g in report["goals"]} <= {"PASS", "MISS", "NOT RUN"}
+
+
+@pytest.mark.timeout(120)
+def test_connect_timeline_splits_the_error_where_the_server_read_the_request() -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "connect_timeline.py"), "--concurrency", "2",
+                           "--requests", "8", "--chunks", "2"], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "6 matched" in done.stdout  # every request but each worker's first
+    for step in ("server accepted", "server read", "TTFT error", "request side", "response side", "accept lag"):
+        assert step in done.stdout, done.stdout
