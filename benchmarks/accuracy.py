@@ -200,7 +200,8 @@ def wait_for_log(path: Path, ids: set[str], timeout_s: float = 10.0) -> dict[str
         time.sleep(0.05)
 
 
-async def measure_all(port: int, log_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+async def measure_all(port: int, log_path: Path, args: argparse.Namespace, held: loops.HeldGc
+                      ) -> list[dict[str, Any]]:
     forms: list[tuple[str, Backend]] = [("ollama", OllamaBackend(f"http://127.0.0.1:{port}")),
                                         ("openai", OpenAIBackend(f"http://127.0.0.1:{port}"))]
     rows = []
@@ -211,6 +212,7 @@ async def measure_all(port: int, log_path: Path, args: argparse.Namespace) -> li
                 count = max(args.requests, ROUNDS * c) if c > 1 else args.requests
                 rows.append({"form": form, "concurrency": c, "start": "spread", "loadavg": os.getloadavg()[0],
                              "batch": await batch(backend, client, f"{form}-c{c}", c, count, args)})
+                held.quiet_point()  # between batches nothing is in flight
             if (top := max(args.levels)) > 1:  # one round fired at once, as the runner's first round is
                 rows.append({"form": form, "concurrency": top, "start": "burst", "loadavg": os.getloadavg()[0],
                              "batch": await batch(backend, client, f"{form}-c{top}-burst", top, top, args,
@@ -316,7 +318,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.jsonl"
         with gt.serve(log_path, lifetime_s=900) as port, GpuSampler() if args.gpu_sampler else contextlib.nullcontext():
-            results = loops.run(measure_all(port, log_path, args))  # the product's loop: uvloop where installed
+            held = loops.HeldGc()  # as the runner collects: no garbage collection while requests are in flight
+            with held.hold():
+                results = loops.run(measure_all(port, log_path, args, held))  # the product's loop: uvloop if installed
     goals = check_goals(results)
     print_table(results, goals)
     report = {
