@@ -27,6 +27,7 @@ from latencylab.collect import gather, runner, servers
 from latencylab.collect.backends import GenerationRequest
 from latencylab.collect.backends.ollama import OllamaBackend
 from latencylab.collect.engine.ollama import BundledOllama
+from latencylab.collect.evidence import OLLAMA_DEFAULT_KEEP_ALIVE
 from latencylab.core import paths
 from latencylab.core.sample import Sample
 from latencylab.plan import check, workload
@@ -114,9 +115,11 @@ def test_first_only_unloads_once_per_scenario(ollama):
 
 
 def test_keep_alive_forms_as_the_server_reads_them(ollama):
-    def send(keep_alive: float | str) -> Sample:
+    def send(keep_alive: float | str | None) -> Sample:
         return _measure(ollama, GenerationRequest(model=Q4, prompt="hi", max_tokens=2, keep_alive=keep_alive))
 
+    assert send(None).ok and 290 < _expires_in_s(ollama) <= 300  # none: the server's default, 5m
+    assert OLLAMA_DEFAULT_KEEP_ALIVE == "5m"  # what a sample records as the bundled server's default
     assert send(2).ok and 0.5 < _expires_in_s(ollama) <= 2.0  # a number is seconds
     assert send("1m30s").ok and 85 < _expires_in_s(ollama) <= 90  # a string is a Go duration
     assert send(-1).ok and _expires_in_s(ollama) > 200 * 365 * 86400  # negative: forever (year ~2318)
@@ -258,6 +261,8 @@ def test_cli_run_on_the_bundled_ollama_leaves_nothing_running(workdir, models, t
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["server"]["bundled_ollama"] == {"version": VERSION, "env": {"OLLAMA_NUM_PARALLEL": "1"}}
     assert meta["study"]["scenarios"][0].get("base_url") is None  # the bundled server's port is not the study's
+    (sample,) = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert (sample["keep_alive"], sample["server_keep_alive"]) == (None, "5m")  # the request gave none: ours
     facts = json.loads((run_dir / "facts.json").read_text())
     for moment in ("before", "after"):  # one server from the check before the run to the facts after it
         (server,) = facts[moment]["servers"]

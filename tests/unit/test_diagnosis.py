@@ -175,6 +175,18 @@ def test_a_reload_names_its_reason():
     assert list(frame["reload_reason"].iloc[1:]) == ["keep_alive", "unknown", "evicted"]  # n: never used before
 
 
+def test_a_reload_after_the_servers_own_keep_alive_ran_out_names_it_where_that_default_is_known():
+    # the requests sent no keep_alive; the bundled Ollama's OLLAMA_KEEP_ALIVE (2s) is on the sample, a server of
+    # the user's own (no default known) leaves the reason unknown rather than assume Ollama's 5m
+    def rows(server_keep_alive):
+        return [_row(i, "d", model="m", keep_alive=None, server_keep_alive=server_keep_alive, state="cold",
+                     started_at=1000.0 + 5 * i, e2e_ms=100.0, ttfb_ms=300.0, load_ms=250.0) for i in range(2)]
+
+    for known, reason in (("2s", "keep_alive"), (None, "unknown")):
+        frame = attribution.attribute(samples_frame(rows(known)).assign(run="r1"), "ttfb_ms")
+        assert frame["reload_reason"].iloc[1] == reason
+
+
 def test_no_evidence_says_why_and_a_cpu_build_used_no_gpu():
     rows = [_row(i, "c", state="unknown", ttfb_ms=100.0, gpu_layers_source="cpu-build") for i in range(3)]
     found = compute.findings(samples_frame(rows), [RUN])

@@ -152,6 +152,8 @@ def _reason(data: pd.DataFrame, i: object, starts: pd.Series, ends: pd.Series) -
         return "unknown"
     last = before.idxmax()
     keep = keep_alive_s(data.at[last, "keep_alive"])
+    if math.isnan(keep) and "server_keep_alive" in data:  # the request gave none: the server's default, if known
+        keep = keep_alive_s(data.at[last, "server_keep_alive"])
     if not math.isnan(keep) and starts[i] - ends[last] > keep:
         return "keep_alive"
     run = data[data["run_id"] == data.at[i, "run_id"]]

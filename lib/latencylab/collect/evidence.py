@@ -17,6 +17,7 @@ from latencylab.plan.workload import PlannedRequest
 # A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
 # Ollama requests report a few ms of load_duration).
 RELOAD_EVIDENCE_MS = 20.0
+OLLAMA_DEFAULT_KEEP_ALIVE = "5m"  # OLLAMA_KEEP_ALIVE unset (envconfig, 0.5.4 as now)
 
 
 def classify_state(resident_before: bool | None, options_changed: bool, load_ms: float | None) -> str:
@@ -87,6 +88,9 @@ class Evidence:
         sample.run_id, sample.seq, sample.scenario = self.run_id, planned.seq, planned.scenario
         sample.warmup, sample.idle_gap_s = planned.warmup, gap
         sample.keep_alive = None if s.keep_alive is None else str(s.keep_alive)
+        bundled = self.study.bundled_ollama
+        if s.keep_alive is None and bundled is not None and self.study.on_bundled_ollama(s):  # ours: its default known
+            sample.server_keep_alive = bundled.env().get("OLLAMA_KEEP_ALIVE", OLLAMA_DEFAULT_KEEP_ALIVE)
         sample.resident_before = None if before is None else before.resident
         options_changed = target.model in self.loaded_with and self.loaded_with[target.model] != target.runner_options
         sample.state = classify_state(sample.resident_before, options_changed, sample.load_ms)

@@ -42,6 +42,8 @@ class Sample:
     resident_before: bool | None = None  # from a probe that loads nothing (/api/ps, /models)
     resident_after: bool | None = None
     keep_alive: str | None = None  # as the scenario gave it
+    # the server's own default where the request gave none and it is known (the bundled Ollama's OLLAMA_KEEP_ALIVE)
+    server_keep_alive: str | None = None
     idle_gap_s: float | None = None  # the planned pause before this request
     started_at: float = 0.0  # wall-clock UNIX time of t0, for timelines
     scheduled_at: float | None = None  # when the client meant to send it (open loop: its arrival time)
