@@ -3,6 +3,7 @@ threads, stopped by itself after a lifetime so that a test that forgets to close
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,11 +15,17 @@ class _Server(ThreadingHTTPServer):
 
 class LoopbackServer:
     def __init__(
-        self, handler: type[BaseHTTPRequestHandler], lifetime_s: float, expire: Callable[[], None] | None = None
+        self, handler: type[BaseHTTPRequestHandler], lifetime_s: float, expire: Callable[[], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        """`expire` is called when the lifetime ends (the owner's own close); by default, `close`."""
+        """`expire` is called when the lifetime ends (the owner's own close); by default, `close`. With `tls`,
+        it speaks HTTPS."""
         self._httpd: ThreadingHTTPServer | None = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self.scheme = "https"
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
         self._timer = threading.Timer(lifetime_s, expire or self.close)
         self._timer.daemon = True
@@ -27,7 +34,7 @@ class LoopbackServer:
     @property
     def base_url(self) -> str:
         assert self._httpd, "the server is closed"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._httpd.server_address[1]}"
 
     def close(self) -> None:
         """Stop serving (idempotent; also called by the lifetime timer)."""

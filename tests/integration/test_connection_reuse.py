@@ -5,9 +5,11 @@ Each sample says which it got and how long the set-up took; bytes are stamped wh
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +31,7 @@ class KeepAliveServer:
     """OpenAI SSE over HTTP/1.1 kept-alive connections; each connection answers `answers` requests, then
     reads the next one and closes without a byte, as a server that dropped the idle connection does."""
 
-    def __init__(self, answers: int) -> None:
+    def __init__(self, answers: int, tls: ssl.SSLContext | None = None) -> None:
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = 0
@@ -65,7 +67,7 @@ class KeepAliveServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self.server = LoopbackServer(Handler, lifetime_s=60)
+        self.server = LoopbackServer(Handler, lifetime_s=60, tls=tls)
 
     def __enter__(self) -> KeepAliveServer:
         return self
@@ -229,3 +231,31 @@ def test_a_refused_address_is_passed_over_for_the_next_one_and_a_refused_server_
     backend = make_backend("openai", f"http://127.0.0.1:{dead}", timeouts=TIMEOUTS, connection="new")
     (sample,) = measure_in_turn(backend.base_url, "new", 1)
     assert not sample.ok and sample.error_kind == "connect" and "refused" in (sample.error or "").lower()
+
+
+TLS = Path(__file__).resolve().parents[1] / "data" / "tls"  # a self-signed certificate for 127.0.0.1, for tests
+
+
+@pytest.mark.parametrize("connection", ["new", "reuse"])
+def test_https_sets_up_tls_inside_connect_ms_and_reuse_keeps_the_connection(
+        connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS / "cert.pem"))  # how a user trusts a server's own CA (httpx)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+    with KeepAliveServer(answers=100, tls=tls) as server:
+        assert server.server.base_url.startswith("https://")
+        samples = measure_in_turn(server.server.base_url, connection, 3)
+        assert server.connections == (3 if connection == "new" else 1)
+    assert all(s.ok and s.text == "Hi there" for s in samples), [s.error for s in samples]
+    new = samples if connection == "new" else samples[:1]
+    assert all(s.connection_reused is False and s.connect_ms and s.connect_ms > 0 for s in new)
+    assert all(s.connection_reused and s.connect_ms == 0 for s in samples[len(new):])
+    assert all(s.ttft_ms >= s.connect_ms for s in samples)  # the set-up is inside the TTFT
+
+
+def test_a_certificate_the_client_does_not_trust_is_a_connect_failure() -> None:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+    with KeepAliveServer(answers=100, tls=tls) as server:
+        (sample,) = measure_in_turn(server.server.base_url, "new", 1)
+    assert not sample.ok and sample.error_kind == "connect" and "CERTIFICATE_VERIFY_FAILED" in (sample.error or "")
