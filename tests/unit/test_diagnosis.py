@@ -182,7 +182,7 @@ def test_a_reload_after_the_servers_own_keep_alive_ran_out_names_it_where_that_d
         return [_row(i, "d", model="m", keep_alive=None, server_keep_alive=server_keep_alive, state="cold",
                      started_at=1000.0 + 5 * i, e2e_ms=100.0, ttfb_ms=300.0, load_ms=250.0) for i in range(2)]
 
-    for known, reason in (("2s", "keep_alive"), (None, "unknown")):
+    for known, reason in (("2s", "server_keep_alive"), (None, "unknown")):
         frame = attribution.attribute(samples_frame(rows(known)).assign(run="r1"), "ttfb_ms")
         assert frame["reload_reason"].iloc[1] == reason
 

@@ -53,7 +53,7 @@ def attribute(data: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per request of `data` (measured, successful samples with `run` and `scenario`), a column per part
     of `metric` (PARTS, ms; NaN where unknown), where the wait came from (`wait_source`), and the load events:
     `load_event` (-1: none), `loaded` (this request made the server load), `cold_start` (the scenario's first
-    load, which its first request paid) and `reload_reason` (keep_alive, evicted, options, unknown)."""
+    load, which its first request paid) and `reload_reason` (keep_alive, server_keep_alive, evicted, options, unknown)."""
     value = _float(data[metric])
     state = data["state"].astype(str)
     paid = state.isin(PAID)
@@ -151,11 +151,11 @@ def _reason(data: pd.DataFrame, i: object, starts: pd.Series, ends: pd.Series) -
     if before.empty:
         return "unknown"
     last = before.idxmax()
-    keep = keep_alive_s(data.at[last, "keep_alive"])
+    keep, expired = keep_alive_s(data.at[last, "keep_alive"]), "keep_alive"
     if math.isnan(keep) and "server_keep_alive" in data:  # the request gave none: the server's default, if known
-        keep = keep_alive_s(data.at[last, "server_keep_alive"])
+        keep, expired = keep_alive_s(data.at[last, "server_keep_alive"]), "server_keep_alive"
     if not math.isnan(keep) and starts[i] - ends[last] > keep:
-        return "keep_alive"
+        return expired
     run = data[data["run_id"] == data.at[i, "run_id"]]
     other = run["model"] != data.at[i, "model"]
     between = run[(starts[run.index] < starts[i]) & (ends[run.index] > ends[last]) & other]
