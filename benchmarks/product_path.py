@@ -505,6 +505,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--modes", default="reuse,new",
                         help="server modes, comma-separated: reuse (keeps connections alive; latencylab's "
                         "connection: reuse) and new (closes every connection; connection: new); default both")
+    parser.add_argument("--server-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the ground-truth server's event loop (default asyncio, as every figure in the READMEs); "
+                        "uvloop shows how much of a client's error was the server's own accept and read")
     parser.add_argument("--chunks", type=int, default=32)
     parser.add_argument("--d-ms", type=float, default=5.0)
     parser.add_argument("--e-ms", type=float, default=135.0)
@@ -530,7 +533,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for mode in modes:
             args.mode = mode
             log_path = work / f"server-{mode}.jsonl"
-            extra = ("--keep-alive", str(KEEP_ALIVE[mode]), "--precise-max-streams", "1")
+            extra = ("--keep-alive", str(KEEP_ALIVE[mode]), "--precise-max-streams", "1", "--loop", args.server_loop)
             with gt.serve(log_path, 3600, *extra) as port:
                 for client in clients:
                     # start-up, measured twice: the smaller is the less disturbed by the machine's other load
@@ -550,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_tables(rows, goals)
     report = {"settings": {"levels": levels, "requests": base_requests, "warmup": args.warmup, "chunks": args.chunks,
                            "d_ms": args.d_ms, "e_ms": args.e_ms, "interval_ms": args.interval_ms,
-                           "aggregate_tok_s": args.aggregate_tok_s, "modes": modes,
+                           "aggregate_tok_s": args.aggregate_tok_s, "modes": modes, "server_loop": args.server_loop,
                            "client_processes": args.client_processes, "quick": args.quick, "skipped": missing},
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform(), "loadavg_1min_at_end": os.getloadavg()[0]},

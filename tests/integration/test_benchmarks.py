@@ -66,7 +66,8 @@ async def _stream(port: int, path: str, body: dict) -> tuple[int, bytes]:
 
 
 @pytest.mark.timeout(60)
-def test_ground_truth_server_keeps_its_schedule(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_ground_truth_server_keeps_its_schedule(tmp_path: Path, loop: str) -> None:
     log = tmp_path / "server.jsonl"
     plan = "d=3 e=4 n=10 i=5"
 
@@ -84,7 +85,7 @@ def test_ground_truth_server_keeps_its_schedule(tmp_path: Path) -> None:
         answers.append(await _stream(port, "/api/nothing", {}))
         return answers
 
-    with gt.serve(log, lifetime_s=60) as port:
+    with gt.serve(log, 60, "--loop", loop) as port:
         answers = asyncio.run(run(port))
         for _ in range(50):
             records = gt.read_log(log)
