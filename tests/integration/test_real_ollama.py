@@ -27,10 +27,10 @@ from latencylab.collect import gather, runner, servers
 from latencylab.collect.backends import GenerationRequest
 from latencylab.collect.backends.ollama import OllamaBackend
 from latencylab.collect.engine.ollama import BundledOllama
-from latencylab.collect.evidence import OLLAMA_DEFAULT_KEEP_ALIVE
 from latencylab.core import paths
 from latencylab.core.sample import Sample
 from latencylab.plan import check, workload
+from latencylab.plan.check import OLLAMA_KEEP_ALIVE
 from latencylab.plan.study import StudySpec, parse_study
 from latencylab.runs import store
 
@@ -119,7 +119,7 @@ def test_keep_alive_forms_as_the_server_reads_them(ollama):
         return _measure(ollama, GenerationRequest(model=Q4, prompt="hi", max_tokens=2, keep_alive=keep_alive))
 
     assert send(None).ok and 290 < _expires_in_s(ollama) <= 300  # none: the server's default, 5m
-    assert OLLAMA_DEFAULT_KEEP_ALIVE == "5m"  # what a sample records as the bundled server's default
+    assert OLLAMA_KEEP_ALIVE == "5m"  # what a sample records as the bundled server's default
     assert send(2).ok and 0.5 < _expires_in_s(ollama) <= 2.0  # a number is seconds
     assert send("1m30s").ok and 85 < _expires_in_s(ollama) <= 90  # a string is a Go duration
     assert send(-1).ok and _expires_in_s(ollama) > 200 * 365 * 86400  # negative: forever (year ~2318)

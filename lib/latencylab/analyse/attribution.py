@@ -53,7 +53,8 @@ def attribute(data: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per request of `data` (measured, successful samples with `run` and `scenario`), a column per part
     of `metric` (PARTS, ms; NaN where unknown), where the wait came from (`wait_source`), and the load events:
     `load_event` (-1: none), `loaded` (this request made the server load), `cold_start` (the scenario's first
-    load, which its first request paid) and `reload_reason` (keep_alive, server_keep_alive, evicted, options, unknown)."""
+    load, which its first request paid) and `reload_reason` (keep_alive, server_keep_alive, evicted, options,
+    unknown)."""
     value = _float(data[metric])
     state = data["state"].astype(str)
     paid = state.isin(PAID)

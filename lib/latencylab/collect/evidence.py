@@ -11,13 +11,13 @@ from latencylab.collect import gpu
 from latencylab.collect.engine import Engine
 from latencylab.collect.servers import Target
 from latencylab.core.sample import Sample
+from latencylab.plan.check import OLLAMA_KEEP_ALIVE
 from latencylab.plan.study import StudySpec
 from latencylab.plan.workload import PlannedRequest
 
 # A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
 # Ollama requests report a few ms of load_duration).
 RELOAD_EVIDENCE_MS = 20.0
-OLLAMA_DEFAULT_KEEP_ALIVE = "5m"  # OLLAMA_KEEP_ALIVE unset (envconfig, 0.5.4 as now)
 
 
 def classify_state(resident_before: bool | None, options_changed: bool, load_ms: float | None) -> str:
@@ -90,7 +90,7 @@ class Evidence:
         sample.keep_alive = None if s.keep_alive is None else str(s.keep_alive)
         bundled = self.study.bundled_ollama
         if s.keep_alive is None and bundled is not None and self.study.on_bundled_ollama(s):  # ours: its default known
-            sample.server_keep_alive = bundled.env().get("OLLAMA_KEEP_ALIVE", OLLAMA_DEFAULT_KEEP_ALIVE)
+            sample.server_keep_alive = bundled.env().get("OLLAMA_KEEP_ALIVE", OLLAMA_KEEP_ALIVE)
         sample.resident_before = None if before is None else before.resident
         options_changed = target.model in self.loaded_with and self.loaded_with[target.model] != target.runner_options
         sample.state = classify_state(sample.resident_before, options_changed, sample.load_ms)

@@ -27,7 +27,8 @@ GIB = 2**30
 GPU_RESERVE_BYTES = 457 * 2**20
 OLLAMA_NUM_BATCH = 512  # num_batch's default; the compute graph grows with min(num_ctx, num_batch)
 KV_BYTES_PER_ELEMENT = 2.0  # f16 K and V, the default of both servers (OLLAMA_KV_CACHE_TYPE=q8_0 halves it)
-OLLAMA_KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE's default, 5m (envconfig)
+OLLAMA_KEEP_ALIVE = "5m"  # OLLAMA_KEEP_ALIVE's default (envconfig)
+OLLAMA_KEEP_ALIVE_S = keep_alive_seconds(OLLAMA_KEEP_ALIVE)
 OLLAMA_MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS' default: 3 × the GPUs, 3 on the CPU (docs/faq)
 
 
