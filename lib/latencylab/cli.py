@@ -1,26 +1,24 @@
-"""`latencylab` command line: run a study, publish its report, list runs, manage the embedded engine."""
+"""`latencylab` command line: run a study, publish its report, list runs, manage the embedded engine.
+
+Each command imports what it uses when it runs it, so that `--help`, `runs`, `check` and the collection phase of
+`run` start at once, without the notebook, plotting and statistics stack (tests/integration/test_cli_startup.py).
+This module imports next to nothing itself: a Ctrl-C while the rest is imported reaches `main`, which ends it in one
+line and exit 130, as at any later moment.
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import json
-import shutil
 import signal
 import sys
-import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from papermill.exceptions import PapermillExecutionError
-
-from latencylab.collect import engine, runner, workflow
-from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
-from latencylab.plan import check
-from latencylab.plan.study import StudyError
-from latencylab.publish import check_text, exports, report
-from latencylab.runs import store
+
+if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
+    from latencylab.plan.check import CheckResult
 
 EXIT_STOPPED = 1  # a server stopped the run
 EXIT_USAGE = 2
@@ -32,6 +30,14 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Create the run once (unless resuming), collect it in this process, then publish its report."""
+    import contextlib
+    import shutil
+
+    from latencylab.collect import workflow
+    from latencylab.core import paths
+    from latencylab.plan.study import StudyError
+    from latencylab.runs import store
+
     report_options = _report_options(args)
     created = False
     with contextlib.ExitStack() as stack:
@@ -51,6 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
         if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
+            from latencylab.publish import report
+
             try:
                 report.check_options([run_id], baseline=report_options["baseline"])
             except LatencyLabError:
@@ -60,12 +68,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         workflow.run(run_id, ollama=bundled)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
+        from latencylab.publish import report
+
         _print_report(report.publish([run_id], **report_options))
     return 0
 
 
-def _print_check_problems(result: check.CheckResult) -> None:
+def _print_check_problems(result: CheckResult) -> None:
     """The check's warnings and errors, before the run starts (the run goes on; notes stay in check.json)."""
+    from latencylab.publish import check_text
+
     for finding in result.findings:
         if finding.level != "note":
             message, fix = check_text.text(finding)
@@ -73,6 +85,12 @@ def _print_check_problems(result: check.CheckResult) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from latencylab.collect import workflow
+    from latencylab.publish import check_text
+
     spec, _ = workflow.resolve(args.study, args.base_url or "")
     result = asyncio.run(workflow.check_served(spec))
     if args.json:
@@ -83,6 +101,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _resolve_run(run_id: str) -> str:
+    from latencylab.core import paths
+    from latencylab.runs import store
+
     if run_id == "latest":
         runs = store.list_runs()
         if not runs:
@@ -93,6 +114,11 @@ def _resolve_run(run_id: str) -> str:
 
 
 def _report_options(args: argparse.Namespace) -> dict[str, str]:
+    from pathlib import Path
+
+    from latencylab.core import paths
+    from latencylab.plan.study import StudyError
+
     if args.baseline and args.baseline.endswith(".csv") and not Path(args.baseline).is_file() \
             and not (paths.PROJECT_ROOT / args.baseline).is_file():
         raise StudyError(f"--baseline: no CSV file {args.baseline!r}")
@@ -101,6 +127,8 @@ def _report_options(args: argparse.Namespace) -> dict[str, str]:
 
 def _labels(given: list[str]) -> dict[str, str]:
     """--label NAME=RUN, repeated, as {NAME: RUN}."""
+    from latencylab.publish import report
+
     labels: dict[str, str] = {}
     for item in given:
         name, equals, run_id = item.partition("=")
@@ -113,6 +141,9 @@ def _labels(given: list[str]) -> dict[str, str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from latencylab.publish import report
+    from latencylab.runs import store
+
     run_ids = [_resolve_run(r) for r in args.runs]
     for run_id in run_ids:
         store.load_run(run_id)  # a corrupt samples file is said here, before anything is written
@@ -125,6 +156,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _print_report(page: Path) -> None:
     """The report's path, then its key figures as a short table (from the summary.json beside it)."""
+    from latencylab.publish import exports
+
     summary = exports.read_summary(page.parent)
     if summary:
         print(exports.terminal_table(summary))
@@ -132,6 +165,9 @@ def _print_report(page: Path) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from latencylab.core import paths
+    from latencylab.runs import store
+
     for run_id in store.list_runs():
         status = store.load_meta(run_id).status
         samples = paths.run_dir(run_id) / "samples.jsonl"
@@ -141,6 +177,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
+    import time
+
+    from latencylab.collect import engine
+    from latencylab.core import paths
+
     if args.action == "prepare":
         for path in engine.prepare_models():
             print(path)
@@ -168,6 +209,8 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="latencylab",
         description="Measure how long an LLM server takes to answer (first byte, first token), "
@@ -227,21 +270,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raised_by(module: str, name: str) -> tuple[type[BaseException], ...]:
+    """Exception class `name` of `module` for an except clause, once that module is imported (a command imports
+    only what it uses, and a module never imported raised nothing); else none."""
+    loaded = sys.modules.get(module)
+    return (getattr(loaded, name),) if loaded else ()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # A command started as `latencylab run … &` from a script inherits SIGINT ignored (the shell does that for
-    # background jobs), and Python then leaves it ignored: install Python's own handler so `kill -INT` stops it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        # First of all, before any import that takes time. A command started as `latencylab run … &` from a script
+        # inherits SIGINT ignored (the shell does that for background jobs), and Python then leaves it ignored:
+        # install Python's own handler so `kill -INT` stops it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except LatencyLabError as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except runner.RunStopped as exc:
+    except _raised_by("latencylab.collect.runner", "RunStopped") as exc:
         print(f"latencylab: error: {exc} (the samples so far are kept)", file=sys.stderr)
         return EXIT_STOPPED
-    except PapermillExecutionError as exc:
+    except _raised_by("papermill.exceptions", "PapermillExecutionError") as exc:
+        from latencylab.core import paths
+
         print(f"latencylab: error: {exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
               f"notebook is under {paths.REPORTS_DIR})", file=sys.stderr)
         return 1

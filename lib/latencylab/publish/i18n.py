@@ -7,12 +7,12 @@ into none (the terminal).
 
 from __future__ import annotations
 
+import math
 import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 from babel import Locale
 from babel.numbers import format_decimal, format_percent
@@ -72,7 +72,18 @@ def plain(message: Markup) -> str:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or bool(pd.isna(value))
+    """None, NaN, or pandas' own missing values (NA, NaT): pandas only for a value of its own, so that the
+    terminal's words (`latencylab check`) need no pandas."""
+    if value is None:
+        return True
+    if type(value).__module__.startswith("pandas"):
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    try:
+        return math.isnan(value)
+    except TypeError:
+        return False
 
 
 def number(value: float | None, lang: str, decimals: int = 0) -> str:
