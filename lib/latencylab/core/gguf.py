@@ -83,7 +83,8 @@ def requantize_q8_0(source: Path, target: Path) -> None:
     writes. Every Q4_1 tensor is dequantized and quantized again with ggml's reference Q8_0 (scale max|x| / 127,
     values rounded half away from zero); tensors of other types are copied as they are, as llama-quantize does for
     a tensor already of the type it would get (F32 norms, the Q8_0 token embedding); general.file_type becomes
-    Q8_0. The metadata is copied byte for byte."""
+    Q8_0. The metadata is copied byte for byte. On the shipped SmolLM2 every tensor came out byte for byte as
+    llama-quantize (b-11000 series) writes it; only the order of the metadata keys differs."""
     import numpy as np  # here, not at the top: the memory check reads metadata without numpy
 
     with open(source, "rb") as f:
