@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             bundled = stack.enter_context(workflow.serving(spec))  # one bundled Ollama from check to facts after
             run_id, checked = workflow.create_now(spec, raw, args.run_id, ollama=bundled)
             created = True
-            _print_check_problems(checked)
+            _print_check_problems(checked, args.lang or spec.lang)
         else:
             raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
         if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if created:  # the run was created just now and holds nothing yet
                     shutil.rmtree(paths.run_dir(run_id))
                 raise
-        workflow.run(run_id, ollama=bundled)
+        workflow.run(run_id, ollama=bundled, lang=args.lang)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
         from latencylab.publish import report
@@ -74,14 +74,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_check_problems(result: CheckResult) -> None:
+def _print_check_problems(result: CheckResult, lang: str) -> None:
     """The check's warnings and errors, before the run starts (the run goes on; notes stay in check.json)."""
+    from latencylab.core import words
     from latencylab.publish import check_text
 
     for finding in result.findings:
         if finding.level != "note":
-            message, fix = check_text.text(finding)
-            print(f"latencylab: check {finding.level}: {message}\n  fix: {fix}", file=sys.stderr)
+            message, fix = check_text.text(finding, lang)
+            print(f"latencylab: {words.text(f'run_check_{finding.level}', lang, message=message)}\n"
+                  f"  {words.text('check_line_fix', lang, fix=fix)}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -93,10 +95,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     spec, _ = workflow.resolve(args.study, args.base_url or "")
     result = asyncio.run(workflow.check_served(spec))
+    lang = args.lang or spec.lang
     if args.json:
-        print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
+        print(json.dumps(check_text.as_json(result, lang), indent=1, ensure_ascii=False))
     else:
-        print("\n".join(check_text.lines(result, args.lang)))
+        print("\n".join(check_text.lines(result, lang)))
     return result.exit_code
 
 
@@ -205,7 +208,8 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", help="scenario to compare against (RUN:scenario, LABEL:scenario or a name "
                         "only one run has), or a CSV of earlier TTFB values "
                         "(e.g. data/baselines/seed-phi3-baseline.csv); default: the first scenario")
-    parser.add_argument("--lang", choices=["en", "es"], help="report language; default: the study's (lang:)")
+    parser.add_argument("--lang", choices=["en", "es"], help="language of the report (and of what `run` prints "
+                        "while it works); default: the study's (lang:)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("study", help="study name under studies/ or a path to a YAML file")
     chk.add_argument("--base-url", help="server URL for scenarios that do not name one")
     chk.add_argument("--json", action="store_true", help="the same findings as JSON (with the facts they rest on)")
-    chk.add_argument("--lang", choices=["en", "es"], default="en", help="language of the findings' words")
+    chk.add_argument("--lang", choices=["en", "es"], help="language of the findings' words; default: the study's "
+                     "(lang:)")
     chk.set_defaults(func=cmd_check)
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",

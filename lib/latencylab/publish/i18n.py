@@ -9,37 +9,26 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import yaml
 from babel import Locale
 from babel.numbers import format_decimal, format_percent
 from markupsafe import Markup
 
-LANGS = ("en", "es")
-CATALOGS = Path(__file__).parent / "catalogs"
+# The one loader, core's: the collection's words and the report's come from the same files. `text` is a message as
+# plain text (figure titles and axes: matplotlib draws text, not HTML).
+from latencylab.core.words import CATALOGS as CATALOGS
+from latencylab.core.words import LANGS as LANGS
+from latencylab.core.words import catalog
+from latencylab.core.words import text as text
+
 DASH = "–"
 NBSP = "\u00a0"
-
-
-@cache
-def catalog(lang: str) -> dict[str, str]:
-    """Every message of `lang`, by key."""
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {', '.join(LANGS)}, not {lang!r}")
-    return yaml.safe_load((CATALOGS / f"{lang}.yaml").read_text(encoding="utf-8"))
 
 
 def t(key: str, lang: str, **values: Any) -> Markup:
     """The message `key` in `lang` with `values` filled in, each value HTML-escaped unless it is Markup."""
     return Markup(catalog(lang)[key]).format(**values)
-
-
-def text(key: str, lang: str, **values: Any) -> str:
-    """The message as plain text (figure titles and axes: matplotlib draws text, not HTML)."""
-    return catalog(lang)[key].format(**values)
 
 
 # The entities markupsafe writes, and what Markdown needs instead: the character itself, backslash-escaped only
