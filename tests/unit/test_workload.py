@@ -85,14 +85,24 @@ def test_rate_lists_and_sweeps_are_open_loop():
         _study(mode="open", rate_per_s=[1.0, 0])
 
 
-@pytest.mark.parametrize(("duration", "said"), [
-    (10, "then 3 rates from the passes, 10 s each: 30 s"),
-    (None, "then 3 rates from the passes (how long they take is said once the passes have found them)")])
-def test_a_sweep_says_before_it_starts_how_long_its_rate_levels_take(capsys, duration, said):
+@pytest.mark.parametrize(("duration", "lang", "said"), [
+    (10, "en", "then 3 rates from the passes, 10 s each: 30 s"),
+    (None, "en", "then 3 rates from the passes (how long they take is said once the passes have found them)"),
+    (10, "es", "plan: a synchronous (3 pet.), a throughput (3 pet.); después 3 tasas sacadas de las pasadas, "
+     "10 s cada una: 30 s")])
+def test_a_sweep_says_before_it_starts_how_long_its_rate_levels_take(capsys, duration, lang, said):
     from tqdm import tqdm
 
     from latencylab.collect.runner import _say_plan
 
     study = _study(mode="open", rate_per_s="sweep", sweep_rates=3, requests=2, warmup=1, level_duration_s=duration)
-    _say_plan(study, plan_requests(study, "run"), {}, tqdm(disable=True))
+    _say_plan(study, plan_requests(study, "run"), {}, tqdm(disable=True), lang)
     assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("lang", "said"), [("en", "a: TTFT 123 ms (cold)"), ("es", "a: TTFT 123 ms (en frío)")])
+def test_the_progress_bar_says_each_sample_in_the_users_language(lang, said):
+    from latencylab.collect.runner import _postfix
+    from latencylab.core.sample import Sample
+
+    assert _postfix(Sample(run_id="r", scenario="a", ok=True, ttft_ms=123.4, state="cold"), lang) == said

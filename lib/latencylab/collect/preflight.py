@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from latencylab.collect.backends import Backend, Timeouts, make_backend
+from latencylab.collect.engine import find_binary
 from latencylab.core.errors import LatencyLabError
 from latencylab.plan.study import StudySpec
 
@@ -18,7 +19,10 @@ class PreflightError(LatencyLabError):
 
 
 async def check(study: StudySpec, api_key: str | None = None) -> None:
-    """Every server the study names answers, and has every model where it can say so (unless it may pull)."""
+    """Every server the study names answers, and has every model where it can say so (unless it may pull); the
+    embedded engine is installed where the study uses it (else: what to run, `make engine`)."""
+    if study.uses_engine:
+        find_binary("llama-server")
     seen: set[tuple[str, str]] = set()
     for scenario in study.scenarios:
         kind, url = study.backend_of(scenario), study.base_url_of(scenario)

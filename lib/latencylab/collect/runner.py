@@ -23,6 +23,7 @@ from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.collect.evidence import Evidence
 from latencylab.collect.servers import Target
 from latencylab.collect.workers import WorkerPool
+from latencylab.core import words
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import StudySpec
@@ -41,8 +42,10 @@ class Collector:
     """One run in progress: sends the plan and writes each sample the moment it exists."""
 
     def __init__(self, study: StudySpec, targets: dict[str, Target], writer: RunWriter, run_id: str,
-                 engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool) -> None:
+                 engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool,
+                 lang: str) -> None:
         self.study, self.targets, self.writer, self.run_id = study, targets, writer, run_id
+        self.lang = lang  # of the progress bar's words
         self.on_sample = on_sample
         self.evidence = Evidence(study, run_id, engine)
         self.started: set[str] = set()  # scenarios whose first request has been sent
@@ -53,7 +56,7 @@ class Collector:
         self.progress = progress
         self.pool: WorkerPool | None = None  # worker processes that send the timed requests, when the study asks
         self.gc = loops.HeldGc()  # no collection while requests are in flight, but at quiet points or past a budget
-        self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
+        self.bar = tqdm(total=0, desc=run_id, unit=words.text("progress_unit", lang), disable=not progress)
 
     def restore(self, done: list[dict[str, Any]]) -> None:
         """Take up what a resumed run had finished: which scenarios started, which were measured; those
@@ -123,7 +126,7 @@ class Collector:
         self._keep_pass(planned.scenario, planned.sweep_pass, planned.warmup, sample.ok, sample.started_at,
                         sample.e2e_ms)
         self.bar.update(1)
-        self.bar.set_postfix_str(_postfix(sample), refresh=False)  # drawn at tqdm's own pace, not per sample
+        self.bar.set_postfix_str(_postfix(sample, self.lang), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
 
@@ -207,7 +210,8 @@ class Collector:
             group = [p for p in plan if p.scenario == name and p.level == level]
             self.bar.close()
             label = sweep_pass or f"{rate:g}/s"
-            self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit="req", disable=not self.progress)
+            self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit=words.text("progress_unit", self.lang),
+                            disable=not self.progress)
             if rate is None:
                 await self._closed_loop(group, group[0].concurrency)
             else:  # arrivals seeded per scenario and level: a level draws the same gaps whatever ran before it
@@ -250,11 +254,12 @@ def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None,
 
 
 async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = None, progress: bool = True,
-                  ollama: BundledOllama | None = None) -> str:
+                  ollama: BundledOllama | None = None, lang: str | None = None) -> str:
     """Send the run's plan, new or stopped alike: every request without a finished sample, in plan order.
 
     The one entry point that collects (the CLI and the collect notebook call it); while it runs, this
     process holds the run's lock, so nothing else writes the run. Samples are on disk as soon as they exist.
+    What it prints is in `lang` (default: the study's).
     """
     writer = RunWriter(run_id)  # RunLocked while another process writes it
     meta = writer.meta
@@ -285,12 +290,12 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
                 writer.update(server={**writer.meta.server, "command": engine.command()})
             targets = servers.targets(study, engine, bundled)
             async with servers.clients(targets, study), servers.pool(targets, study) as pool:
-                collector = Collector(study, targets, writer, run_id, engine, on_sample, progress)
+                collector = Collector(study, targets, writer, run_id, engine, on_sample, progress, lang or study.lang)
                 collector.pool = pool
                 collector.restore(done)
                 await collector.prepare()
                 while plan:  # a rate sweep's plan grows as its passes find each scenario's rates
-                    _say_plan(study, plan, rates, collector.bar)
+                    _say_plan(study, plan, rates, collector.bar, collector.lang)
                     await collector.run(plan)
                     sent |= {p.seq for p in plan}
                     found = collector.found_rates(plan, rates)
@@ -310,20 +315,23 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     return run_id
 
 
-def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, list[float]], bar: tqdm) -> None:
+def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, list[float]], bar: tqdm,
+              lang: str) -> None:
     """Before a rate sweep's levels start: each level, and how long they take at their rates."""
     levels = plan_levels(plan)
     if not levels:
         return
-    parts = [f"{name} {sweep_pass or f'{rate:g}/s'} ({count} req)" for name, _, sweep_pass, rate, count in levels]
+    parts = [words.text("progress_plan_level", lang, scenario=name, step=sweep_pass or f"{rate:g}/s", count=count)
+             for name, _, sweep_pass, rate, count in levels]
     seconds = estimate_s(study, plan)
-    took = f"; the rate levels take about {seconds:.0f} s" if seconds else ""
+    took = words.text("progress_plan_took", lang, seconds=f"{seconds:.0f}") if seconds else ""
     later = any(p.sweep_pass == "throughput" and p.scenario not in rates for p in plan)
     w = study.workload
-    each = (f", {w.level_duration_s:g} s each: {w.sweep_rates * w.level_duration_s:g} s" if w.level_duration_s
-            else " (how long they take is said once the passes have found them)")
-    then = f"; then {w.sweep_rates} rates from the passes{each}" if later else ""
-    bar.write(f"plan: {', '.join(parts)}{took}{then}", file=sys.stderr)
+    each = (words.text("progress_plan_each", lang, level_s=f"{w.level_duration_s:g}",
+                       total_s=f"{w.sweep_rates * w.level_duration_s:g}") if w.level_duration_s
+            else words.text("progress_plan_each_later", lang))
+    then = words.text("progress_plan_then", lang, rates=w.sweep_rates, each=each) if later else ""
+    bar.write(words.text("progress_plan", lang, levels=", ".join(parts), took=took, then=then), file=sys.stderr)
 
 
 class RunError(LatencyLabError):
@@ -334,10 +342,11 @@ class RunStopped(RuntimeError):
     """A run that could not go on (a server that refused a load, unload or pull); samples are kept."""
 
 
-def _postfix(sample: Sample) -> str:
+def _postfix(sample: Sample, lang: str) -> str:
     if not sample.ok:
         return f"{sample.scenario}: {sample.error_kind}"
-    return f"{sample.scenario}: TTFT {sample.ttft_ms or 0:.0f} ms ({sample.state})"
+    return words.text("progress_sample", lang, scenario=sample.scenario, ttft_ms=f"{sample.ttft_ms or 0:.0f}",
+                      state=words.text(f"state_{sample.state}", lang))
 
 
 def on_own_loop(coro: Coroutine[Any, Any, T]) -> T:

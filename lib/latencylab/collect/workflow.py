@@ -86,13 +86,14 @@ async def create(spec: StudySpec, raw: dict[str, Any] | None = None, run_id: str
 
 
 async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = None, progress: bool = True,
-                  ollama: BundledOllama | None = None) -> str:
+                  ollama: BundledOllama | None = None, lang: str | None = None) -> str:
     """Send the run's requests (every one without a finished sample), then record the servers' facts after the
-    last one beside those from before the first, however the collection ended."""
+    last one beside those from before the first, however the collection ended. Progress is worded in `lang`
+    (default: the study's)."""
     study = store.load_meta(run_id).study
     with servers.bundled_ollama_for(study, run_id, ollama) if study else contextlib.nullcontext() as server:
         try:
-            await runner.collect(run_id, on_sample=on_sample, progress=progress, ollama=server)
+            await runner.collect(run_id, on_sample=on_sample, progress=progress, ollama=server, lang=lang)
         except LatencyLabError:
             raise  # refused before sending anything (locked, complete): the run stays as it was
         except BaseException:

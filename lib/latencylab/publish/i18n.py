@@ -7,39 +7,28 @@ into none (the terminal).
 
 from __future__ import annotations
 
+import math
 import re
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import yaml
 from babel import Locale
 from babel.numbers import format_decimal, format_percent
 from markupsafe import Markup
 
-LANGS = ("en", "es")
-CATALOGS = Path(__file__).parent / "catalogs"
+# The one loader, core's: the collection's words and the report's come from the same files. `text` is a message as
+# plain text (figure titles and axes: matplotlib draws text, not HTML).
+from latencylab.core.words import CATALOGS as CATALOGS
+from latencylab.core.words import LANGS as LANGS
+from latencylab.core.words import catalog
+from latencylab.core.words import text as text
+
 DASH = "–"
 NBSP = "\u00a0"
-
-
-@cache
-def catalog(lang: str) -> dict[str, str]:
-    """Every message of `lang`, by key."""
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {', '.join(LANGS)}, not {lang!r}")
-    return yaml.safe_load((CATALOGS / f"{lang}.yaml").read_text(encoding="utf-8"))
 
 
 def t(key: str, lang: str, **values: Any) -> Markup:
     """The message `key` in `lang` with `values` filled in, each value HTML-escaped unless it is Markup."""
     return Markup(catalog(lang)[key]).format(**values)
-
-
-def text(key: str, lang: str, **values: Any) -> str:
-    """The message as plain text (figure titles and axes: matplotlib draws text, not HTML)."""
-    return catalog(lang)[key].format(**values)
 
 
 # The entities markupsafe writes, and what Markdown needs instead: the character itself, backslash-escaped only
@@ -72,7 +61,18 @@ def plain(message: Markup) -> str:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or bool(pd.isna(value))
+    """None, NaN, or pandas' own missing values (NA, NaT): pandas only for a value of its own, so that the
+    terminal's words (`latencylab check`) need no pandas."""
+    if value is None:
+        return True
+    if type(value).__module__.startswith("pandas"):
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    try:
+        return math.isnan(value)
+    except TypeError:
+        return False
 
 
 def number(value: float | None, lang: str, decimals: int = 0) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +65,34 @@ def report_name(run_ids: list[str]) -> str:
 
 def publish(run_ids: list[str], **parameters: Any) -> Path:
     """Execute the report notebook for `run_ids`: reports/<report_name>/{index.html, latency.md, figures/,
-    summary.json, samples.csv}."""
+    summary.json, samples.csv}.
+
+    Written in a hidden folder beside it that replaces the report's folder once every file is there: a report
+    stopped half-way (Ctrl-C) leaves the one before it whole, and nothing half-written. A notebook that fails
+    leaves its executed copy there (`.<name>.partial/`), to read."""
     folder = paths.report_dir(report_name(run_ids))
-    executed = execute(paths.REPORT_NOTEBOOK, folder / paths.REPORT_NOTEBOOK.name,
-                       {"run_ids": run_ids, "output_dir": str(folder), **parameters})
-    page = to_html(executed, folder / "index.html")
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        executed = execute(paths.REPORT_NOTEBOOK, partial / paths.REPORT_NOTEBOOK.name,
+                           {"run_ids": run_ids, "output_dir": str(partial), **parameters})
+        to_html(executed, partial / "index.html")
+    except KeyboardInterrupt:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _replace_folder(partial, folder)
     write_index()
-    return page
+    return folder / "index.html"
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """`new` in the place of `folder`: two renames (a folder cannot be replaced by one), the old one removed after."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_run(run_id: str, label: str = "", pooled: bool = False) -> RunInfo:
@@ -204,6 +227,8 @@ def write_index() -> Path:
     rows = []
     for page in sorted(paths.REPORTS_DIR.glob("*/index.html"), reverse=True):
         run_id = page.parent.name
+        if run_id.startswith("."):  # a report being written, or one whose notebook failed
+            continue
         try:
             run = read_run(run_id)
         except store.RunNotFound:
@@ -216,5 +241,7 @@ def write_index() -> Path:
                      "median": first.get("median")})
     html = document.environment("en").get_template("report/index.html.j2").render(rows=rows, lang="en")
     path = paths.REPORTS_DIR / "index.html"
-    path.write_text(html, encoding="utf-8")
+    partial = path.with_name(".index.html.partial")
+    partial.write_text(html, encoding="utf-8")
+    os.replace(partial, path)  # never half a page
     return path

@@ -12,9 +12,8 @@ from collections.abc import Iterable
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, get_args
+from typing import IO, TYPE_CHECKING, Any, Literal, get_args
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from latencylab import __version__
@@ -24,6 +23,9 @@ from latencylab.core.sample import Sample
 from latencylab.plan.check import CheckResult
 from latencylab.plan.facts import HostFacts, RunFacts
 from latencylab.plan.study import StudySpec, SweepSpec
+
+if TYPE_CHECKING:  # pandas is imported by the functions that make DataFrames: listing and writing runs need none
+    import pandas as pd
 
 SCHEMA_VERSION = 2  # of run.json; 1 (no schema_version) kept the resolved study under settings.resolved
 RunStatus = Literal["prepared", "running", "complete", "interrupted", "failed"]
@@ -284,6 +286,8 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
 
 def samples_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Samples as a DataFrame with the documented `SAMPLE_DTYPES` (unknown keys are kept as-is)."""
+    import pandas as pd
+
     frame = pd.DataFrame.from_records(list(records), columns=None)
     for column, dtype in SAMPLE_DTYPES.items():
         if column not in frame:
@@ -320,6 +324,8 @@ def load_run(run_id: str) -> pd.DataFrame:
 
 def load_runs(run_ids: Iterable[str]) -> pd.DataFrame:
     """Several runs' samples in one DataFrame (`run_id` tells them apart)."""
+    import pandas as pd
+
     frames = [load_run(run_id) for run_id in run_ids]
     if not frames:
         return samples_frame([])

