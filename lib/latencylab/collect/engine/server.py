@@ -24,8 +24,9 @@ import httpx
 import psutil
 
 from latencylab.collect.engine import logs
-from latencylab.collect.engine.install import EngineError, build_backend, find_binary
+from latencylab.collect.engine.install import build_backend, find_binary
 from latencylab.core import paths
+from latencylab.core.errors import EngineError
 
 
 def free_port() -> int:
