@@ -25,7 +25,6 @@ from latencylab.runs import store
 from latencylab.runs.baselines import read_baseline_csv
 
 KERNEL = "python3"
-TEMPLATES = Path(__file__).parent / "templates"  # `latencylab`: the lab template, minus CDN scripts
 # Cells tagged remove_cell talk to notebook users; `explore` cells show the DataFrames behind a section.
 HIDDEN_TAGS = {"remove_cell", "explore"}
 
@@ -48,7 +47,8 @@ def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progres
 
 def to_html(executed: Path, output: Path) -> Path:
     """Convert an executed notebook to a self-contained HTML page without code (figures embedded)."""
-    exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="latencylab",
+    # `latencylab` (beside the report's Markdown templates): the lab template, minus CDN scripts
+    exporter = HTMLExporter(extra_template_basedirs=[str(document.TEMPLATES)], template_name="latencylab",
                             exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             embed_images=True)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags=HIDDEN_TAGS), enabled=True)
