@@ -11,7 +11,7 @@ server's log and computes, per metric, error = measured − true, where true = t
     ttft_ms     first content chunk sent       itl_ms   gaps between content chunks (pooled)
     e2e_ms      last byte sent
 
-t0 is the real `StreamClock`'s: this benchmark only swaps `latencylab.backends.base.StreamClock` for a
+t0 is the real `StreamClock`'s: this benchmark only swaps `latencylab.collect.backends.base.StreamClock` for a
 subclass that also remembers each clock, so the measuring code path stays the real one. Also printed:
 the client's scheduling lag (t0 − the moment the worker wanted to send, across one trip through the
 event loop), the client's CPU time per request (`time.process_time()` over each batch ÷ requests),

@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 
     from latencylab.plan.check import CheckResult
 
-EXIT_STOPPED = 1  # a server stopped the run
-EXIT_USAGE = 2
-
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -275,13 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raised_by(module: str, name: str) -> tuple[type[BaseException], ...]:
-    """Exception class `name` of `module` for an except clause, once that module is imported (a command imports
-    only what it uses, and a module never imported raised nothing); else none."""
-    loaded = sys.modules.get(module)
-    return (getattr(loaded, name),) if loaded else ()
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         # First of all, before any import that takes time. A command started as `latencylab run … &` from a script
@@ -291,18 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _raise_interrupt)
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except LatencyLabError as exc:
+    except LatencyLabError as exc:  # each class says its exit status: 2 for usage, 1 for a run or report cut short
         print(f"latencylab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except _raised_by("latencylab.collect.runner", "RunStopped") as exc:
-        print(f"latencylab: error: {exc} (the samples so far are kept)", file=sys.stderr)
-        return EXIT_STOPPED
-    except _raised_by("papermill.exceptions", "PapermillExecutionError") as exc:
-        from latencylab.core import paths
-
-        print(f"latencylab: error: {exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
-              f"notebook is under {paths.REPORTS_DIR})", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("latencylab: interrupted; samples collected so far are kept", file=sys.stderr)
         return 130

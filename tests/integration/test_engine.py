@@ -13,8 +13,9 @@ import pytest
 from latencylab.collect.backends import GenerationRequest
 from latencylab.collect.backends.llamacpp import LlamaCppBackend
 from latencylab.collect.backends.openai import OpenAIBackend
-from latencylab.collect.engine import Engine, EngineError, find_binary
+from latencylab.collect.engine import Engine, find_binary
 from latencylab.core import paths
+from latencylab.core.errors import EngineError
 
 pytestmark = pytest.mark.engine
 

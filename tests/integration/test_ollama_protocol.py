@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from doubles.ollama import BUSY, FOREVER_NS, METRICS, OllamaDouble, parse_keep_alive
-from latencylab.collect.backends.base import GenerationRequest, ServerError
+from latencylab.collect.backends.base import GenerationRequest
 from latencylab.collect.backends.ollama import OllamaBackend
+from latencylab.core.errors import ServerError
 from latencylab.core.sample import Sample
 
 MODELS = {"tiny": {"size": 1_000_000, "context_length": 8192},

@@ -11,7 +11,8 @@ import pytest
 from test_gguf import _q4_1_block, _write
 
 from latencylab.collect import preflight
-from latencylab.collect.engine import BASE_MODEL, EngineError, install, prepare_models
+from latencylab.collect.engine import BASE_MODEL, install, prepare_models
+from latencylab.core.errors import EngineError
 from latencylab.core.gguf import read_metadata
 from latencylab.plan.study import load_study
 

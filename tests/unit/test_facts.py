@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from latencylab.collect import gather
-from latencylab.core.gguf import GGUFError, read_metadata
+from latencylab.core.errors import GGUFError
+from latencylab.core.gguf import read_metadata
 from latencylab.plan import facts
 
 

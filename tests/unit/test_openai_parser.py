@@ -5,9 +5,10 @@ import json
 import pytest
 
 from latencylab.collect.backends import GenerationRequest
-from latencylab.collect.backends.base import ServerError, error_text
+from latencylab.collect.backends.base import error_text
 from latencylab.collect.backends.llamacpp import LlamaCppBackend, LlamaCppParser
 from latencylab.collect.backends.openai import OpenAIBackend, OpenAIParser
+from latencylab.core.errors import ServerError
 from latencylab.core.sample import Sample
 
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from latencylab.plan.study import StudyError, load_study, parse_study, with_base_url
+from latencylab.core.errors import StudyError
+from latencylab.plan.study import load_study, parse_study, with_base_url
 
 MINIMAL = {"name": "s", "scenarios": [{"name": "a", "model": "m"}]}
 

@@ -26,14 +26,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from latencylab.analyse.stats import numeric as _float
 from latencylab.core.durations import keep_alive_seconds
 
 PARTS = ("client_network_ms", "server_wait_ms", "loading_ms", "prompt_ms", "first_token_ms", "unattributed_ms")
 PAID = ("cold", "reload")
-
-
-def _float(series: pd.Series) -> pd.Series:
-    return pd.to_numeric(series, errors="coerce").astype(float)
 
 
 def keep_alive_s(value: object) -> float:

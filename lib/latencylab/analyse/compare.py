@@ -11,7 +11,7 @@ import pandas as pd
 from latencylab.analyse import stats
 from latencylab.analyse.findings import Key, RunInfo
 from latencylab.analyse.tables import KEY, _sorted, keyed, measured, scenario_order
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import BadBaseline
 
 
 def compare_to(samples: pd.DataFrame, baseline: Key, metric: str = "ttfb_ms") -> pd.DataFrame:
@@ -72,10 +72,6 @@ def setting_changes(runs: Sequence[RunInfo], keys: Sequence[Key], baseline: Key)
             elif base.get(name) != mine.get(name):
                 rows.append((*key, name, base.get(name), mine.get(name)))
     return pd.DataFrame(rows, columns=["run", "scenario", "setting", "before", "after"])
-
-
-class BadBaseline(LatencyLabError, ValueError):
-    """A baseline that names no scenario of the runs reported (or names one ambiguously)."""
 
 
 def resolve_baseline(keys: Sequence[Key], baseline: str | None) -> Key:

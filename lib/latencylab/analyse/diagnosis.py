@@ -1,8 +1,8 @@
 """Every measured figure beside the latency metric, and the diagnosis: each cause of slow first bytes put to
 the test per scenario, with a verdict (confirmed / refuted / no_evidence) and the numbers behind it.
 
-Numbers and flags only; `document` and the catalogs word them. Tables are keyed by (run, scenario) like
-`analysis`'s.
+Numbers and flags only; `document` and the catalogs word them. Tables are keyed by (run, scenario), like
+those of `tables`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from scipy import stats as sps
 from latencylab.analyse import stats
 from latencylab.analyse.attribution import PARTS, attribute
 from latencylab.analyse.findings import Diagnosis, Key, Modes, Step, Verdict
+from latencylab.analyse.stats import numeric
+from latencylab.analyse.tables import KEY
 from latencylab.plan.check import Finding, confirm
 
-KEY = ["run", "scenario"]
 # The figures of "Every measured figure", in the table's order.
 FIGURES = ("decode_tps", "prefill_tps", "tpot_ms", "itl_ms", "e2e_ms", "output_tokens")
 RESIDENT = 0.995  # a GPU share at or above this is the whole model on the GPU
 ITL_BOOTSTRAP_MAX = 100_000  # more pooled gaps: the interval comes from a seeded subsample (wider, never narrower)
-ALPHA = 0.05
 SLOPE_POINTS_MAX = 1000
 CV_LIMIT = 0.25  # spread is a finding above this CV, unless the study sets its own CV goal
 TAIL = 0.10  # the slowest tenth of the requests
@@ -49,24 +49,20 @@ MODE_RATIO = 1.5  # …whose medians are this far apart (two modes 10 % apart ar
 PROMPT_AGREEMENT = 0.9  # prompt length explains two modes when a token threshold sorts this share of requests
 
 
-def _float(series: pd.Series) -> pd.Series:
-    return pd.to_numeric(series, errors="coerce").astype(float)
-
-
 def per_request(samples: pd.DataFrame) -> pd.DataFrame:
     """The samples with decode_tps and its source (server's eval figures, else the client's), prefill_tps,
     residency (gpu / partial / cpu / unknown) and `overlapped` (another request of its run was in flight)."""
     data = samples.copy()
-    tokens, eval_ms = _float(data["output_tokens"]), _float(data["eval_ms"])
+    tokens, eval_ms = numeric(data["output_tokens"]), numeric(data["eval_ms"])
     by_server = (data["output_tokens_source"] == "server") & (eval_ms > 0) & (tokens > 0)
-    span = _float(data["e2e_ms"]) - _float(data["ttft_ms"])
+    span = numeric(data["e2e_ms"]) - numeric(data["ttft_ms"])
     client = ((tokens - 1) / span * 1000).where((tokens > 1) & (span > 0))
     data["decode_tps"] = (tokens / eval_ms * 1000).where(by_server, client)
     data["decode_source"] = np.where(by_server, "server", np.where(client.notna(), "client", None))
-    processed = _float(data["prompt_tokens"]) - _float(data["cached_tokens"]).fillna(0)
-    prompt_ms = _float(data["prompt_eval_ms"])
+    processed = numeric(data["prompt_tokens"]) - numeric(data["cached_tokens"]).fillna(0)
+    prompt_ms = numeric(data["prompt_eval_ms"])
     data["prefill_tps"] = (processed / prompt_ms * 1000).where((processed > 0) & (prompt_ms > 0))
-    share = _float(data["gpu_share"])
+    share = numeric(data["gpu_share"])
     data["residency"] = np.select([share >= RESIDENT, share > 0, share == 0], ["gpu", "partial", "cpu"], "unknown")
     data["overlapped"] = _overlapped(data)
     return data
@@ -76,8 +72,8 @@ def _overlapped(data: pd.DataFrame) -> pd.Series:
     """Whether each request was in flight while another of its run was (from started_at and e2e_ms)."""
     out = pd.Series(False, index=data.index)
     for _, group in data.groupby("run_id", sort=False):
-        start = _float(group["started_at"]).to_numpy()
-        end = start + _float(group["e2e_ms"]).fillna(0).to_numpy() / 1000
+        start = numeric(group["started_at"]).to_numpy()
+        end = start + numeric(group["e2e_ms"]).fillna(0).to_numpy() / 1000
         order = np.argsort(start, kind="stable")
         s, e = start[order], end[order]
         before = np.maximum.accumulate(np.concatenate(([-np.inf], e[:-1])))  # latest end of those sent earlier
@@ -93,7 +89,7 @@ def _itl(group: pd.DataFrame) -> np.ndarray:
 
 
 def _values(group: pd.DataFrame, name: str) -> np.ndarray:
-    values = _itl(group) if name == "itl_ms" else _float(group[name]).to_numpy()
+    values = _itl(group) if name == "itl_ms" else numeric(group[name]).to_numpy()
     return values[np.isfinite(values)]
 
 
@@ -138,7 +134,7 @@ def figures_table(data: pd.DataFrame, keys: Sequence[Key]) -> pd.DataFrame:
 
 
 def _median(series: pd.Series) -> float:
-    values = _float(series).dropna()
+    values = numeric(series).dropna()
     return float(values.median()) if len(values) else math.nan
 
 
@@ -197,7 +193,7 @@ def _offload(g: pd.DataFrame, data: pd.DataFrame, prediction: tuple[int, str] | 
     """Where the model sat; a server with every model on the CPU did not use a GPU, which is not "does not fit"
     (unless the check predicted that nothing fits)."""
     key = _key(g)
-    shares = _float(g["gpu_share"]).dropna()
+    shares = numeric(g["gpu_share"]).dropna()
     cpu_build = bool((g["gpu_layers_source"] == "cpu-build").any())
     if shares.empty:
         if cpu_build:
@@ -215,7 +211,7 @@ def _offload(g: pd.DataFrame, data: pd.DataFrame, prediction: tuple[int, str] | 
               "decode_spilled": _median(same.loc[same["residency"].isin(["partial", "cpu"]), "decode_tps"]),
               "decode_scope": scope, "predicted_pct": prediction[0] if prediction else None,
               "check": prediction[1] if prediction else None}
-    run_shares = _float(data.loc[data["run"] == key[0], "gpu_share"]).dropna()
+    run_shares = numeric(data.loc[data["run"] == key[0], "gpu_share"]).dropna()
     nothing_fits = prediction is not None and prediction[0] == 0
     if share == 0 and (run_shares == 0).all() and not nothing_fits:
         why = "fits" if prediction is not None else "every_model"
@@ -246,20 +242,20 @@ def _prompt(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
     typical = _median(later["prompt_ms"])
     # Growth is the TTFT's (what the prefill figure draws): Theil–Sen's slope is robust to the minority of
     # requests slowed by a wait or a stall, whatever their prompt length.
-    known = later[_float(later["prompt_tokens"]).notna()]
+    known = later[numeric(later["prompt_tokens"]).notna()]
     y = known["ttft_ms"]
     values: dict[str, Any] = {"typical_ms": typical, "share": typical / latency if latency else math.nan,
                               "rho": math.nan, "p": math.nan, "slope": math.nan, "added_ms": math.nan,
                               "tokens_min": math.nan, "tokens_max": math.nan, "grows": False,
                               "threshold_ms": scale.ms, "threshold_share": scale.share}
-    points = _float(y).notna()
-    values.update(_growth(_float(known["prompt_tokens"])[points].to_numpy(), _float(y)[points].to_numpy()))
-    cached = g[_float(g["cached_tokens"]).notna()]
+    points = numeric(y).notna()
+    values.update(_growth(numeric(known["prompt_tokens"])[points].to_numpy(), numeric(y)[points].to_numpy()))
+    cached = g[numeric(g["cached_tokens"]).notna()]
     values["cache_known"] = len(cached)
-    values["cache_hits"] = float((_float(cached["cached_tokens"]) > 0).mean()) if len(cached) else math.nan
-    prompt_sum = _float(cached["prompt_tokens"]).sum()
-    values["cached_share"] = float(_float(cached["cached_tokens"]).sum() / prompt_sum) if prompt_sum else math.nan
-    values["significant"] = bool(values["p"] < ALPHA and values["rho"] > 0)
+    values["cache_hits"] = float((numeric(cached["cached_tokens"]) > 0).mean()) if len(cached) else math.nan
+    prompt_sum = numeric(cached["prompt_tokens"]).sum()
+    values["cached_share"] = float(numeric(cached["cached_tokens"]).sum() / prompt_sum) if prompt_sum else math.nan
+    values["significant"] = bool(values["p"] < stats.ALPHA and values["rho"] > 0)
     values["grows"] = values["significant"] and scale.material(values["added_ms"], max(latency, values["added_ms"]))
     if math.isnan(typical) and math.isnan(values["p"]):
         return Verdict("prompt", _key(g), "no_evidence", values, "no_prompt")
@@ -270,8 +266,8 @@ def _prompt(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
 def _slots(g: pd.DataFrame, metric: str) -> int:
     """The most requests the server worked on at once: from each one's prompt start (its first byte less its
     prompt time) to its last byte, overlaps under a millisecond not counted."""
-    start = _float(g["started_at"]) + (_float(g[metric]) - g["prompt_ms"].fillna(0.0)) / 1000
-    end = _float(g["started_at"]) + _float(g["e2e_ms"]) / 1000
+    start = numeric(g["started_at"]) + (numeric(g[metric]) - g["prompt_ms"].fillna(0.0)) / 1000
+    end = numeric(g["started_at"]) + numeric(g["e2e_ms"]) / 1000
     edges = sorted([(t + 0.001, 1) for t in start.dropna()] + [(t, -1) for t in end.dropna()])
     busy = most = 0
     for _, step in edges:
@@ -310,24 +306,24 @@ def _variance(g: pd.DataFrame, metric: str, goal: float | None, scale: Scale, ca
     server stalling. A cause of its own only when it is material and no confirmed cause explains it."""
     key = _key(g)
     later = _later(g)
-    later = later[_float(later[metric]).notna()]
-    cold = g[g["cold_start"] & _float(g[metric]).notna()]
+    later = later[numeric(later[metric]).notna()]
+    cold = g[g["cold_start"] & numeric(g[metric]).notna()]
     values: dict[str, Any] = {"n": len(later), "cold_start_ms": _median(cold[metric]) if len(cold) else math.nan,
                               "threshold_ms": scale.ms}
     if len(later) < MIN_MODES_N:
         return Verdict("variance", key, "no_evidence", values, "too_few")
-    v = _float(later[metric])
+    v = numeric(later[metric])
     median = float(v.median())
     cv = float(v.std(ddof=1) / v.mean())
     tail = later.loc[v.sort_values(ascending=False).index[:math.ceil(TAIL * len(later))]]
-    excess = float(_float(tail[metric]).mean() - median)
+    excess = float(numeric(tail[metric]).mean() - median)
     parts = {p: float(tail[p].mean() - later[p].median()) for p in ("server_wait_ms", "loading_ms", "prompt_ms",
                                                                       "client_network_ms", "unattributed_ms")
              if tail[p].notna().any()}
     part = max(parts, key=parts.get) if parts else None
     # Long prompts explain a slow prompt time only when the slowest requests' prompts are longer and were not
     # processed much slower per token; otherwise the server stalled on prompts of ordinary length.
-    tokens = _float(later["prompt_tokens"])
+    tokens = numeric(later["prompt_tokens"])
     rate = later["prompt_ms"] / tokens
     longer = bool(rate.notna().any() and rate[tail.index].median() <= STALL_RATE * rate.median()
                   and tokens[tail.index].median() >= LONGER_PROMPT * tokens.median())
@@ -335,7 +331,7 @@ def _variance(g: pd.DataFrame, metric: str, goal: float | None, scale: Scale, ca
                 "server_wait_ms": "wait" if "queueing" in causes else "stall_wait",
                 "prompt_ms": "long_prompt" if longer else "stall_prompt"}.get(part or "", None)
     values.update(cv=cv, goal=float(goal) if goal else CV_LIMIT, tail_n=len(tail),
-                  tail_from=float(_float(tail[metric]).min()), excess_ms=excess, median=median, explains=explains,
+                  tail_from=float(numeric(tail[metric]).min()), excess_ms=excess, median=median, explains=explains,
                   explains_ms=float(tail[part].mean()) if part else math.nan,
                   typical_ms=float(later[part].median()) if part else math.nan)
     owned = {"loads": "reloads", "wait": "queueing", "long_prompt": "prompt"}.get(explains or "")
@@ -346,7 +342,7 @@ def _variance(g: pd.DataFrame, metric: str, goal: float | None, scale: Scale, ca
 
 
 def _mean(series: pd.Series) -> float:
-    values = _float(series).dropna()
+    values = numeric(series).dropna()
     return float(values.mean()) if len(values) else math.nan
 
 
@@ -371,7 +367,7 @@ def predictions(g: pd.DataFrame, metric: str, confirmed: set[str]) -> list[Step]
     """What each confirmed cause's fix would leave of the scenario's median first byte, from the attribution:
     no loads (the requests that paid none), no server wait, a prompt half as long."""
     later = _later(g)
-    value = _float(later[metric])
+    value = numeric(later[metric])
     now = float(value.median())
     after = {}
     if "reloads" in confirmed:  # the requests that paid none; where every one paid, each one less its load
@@ -422,13 +418,13 @@ def modes(g: pd.DataFrame, metric: str) -> Modes | None:
     When prompt length does not explain the two modes but does explain two modes within the faster one, those
     are the modes named, and the slower requests beyond them are counted apart (other work on the machine,
     loads)."""
-    v = _float(g[metric])
+    v = numeric(g[metric])
     g = g[v.notna() & (v > 0)]
     if len(g) < MIN_MODES_N:
         return None
-    values = _float(g[metric]).to_numpy()
+    values = numeric(g[metric]).to_numpy()
     order = np.argsort(values, kind="stable")
-    values, tokens = values[order], _float(g["prompt_tokens"]).to_numpy()[order]
+    values, tokens = values[order], numeric(g["prompt_tokens"]).to_numpy()[order]
     smallest = math.ceil(TAIL * len(values))
     found = _split(np.log(values), smallest)
     if found is None:

@@ -1,4 +1,4 @@
-"""What a report states, as data: numbers, flags and tables, no words (`analysis.findings()` fills it).
+"""What a report states, as data: numbers, flags and tables, no words (`compute.findings()` fills it).
 
 A scenario is identified by its run label and its name (`Key`), so runs that reuse a name stay apart.
 Every table is a DataFrame indexed by `run`, `scenario` (and more levels where it says so).
@@ -207,7 +207,7 @@ class Diagnosis:
 
 @dataclass
 class Findings:
-    """Everything a report says about some runs, computed once (see `analysis.findings`)."""
+    """Everything a report says about some runs, computed once (see `compute.findings`)."""
 
     metric: str  # ttfb_ms or ttft_ms: what every latency label refers to
     goals: dict[str, Any]  # the targets judged (the study's, with any overrides)
@@ -216,7 +216,7 @@ class Findings:
     labels: dict[Key, str]  # how each scenario is named on a figure or a table
     runs: list[RunInfo]
     external: str | None  # the CSV an external baseline came from
-    phases: pd.DataFrame  # analysis.summary per key and phase (first, subsequent, all)
+    phases: pd.DataFrame  # tables.phase_summary per key and phase (first, subsequent, all)
     intervals: pd.DataFrame
     load: pd.DataFrame
     residency: pd.DataFrame

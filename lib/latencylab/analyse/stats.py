@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
@@ -21,6 +22,11 @@ SEED = 20241219  # fixed, so that a rerun of a report gives the same intervals
 ALPHA = 0.05
 NEGLIGIBLE_DELTA = 0.147  # |Cliff's delta| below this is a negligible effect (Romano et al., 2006)
 PERCENTILES = {"p90": 0.90, "p95": 0.95, "p99": 0.99}
+
+
+def numeric(series: pd.Series) -> pd.Series:
+    """A column as floats: NaN where a value is missing or not a number."""
+    return pd.to_numeric(series, errors="coerce").astype(float)
 
 
 def min_n(q: float) -> int:

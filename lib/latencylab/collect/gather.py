@@ -17,11 +17,11 @@ import psutil
 
 from latencylab.collect import gpu
 from latencylab.collect.backends import Timeouts, make_backend
-from latencylab.collect.backends.base import ServerError
 from latencylab.collect.backends.llamacpp import LlamaCppBackend
 from latencylab.collect.backends.ollama import OllamaBackend
 from latencylab.core import paths
-from latencylab.core.gguf import GGUFError, read_metadata
+from latencylab.core.errors import GGUFError, ServerError
+from latencylab.core.gguf import read_metadata
 from latencylab.core.protocols import full_name
 from latencylab.plan.check import CheckResult, Plan, evaluate
 from latencylab.plan.facts import (

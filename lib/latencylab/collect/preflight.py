@@ -7,15 +7,11 @@ import httpx
 
 from latencylab.collect.backends import Backend, Timeouts, make_backend
 from latencylab.collect.engine import find_binary
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import PreflightError
 from latencylab.plan.study import StudySpec
 
 # A cheap GET that every server of the kind answers (any HTTP status proves it is there).
 HEALTH_PATH = {"ollama": "/api/version", "openai": "/v1/models", "llamacpp": "/health"}
-
-
-class PreflightError(LatencyLabError):
-    """A server the study needs is not usable; the message says which and what to do."""
 
 
 async def check(study: StudySpec, api_key: str | None = None) -> None:

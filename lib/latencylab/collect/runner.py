@@ -1,12 +1,11 @@
-"""Executes a run's plan: the schedule (closed loop, open loop, rate levels), the cold protocol and preloads, the
-residency probes around each request; every sample stored the moment it exists. What a sample records besides its
-times is `evidence`'s; where requests go, `servers`'."""
+"""Executes a run's plan: sends each request when its load strategy says (`strategies`), with the cold protocol
+and preloads, the residency probes around each request; every sample stored the moment it exists. What a sample
+records besides its times is `evidence`'s; where requests go, `servers`'."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import signal
 import sys
 import threading
@@ -16,25 +15,20 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from latencylab.collect import gather, gpu, loops, servers
-from latencylab.collect.backends.base import RequestInterrupted, ServerError
+from latencylab.collect import gather, gpu, loops, servers, strategies
 from latencylab.collect.engine import Engine
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.collect.evidence import Evidence
 from latencylab.collect.servers import Target
 from latencylab.collect.workers import WorkerPool
 from latencylab.core import words
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import RequestInterrupted, RunError, RunStopped, ServerError, UsageError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import StudySpec
 from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
-# A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
-# Ollama requests report a few ms of load_duration).
-RELOAD_EVIDENCE_MS = 20.0
-WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
 T = TypeVar("T")
 
 
@@ -168,67 +162,53 @@ class Collector:
         self.evidence.preloaded(target)
 
     async def run(self, plan: list[PlannedRequest]) -> None:
-        """Send `plan`: closed loop (each concurrency level in turn) or open loop (Poisson arrivals)."""
+        """Send `plan`, one strategy after the other (`strategies.phases`), collecting garbage between them."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
         self.evidence.gpu.start()
         try:
             with self.gc.hold():
-                if plan and plan[0].level is not None:
-                    await self._levels(plan)
-                elif self.study.workload.mode == "open":
-                    assert isinstance(self.study.workload.rate_per_s, float | int)
-                    await self._open_loop(plan, self.study.workload.rate_per_s, self.study.workload.arrival_seed)
-                else:
-                    for level in dict.fromkeys(p.concurrency for p in plan):
-                        await self._closed_loop([p for p in plan if p.concurrency == level], level)
-                        self.gc.quiet_point()
+                for strategy in strategies.phases(plan, self.study.workload):
+                    first = strategy.plan[0]
+                    if first.level is not None:  # a rate sweep's level: a progress bar of its own
+                        self.bar.close()
+                        label = first.sweep_pass or f"{first.rate_per_s:g}/s"
+                        self.bar = tqdm(total=len(strategy.plan), desc=f"{first.scenario} {label}",
+                                        unit=words.text("progress_unit", self.lang), disable=not self.progress)
+                    if isinstance(strategy, strategies.OpenLoop):
+                        await self._open_loop(strategy)
+                    else:
+                        await self._closed_loop(strategy)
+                    self.gc.quiet_point()
         finally:
             self.evidence.gpu.stop()
             self.bar.close()
             self.writer.update(gc_collections=self.gc.counts())
 
-    async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
-        """`concurrency` workers take the plan in order; each sends its next request when the last ends."""
-        queue = iter(plan)
+    async def _closed_loop(self, strategy: strategies.ClosedLoop) -> None:
+        """One worker per start the strategy gives; they take its plan in order, each request by one worker."""
+        queue = iter(strategy.plan)
 
-        async def worker(index: int) -> None:
-            # Staggered starts: 256 connection set-ups at once would queue on the event loop, inside TTFB.
-            await asyncio.sleep(index * WORKER_STAGGER_S)
+        async def worker(start_s: float) -> None:
+            await asyncio.sleep(start_s)
             for planned in queue:  # shared iterator: each request is taken by one worker
                 await self.send(planned)
 
-        workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+        workers = [asyncio.create_task(worker(start_s)) for start_s in strategy.worker_starts()]
         try:
             await asyncio.gather(*workers)
         finally:  # one failed or the run stopped: the others end too, before the run closes
             await _cancel_and_wait(workers)
 
-    async def _levels(self, plan: list[PlannedRequest]) -> None:
-        """A rate sweep's levels in turn, a progress bar each: a pass as a closed loop, a rate as an open one."""
-        for name, level, sweep_pass, rate, _ in plan_levels(plan):
-            group = [p for p in plan if p.scenario == name and p.level == level]
-            self.bar.close()
-            label = sweep_pass or f"{rate:g}/s"
-            self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit=words.text("progress_unit", self.lang),
-                            disable=not self.progress)
-            if rate is None:
-                await self._closed_loop(group, group[0].concurrency)
-            else:  # arrivals seeded per scenario and level: a level draws the same gaps whatever ran before it
-                await self._open_loop(group, rate, f"{self.study.workload.arrival_seed}:{name}:{level}")
-            self.gc.quiet_point()
-
-    async def _open_loop(self, plan: list[PlannedRequest], rate: float, seed: int | str) -> None:
-        """Requests arrive at `rate` per second on average (exponential gaps, seeded), whatever is in flight."""
-        arrivals = random.Random(seed)
+    async def _open_loop(self, strategy: strategies.OpenLoop) -> None:
+        """Each request sent as a task of its own the moment it is due, whatever is in flight."""
         loop = asyncio.get_running_loop()
-        start_loop, start_wall, offset = loop.time(), time.time(), 0.0
+        start_loop, start_wall = loop.time(), time.time()
         tasks = []
         try:
-            for planned in plan:
-                offset += arrivals.expovariate(rate)
-                await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
-                tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
+            for due_s, planned in strategy.arrivals():
+                await asyncio.sleep(max(0.0, start_loop + due_s - loop.time()))
+                tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + due_s)))
             await asyncio.gather(*tasks)
         finally:  # stopped: every request in flight writes its sample before the run closes
             await _cancel_and_wait(tasks)
@@ -269,7 +249,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
         if meta.study is None:
             raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
         done = store.finished(store.read_samples(writer.samples_path))
-    except LatencyLabError:
+    except UsageError:
         writer.release()  # status unchanged: this was no attempt to run
         raise
     study = meta.study
@@ -332,14 +312,6 @@ def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, lis
             else words.text("progress_plan_each_later", lang))
     then = words.text("progress_plan_then", lang, rates=w.sweep_rates, each=each) if later else ""
     bar.write(words.text("progress_plan", lang, levels=", ".join(parts), took=took, then=then), file=sys.stderr)
-
-
-class RunError(LatencyLabError):
-    """A run that cannot be collected (complete already, or without a study)."""
-
-
-class RunStopped(RuntimeError):
-    """A run that could not go on (a server that refused a load, unload or pull); samples are kept."""
 
 
 def _postfix(sample: Sample, lang: str) -> str:

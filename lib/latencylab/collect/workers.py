@@ -24,7 +24,7 @@ from typing import Any
 
 from latencylab.collect import loops
 from latencylab.collect.backends import Backend, GenerationRequest
-from latencylab.collect.backends.base import RequestInterrupted
+from latencylab.core.errors import RequestInterrupted
 from latencylab.core.sample import Sample
 
 STOP_WAIT_S = 5.0  # for a cancelled request's sample, and for a worker to exit

@@ -23,7 +23,7 @@ from latencylab.collect import gather, preflight, runner, servers
 from latencylab.collect.engine import prepare_models
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.core import paths
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import UsageError
 from latencylab.core.sample import Sample
 from latencylab.plan.check import CheckResult
 from latencylab.plan.facts import Facts, RunFacts
@@ -94,7 +94,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     with servers.bundled_ollama_for(study, run_id, ollama) if study else contextlib.nullcontext() as server:
         try:
             await runner.collect(run_id, on_sample=on_sample, progress=progress, ollama=server, lang=lang)
-        except LatencyLabError:
+        except UsageError:
             raise  # refused before sending anything (locked, complete): the run stays as it was
         except BaseException:
             await _facts_after(run_id, server)  # stopped or cut short: the facts after still describe the servers

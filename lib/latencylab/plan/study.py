@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from latencylab.core import paths
 from latencylab.core.durations import keep_alive_seconds
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import StudyError
 from latencylab.core.protocols import capabilities
 from latencylab.core.timeouts import Timeouts
 
@@ -22,10 +22,6 @@ BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
 RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "use_mmap")
 INTEGER_OPTIONS = {"num_ctx", "num_batch", "num_gpu", "num_thread", "main_gpu", "num_predict", "seed", "top_k",
                    "num_keep", "repeat_last_n", "num_parallel"}
-
-
-class StudyError(LatencyLabError, ValueError):
-    """A study spec that cannot be used; the message says where and what to change."""
 
 
 class _Spec(BaseModel):

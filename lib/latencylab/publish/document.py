@@ -26,7 +26,7 @@ from latencylab.analyse.findings import Findings, Key, Modes, RunInfo, Saturatio
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).parent / "templates"  # the report's Markdown, and the HTML page's template
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
             "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
 # The library's own figures of each section; the report notebook draws more in its cells (the timeline, the ECDF)
@@ -363,8 +363,7 @@ def _knee_conclusion(f: Findings, lang: str) -> str:
 
 
 def _prefill_conclusion(f: Findings, lang: str) -> str:
-    growing = [v for v in f.diagnosis.verdicts if v.cause == "prompt" and not _missing(v.values.get("p"))
-               and v.values["p"] < 0.05 and v.values["rho"] > 0]
+    growing = [v for v in f.diagnosis.verdicts if v.cause == "prompt" and v.values["significant"]]
     if not growing:
         return i18n.text("conclude_prefill_flat", lang)
     top = max(growing, key=lambda v: v.values["slope"])

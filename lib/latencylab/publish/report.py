@@ -16,17 +16,17 @@ import pandas as pd
 import papermill
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
+from papermill.exceptions import PapermillExecutionError
 
 from latencylab.analyse import compare, compute
 from latencylab.analyse.findings import Key, RunInfo, run_info
 from latencylab.core import paths
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import BadLabel, NotebookFailed
 from latencylab.publish import document, exports
 from latencylab.runs import store
 from latencylab.runs.baselines import read_baseline_csv
 
 KERNEL = "python3"
-TEMPLATES = Path(__file__).parent / "templates"  # `latencylab`: the lab template, minus CDN scripts
 # Cells tagged remove_cell talk to notebook users; `explore` cells show the DataFrames behind a section.
 HIDDEN_TAGS = {"remove_cell", "explore"}
 
@@ -34,18 +34,23 @@ HIDDEN_TAGS = {"remove_cell", "explore"}
 def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progress: bool = False) -> Path:
     """Run `notebook` headlessly with `parameters` into `output` (an executed copy)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-        progress_bar=progress, cwd=str(paths.PROJECT_ROOT),
-        # The kernel's own log (TCP transport notice, shutdown interrupt) is noise to a user.
-        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-    )
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
+            progress_bar=progress, cwd=str(paths.PROJECT_ROOT),
+            # The kernel's own log (TCP transport notice, shutdown interrupt) is noise to a user.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+        )
+    except PapermillExecutionError as exc:  # one line; the traceback stays in the executed notebook
+        raise NotebookFailed(f"{exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
+                             f"notebook is {output})") from exc
     return output
 
 
 def to_html(executed: Path, output: Path) -> Path:
     """Convert an executed notebook to a self-contained HTML page without code (figures embedded)."""
-    exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="latencylab",
+    # `latencylab` (beside the report's Markdown templates): the lab template, minus CDN scripts
+    exporter = HTMLExporter(extra_template_basedirs=[str(document.TEMPLATES)], template_name="latencylab",
                             exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             embed_images=True)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags=HIDDEN_TAGS), enabled=True)
@@ -107,10 +112,6 @@ def read_run(run_id: str, label: str = "", pooled: bool = False) -> RunInfo:
 
 # runs compared, server facts (issue 11)
 
-class BadLabel(LatencyLabError, ValueError):
-    """A --label that names no run of the report, repeats a name, or cannot be written in a baseline."""
-
-
 LABEL = re.compile(r"[^\s:/]+")
 
 
@@ -168,7 +169,7 @@ def planned_keys(runs: list[RunInfo]) -> list[Key]:
 
 def check_options(run_ids: list[str], labels: dict[str, str] | None = None, pool: bool = False,
                   baseline: str = "") -> None:
-    """Refuse bad labels or a baseline that names no scenario, before a notebook runs (`LatencyLabError`)."""
+    """Refuse bad labels or a baseline that names no scenario, before a notebook runs (a `UsageError`)."""
     runs = read_runs(run_ids, labels, pool)
     if baseline and not baseline.endswith(".csv"):
         compare.resolve_baseline(planned_keys(runs), compare.labelled_baseline(runs, baseline))

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import BaselineError
 from latencylab.runs.store import samples_frame
 
 OPTIONAL = ("ttft_ms", "e2e_ms")
-
-
-class BaselineError(LatencyLabError, ValueError):
-    """A baseline CSV that cannot be read; the message names the file, row and column."""
 
 
 def read_baseline_csv(path: str | Path, name: str | None = None) -> pd.DataFrame:

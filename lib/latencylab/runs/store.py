@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from latencylab import __version__
 from latencylab.core import paths
-from latencylab.core.errors import LatencyLabError
+from latencylab.core.errors import CorruptRun, RunExists, RunLocked, RunNotFound
 from latencylab.core.sample import Sample
 from latencylab.plan.check import CheckResult
 from latencylab.plan.facts import HostFacts, RunFacts
@@ -37,22 +37,6 @@ _DTYPE_BY_TYPE = {"str": "string", "str | None": "string", "int": "Int64", "int 
                   "float": "Float64", "float | None": "Float64", "bool": "boolean",
                   "bool | None": "boolean", "list[float]": "object"}
 SAMPLE_DTYPES: dict[str, str] = {f.name: _DTYPE_BY_TYPE[str(f.type)] for f in fields(Sample)}
-
-
-class RunNotFound(LatencyLabError, FileNotFoundError):
-    """A run id with no folder under data/runs/."""
-
-
-class CorruptRun(LatencyLabError, ValueError):
-    """A run.json that is not a run record, or a samples.jsonl with a broken line that is not the last one."""
-
-
-class RunExists(LatencyLabError, FileExistsError):
-    """A run id whose folder already exists: two runs never share one."""
-
-
-class RunLocked(LatencyLabError):
-    """Another process is writing the run right now."""
 
 
 def utc_now() -> str:

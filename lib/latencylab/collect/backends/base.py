@@ -18,6 +18,7 @@ import httpx
 
 from latencylab.collect.backends.lanes import LaneTransport
 from latencylab.collect.backends.stamped import connect_ns, read_ns
+from latencylab.core.errors import RequestInterrupted, ServerError
 from latencylab.core.protocols import Capabilities
 from latencylab.core.sample import MAX_TEXT_CHARS, Sample, StreamClock
 from latencylab.core.timeouts import Timeouts
@@ -91,22 +92,6 @@ class Residency:
         sample.gpu_share, sample.fits_in_vram = self.gpu_share, self.fits_in_vram
         sample.gpu_share_source = None if self.gpu_share is None else "size_vram"
         sample.context_length = self.context_length
-
-
-class ServerError(Exception):
-    """The server said something went wrong (an HTTP error body or an error line in the stream)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class RequestInterrupted(asyncio.CancelledError):
-    """The run was stopped while a request was in flight; `sample` holds the times it reached."""
-
-    def __init__(self, sample: Sample) -> None:
-        super().__init__("interrupted")
-        self.sample = sample
 
 
 async def poll_until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> None:

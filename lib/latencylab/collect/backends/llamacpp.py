@@ -6,8 +6,9 @@ from typing import Any
 
 import httpx
 
-from latencylab.collect.backends.base import GenerationRequest, Residency, ServerError, StreamParser, error_text, number
+from latencylab.collect.backends.base import GenerationRequest, Residency, StreamParser, error_text, number
 from latencylab.collect.backends.openai import OpenAIBackend, OpenAIParser
+from latencylab.core.errors import ServerError
 from latencylab.core.protocols import CAPABILITIES
 from latencylab.core.sample import Sample
 

@@ -13,12 +13,12 @@ from latencylab.collect.backends.base import (
     Backend,
     GenerationRequest,
     Residency,
-    ServerError,
     StreamParser,
     error_text,
     number,
     parse_json_line,
 )
+from latencylab.core.errors import ServerError
 from latencylab.core.protocols import CAPABILITIES, full_name
 from latencylab.core.sample import Sample
 from latencylab.plan.facts import LoadedModel

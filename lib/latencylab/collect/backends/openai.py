@@ -7,11 +7,11 @@ from typing import Any
 from latencylab.collect.backends.base import (
     Backend,
     GenerationRequest,
-    ServerError,
     StreamParser,
     number,
     parse_json_line,
 )
+from latencylab.core.errors import ServerError
 from latencylab.core.sample import Sample
 
 

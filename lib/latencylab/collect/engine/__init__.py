@@ -8,12 +8,11 @@ from latencylab.collect.engine.install import (
            BASE_MODEL,
            BIN_DIR_ENV,
            VARIANTS,
-           EngineError,
            build_backend,
            find_binary,
            prepare_models,
 )
 from latencylab.collect.engine.server import Engine, free_port, write_presets
 
-__all__ = ["BASE_MODEL", "BIN_DIR_ENV", "VARIANTS", "Engine", "EngineError", "build_backend", "find_binary",
+__all__ = ["BASE_MODEL", "BIN_DIR_ENV", "VARIANTS", "Engine", "build_backend", "find_binary",
            "free_port", "prepare_models", "write_presets"]

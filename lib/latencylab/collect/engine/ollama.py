@@ -9,7 +9,6 @@ Its proxy is a dead loopback port, so a pull of a tag it lacks fails at once and
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import signal
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import psutil
 
-from latencylab.collect.engine import logs
-from latencylab.collect.engine.install import EngineError, prepare_models
-from latencylab.collect.engine.server import _die_with_parent, free_port, process_tree, wait_answering
+from latencylab.collect.engine.install import prepare_models
+from latencylab.collect.engine.server import Supervised, free_port, wait_answering
 from latencylab.core import paths
+from latencylab.core.errors import EngineError
 
 BUNDLE_ENV = "LATENCYLAB_OLLAMA_BUNDLE"  # a folder holding ollama-lib and its libraries, instead of .venv's
 BUNDLE_DIR = paths.PROJECT_ROOT / ".venv" / "ollama-0.5.4"
@@ -44,7 +43,7 @@ def find_bundle() -> Path:
     return binary
 
 
-class BundledOllama:
+class BundledOllama(Supervised):
     """Ollama 0.5.4 (CPU) on a free loopback port, with the shipped SmolLM2 models under their own names.
 
     `env` adds Ollama settings (`OLLAMA_NUM_PARALLEL`, `OLLAMA_MAX_LOADED_MODELS`, `OLLAMA_KEEP_ALIVE`, …).
@@ -100,25 +99,16 @@ class BundledOllama:
         self.port = self.port or free_port()  # a restart serves at the same URL
         self.log_path = self.log_path or Path(self._tmp.name) / "ollama.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(binary), "serve"], env=self._environment(), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-            )
-        atexit.register(self.stop)
-        try:
-            self._wait_ready()
-            for name, gguf in files.items():
-                self._create(binary, name, gguf)
-        except BaseException:
-            self.stop()
-            raise
+        self._spawn([str(binary), "serve"], self._environment(), lambda: self._ready(binary, files))
         return self.base_url
 
-    def _wait_ready(self) -> None:
+    def _ready(self, binary: Path, files: dict[str, Path]) -> None:
+        """Wait until it answers, then create its models."""
         assert self.process is not None
         wait_answering(self.process, f"{self.base_url}/api/version", self.startup_timeout_s, "the bundled Ollama",
                        self.log_path)
+        for name, gguf in files.items():
+            self._create(binary, name, gguf)
 
     def _create(self, binary: Path, name: str, gguf: Path) -> None:
         """`ollama create NAME` from the GGUF (its chat template is read from the file)."""
@@ -130,13 +120,6 @@ class BundledOllama:
         if result.returncode != 0:
             raise EngineError(f"the bundled Ollama could not create {name} from {gguf}: "
                               f"{(result.stderr or result.stdout).strip()[-500:]}")
-
-    def log_tail(self, lines: int = 20) -> str:
-        return logs.tail(self.log_path, lines)
-
-    def pids(self) -> list[int]:
-        """The server and its runners (one `ollama-lib runner` process per loaded model)."""
-        return process_tree(self.process)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop the server and every runner for sure: the whole process group (runners stay in it even when the
@@ -155,18 +138,7 @@ class BundledOllama:
             if not _group_alive(group, self.process):
                 break
         self.process.wait()  # reap, so no zombie is left either
-        self.process = None  # the port is kept: start() again serves at the same URL (a restart)
-        atexit.unregister(self.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> BundledOllama:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._stopped()  # the port is kept: start() again serves at the same URL (a restart)
 
 
 def _group_alive(group: int, leader: subprocess.Popen[bytes]) -> bool:

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from latencylab.collect.engine import EngineError
 from latencylab.core.durations import keep_alive_seconds
+from latencylab.core.errors import EngineError
 from latencylab.plan.study import ScenarioSpec, StudySpec
 
 # num_parallel: requests the instance serves at once (llama-server's slots; Ollama's OLLAMA_NUM_PARALLEL)

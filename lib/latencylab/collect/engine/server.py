@@ -17,15 +17,18 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
 
 from latencylab.collect.engine import logs
-from latencylab.collect.engine.install import EngineError, build_backend, find_binary
+from latencylab.collect.engine.install import build_backend, find_binary
 from latencylab.core import paths
+from latencylab.core.errors import EngineError
 
 
 def free_port() -> int:
@@ -104,7 +107,61 @@ def write_presets(presets: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
-class Engine:
+class Supervised(ABC):
+    """A server process of ours: in a session of its own, its output in a log file, stopped on every exit path
+    (`with`, an error while it starts, the interpreter's exit)."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+    _tmp: tempfile.TemporaryDirectory[str] | None
+
+    def _spawn(self, command: list[str], env: dict[str, str], ready: Callable[[], None]) -> None:
+        """Start `command`, then call `ready` (waits until it answers); stopped again if that fails."""
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        atexit.register(self.stop)
+        try:
+            ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _stopped(self) -> None:
+        """After `stop` ended the processes: forget them and remove the temporary folder."""
+        self.process = None
+        atexit.unregister(self.stop)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    @abstractmethod
+    def start(self) -> str:
+        """Start the server and wait until it answers; returns its base URL."""
+
+    @abstractmethod
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the server and every process it started, for sure: SIGTERM, then SIGKILL after `grace_s`."""
+
+    def log_tail(self, lines: int = 20) -> str:
+        return logs.tail(self.log_path, lines)
+
+    def pids(self) -> list[int]:
+        """The server and every process it started (model instances or runners)."""
+        return process_tree(self.process)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Engine(Supervised):
     """llama-server in router mode: every GGUF in `models_dir` is a model id, loaded on demand."""
 
     def __init__(
@@ -170,33 +227,14 @@ class Engine:
             return self.base_url
         self._tmp = tempfile.TemporaryDirectory(prefix="latencylab-engine-")
         self.port = free_port()
-        log_path = self.log_path or Path(self._tmp.name) / "llama-server.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "LLAMA_API_KEY": self.api_key}, start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        atexit.register(self.stop)
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
+        self.log_path = self.log_path or Path(self._tmp.name) / "llama-server.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._spawn(self.command(), {**os.environ, "LLAMA_API_KEY": self.api_key}, self._wait_healthy)
         return self.base_url
 
     def _wait_healthy(self) -> None:
         assert self.process is not None
         wait_answering(self.process, f"{self.base_url}/health", self.startup_timeout_s, "llama-server", self.log_path)
-
-    def log_tail(self, lines: int = 20) -> str:
-        return logs.tail(self.log_path, lines)
-
-    def pids(self) -> list[int]:
-        """The server and every process it started (router mode runs one child per loaded model)."""
-        return process_tree(self.process)
 
     def instance(self, model_id: str) -> psutil.Process | None:
         """The child process serving `model_id` (the router starts each with `--alias <id>`)."""
@@ -248,16 +286,5 @@ class Engine:
         """Stop the server and its children for sure: SIGTERM, then SIGKILL after `grace_s`."""
         if self.process is None:
             return
-        stop_tree(self.process, self.pids(), grace_s)
-        self.process = None
-        atexit.unregister(self.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Engine:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        stop_tree(self.process, self.pids(), grace_s)  # router mode runs one child per loaded model
+        self._stopped()
