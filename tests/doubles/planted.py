@@ -11,7 +11,7 @@ server/routes.go), which the plain double does not:
 - a model partly or wholly on the CPU processes its prompt and decodes slower by the same factor.
 
 `CONDITIONS` are the suite `benchmarks/diagnosis_score.py` scores: each names the double's settings, the
-study that measures it, and the findings a right diagnosis confirms (an empty set: nothing to fix).
+study that measures it, and the findings a right diagnosis states (an empty set: nothing wasted, nothing to fix).
 Its numbers prove that the diagnosis finds what was put in, never how fast any server is.
 """
 
@@ -94,7 +94,9 @@ class Condition:
     """One planted condition: the double's settings, the study run against it, what a right diagnosis confirms."""
 
     name: str
-    planted: frozenset[str]  # findings a right diagnosis confirms: reloads, offload, no_gpu, prompt, queueing, stalls
+    # findings a right diagnosis states (`Cause.findings`): reloads, offload, no_gpu, queueing, stalls confirmed;
+    # floor_above_target (the server's own work alone is above the study's target)
+    planted: frozenset[str]
     double: dict[str, Any]
     study: dict[str, Any]  # without name, backend and base_url
 
@@ -102,6 +104,7 @@ class Condition:
 SIZE = 100 * MIB
 FAST = {"load_delay_s": 0.25, "token_delay_s": 0.004, "prompt_token_delay_s": 0.0002}
 LONG_PROMPTS = [" ".join(["word"] * n) for n in (20, 700, 150, 450, 60, 900, 300, 30, 600, 240)]
+LONG_PROMPT_DOUBLE = {**FAST, "prompt_token_delay_s": 0.0004, "models": {"m": SIZE}}
 
 
 def _one(model: dict[str, Any] | None = None, **workload: Any) -> dict[str, Any]:
@@ -122,8 +125,12 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("partial-offload", frozenset({"offload"}),
               {**FAST, "models": {"m": {"size": SIZE, "size_vram": 60 * MIB}}}, _one()),
     Condition("no-gpu", frozenset({"no_gpu"}), {**FAST, "models": {"m": {"size": SIZE, "size_vram": 0}}}, _one()),
-    Condition("long-prompts", frozenset({"prompt"}), {**FAST, "prompt_token_delay_s": 0.0004, "models": {"m": SIZE}},
-              _one(requests=10, prompts=LONG_PROMPTS)),
+    # Long prompts are work, not waste: prefilled at 0.4 ms a word, a typical later prompt (300 words) takes about
+    # 120 ms — the floor. Held to 60 ms, the target cannot be met on this server; held to 500 ms, nothing is wasted.
+    Condition("long-prompts", frozenset({"floor_above_target"}), LONG_PROMPT_DOUBLE,
+              {**_one(requests=10, prompts=LONG_PROMPTS), "targets": {"subsequent_ms": 60}}),
+    Condition("healthy-long-prompts", frozenset(), LONG_PROMPT_DOUBLE,
+              {**_one(requests=10, prompts=LONG_PROMPTS), "targets": {"subsequent_ms": 500}}),
     Condition("one-slot-concurrency-4", frozenset({"queueing"}),
               {**FAST, "token_delay_s": 0.03, "num_parallel": 1, "models": {"m": SIZE}},
               _one(requests=12, concurrency=4)),

@@ -59,9 +59,9 @@ def test_a_partial_offload_is_confirmed_with_its_numbers_and_a_resident_model_re
     verdicts = {(v.cause, v.key[1]): v for v in doc.findings.diagnosis.verdicts}
     spilled, resident = verdicts[("offload", "spilled")], verdicts[("offload", "resident")]
     assert (spilled.verdict, resident.verdict) == ("confirmed", "refuted")
-    assert spilled.values["share"] == pytest.approx(0.62) and spilled.values["check"] == "confirmed"
+    assert spilled.values.share == pytest.approx(0.62) and spilled.values.check == "confirmed"
     # the double decodes (1 + 3 × 0.38) times slower with 38 % on the CPU
-    assert spilled.values["decode_spilled"] < 0.7 * spilled.values["decode_gpu"]
+    assert spilled.values.decode_spilled < 0.7 * spilled.values.decode_gpu
     for lang, expected in WORDS.items():
         text = report.document_of([run_id], lang=lang).markdown("diagnosis")
         missing = [words for words in expected if words not in text]

@@ -165,6 +165,15 @@ def test_demo_baseline_pays_loads_and_optimised_stays_warm(workdir, models):
     assert sorted(loads) == ["smollm2-135m-q4_1"] + ["smollm2-135m-q8_0"] * 3, loads
     assert set(baseline["context_length"]) == {8192} and set(optimised["context_length"]) == {2048}
     assert (frame["server_rss_bytes"] > 10 * 2**20).all() and (frame["model_size_bytes"] > 0).all()
+    # the Diagnosis (issue 26): the baseline's reloads are waste; the optimised scenario's prompt processing is
+    # the server's own work — the floor, never "confirmed" — and it reloads nothing. (Whether the floor is above
+    # the 350 ms target, or a wait material, depends on the machine's other work: not asserted.)
+    from latencylab.publish import report
+
+    verdicts = {(v.key[1], v.cause): v.verdict
+                for v in report.document_of([frame["run_id"].iloc[0]]).findings.diagnosis.verdicts}
+    assert verdicts[("baseline", "reloads")] == "confirmed" and verdicts[("optimised", "reloads")] == "refuted"
+    assert {verdicts[(s, "prompt")] for s in ("baseline", "optimised")} <= {"floor", "floor_above_target"}
 
 
 def test_sweep_cold_share_rises_once_the_gap_passes_the_idle_sleep(workdir, models):

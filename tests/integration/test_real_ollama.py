@@ -152,6 +152,21 @@ def test_preload_makes_the_first_measured_request_warm(ollama):
     assert load_only.__name__ and asyncio.run(load_only())["done_reason"] == "load"
 
 
+def test_a_healthy_server_confirms_nothing_its_prompt_processing_is_the_floor(ollama):
+    # issue 26: one preloaded scenario, no target, nothing wrong with the server — its prefill is its own work,
+    # which read "prompt processing ✅ confirmed" before
+    from latencylab.publish import report
+
+    no_targets = dict.fromkeys(("first_ms", "subsequent_ms", "mean_ms", "mean_stretch_ms", "cv", "fits_in_vram"))
+    study = _study([{"name": "healthy", "model": Q4, "keep_alive": -1, "preload": True}],
+                   workload={"requests": 8, "max_tokens": 8}, targets=no_targets)
+    doc = report.document_of([runner.run_study(study, ollama=ollama, progress=False)])
+    verdicts = {v.cause: v.verdict for v in doc.findings.diagnosis.verdicts}
+    assert "confirmed" not in verdicts.values(), verdicts
+    assert verdicts["prompt"] == "floor" and verdicts["offload"] == "no_gpu"  # CPU build: no GPU used, no fault
+    assert "**healthy** — nothing wasted" in doc.markdown("diagnosis")
+
+
 def test_a_tag_the_server_lacks_and_cannot_pull(ollama):
     missing = "smollm2:nope"
     generate = _measure(ollama, GenerationRequest(model=missing, prompt="hi", max_tokens=2))

@@ -7,11 +7,13 @@ import math
 import pandas as pd
 import pytest
 
+from doubles.planted import CONDITIONS
 from latencylab.analyse import attribution, compute
+from latencylab.analyse.causes import CAUSES
 from latencylab.analyse.diagnosis import per_request
-from latencylab.analyse.findings import RunInfo
+from latencylab.analyse.findings import Phrase, Phrases, RunInfo, Verdict
 from latencylab.plan.check import Finding
-from latencylab.publish import document, exports
+from latencylab.publish import document, exports, i18n
 from latencylab.runs.store import samples_frame
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand")
@@ -79,9 +81,9 @@ def test_reloads_between_requests_are_confirmed_with_their_share(found):
     v = _verdict(found, "reloads", "reloads")
     # the cold first request (load 400) is the cold start; after it, 1 of 3 requests reloaded (300 ms, its runner
     # options changed): 300 / 3 = 100 ms a request of a mean 200 ms (400, 100, 100): 50 %, over 25 % and 50 ms
-    assert v.verdict == "confirmed" and (v.values["later_paid"], v.values["later_n"]) == (1, 3)
-    assert (v.values["load_ms"], v.values["amount_ms"], v.values["share"]) == (300.0, 100.0, 0.5)
-    assert v.values["cold_start_ms"] == 400.0 and v.values["reasons"] == {"options": 1}
+    assert v.verdict == "confirmed" and (v.values.later_paid, v.values.later_n) == (1, 3)
+    assert (v.values.load_ms, v.values.amount_ms, v.values.share) == (300.0, 100.0, 0.5)
+    assert v.values.cold_start_ms == 400.0 and v.values.reasons == {"options": 1}
     assert _verdict(found, "reloads", "prompt").verdict == "refuted"
 
 
@@ -92,26 +94,35 @@ def test_a_cold_start_alone_is_an_event_and_small_reloads_are_present_not_a_caus
     rows[10] = _row(10, "e", state="cold", ttfb_ms=140.0, load_ms=40.0, load_ms_source="server")
     found = compute.findings(samples_frame(rows), [RUN])
     v = _verdict(found, "reloads", "e")
-    assert v.verdict == "present" and v.values["cold_start"] and v.values["amount_ms"] == pytest.approx(40 / 19)
+    assert v.verdict == "present" and v.values.cold_start and v.values.amount_ms == pytest.approx(40 / 19)
     # the spread is judged after the cold start: 19 requests of 101–119 ms and 140 ms, CV about 8 %
     assert _verdict(found, "variance", "e").verdict == "refuted"
 
 
 def test_offload_is_confirmed_at_62_percent_and_refuted_when_resident(found):
     spilled, resident = _verdict(found, "offload", "reloads"), _verdict(found, "offload", "prompt")
-    assert spilled.verdict == "confirmed" and spilled.values["share"] == 0.62
+    assert spilled.verdict == "confirmed" and spilled.values.share == 0.62
     assert resident.verdict == "refuted"
     assert found.diagnosis.decode_by_residency["gpu"] == 50.0
 
 
-def test_prompt_processing_grows_with_prompt_tokens(found):
+def test_prompt_processing_grows_with_prompt_tokens_and_is_the_floor_not_a_fault(found):
     v = _verdict(found, "prompt", "prompt")
     # prompt time 0.4 ms a token: 40 or 160 ms, median 100 ms of a median TTFB (102 + 250) / 2 = 176 ms (57 %);
-    # the TTFT grows 0.5 ms per token (50 + 0.5 × tokens, ±2 ms), 150 ms more for 400 tokens than for 100
-    assert v.verdict == "confirmed" and v.values["typical_ms"] == 100.0
-    assert v.values["slope"] == pytest.approx(0.5, abs=0.01) and v.values["added_ms"] == pytest.approx(150, abs=3)
-    assert v.values["grows"] and v.values["p"] < 0.05
-    assert v.values["cache_hits"] == 0.25  # 5 of 20 requests reused cached tokens
+    # the TTFT grows 0.5 ms per token (50 + 0.5 × tokens, ±2 ms), 150 ms more for 400 tokens than for 100.
+    # Issue 26: that is the server's own work — the floor, never "confirmed" (it read "confirmed" before).
+    assert v.verdict == "floor" and v.values.typical_ms == 100.0
+    assert v.values.slope == pytest.approx(0.5, abs=0.01) and v.values.added_ms == pytest.approx(150, abs=3)
+    assert v.values.grows and v.values.p < 0.05
+    assert v.values.cache_hits == 0.25  # 5 of 20 requests reused cached tokens
+    # floor: prompt + first token (0: sampled from the prompt's logits); every uncached request prefilled at
+    # 400 / 160 = 100 / 40 = 2,500 tokens/s; with prompts half as long: 80–82 and 170–172 ms, median 126 ms
+    assert (v.values.floor_ms, v.values.prefill_tps, v.values.material) == (100.0, 2500.0, True)
+    assert (v.values.now_ms, v.values.half_ms) == (176.0, 126.0)
+    assert not [s for s in found.diagnosis.predictions if s.key == ("r1", "prompt")]  # no fix: nothing wasted
+    text = document.section(found, "diagnosis", "en")
+    assert "takes 100\u00a0ms, 57% of its TTFB: this server's own work for these prompts, not waste" in text
+    assert "with prompts half as long, its median TTFB would be about 126\u00a0ms instead of 176\u00a0ms" in text
 
 
 def test_two_modes_are_explained_by_prompt_length(found):
@@ -128,8 +139,8 @@ def test_variance_names_what_explains_the_tail():
     v = _verdict(found, "variance", "v")
     # after the cold start (seq 0): 19 requests; the slowest 10 % (2) are seq 10 (a 900 ms load) and seq 19;
     # their load is 450 ms on average against 0 in a typical request: loads explain the tail
-    assert v.verdict == "confirmed" and v.values["explains"] == "loads" and v.values["tail_n"] == 2
-    assert (v.values["explains_ms"], v.values["typical_ms"]) == (450.0, 0.0)
+    assert v.verdict == "confirmed" and v.values.explains == "loads" and v.values.tail_n == 2
+    assert (v.values.explains_ms, v.values.typical_ms) == (450.0, 0.0)
 
 
 def test_ollamas_figures_attribute_the_first_byte_with_no_decode_step_before_the_first_token():
@@ -150,7 +161,7 @@ def test_a_wait_held_by_the_server_confirms_queueing_at_concurrency_one():
                  total_ms=800.0, concurrency=1, started_at=1000.0 + 10 * i, e2e_ms=810.0) for i in range(6)]
     found = compute.findings(samples_frame(rows), [RUN])
     v = _verdict(found, "queueing", "q")
-    assert v.verdict == "confirmed" and v.values["wait_ms"] == 550.0 and v.values["source"] == "server"
+    assert v.verdict == "confirmed" and v.values.wait_ms == 550.0 and v.values.source == "server"
     assert "other work on the server (other clients) held it" in document.section(found, "diagnosis", "en")
     (gain,) = [s for s in found.diagnosis.predictions if s.kind == "predict_queueing"]
     assert (gain.values["now"], gain.values["after"]) == (610.0, 60.0)
@@ -192,7 +203,7 @@ def test_no_evidence_says_why_and_a_cpu_build_used_no_gpu():
     found = compute.findings(samples_frame(rows), [RUN])
     assert _verdict(found, "reloads", "c").reason == "no_state"
     offload = _verdict(found, "offload", "c")
-    assert offload.verdict == "no_gpu" and offload.values["why"] == "cpu_build"
+    assert offload.verdict == "no_gpu" and offload.values.why == "cpu_build"
     assert _verdict(found, "variance", "c").verdict == "no_evidence"  # 3 requests
 
 
@@ -201,7 +212,7 @@ def test_a_server_with_every_model_on_the_cpu_did_not_use_a_gpu_though_the_check
     fits = [{**CHECK[0], "rule": "memory-fits", "evidence": {**CHECK[0]["evidence"], "gpu_pct": 100}}]
     found = compute.findings(samples_frame(rows), [RUN], checks={"r1": fits})
     offload = _verdict(found, "offload", "reloads")
-    assert offload.verdict == "no_gpu" and offload.values["check"] == "not_testable"
+    assert offload.verdict == "no_gpu" and offload.values.check == "not_testable"
     text = document.section(found, "diagnosis", "es")
     assert "el servidor no usó ninguna GPU" in text and "imposible de comprobar" in text
 
@@ -285,3 +296,94 @@ def test_without_server_figures_the_first_byte_stays_unattributed_never_zero():
     parts = attribution.attribute(samples_frame(rows).assign(run="r1"), "ttfb_ms").iloc[0]
     assert parts["unattributed_ms"] == 80.0
     assert all(math.isnan(parts[p]) for p in ("client_network_ms", "server_wait_ms", "loading_ms", "prompt_ms"))
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_a_scenario_with_nothing_wasted_says_so_in_one_line_and_waste_is_named(found, lang):
+    text = document.section(found, "diagnosis", lang)
+    # prompt: its spread is its longer prompts (the floor), its derived wait 16 ms (9 %): nothing confirmed
+    assert {"en": "**prompt** — nothing wasted: no cause of waste is confirmed",
+            "es": "**prompt** — nada desperdiciado: no se confirma ninguna causa de desperdicio"}[lang] in text
+    assert {"en": "**reloads** — waste confirmed: reloads between requests, layers off the GPU.",
+            "es": "**reloads** — desperdicio confirmado: recargas entre peticiones, capas fuera de la GPU."
+            }[lang] in text
+    spread = _verdict(found, "variance", "prompt")
+    assert (spread.verdict, spread.values.explains) == ("present", "long_prompt")  # longer prompts are work
+    assert {"en": "the server's own work (the floor above), not waste",
+            "es": "trabajo propio del servidor (el suelo, más arriba), no un desperdicio"}[lang] in text
+
+
+def test_a_floor_above_the_target_is_a_finding_against_the_study_not_a_fault():
+    # the prompt scenario alone, its later requests held to 80 ms: its floor (prompt time, median 100 ms) is above
+    samples = _samples()
+    found = compute.findings(samples[samples["scenario"] == "prompt"], [RUN], targets={"subsequent_ms": 80})
+    v = _verdict(found, "prompt", "prompt")
+    assert v.verdict == "floor_above_target" and (v.values.target, v.values.goal) == ("subsequent_ms", 80.0)
+    assert not {x.verdict for x in found.diagnosis.verdicts} & {"confirmed"}
+    finding = found.headline.finding  # the summary leads with it: no waste to fix first
+    assert (finding.kind, finding.key) == ("floor_above_target", ("r1", "prompt"))
+    assert finding.values == {"floor": 100.0, "goal": 80.0, "target": "subsequent_ms", "now": 176.0, "after": 126.0}
+    summary = document.section(found, "summary", "en")
+    assert ("even with nothing wasted, its prompts need 100\u00a0ms: the 80\u00a0ms target for the TTFB of later "
+            "requests (median) cannot be met on this server") in summary
+    assert "el objetivo de 80\u00a0ms para el TTFB de las solicitudes siguientes (mediana) no se puede cumplir en " \
+           "este servidor" in document.section(found, "next_steps", "es")
+    assert "⛔ the floor is above the target: even with nothing wasted" in document.section(found, "diagnosis", "en")
+    verdicts = exports.summary(found)["diagnosis"]["verdicts"]
+    prompt = next(x for x in verdicts if x["cause"] == "prompt")
+    assert prompt["verdict"] == "floor_above_target" and prompt["values"]["floor_ms"] == 100.0
+
+
+def test_a_prompt_stall_is_waste_and_stays_confirmable():
+    # 20 requests of 100 prompt tokens, 40 ms of prompt time each; two stall 400 ms on prompts of the same length
+    rows = [_row(i, "s", ttfb_ms=60.0 + (400.0 if i in (7, 14) else 0.0), prompt_tokens=100,
+                 prompt_eval_ms=40.0 + (400.0 if i in (7, 14) else 0.0)) for i in range(20)]
+    found = compute.findings(samples_frame(rows), [RUN])
+    v = _verdict(found, "variance", "s")
+    # the slowest 10 %: the two stalls, 460 ms against a median 60 ms; their prompt time per token 11× a typical one's
+    assert (v.verdict, v.values.explains) == ("confirmed", "stall_prompt")
+    assert _verdict(found, "prompt", "s").verdict == "floor"
+
+
+# The registry of causes (`analyse.causes`): each cause one module, with its words in both catalogs and a planted
+# condition that scores it; a verdict's sentence uses only the words its cause declares.
+
+
+def _keys(phrase: Phrase) -> set[str]:
+    """Every catalog key a phrase says, its nested phrases' included."""
+    keys = {phrase.key}
+    for value in phrase.values.values():
+        for nested in value.items if isinstance(value, Phrases) else [value] if isinstance(value, Phrase) else []:
+            keys |= _keys(nested)
+    return keys
+
+
+def test_each_cause_has_one_name_and_its_words_in_both_catalogs():
+    names = [c.name for c in CAUSES]
+    assert len(names) == len(set(names)) and names[-1] == "variance"  # spread asks which causes came before
+    for lang in i18n.LANGS:
+        missing = [(c.name, key) for c in CAUSES for key in c.words if key not in i18n.catalog(lang)]
+        assert not missing, (lang, missing)
+    for cause in CAUSES:
+        assert f"dx_h_{cause.name}" in cause.words
+        if "confirmed" in cause.findings:  # the one line that names the waste confirmed
+            assert f"dx_waste_{cause.name}" in cause.words
+
+
+def test_every_finding_of_the_registry_is_planted_and_every_planted_one_is_a_finding():
+    findings = {finding for c in CAUSES for finding in c.findings.values()}
+    planted = {finding for condition in CONDITIONS for finding in condition.planted}
+    assert findings == planted
+    assert "prompt" not in findings  # the floor is never a cause confirmed, only a finding above a target
+
+
+def test_every_sentence_of_a_verdict_uses_only_the_words_its_cause_declares():
+    samples = _samples()
+    found = [compute.findings(samples, [RUN]).diagnosis.verdicts,
+             compute.findings(samples, [RUN], targets={"subsequent_ms": 80}).diagnosis.verdicts]
+    words = {c.name: set(c.words) for c in CAUSES}
+    verdicts: list[Verdict] = [v for judged in found for v in judged]
+    assert {v.verdict for v in verdicts} >= {"confirmed", "refuted", "no_evidence", "floor", "floor_above_target"}
+    for v in verdicts:
+        undeclared = {k for k in _keys(v.phrase()) if not k.startswith("dx_verdict_")} - words[v.cause]
+        assert not undeclared, (v.cause, v.verdict, undeclared)

@@ -1,5 +1,5 @@
-"""Every measured figure beside the latency metric, and the diagnosis: each cause of slow first bytes put to
-the test per scenario, with a verdict (confirmed / refuted / no_evidence) and the numbers behind it.
+"""Every measured figure beside the latency metric, and the diagnosis: each cause of slow first bytes
+(`analyse.causes.CAUSES`) put to the test per scenario, with a verdict and the numbers behind it.
 
 Numbers and flags only; `document` and the catalogs word them. Tables are keyed by (run, scenario), like
 those of `tables`.
@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from latencylab.analyse import stats
 from latencylab.analyse.attribution import PARTS, attribute
+from latencylab.analyse.causes import CAUSES, base
+from latencylab.analyse.causes.base import MIN_MODES_N, RESIDENT, TAIL, TARGET_SHARE, Context, scale_of
 from latencylab.analyse.findings import Diagnosis, Key, Modes, Step, Verdict
 from latencylab.analyse.stats import numeric
 from latencylab.analyse.tables import KEY
@@ -25,25 +26,7 @@ from latencylab.plan.check import Finding, confirm
 
 # The figures of "Every measured figure", in the table's order.
 FIGURES = ("decode_tps", "prefill_tps", "tpot_ms", "itl_ms", "e2e_ms", "output_tokens")
-RESIDENT = 0.995  # a GPU share at or above this is the whole model on the GPU
 ITL_BOOTSTRAP_MAX = 100_000  # more pooled gaps: the interval comes from a seeded subsample (wider, never narrower)
-SLOPE_POINTS_MAX = 1000
-CV_LIMIT = 0.25  # spread is a finding above this CV, unless the study sets its own CV goal
-TAIL = 0.10  # the slowest tenth of the requests
-# A part of the first byte is material — a cause worth fixing — when it is both a sizeable share of the
-# scenario's latency and a sizeable amount of time. A quarter: removing less changes a median by less than
-# the run-to-run spread of medians we see on a shared machine (10–20 %). 50 ms: half of the 0.1 s under
-# which a response feels instantaneous (Card, Robertson & Mackinlay 1991; Nielsen 1993) — below it no user
-# notices the fix. Where the study sets a target, a fifth of that target instead: the part then takes a
-# fifth of the budget the study allows.
-MATERIAL_SHARE = 0.25
-MATERIAL_MS = 50.0
-TARGET_SHARE = 0.2
-TARGET_ORDER = ("subsequent_ms", "mean_ms", "first_ms")  # the target a scenario's typical request is held to
-PRESENT_MS = 1.0  # a median wait under a millisecond is no wait at all
-STALL_RATE = 3.0  # the slowest requests' prompt time per token this many times a typical one's: the server stalled
-LONGER_PROMPT = 1.2  # the slowest requests' prompts this much longer than a typical one: they are the long ones
-MIN_MODES_N = 10
 ASHMAN_D = 2.0  # Ashman's D above 2: two clearly separated modes (Ashman, Bird & Zepf 1994)…
 MODE_RATIO = 1.5  # …whose medians are this far apart (two modes 10 % apart are noise to a reader)
 PROMPT_AGREEMENT = 0.9  # prompt length explains two modes when a token threshold sorts this share of requests
@@ -133,219 +116,6 @@ def figures_table(data: pd.DataFrame, keys: Sequence[Key]) -> pd.DataFrame:
     return table.astype({c: "Float64" for c in columns[2:]})
 
 
-def _median(series: pd.Series) -> float:
-    values = numeric(series).dropna()
-    return float(values.median()) if len(values) else math.nan
-
-
-@dataclass(frozen=True)
-class Scale:
-    """What makes a part of the first byte material in one scenario: a share of its latency and an amount of
-    time (a fraction of its target where the study sets one, else MATERIAL_MS)."""
-
-    share: float
-    ms: float
-    target: str | None  # the target the amount comes from
-    goal: float | None  # that target's value (ms)
-
-    def material(self, amount: float, latency: float) -> bool:
-        return bool(amount >= self.ms and latency > 0 and amount / latency >= self.share)
-
-
-def scale_of(goals: dict[str, Any]) -> Scale:
-    """The materiality thresholds of a study's scenarios (see MATERIAL_SHARE, MATERIAL_MS, TARGET_SHARE)."""
-    for name in TARGET_ORDER:
-        if goals.get(name):
-            return Scale(MATERIAL_SHARE, TARGET_SHARE * float(goals[name]), name, float(goals[name]))
-    return Scale(MATERIAL_SHARE, MATERIAL_MS, None, None)
-
-
-def _key(g: pd.DataFrame) -> Key:
-    return g["run"].iloc[0], g["scenario"].iloc[0]
-
-
-def _later(g: pd.DataFrame) -> pd.DataFrame:
-    """The requests after the scenario's cold start (all of them when there was none, or nothing after it)."""
-    later = g[~g["cold_start"]]
-    return later if len(later) else g
-
-
-def _reloads(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
-    if (g["state"] == "unknown").all():
-        return Verdict("reloads", _key(g), "no_evidence", {}, "no_state")
-    later = _later(g)
-    loaded = later[later["loaded"]]
-    waited = int((later["load_event"] > 0).sum() - len(loaded))
-    cold = g[g["cold_start"]]
-    latency = _mean(later[metric])
-    amount = float(later["loading_ms"].fillna(0.0).mean()) if len(loaded) else 0.0
-    reasons = {str(k): int(v) for k, v in loaded["reload_reason"].fillna("unknown").value_counts().items()}
-    values = {"later_paid": len(loaded), "later_n": len(later), "waited": waited, "amount_ms": amount,
-              "share": amount / latency if latency else math.nan, "load_ms": _mean(loaded["load_ms"]),
-              "cold_start": bool(len(cold)), "cold_start_ms": _mean(cold.loc[cold["loaded"], "load_ms"]),
-              "reasons": reasons, "threshold_ms": scale.ms, "threshold_share": scale.share}
-    if not len(loaded):
-        return Verdict("reloads", _key(g), "refuted", values)
-    return Verdict("reloads", _key(g), "confirmed" if scale.material(amount, latency) else "present", values)
-
-
-def _offload(g: pd.DataFrame, data: pd.DataFrame, prediction: tuple[int, str] | None) -> Verdict:
-    """Where the model sat; a server with every model on the CPU did not use a GPU, which is not "does not fit"
-    (unless the check predicted that nothing fits)."""
-    key = _key(g)
-    shares = numeric(g["gpu_share"]).dropna()
-    cpu_build = bool((g["gpu_layers_source"] == "cpu-build").any())
-    if shares.empty:
-        if cpu_build:
-            return Verdict("offload", key, "no_gpu", {"why": "cpu_build", "predicted_pct": None, "check": None})
-        return Verdict("offload", key, "no_evidence", {}, "not_reported")
-    share = float(shares.median())
-    same = data[data["model"] == g["model"].iloc[-1]]
-    scope = "model"
-    if not ((same["residency"] == "gpu").any() and same["residency"].isin(["partial", "cpu"]).any()):
-        same, scope = data, "report"
-    values = {"share": share, "size": _median(g["model_size_bytes"]), "vram": _median(g["vram_bytes"]),
-              "layers": _median(g["gpu_layers"]), "layers_total": _median(g["gpu_layers_total"]),
-              "decode": _median(g["decode_tps"]),
-              "decode_gpu": _median(same.loc[same["residency"] == "gpu", "decode_tps"]),
-              "decode_spilled": _median(same.loc[same["residency"].isin(["partial", "cpu"]), "decode_tps"]),
-              "decode_scope": scope, "predicted_pct": prediction[0] if prediction else None,
-              "check": prediction[1] if prediction else None}
-    run_shares = numeric(data.loc[data["run"] == key[0], "gpu_share"]).dropna()
-    nothing_fits = prediction is not None and prediction[0] == 0
-    if share == 0 and (run_shares == 0).all() and not nothing_fits:
-        why = "fits" if prediction is not None else "every_model"
-        return Verdict("offload", key, "no_gpu", {**values, "why": why,
-                                                  "check": "not_testable" if prediction else None})
-    return Verdict("offload", key, "confirmed" if share < RESIDENT else "refuted", values)
-
-
-def _growth(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Spearman's test of y growing with x, and the Theil–Sen slope (robust to requests slowed by other work)."""
-    if len(x) < 3 or len(np.unique(x)) < 2:
-        return {}
-    rho, p = sps.spearmanr(x, y)
-    if len(x) > SLOPE_POINTS_MAX:  # Theil–Sen takes every pair: a seeded subsample bounds its cost
-        pick = np.random.default_rng(stats.SEED).choice(len(x), SLOPE_POINTS_MAX, replace=False)
-        x, y = x[pick], y[pick]
-    fit = sps.theilslopes(y, x)
-    return {"rho": float(rho), "p": float(p), "slope": float(fit.slope), "intercept": float(fit.intercept),
-            "tokens_min": float(x.min()), "tokens_max": float(x.max()),
-            "added_ms": float(fit.slope * (x.max() - x.min()))}
-
-
-def _prompt(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
-    """Prompt processing is a cause when it is material in a typical request, or when the first byte grows with
-    prompt length by a significant slope that adds a material amount over the prompts sent."""
-    later = _later(g)
-    latency = _median(later[metric])
-    typical = _median(later["prompt_ms"])
-    # Growth is the TTFT's (what the prefill figure draws): Theil–Sen's slope is robust to the minority of
-    # requests slowed by a wait or a stall, whatever their prompt length.
-    known = later[numeric(later["prompt_tokens"]).notna()]
-    y = known["ttft_ms"]
-    values: dict[str, Any] = {"typical_ms": typical, "share": typical / latency if latency else math.nan,
-                              "rho": math.nan, "p": math.nan, "slope": math.nan, "added_ms": math.nan,
-                              "tokens_min": math.nan, "tokens_max": math.nan, "grows": False,
-                              "threshold_ms": scale.ms, "threshold_share": scale.share}
-    points = numeric(y).notna()
-    values.update(_growth(numeric(known["prompt_tokens"])[points].to_numpy(), numeric(y)[points].to_numpy()))
-    cached = g[numeric(g["cached_tokens"]).notna()]
-    values["cache_known"] = len(cached)
-    values["cache_hits"] = float((numeric(cached["cached_tokens"]) > 0).mean()) if len(cached) else math.nan
-    prompt_sum = numeric(cached["prompt_tokens"]).sum()
-    values["cached_share"] = float(numeric(cached["cached_tokens"]).sum() / prompt_sum) if prompt_sum else math.nan
-    values["significant"] = bool(values["p"] < stats.ALPHA and values["rho"] > 0)
-    values["grows"] = values["significant"] and scale.material(values["added_ms"], max(latency, values["added_ms"]))
-    if math.isnan(typical) and math.isnan(values["p"]):
-        return Verdict("prompt", _key(g), "no_evidence", values, "no_prompt")
-    material = not math.isnan(typical) and scale.material(typical, latency)
-    return Verdict("prompt", _key(g), "confirmed" if material or values["grows"] else "present", values)
-
-
-def _slots(g: pd.DataFrame, metric: str) -> int:
-    """The most requests the server worked on at once: from each one's prompt start (its first byte less its
-    prompt time) to its last byte, overlaps under a millisecond not counted."""
-    start = numeric(g["started_at"]) + (numeric(g[metric]) - g["prompt_ms"].fillna(0.0)) / 1000
-    end = numeric(g["started_at"]) + numeric(g["e2e_ms"]) / 1000
-    edges = sorted([(t + 0.001, 1) for t in start.dropna()] + [(t, -1) for t in end.dropna()])
-    busy = most = 0
-    for _, step in edges:
-        busy += step
-        most = max(most, busy)
-    return most
-
-
-def _queueing(g: pd.DataFrame, metric: str, scale: Scale, serialised: set[Key]) -> Verdict:
-    """Queueing is a cause when a typical request waits a material time: on the server (Ollama's time held
-    without work, or derived), or on the client; a server that works on one request at a time while several
-    are in flight is named with the requests it served at once."""
-    key = _key(g)
-    later = _later(g)
-    latency = _median(later[metric])
-    wait = _median(later["server_wait_ms"])
-    client = sum(v for v in (_median(later["client_queue_ms"]), _median(later.get("client_wait_ms", pd.Series(
-        dtype=float)))) if not math.isnan(v))
-    concurrency = _median(g["concurrency"])
-    values = {"wait_ms": wait, "client_ms": client, "share": wait / latency if latency else math.nan,
-              "concurrency": concurrency, "slots": _slots(g, metric) if concurrency > 1 else math.nan,
-              "source": "+".join(sorted(later["wait_source"].dropna().unique())),
-              "overlap_share": float(g["overlapped"].astype(bool).mean()), "serialised": key in serialised,
-              "threshold_ms": scale.ms, "threshold_share": scale.share}
-    if math.isnan(wait) and not values["serialised"]:
-        return Verdict("queueing", key, "no_evidence", values, "no_wait")
-    amount = max(0.0 if math.isnan(wait) else wait, client)
-    if values["serialised"] or scale.material(amount, latency):
-        return Verdict("queueing", key, "confirmed", values)
-    return Verdict("queueing", key, "present" if amount >= PRESENT_MS else "refuted", values)
-
-
-def _variance(g: pd.DataFrame, metric: str, goal: float | None, scale: Scale, causes: set[str]) -> Verdict:
-    """Spread after the cold start, and what makes the slowest requests slow: the part whose excess over a typical
-    request is largest; a prompt or a wait that grew without a longer prompt or a cause to show for it is the
-    server stalling. A cause of its own only when it is material and no confirmed cause explains it."""
-    key = _key(g)
-    later = _later(g)
-    later = later[numeric(later[metric]).notna()]
-    cold = g[g["cold_start"] & numeric(g[metric]).notna()]
-    values: dict[str, Any] = {"n": len(later), "cold_start_ms": _median(cold[metric]) if len(cold) else math.nan,
-                              "threshold_ms": scale.ms}
-    if len(later) < MIN_MODES_N:
-        return Verdict("variance", key, "no_evidence", values, "too_few")
-    v = numeric(later[metric])
-    median = float(v.median())
-    cv = float(v.std(ddof=1) / v.mean())
-    tail = later.loc[v.sort_values(ascending=False).index[:math.ceil(TAIL * len(later))]]
-    excess = float(numeric(tail[metric]).mean() - median)
-    parts = {p: float(tail[p].mean() - later[p].median()) for p in ("server_wait_ms", "loading_ms", "prompt_ms",
-                                                                      "client_network_ms", "unattributed_ms")
-             if tail[p].notna().any()}
-    part = max(parts, key=parts.get) if parts else None
-    # Long prompts explain a slow prompt time only when the slowest requests' prompts are longer and were not
-    # processed much slower per token; otherwise the server stalled on prompts of ordinary length.
-    tokens = numeric(later["prompt_tokens"])
-    rate = later["prompt_ms"] / tokens
-    longer = bool(rate.notna().any() and rate[tail.index].median() <= STALL_RATE * rate.median()
-                  and tokens[tail.index].median() >= LONGER_PROMPT * tokens.median())
-    explains = {"loading_ms": "loads", "client_network_ms": "network", "unattributed_ms": "unattributed",
-                "server_wait_ms": "wait" if "queueing" in causes else "stall_wait",
-                "prompt_ms": "long_prompt" if longer else "stall_prompt"}.get(part or "", None)
-    values.update(cv=cv, goal=float(goal) if goal else CV_LIMIT, tail_n=len(tail),
-                  tail_from=float(numeric(tail[metric]).min()), excess_ms=excess, median=median, explains=explains,
-                  explains_ms=float(tail[part].mean()) if part else math.nan,
-                  typical_ms=float(later[part].median()) if part else math.nan)
-    owned = {"loads": "reloads", "wait": "queueing", "long_prompt": "prompt"}.get(explains or "")
-    spread = cv > values["goal"] and scale.material(excess, median + excess)
-    if not spread:
-        return Verdict("variance", key, "refuted", values)
-    return Verdict("variance", key, "present" if owned in causes else "confirmed", values)
-
-
-def _mean(series: pd.Series) -> float:
-    values = numeric(series).dropna()
-    return float(values.mean()) if len(values) else math.nan
-
-
 def attribution_table(groups: dict[Key, pd.DataFrame], keys: Sequence[Key], metric: str) -> pd.DataFrame:
     """Per key, the mean of each part of the first byte over the requests after the cold start (means add up
     as the parts do), how many, and where the wait came from."""
@@ -353,33 +123,15 @@ def attribution_table(groups: dict[Key, pd.DataFrame], keys: Sequence[Key], metr
     for key in keys:
         if (g := groups.get(key)) is None or "metric_ms" not in g:
             continue
-        later = _later(g)
-        rows[key] = {"n": len(later), "metric_ms": _mean(later["metric_ms"]),
-                     **{p: _mean(later[p]) for p in PARTS},
-                     "wait_source": "+".join(sorted(later["wait_source"].dropna().unique())) or None}
+        after = base.later(g)
+        rows[key] = {"n": len(after), "metric_ms": base.mean(after["metric_ms"]),
+                     **{p: base.mean(after[p]) for p in PARTS},
+                     "wait_source": "+".join(sorted(after["wait_source"].dropna().unique())) or None}
     table = pd.DataFrame.from_dict(rows, orient="index")
     if rows:
         table.index = pd.MultiIndex.from_tuples(list(rows), names=KEY)
     return table
 
-
-def predictions(g: pd.DataFrame, metric: str, confirmed: set[str]) -> list[Step]:
-    """What each confirmed cause's fix would leave of the scenario's median first byte, from the attribution:
-    no loads (the requests that paid none), no server wait, a prompt half as long."""
-    later = _later(g)
-    value = numeric(later[metric])
-    now = float(value.median())
-    after = {}
-    if "reloads" in confirmed:  # the requests that paid none; where every one paid, each one less its load
-        unloaded = later.loc[later["load_event"] < 0, metric]
-        after["reloads" if len(unloaded) else "reloads_each"] = _median(unloaded) if len(unloaded) else float(
-            (value - later["loading_ms"].fillna(0.0)).median())
-    if "queueing" in confirmed and later["server_wait_ms"].notna().any():
-        after["queueing"] = float((value - later["server_wait_ms"].fillna(0.0)).median())
-    if "prompt" in confirmed and later["prompt_ms"].notna().any():
-        after["prompt"] = float((value - later["prompt_ms"].fillna(0.0) / 2).median())
-    return [Step(f"predict_{cause}", _key(g), {"now": now, "after": ms, "saved": now - ms})
-            for cause, ms in after.items() if not math.isnan(ms) and ms < now]
 
 def _split(s: np.ndarray, smallest: int) -> tuple[int, float] | None:
     """Where sorted log values split into two modes (least spread), and Ashman's D; None unless bimodal."""
@@ -442,8 +194,9 @@ def modes(g: pd.DataFrame, metric: str) -> Modes | None:
     return Modes(key=(g["run"].iloc[0], g["scenario"].iloc[0]), low_median=float(np.median(kept[~in_high])),
                  high_median=float(np.median(kept[in_high])), low_n=int((~in_high).sum()),
                  high_n=int(in_high.sum()), ashman_d=d, agreement=agreement, threshold=threshold,
-                 low_tokens=_median(pd.Series(kept_tokens[~in_high])),
-                 high_tokens=_median(pd.Series(kept_tokens[in_high])), by_prompt=bool(agreement >= PROMPT_AGREEMENT),
+                 low_tokens=base.median(pd.Series(kept_tokens[~in_high])),
+                 high_tokens=base.median(pd.Series(kept_tokens[in_high])),
+                 by_prompt=bool(agreement >= PROMPT_AGREEMENT),
                  beyond_n=len(values) - size, beyond_from=float(values[size]) if size < len(values) else math.nan)
 
 
@@ -467,25 +220,28 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
         shares = {s: float(v) for s, v in measured_shares.items()}
         for c in confirm(found, shares):
             predicted[(run, c.scenario)] = (c.predicted_pct, c.verdict)
-    serialised = {s.key for s in steps if s.kind == "serialised"}
     groups = dict(list(data.groupby(KEY, sort=False)))
     scale = scale_of(goals)
-    verdicts, found_modes, gains = [], [], []
+    context = Context(metric, scale, goals, data, predicted, frozenset(s.key for s in steps if s.kind == "serialised"))
+    verdicts: list[Verdict] = []
+    found_modes, gains = [], []
     for key in keys:
         g = groups.get(key)
         if g is None:
             continue
-        found = [_reloads(g, metric, scale), _offload(g, data, predicted.get(key)), _prompt(g, metric, scale),
-                 _queueing(g, metric, scale, serialised)]
-        causes = {v.cause for v in found if v.verdict == "confirmed"}
-        found.append(_variance(g, metric, goals.get("cv"), scale, causes))
-        verdicts += found
-        gains += predictions(g, metric, causes)
+        judged = replace(context, confirmed=frozenset())
+        for cause in CAUSES:
+            verdict = cause.judge(g, judged)
+            verdicts.append(verdict)
+            if verdict.verdict == "confirmed":
+                judged = replace(judged, confirmed=judged.confirmed | {cause.name})
+                if (gain := cause.gain(g, metric)) is not None:
+                    gains.append(gain)
+            if verdict.verdict == "no_gpu" and key in predicted:
+                predicted[key] = (predicted[key][0], "not_testable")
         if (m := modes(g, metric)) is not None:
             found_modes.append(m)
-        if key in predicted and any(v.verdict == "no_gpu" for v in found):
-            predicted[key] = (predicted[key][0], "not_testable")
-    residency = {r: _median(data.loc[data["residency"] == r, "decode_tps"]) for r in ("gpu", "partial", "cpu")}
+    residency = {r: base.median(data.loc[data["residency"] == r, "decode_tps"]) for r in ("gpu", "partial", "cpu")}
     thresholds = {"share": scale.share, "ms": scale.ms, "target": scale.target, "goal": scale.goal,
                   "target_share": TARGET_SHARE}
     diagnosis = Diagnosis(verdicts, found_modes, residency, check_items(checks), predicted, thresholds,

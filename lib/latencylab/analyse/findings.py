@@ -7,7 +7,7 @@ Every table is a DataFrame indexed by `run`, `scenario` (and more levels where i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -157,17 +157,65 @@ class FigureFacts:
     rest_negative: int  # requests whose server figures add up to more than the client measured
 
 
+Unit = Literal["ms", "fine_ms", "share", "count", "tps", "mib", "rho", "p", "slope"]
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number a sentence states, with the unit `document` writes it in (fine_ms: two decimals; rho: a
+    correlation; p: a p-value; slope: ms per token)."""
+
+    value: float | None
+    unit: Unit
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A catalog message by its key, and what fills its placeholders: numbers, other phrases, phrases said one
+    after another, or nothing (None). The words are the catalogs'; this names which message says what."""
+
+    key: str
+    values: dict[str, Fill] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """Phrases said one after another, `sep` between them (", " for a list)."""
+
+    items: tuple[Phrase, ...] = ()
+    sep: str = ""
+
+
+Fill = Quantity | Phrase | Phrases | None
+
+
+@dataclass(frozen=True)
+class Values:
+    """The numbers behind one cause's verdict: each cause (`analyse.causes`) has its own fields, and names the
+    catalog messages that word them."""
+
+    def phrase(self, verdict: str, reason: str) -> Phrase:
+        """The sentence of this verdict (its placeholders scenario, verdict and metric are the report's)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One cause of slow first bytes put to the test for one scenario, and the numbers behind the verdict."""
 
-    cause: str  # reloads, offload, prompt, queueing, variance
+    cause: str  # a name of `analyse.causes.CAUSES`: reloads, offload, prompt, queueing, variance
     key: Key
-    # confirmed (material: this is why the first byte is slow), present (there, but not a cause), refuted,
-    # no_evidence; offload also no_gpu (the server ran the model on the CPU though it did not have to)
+    # confirmed (waste, and material: this is why the first byte is slow), present (there, but not a cause),
+    # refuted, no_evidence; offload also no_gpu (the server ran the model on the CPU though it did not have to);
+    # prompt (the server's own work, never waste) floor, or floor_above_target (the floor alone is above the
+    # study's target: a finding against the study, not a fault)
     verdict: str
-    values: dict[str, Any]
+    values: Values
     reason: str = ""  # why there is no evidence (a catalog suffix)
+
+    def phrase(self) -> Phrase:
+        """The sentence that words this verdict."""
+        return self.values.phrase(self.verdict, self.reason)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ from typing import Any
 
 import pandas as pd
 
+from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.findings import Diagnosis, FigureFacts, Headline, Key, Step
 from latencylab.analyse.tables import KEY, measured
 
-STEP_ORDER = ("errors", "keep_loaded", "no_gpu", "vram", "minor_errors", "serialised", "variance", "more_samples",
-              "all_met")
+STEP_ORDER = ("errors", "keep_loaded", "no_gpu", "vram", "minor_errors", "serialised", "floor_above_target", "variance",
+              "more_samples", "all_met")
 PAID_LOAD_STEP = 0.2  # this share of requests paying a load (or failing) makes a step, and ranks it first
 
 
@@ -42,18 +43,20 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
     for key, group in targets.groupby(KEY, sort=False):
         if (group["status"] == "pass").all():
             steps.append(Step("all_met", key))
-    def rank(step: Step) -> int:
-        minor = step.kind == "errors" and step.values["share"] < PAID_LOAD_STEP  # a few failures rank after the cause
-        return STEP_ORDER.index("minor_errors" if minor else step.kind)
+    return sorted(steps, key=_rank)
 
-    return sorted(steps, key=rank)
+
+def _rank(step: Step) -> int:
+    minor = step.kind == "errors" and step.values["share"] < PAID_LOAD_STEP  # a few failures rank after the cause
+    return STEP_ORDER.index("minor_errors" if minor else step.kind)
 
 
 def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
     """The steps the diagnosis bears out: keeping a model loaded only where reloads are a cause (not for a cold
     start, nor for loads too small to matter) and no predicted gain already says so; a server that used no GPU
     is told to find out why, not to shrink a model that would fit; a spread a confirmed cause explains is left
-    to that cause's step."""
+    to that cause's step. A scenario whose floor (the server's own work) is above its target gets a step of its
+    own: a finding against the study, not a fault to fix."""
     verdicts = {(v.cause, v.key): v.verdict for v in diagnosis.verdicts}
     predicted = {s.key for s in diagnosis.predictions if s.kind.startswith("predict_reloads")}
     out = []
@@ -66,12 +69,17 @@ def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
         if step.kind == "variance" and verdicts.get(("variance", step.key)) == "present":
             continue
         out.append(step)
-    return out
+    floors = [Step("floor_above_target", v.key, {"floor": x.floor_ms, "goal": x.goal, "target": x.target,
+                                                 "now": x.now_ms, "after": x.half_ms})
+              for v in diagnosis.verdicts
+              if v.verdict == "floor_above_target" and isinstance(x := v.values, FloorValues)]
+    at = next((i for i, step in enumerate(out) if _rank(step) > STEP_ORDER.index("floor_above_target")), len(out))
+    return out[:at] + floors + out[at:]
 
 
 # The scenario settings that apply each fix: a scenario of the run that changed one of them tried it.
 FIX_SETTINGS = {"predict_reloads": {"keep_alive", "preload"}, "predict_reloads_each": {"keep_alive", "preload"},
-                "predict_queueing": {"num_parallel", "concurrency"}, "predict_prompt": {"num_keep", "prompts"}}
+                "predict_queueing": {"num_parallel", "concurrency"}}
 
 
 def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: pd.DataFrame, changes: pd.DataFrame,

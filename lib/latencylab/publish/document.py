@@ -22,7 +22,21 @@ from markupsafe import Markup, escape
 
 from latencylab.analyse.attribution import PARTS
 from latencylab.analyse.capacity import ACHIEVED_SHARE, SLO_METRICS
-from latencylab.analyse.findings import Findings, Key, Modes, RunInfo, Saturation, Step, Verdict
+from latencylab.analyse.causes.floor import FloorValues
+from latencylab.analyse.causes.offload import OffloadValues
+from latencylab.analyse.findings import (
+    Fill,
+    Findings,
+    Key,
+    Modes,
+    Phrase,
+    Phrases,
+    Quantity,
+    RunInfo,
+    Saturation,
+    Step,
+    Verdict,
+)
 from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
@@ -116,6 +130,11 @@ def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttf
         values.update(cv=i18n.percent(v["cv"], lang), goal=i18n.percent(v["goal"], lang))
     elif step.kind == "more_samples":
         values.update(n=v["n"])
+    elif step.kind == "floor_above_target":
+        values.update(floor=i18n.ms(v["floor"], lang), goal=i18n.ms(v["goal"], lang),
+                      target=i18n.t(f"t_{v['target']}", lang, metric=i18n.t(f"metric_{metric}", lang)),
+                      metric=i18n.t(f"metric_{metric}", lang), now=i18n.ms(v["now"], lang),
+                      after=i18n.ms(v["after"], lang))
     return i18n.t(f"next_{step.kind}", lang, **values)
 
 
@@ -162,65 +181,36 @@ def _tps(value: float | None, lang: str) -> str:
     return i18n.number(value, lang, 1)
 
 
+def phrase_words(phrase: Phrase, lang: str, **common: Any) -> Markup:
+    """A phrase as its catalog words, every number in its unit's format; `common` fills the placeholders every
+    phrase of a sentence may use (scenario, verdict, metric) where the phrase does not fill them itself."""
+
+    def fill(value: Fill) -> Markup | str:
+        if value is None:
+            return ""
+        if isinstance(value, Quantity):
+            return UNITS[value.unit](value.value, lang)
+        if isinstance(value, Phrase):
+            return phrase_words(value, lang, **common)
+        return Markup(value.sep).join(phrase_words(p, lang, **common) for p in value.items)
+
+    return i18n.t(phrase.key, lang, **{**common, **{name: fill(v) for name, v in phrase.values.items()}})
+
+
 def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
     """One cause's verdict on one scenario as a sentence, with the numbers behind it."""
-    x, t = v.values, lambda key, **values: i18n.t(key, lang, **values)
-    pct, ms = (lambda value: i18n.percent(value, lang)), (lambda value: i18n.ms(value, lang))
-    metric = t(f"metric_{f.metric}")
-    values: dict[str, Any] = {"scenario": f.labels.get(v.key, v.key[1]), "verdict": t(f"dx_verdict_{v.verdict}")}
-    if v.verdict == "no_evidence" and v.reason:
-        cold = "" if _missing(x.get("cold_start_ms")) else t("dx_cold_start_ms", ms=ms(x["cold_start_ms"]))
-        return t(f"dx_none_{v.reason}", **values, **({"cold": cold} if v.reason == "too_few" else {}))
-    if v.cause == "reloads":
-        reasons = Markup(", ").join(t(f"dx_reason_{r}", n=n) for r, n in x["reasons"].items())
-        cold = t("dx_cold_start", load=ms(x["cold_start_ms"])) if x["cold_start"] and not _missing(
-            x["cold_start_ms"]) else ""
-        if x["waited"]:
-            cold += t("dx_cold_waited", n=x["waited"])
-        values.update(later_paid=x["later_paid"], later_n=x["later_n"], load=ms(x["load_ms"]),
-                      amount=ms(x["amount_ms"]), share=pct(x["share"]), metric=metric,
-                      reasons=t("dx_reasons", reasons=reasons) if reasons else "", cold=cold)
-    elif v.cause == "offload":
-        prediction = "" if not x.get("check") else \
-            t("dx_check_prediction", predicted=pct(x["predicted_pct"] / 100), verdict=t(f"dx_check_{x['check']}"))
-        if v.verdict == "no_gpu":
-            look = t("dx_look_cpu_build" if x["why"] == "cpu_build" else "dx_look_server")
-            return t("dx_offload_no_gpu", why=t(f"dx_no_gpu_{x['why']}"), look=look, check=prediction, **values)
-        layers = "" if _missing(x["layers"]) or _missing(x["layers_total"]) else \
-            t("dx_layers", layers=int(x["layers"]), total=int(x["layers_total"]))
-        compare = "" if _missing(x["decode_gpu"]) or _missing(x["decode_spilled"]) else \
-            t(f"dx_decode_compare_{x['decode_scope']}", gpu=_tps(x["decode_gpu"], lang),
-              spilled=_tps(x["decode_spilled"], lang))
-        values.update(share=pct(x["share"]), vram=i18n.mib(x["vram"], lang), size=i18n.mib(x["size"], lang),
-                      layers=layers, decode=_tps(x["decode"], lang), compare=compare, check=prediction)
-    elif v.cause == "prompt":
-        growth = ""
-        if not _missing(x["p"]):
-            numbers = {"rho": i18n.number(x["rho"], lang, 2), "p": _p(x["p"], lang),
-                       "min": i18n.number(x["tokens_min"], lang), "max": i18n.number(x["tokens_max"], lang)}
-            key = "dx_no_growth" if not x["significant"] else \
-                "dx_growth" if x["grows"] else "dx_growth_small"
-            growth = t(key, slope=f"{i18n.number(x['slope'], lang, 2)}{i18n.NBSP}ms", added=ms(x["added_ms"]),
-                       **numbers)
-        cache = "" if not x["cache_known"] else t("dx_cache", hits=pct(x["cache_hits"]), cached=pct(x["cached_share"]))
-        values.update(typical=ms(x["typical_ms"]), share=pct(x["share"]), metric=metric, growth=growth, cache=cache)
-    elif v.cause == "queueing":
-        who = ""
-        if not _missing(x["slots"]):
-            who = t("dx_who_one_slot" if x["slots"] == 1 else "dx_who_slots", concurrency=i18n.number(
-                x["concurrency"], lang), slots=x["slots"])
-        elif v.verdict == "confirmed" and not _missing(x["wait_ms"]):  # a few ms is the scheduler's own time
-            who = t("dx_who_others")
-        values.update(wait=_fine_ms(x["wait_ms"], lang), share=pct(x["share"]), metric=metric,
-                      source=t("dx_wait_derived") if x["source"] == "derived" else "", who=who,
-                      client=t("dx_client", client=_fine_ms(x["client_ms"], lang)) if x["client_ms"] >= 1 else "",
-                      serialised=t("dx_serialised") if x["serialised"] else "")
-    elif v.cause == "variance":
-        explains = t("dx_tail_none") if x["explains"] is None else \
-            t(f"dx_tail_{x['explains']}", part=ms(x["explains_ms"]), typical=ms(x["typical_ms"]))
-        values.update(cv=pct(x["cv"]), goal=pct(x["goal"]), tail_n=x["tail_n"], tail_from=ms(x["tail_from"]),
-                      excess=ms(x["excess_ms"]), median=ms(x["median"]), explains=explains)
-    return t(f"dx_{v.cause}_{v.verdict}", **values)
+    return phrase_words(v.phrase(), lang, scenario=f.labels.get(v.key, v.key[1]),
+                        verdict=i18n.t(f"dx_verdict_{v.verdict}", lang), metric=i18n.t(f"metric_{f.metric}", lang))
+
+
+def waste_words(key: Key, f: Findings, lang: str) -> Markup | None:
+    """One scenario's diagnosis in one line: the waste confirmed, or nothing wasted (None: not diagnosed)."""
+    verdicts = [v for v in f.diagnosis.verdicts if v.key == key]
+    if not verdicts:
+        return None
+    wasted = Phrases(tuple(Phrase(f"dx_waste_{v.cause}") for v in verdicts if v.verdict == "confirmed"), ", ")
+    phrase = Phrase("dx_wasted", {"causes": wasted}) if wasted.items else Phrase("dx_nothing_wasted")
+    return phrase_words(phrase, lang, scenario=f.labels.get(key, key[1]), metric=i18n.t(f"metric_{f.metric}", lang))
 
 
 def thresholds_words(f: Findings, lang: str) -> Markup:
@@ -241,6 +231,14 @@ def _p(p: float, lang: str) -> str:
 def _fine_ms(value: float | None, lang: str) -> str:
     """A short duration with two decimals (client queueing is often well under a millisecond)."""
     return "–" if _missing(value) else f"{i18n.number(value, lang, 2)}{i18n.NBSP}ms"
+
+
+# How each unit of a `Quantity` is written.
+UNITS: dict[str, Callable[[Any, str], str]] = {
+    "ms": i18n.ms, "fine_ms": _fine_ms, "share": i18n.percent, "count": i18n.number, "tps": _tps, "mib": i18n.mib,
+    "rho": lambda v, lang: i18n.number(v, lang, 2), "p": _p,
+    "slope": lambda v, lang: f"{i18n.number(v, lang, 2)}{i18n.NBSP}ms",
+}
 
 
 def mode_words(m: Modes, f: Findings, lang: str) -> Markup:
@@ -272,7 +270,8 @@ def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     line = Markup("{}: {}").format(i18n.t(f"dx_level_{item.level}", lang), message)
     key = (item.run, item.scenario)
     if item.rule in MEMORY_RULES and key in f.diagnosis.predicted:
-        share = next(v.values["share"] for v in f.diagnosis.verdicts if v.cause == "offload" and v.key == key)
+        share = next(v.values.share for v in f.diagnosis.verdicts
+                     if isinstance(v.values, OffloadValues) and v.key == key)
         line += i18n.t("dx_check_measured", lang, measured=i18n.percent(share, lang),
                        verdict=i18n.t(f"dx_check_{f.diagnosis.predicted[key][1]}", lang))
     return line
@@ -295,6 +294,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
         "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric),
         "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
+        "waste": lambda key: waste_words(key, f, lang),
         "hypothesis": lambda h: hypothesis_words(h["claim"], h["cause"], f, lang),
         "thresholds": lambda: thresholds_words(f, lang), "check_line": lambda item: check_words(item, f, lang),
         "tps": lambda v: _tps(v, lang),
@@ -363,12 +363,13 @@ def _knee_conclusion(f: Findings, lang: str) -> str:
 
 
 def _prefill_conclusion(f: Findings, lang: str) -> str:
-    growing = [v for v in f.diagnosis.verdicts if v.cause == "prompt" and v.values["significant"]]
+    growing = [(v.key, v.values.slope) for v in f.diagnosis.verdicts
+               if isinstance(v.values, FloorValues) and v.values.significant]
     if not growing:
         return i18n.text("conclude_prefill_flat", lang)
-    top = max(growing, key=lambda v: v.values["slope"])
-    return i18n.text("conclude_prefill", lang, scenario=f.labels.get(top.key, top.key[1]),
-                     slope=f"{i18n.number(top.values['slope'], lang, 2)} ms")
+    key, slope = max(growing, key=lambda found: found[1])
+    return i18n.text("conclude_prefill", lang, scenario=f.labels.get(key, key[1]),
+                     slope=f"{i18n.number(slope, lang, 2)} ms")
 
 
 def _waterfall_conclusion(f: Findings, lang: str) -> str:

@@ -82,7 +82,7 @@ def summary(f: Findings) -> dict[str, Any]:
         "measured_figures": f.measured_figures.reset_index().to_dict(orient="records"),
         "diagnosis": {
             "verdicts": [{"cause": v.cause, **_key(v.key), "verdict": v.verdict, "reason": v.reason or None,
-                          "values": v.values} for v in f.diagnosis.verdicts],
+                          "values": asdict(v.values)} for v in f.diagnosis.verdicts],
             "modes": [{**_key(m.key), **{k: v for k, v in asdict(m).items() if k != "key"}} for m in f.diagnosis.modes],
             "decode_by_residency": f.diagnosis.decode_by_residency,
             "check": [{"run": c.run, "level": c.level, "rule": c.rule, "scenario": c.scenario, "evidence": c.evidence,

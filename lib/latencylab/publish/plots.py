@@ -12,6 +12,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from latencylab.analyse.attribution import PARTS, exemplars
+from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.findings import Findings
 from latencylab.analyse.tables import measured
 from latencylab.publish.i18n import text as t
@@ -260,10 +261,9 @@ def prefill(f: Findings, *, lang: str = "en", title: str | None = None) -> Figur
     sns.scatterplot(data=data, x="prompt_tokens", y="ttft_ms", hue="label", hue_order=order(f), palette=colours,
                     s=35, alpha=0.7, ax=ax)
     for v in f.diagnosis.verdicts:
-        if v.cause == "prompt" and pd.notna(v.values.get("slope")):
-            xs = [v.values["tokens_min"], v.values["tokens_max"]]
-            ax.plot(xs, [v.values["intercept"] + v.values["slope"] * x for x in xs], color=colours[f.labels[v.key]],
-                    lw=1.5)
+        if isinstance(x := v.values, FloorValues) and pd.notna(x.slope):
+            xs = [x.tokens_min, x.tokens_max]
+            ax.plot(xs, [x.intercept + x.slope * n for n in xs], color=colours[f.labels[v.key]], lw=1.5)
     ax.get_legend().set_title(t("legend_scenario", lang))
     ax.set_xlabel(t("ax_prompt_tokens", lang))
     ax.set_ylabel(t("ax_ttft_linear", lang))

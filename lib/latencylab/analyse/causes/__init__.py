@@ -1,0 +1,20 @@
+"""The causes of a slow first byte, one module each, and the registry that puts them to the test in order.
+
+A cause's module holds the evidence it reads, its test (`Cause.judge`), its typed numbers (a `Values` dataclass
+that also names the catalog messages wording them), the gain its fix would bring and the findings its planted
+condition (tests/doubles/planted.py) is scored by; its words are in both catalogs (`Cause.words`). Adding a cause
+is a module, its entry in `CAUSES` and its catalog entries. Waste (loads, waits, layers off the GPU, stalls) is
+"confirmed" where it is material; the server's own work (prefill, the first token) is the floor (`floor`).
+"""
+
+from __future__ import annotations
+
+from latencylab.analyse.causes.base import Cause
+from latencylab.analyse.causes.floor import Floor
+from latencylab.analyse.causes.offload import Offload
+from latencylab.analyse.causes.queueing import Queueing
+from latencylab.analyse.causes.reloads import Reloads
+from latencylab.analyse.causes.variance import Variance
+
+# In the order they are judged and reported: spread comes last, as it asks which confirmed cause explains it.
+CAUSES: tuple[Cause, ...] = (Reloads(), Offload(), Floor(), Queueing(), Variance())

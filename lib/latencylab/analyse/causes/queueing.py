@@ -1,0 +1,112 @@
+"""Queueing: a typical request waited before the server worked on it — behind this run's other requests (too few
+slots) or other clients' work — or in the client (waste). Planted: one-slot-concurrency-4, other-clients."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from latencylab.analyse.causes.base import (
+    Cause,
+    Context,
+    count,
+    fine_ms,
+    gain_step,
+    key_of,
+    later,
+    median,
+    missing,
+    share,
+)
+from latencylab.analyse.findings import Phrase, Step, Values, Verdict
+from latencylab.analyse.stats import numeric
+
+PRESENT_MS = 1.0  # a median wait under a millisecond is no wait at all
+
+
+@dataclass(frozen=True)
+class QueueingValues(Values):
+    """The median server wait and client queueing, the wait's share of the median metric, the requests in flight
+    and the most the server worked on at once (`slots`), where the wait came from (server, derived), the share of
+    requests that overlapped another, whether the TTFT grows with the requests in flight (`serialised`)."""
+
+    wait_ms: float = math.nan
+    client_ms: float = 0.0
+    share: float = math.nan
+    concurrency: float = math.nan
+    slots: float = math.nan
+    source: str = ""
+    overlap_share: float = math.nan
+    serialised: bool = False
+    threshold_ms: float = math.nan
+    threshold_share: float = math.nan
+
+    def phrase(self, verdict: str, reason: str) -> Phrase:
+        if verdict == "no_evidence":
+            return Phrase(f"dx_none_{reason}")
+        who = None
+        if not missing(self.slots):
+            who = Phrase("dx_who_one_slot" if self.slots == 1 else "dx_who_slots",
+                         {"concurrency": count(self.concurrency), "slots": count(self.slots)})
+        elif verdict == "confirmed" and not missing(self.wait_ms):  # a few ms is the scheduler's own time
+            who = Phrase("dx_who_others")
+        return Phrase(f"dx_queueing_{verdict}", {
+            "wait": fine_ms(self.wait_ms), "share": share(self.share),
+            "source": Phrase("dx_wait_derived") if self.source == "derived" else None, "who": who,
+            "client": Phrase("dx_client", {"client": fine_ms(self.client_ms)}) if self.client_ms >= 1 else None,
+            "serialised": Phrase("dx_serialised") if self.serialised else None})
+
+
+def _slots(g: pd.DataFrame, metric: str) -> int:
+    """The most requests the server worked on at once: from each one's prompt start (its first byte less its
+    prompt time) to its last byte, overlaps under a millisecond not counted."""
+    start = numeric(g["started_at"]) + (numeric(g[metric]) - g["prompt_ms"].fillna(0.0)) / 1000
+    end = numeric(g["started_at"]) + numeric(g["e2e_ms"]) / 1000
+    edges = sorted([(t + 0.001, 1) for t in start.dropna()] + [(t, -1) for t in end.dropna()])
+    busy = most = 0
+    for _, step in edges:
+        busy += step
+        most = max(most, busy)
+    return most
+
+
+class Queueing(Cause):
+    name = "queueing"
+    words = ("dx_h_queueing", "dx_waste_queueing", "dx_queueing_confirmed", "dx_queueing_present",
+             "dx_queueing_refuted", "dx_wait_derived", "dx_who_others", "dx_who_slots", "dx_who_one_slot",
+             "dx_client", "dx_serialised", "dx_none_no_wait")
+    findings = {"confirmed": "queueing"}
+
+    def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
+        """Confirmed when a typical request waits a material time: on the server (Ollama's time held without
+        work, or derived), or on the client; a server that works on one request at a time while several are in
+        flight is named with the requests it served at once."""
+        key, metric, scale = key_of(g), context.metric, context.scale
+        after = later(g)
+        latency = median(after[metric])
+        wait = median(after["server_wait_ms"])
+        client = sum(v for v in (median(after["client_queue_ms"]), median(after.get("client_wait_ms", pd.Series(
+            dtype=float)))) if not math.isnan(v))
+        concurrency = median(g["concurrency"])
+        values = QueueingValues(
+            wait_ms=wait, client_ms=client, share=wait / latency if latency else math.nan, concurrency=concurrency,
+            slots=_slots(g, metric) if concurrency > 1 else math.nan,
+            source="+".join(sorted(after["wait_source"].dropna().unique())),
+            overlap_share=float(g["overlapped"].astype(bool).mean()), serialised=key in context.serialised,
+            threshold_ms=scale.ms, threshold_share=scale.share)
+        if math.isnan(wait) and not values.serialised:
+            return Verdict(self.name, key, "no_evidence", values, "no_wait")
+        amount = max(0.0 if math.isnan(wait) else wait, client)
+        if values.serialised or scale.material(amount, latency):
+            return Verdict(self.name, key, "confirmed", values)
+        return Verdict(self.name, key, "present" if amount >= PRESENT_MS else "refuted", values)
+
+    def gain(self, g: pd.DataFrame, metric: str) -> Step | None:
+        """Each request's time less its wait."""
+        after = later(g)
+        if not after["server_wait_ms"].notna().any():
+            return None
+        return gain_step("predict_queueing", g, metric,
+                         float((numeric(after[metric]) - after["server_wait_ms"].fillna(0.0)).median()))
