@@ -19,7 +19,8 @@ from latencylab.core import paths
 from latencylab.core.errors import LatencyLabError
 from latencylab.plan import check
 from latencylab.plan.study import StudyError
-from latencylab.publish import check_text, exports, report
+from latencylab.publish import check_text, report
+from latencylab.publish.exporters import terminal
 from latencylab.runs import store
 
 EXIT_STOPPED = 1  # a server stopped the run
@@ -124,11 +125,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _print_report(page: Path) -> None:
-    """The report's path, then its key figures as a short table (from the summary.json beside it)."""
-    summary = exports.read_summary(page.parent)
-    if summary:
-        print(exports.terminal_table(summary))
-    print(f"report: {page}")
+    """The report's key figures as a short table, then its path, in the report's language."""
+    print(terminal.export(page))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

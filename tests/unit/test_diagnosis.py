@@ -11,7 +11,8 @@ from latencylab.analyse import attribution, compute
 from latencylab.analyse.diagnosis import per_request
 from latencylab.analyse.findings import RunInfo
 from latencylab.plan.check import Finding
-from latencylab.publish import document, exports
+from latencylab.publish import document
+from latencylab.publish.exporters import summary_json
 from latencylab.runs.store import samples_frame
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand")
@@ -223,7 +224,7 @@ def test_the_check_before_the_run_is_confirmed_by_the_measured_share(lang):
     assert {"en": "about 60% on the GPU", "es": "cerca del 60\u00a0% en la GPU"}[lang] in text
     assert {"en": "measured: 62% on the GPU, so the prediction is confirmed",
             "es": "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada"}[lang] in text
-    summary = exports.summary(found)
+    summary = summary_json.summary(found)
     assert summary["diagnosis"]["check"][0]["confirmation"] == {"predicted_pct": 60, "verdict": "confirmed"}
     assert {v["cause"] for v in summary["diagnosis"]["verdicts"]} == {"reloads", "offload", "prompt", "queueing",
                                                                      "variance"}

@@ -1,8 +1,8 @@
 """The latency documentation in words: `Findings` rendered through templates/report/ and a catalog.
 
 Nothing here computes a figure: every number comes from the findings, every sentence from
-catalogs/<lang>.yaml, every format from `i18n`. `Report` shows it section by section in a notebook and
-writes latency.md with figures/ beside it.
+catalogs/<lang>.yaml, every format from `i18n`. `Report` shows it section by section in a notebook; the
+exporters (publish/exporters/) write it.
 """
 
 from __future__ import annotations
@@ -278,6 +278,11 @@ def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     return line
 
 
+def heading(study: str | None, lang: str) -> str:
+    """The document's title as plain text: latency.md's first heading, the HTML page's <title>."""
+    return i18n.text("title", lang, study=study or "latencylab")
+
+
 def section(findings: Findings, name: str, lang: str) -> str:
     """One section of the document as Markdown ('' where the data has nothing for it)."""
     template = environment(lang).get_template("report/sections.md.j2")
@@ -293,6 +298,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
 
     module = template.make_module({
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
+        "heading": heading(f.runs[0].study if f.runs else None, lang),
         "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric),
         "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
         "hypothesis": lambda h: hypothesis_words(h["claim"], h["cause"], f, lang),
@@ -477,14 +483,3 @@ class Report:
                 parts.append(text)
             parts += [f"![{i18n.markdown(escape(fig.alt))}](figures/{fig.name}.png)" for fig in self.figures(name)]
         return "\n\n".join(parts) + "\n"
-
-    def write(self, folder: Path) -> Path:
-        """latency.md with figures/*.png beside it."""
-        figures = folder / "figures"
-        figures.mkdir(parents=True, exist_ok=True)
-        path = folder / "latency.md"
-        path.write_text(self.text(), encoding="utf-8")
-        for name in SECTIONS:
-            for fig in self.figures(name):
-                (figures / f"{fig.name}.png").write_bytes(fig.png)
-        return path
