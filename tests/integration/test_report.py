@@ -3,6 +3,8 @@ its two languages, its escaping, and the published HTML in a real headless brows
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
@@ -26,10 +28,8 @@ SECTIONS = {
     "es": ["Resumen", "Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
            "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores"],
 }
-# Each figure in the section it supports, in the document's order: the report notebook's (the timeline and the
-# ECDF are drawn in its cells), and the library's alone (a document built outside the notebook).
+# Each figure in the section it supports, in the document's order (the report notebook draws each in a cell).
 FIGURES = ["histogram", "timeline", "decomposition", "waterfall", "decode", "ecdf", "box", "variability", "targets"]
-LIBRARY_FIGURES = [name for name in FIGURES if name not in ("timeline", "ecdf")]
 TITLES = {"en": "Latency documentation — fixture", "es": "Documentación de latencias — fixture"}
 
 
@@ -66,9 +66,11 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
     text = doc.text()
     positions = [text.index(f"## {section}") for section in SECTIONS[lang]]
     assert positions == sorted(positions)  # the summary first, then the seed's sections in order
-    figures = [fig.name for name in document.SECTIONS for fig in doc.figures(name)]
-    assert figures == LIBRARY_FIGURES
-    assert all(fig.alt and fig.alt != fig.name for name in document.SECTIONS for fig in doc.figures(name))
+    # outside the notebook no cell drew a figure: the document names those its sections would show, and words them
+    figures = [figure for name in document.SECTIONS for figure in doc.figure_names(name)]
+    assert figures == FIGURES and not any(doc.figures(name) for name in document.SECTIONS)
+    assert all(alt and alt != figure for figure in figures for _, alt in [document.figure_words(doc.findings, figure,
+                                                                                                lang)])
     next_steps = doc.markdown("next_steps")
     assert "keep_alive: -1" in next_steps  # every baseline request paid a load
     # the baseline model sits 60 % on the GPU (gpu_share 0.6 in the fixture's samples)
@@ -255,3 +257,36 @@ def test_a_changed_cell_of_the_report_notebook_changes_the_html(fixture_run, tmp
     row = "<td>baseline</td>\n<td>all</td>\n<td>{}</td>"
     assert row.format(12) in original and row.format(8) in html
 
+
+def _embedded(html: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def test_a_changed_figure_cell_changes_the_published_figure(fixture_run, tmp_path):
+    """Each figure is drawn by a cell of the report notebook: a red line added in the histogram's cell is in the
+    published figures/histogram.png, which latency.md links and the HTML embeds (the same bytes)."""
+    import matplotlib.image
+    import nbformat
+
+    notebook = nbformat.read(paths.REPORT_NOTEBOOK, as_version=4)
+    cell = next(c for c in notebook.cells if c.source.startswith('if doc.drawable("histogram"):'))
+    line = '    ax.axvline(525, color="red", lw=6)\n'  # at the baseline's median
+    cell.source = cell.source.replace("    doc.add_figure(", line + "    doc.add_figure(")
+    assert 'axvline(525, color="red"' in cell.source
+    changed = tmp_path / "changed.ipynb"
+    nbformat.write(notebook, changed)
+    figures = paths.report_dir(fixture_run) / "figures"
+    report.publish([fixture_run])
+    before = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
+    page = report.publish([fixture_run], notebook=changed)
+    after = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
+    assert sorted(after) == sorted(FIGURES) and after["histogram"] != before["histogram"]
+    assert after["ecdf"] == before["ecdf"] and after["timeline"] == before["timeline"]  # the other cells' figures
+
+    def red(png: bytes) -> int:
+        pixels = matplotlib.image.imread(io.BytesIO(png))
+        return int(((pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.1) & (pixels[..., 2] < 0.1)).sum())
+
+    assert red(before["histogram"]) == 0 and red(after["histogram"]) > 1000  # a 6-point line across the plot
+    assert sorted(_embedded(page.read_text())) == sorted(after.values())  # the HTML shows the files' figures
+    assert "](figures/histogram.png)" in (page.parent / "latency.md").read_text()
