@@ -72,9 +72,10 @@ def summary_in_process(run_id: str, home: Path) -> dict[str, Any]:
     for name, folder in (("WORK_ROOT", home), ("DATA_DIR", home / "data"), ("RUNS_DIR", home / "data" / "runs"),
                          ("REPORTS_DIR", home / "reports")):
         setattr(paths, name, folder)
-    from latencylab.publish import exports, report
+    from latencylab.publish import report
+    from latencylab.publish.exporters import summary_json
 
-    return json.loads(json.dumps(exports.summary(report.document_of([run_id]).findings), default=str))
+    return json.loads(json.dumps(summary_json.summary(report.document_of([run_id]).findings), default=str))
 
 
 def score(results: dict[str, set[str]]) -> tuple[int, int]:

@@ -155,13 +155,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _print_report(page: Path) -> None:
-    """The report's path, then its key figures as a short table (from the summary.json beside it)."""
-    from latencylab.publish import exports
+    """The report's key figures as a short table, then its path, in the report's language."""
+    from latencylab.publish.exporters import terminal
 
-    summary = exports.read_summary(page.parent)
-    if summary:
-        print(exports.terminal_table(summary))
-    print(f"report: {page}")
+    print(terminal.export(page))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

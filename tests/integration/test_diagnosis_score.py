@@ -13,7 +13,8 @@ import yaml
 from doubles.planted import CONDITIONS, PlantedDouble
 from latencylab.collect import runner
 from latencylab.plan.study import parse_study
-from latencylab.publish import exports, report
+from latencylab.publish import report
+from latencylab.publish.exporters import summary_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import diagnosis_score  # noqa: E402
@@ -26,6 +27,6 @@ def test_every_planted_condition_is_diagnosed_right_with_no_false_confirmation(w
             study = {"name": f"dx-{condition.name}", "backend": "ollama", "base_url": server.base_url,
                      **yaml.safe_load(yaml.safe_dump(condition.study))}
             run_id = runner.run_study(parse_study(study), progress=False)
-        diagnoses[condition.name] = exports.summary(report.document_of([run_id]).findings)["diagnosis"]
+        diagnoses[condition.name] = summary_json.summary(report.document_of([run_id]).findings)["diagnosis"]
     found = {name: diagnosis_score.confirmed(dx["verdicts"]) for name, dx in diagnoses.items()}
     assert diagnosis_score.score(found) == (len(CONDITIONS), 0), diagnosis_score.table(diagnoses)

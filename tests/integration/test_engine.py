@@ -198,4 +198,4 @@ def test_sweep_cold_share_rises_once_the_gap_passes_the_idle_sleep(workdir, mode
 
     doc = report.document_of([store.list_runs()[-1]])
     assert "## Keep-alive sweep" in doc.markdown("sweep")
-    assert [fig.name for fig in doc.figures("sweep")] == ["sweep"]
+    assert doc.figure_names("sweep") == ["sweep"]

@@ -3,6 +3,8 @@ its two languages, its escaping, and the published HTML in a real headless brows
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
@@ -14,7 +16,8 @@ from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
 from latencylab.analyse import compute
 from latencylab.core import paths
-from latencylab.publish import document, exports, report
+from latencylab.publish import document, i18n, report
+from latencylab.publish.exporters import index_html, latency_md, summary_json
 from latencylab.runs import store
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
@@ -25,10 +28,9 @@ SECTIONS = {
     "es": ["Resumen", "Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
            "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores"],
 }
-# Each figure in the section it supports, in the document's order: the report notebook's (the timeline and the
-# ECDF are drawn in its cells), and the library's alone (a document built outside the notebook).
+# Each figure in the section it supports, in the document's order (the report notebook draws each in a cell).
 FIGURES = ["histogram", "timeline", "decomposition", "waterfall", "decode", "ecdf", "box", "variability", "targets"]
-LIBRARY_FIGURES = [name for name in FIGURES if name not in ("timeline", "ecdf")]
+TITLES = {"en": "Latency documentation — fixture", "es": "Documentación de latencias — fixture"}
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ def _scenario(summary: dict, name: str) -> dict:
 
 
 def test_key_figures_match_the_hand_written_fixture(fixture_run):
-    summary = exports.summary(report.document_of([fixture_run]).findings)
+    summary = summary_json.summary(report.document_of([fixture_run]).findings)
     baseline, optimised = _scenario(summary, "baseline"), _scenario(summary, "optimised")
     assert (baseline["n"], baseline["errors"]) == (12, 1)  # the failed request is an error, not a figure
     assert baseline["median"] == 525.0 and baseline["mean"] == pytest.approx(572.5)
@@ -64,9 +66,11 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
     text = doc.text()
     positions = [text.index(f"## {section}") for section in SECTIONS[lang]]
     assert positions == sorted(positions)  # the summary first, then the seed's sections in order
-    figures = [fig.name for name in document.SECTIONS for fig in doc.figures(name)]
-    assert figures == LIBRARY_FIGURES
-    assert all(fig.alt and fig.alt != fig.name for name in document.SECTIONS for fig in doc.figures(name))
+    # outside the notebook no cell drew a figure: the document names those its sections would show, and words them
+    figures = [figure for name in document.SECTIONS for figure in doc.figure_names(name)]
+    assert figures == FIGURES and not any(doc.figures(name) for name in document.SECTIONS)
+    assert all(alt and alt != figure for figure in figures for _, alt in [document.figure_words(doc.findings, figure,
+                                                                                                lang)])
     next_steps = doc.markdown("next_steps")
     assert "keep_alive: -1" in next_steps  # every baseline request paid a load
     # the baseline model sits 60 % on the GPU (gpu_share 0.6 in the fixture's samples)
@@ -79,7 +83,7 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
 
 def test_an_external_csv_is_compared_like_any_scenario(fixture_run):
     doc = report.document_of([fixture_run], baseline="data/baselines/seed-phi3-baseline.csv", lang="es")
-    figures = exports.summary(doc.findings)
+    figures = summary_json.summary(doc.findings)
     assert figures["baseline"]["scenario"] == "seed-phi3-baseline"
     seed = _scenario(figures, "seed-phi3-baseline")
     assert seed["n"] == 5 and seed["median"] == 14908.0 and seed["min"] == 3627.0 and seed["max"] == 49874.0
@@ -99,7 +103,7 @@ def test_a_bad_baseline_or_language_is_refused_clearly(fixture_run):
 
 def test_server_text_is_escaped_everywhere(fixture_run, tmp_path):
     doc = report.document_of([fixture_run])
-    doc.write(tmp_path)
+    latency_md.export(doc, tmp_path)
     markdown = (tmp_path / "latency.md").read_text()
     # the Markdown shows each character as itself (it read `&#39;` and `p &lt; 0.0001`), a tag backslash-escaped
     assert "\\<script>console.log('pwned')\\</script>" in markdown and "(p < 0.0001" in markdown
@@ -115,7 +119,7 @@ def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index
     page = report.publish([fixture_run], lang=lang)
     folder = page.parent
     summary = json.loads((folder / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)  # strict JSON
-    assert summary["schema_version"] == exports.SCHEMA_VERSION
+    assert summary["schema_version"] == summary_json.SCHEMA_VERSION and summary["lang"] == lang
     assert _scenario(summary, "baseline")["median"] == pytest.approx(525.0, abs=0.01)
     assert _scenario(summary, "optimised")["median"] == pytest.approx(57.5, abs=0.01)
     assert sorted(p.stem for p in (folder / "figures").glob("*.png")) == sorted(FIGURES)
@@ -127,6 +131,9 @@ def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index
     for section in SECTIONS[lang]:
         assert section in markdown and section in html, section
     assert "<script src=" not in html and "2.0 Latency report" not in html  # offline; notebook notes removed
+    # the browser's tab, bookmarks and search read the report's title in its language, not "Notebook"
+    assert f"<title>{TITLES[lang]}</title>" in html and f'<html lang="{lang}">' in html
+    assert markdown.startswith(f"# {TITLES[lang]}\n")
     assert "&lt;NA&gt;" not in html  # no DataFrame of a notebook cell shown raw (explore cells stay out)
     index = (paths.REPORTS_DIR / "index.html").read_text()
     assert 'href="fixture-run/index.html"' in index and "2026-11-27 05:00" in index and "0.11×" in index
@@ -176,6 +183,17 @@ def test_cli_report_takes_a_language_and_an_external_baseline(fixture_run, workd
     assert done.returncode == 0, done.stderr[-2000:]
     html = (paths.REPORTS_DIR / "fixture-run" / "index.html").read_text()
     assert "Baseline — seed-phi3-baseline" in html and "Próximos pasos" in html
+    # the table printed after it is Spanish too: no English word of the table's catalog, numbers as Spanish writes
+    # them (the seed's median, 14,908 ms, in seconds with a decimal comma), then where the report is
+    *table, where = done.stdout.splitlines()
+    assert table[0].split() == ["escenario", "n", "mediana", "TTFB", "p95", "TTFB", "cambio", "targets", "cumplidos"]
+    assert table[1].split()[:4] == ["seed-phi3-baseline", "5", "14,9", "s"] and "6 de 6" in table[-1]
+    words = {lang: {word for key, message in i18n.catalog(lang).items() if key.startswith("terminal_")
+                    for word in re.sub(r"\{\w+\}", " ", message).split()} for lang in ("en", "es")}
+    english = words["en"] - words["es"]  # Spanish says baseline and targets too
+    assert english >= {"scenario", "median", "change", "passed", "of", "report:"}
+    assert not [line for line in table if english & set(line.split())], table
+    assert where == f"informe: {paths.REPORTS_DIR / 'fixture-run' / 'index.html'}"
     bad = subprocess.run([*cli, "--baseline", "nowhere.csv"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--baseline: no CSV file 'nowhere.csv'" in bad.stderr
     bad = subprocess.run([*cli, "--lang", "fr"], env=env, capture_output=True, text=True, timeout=60)
@@ -234,7 +252,41 @@ def test_a_changed_cell_of_the_report_notebook_changes_the_html(fixture_run, tmp
     changed = tmp_path / "changed.ipynb"
     nbformat.write(notebook, changed)
     executed = report.execute(changed, tmp_path / "out.ipynb", {"run_ids": [fixture_run]})
-    html = report.to_html(executed, tmp_path / "index.html").read_text()
+    html = index_html.export(executed, tmp_path).read_text()
     original = report.publish([fixture_run]).read_text()
     row = "<td>baseline</td>\n<td>all</td>\n<td>{}</td>"
     assert row.format(12) in original and row.format(8) in html
+
+
+def _embedded(html: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def test_a_changed_figure_cell_changes_the_published_figure(fixture_run, tmp_path):
+    """Each figure is drawn by a cell of the report notebook: a red line added in the histogram's cell is in the
+    published figures/histogram.png, which latency.md links and the HTML embeds (the same bytes)."""
+    import matplotlib.image
+    import nbformat
+
+    notebook = nbformat.read(paths.REPORT_NOTEBOOK, as_version=4)
+    cell = next(c for c in notebook.cells if c.source.startswith('if doc.drawable("histogram"):'))
+    line = '    ax.axvline(525, color="red", lw=6)\n'  # at the baseline's median
+    cell.source = cell.source.replace("    doc.add_figure(", line + "    doc.add_figure(")
+    assert 'axvline(525, color="red"' in cell.source
+    changed = tmp_path / "changed.ipynb"
+    nbformat.write(notebook, changed)
+    figures = paths.report_dir(fixture_run) / "figures"
+    report.publish([fixture_run])
+    before = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
+    page = report.publish([fixture_run], notebook=changed)
+    after = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
+    assert sorted(after) == sorted(FIGURES) and after["histogram"] != before["histogram"]
+    assert after["ecdf"] == before["ecdf"] and after["timeline"] == before["timeline"]  # the other cells' figures
+
+    def red(png: bytes) -> int:
+        pixels = matplotlib.image.imread(io.BytesIO(png))
+        return int(((pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.1) & (pixels[..., 2] < 0.1)).sum())
+
+    assert red(before["histogram"]) == 0 and red(after["histogram"]) > 1000  # a 6-point line across the plot
+    assert sorted(_embedded(page.read_text())) == sorted(after.values())  # the HTML shows the files' figures
+    assert "](figures/histogram.png)" in (page.parent / "latency.md").read_text()

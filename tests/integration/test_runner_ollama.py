@@ -110,7 +110,7 @@ def test_a_closed_loop_concurrency_sweep_records_each_level(workdir):
 
     doc = report.document_of([store.list_runs()[-1]])
     assert "## Time to first token under concurrency" in doc.markdown("concurrency")
-    assert [fig.name for fig in doc.figures("concurrency")] == ["concurrency"]
+    assert doc.figure_names("concurrency") == ["concurrency"]
 
 
 def test_an_open_loop_keeps_its_seeded_poisson_schedule(workdir):

@@ -19,7 +19,8 @@ from latencylab.collect import gather, runner
 from latencylab.core import paths
 from latencylab.plan import facts
 from latencylab.plan.study import parse_study
-from latencylab.publish import exports, report
+from latencylab.publish import document, report
+from latencylab.publish.exporters import samples_csv, summary_json
 from latencylab.runs import store
 
 SCENARIOS = [{"name": "base", "model": "tiny"}, {"name": "fast", "model": "tiny", "keep_alive": -1}]
@@ -93,14 +94,14 @@ def test_two_runs_of_one_study_stay_two_sets_of_figures_and_are_compared(runs, t
         before, after = (_median_by_hand(run_id, scenario) for run_id in runs)
         assert compared.loc[scenario, ["median_before", "median_after"]].tolist() == [before, after]
         assert compared.loc[scenario, "ratio"] == pytest.approx(after / before)
-    summary = exports.summary(f)
+    summary = summary_json.summary(f)
     assert [(s["run"], s["scenario"]) for s in summary["scenarios"]] == f.keys
     assert summary["baseline"] == {"run": "before", "scenario": "base"}
     assert summary["labels"] == {runs[0]: "before", runs[1]: "after"}
     assert [(c["run"], c["scenario"], c["reference"]) for c in summary["across_runs"]] == [
         ("after", "base", "before"), ("after", "fast", "before")]
     assert {d["field"] for d in summary["server_differences"]} == {"version", "quantization_level"}
-    exports.write_samples(f, tmp_path / "samples.csv")
+    samples_csv.export(document.Report(f), tmp_path)
     exported = pd.read_csv(tmp_path / "samples.csv")
     assert len(exported) == 12 and exported.groupby("run").size().to_dict() == {"after": 6, "before": 6}
 
@@ -140,7 +141,7 @@ def test_pool_makes_one_set_per_scenario_and_shows_the_spread_between_runs(runs)
     assert spread["cv"] == pytest.approx(2**0.5 * (high - low) / (high + low))
     assert f.across_runs.empty and len(f.server_facts) == 2  # pooled runs keep their own facts
     assert "quantization Q4_0 → Q8_0" in doc.markdown("setup")  # pooling runs whose server changed is said
-    spread_json, _ = exports.summary(f)["spread"]
+    spread_json, _ = summary_json.summary(f)["spread"]
     assert spread_json["scenario"] == "base" and spread_json["runs"] == 2 and list(spread_json["medians"]) == list(runs)
     text = doc.markdown("runs")
     assert "Runs pooled: each scenario's samples from 2 runs" in text and "CV of the medians" in text

@@ -13,7 +13,8 @@ from latencylab.analyse.causes import CAUSES
 from latencylab.analyse.diagnosis import per_request
 from latencylab.analyse.findings import Phrase, Phrases, RunInfo, Verdict
 from latencylab.plan.check import Finding
-from latencylab.publish import document, exports, i18n
+from latencylab.publish import document, i18n
+from latencylab.publish.exporters import summary_json
 from latencylab.runs.store import samples_frame
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand")
@@ -234,7 +235,7 @@ def test_the_check_before_the_run_is_confirmed_by_the_measured_share(lang):
     assert {"en": "about 60% on the GPU", "es": "cerca del 60\u00a0% en la GPU"}[lang] in text
     assert {"en": "measured: 62% on the GPU, so the prediction is confirmed",
             "es": "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada"}[lang] in text
-    summary = exports.summary(found)
+    summary = summary_json.summary(found)
     assert summary["diagnosis"]["check"][0]["confirmation"] == {"predicted_pct": 60, "verdict": "confirmed"}
     assert {v["cause"] for v in summary["diagnosis"]["verdicts"]} == {"reloads", "offload", "prompt", "queueing",
                                                                      "variance"}
@@ -329,7 +330,7 @@ def test_a_floor_above_the_target_is_a_finding_against_the_study_not_a_fault():
     assert "el objetivo de 80\u00a0ms para el TTFB de las solicitudes siguientes (mediana) no se puede cumplir en " \
            "este servidor" in document.section(found, "next_steps", "es")
     assert "⛔ the floor is above the target: even with nothing wasted" in document.section(found, "diagnosis", "en")
-    verdicts = exports.summary(found)["diagnosis"]["verdicts"]
+    verdicts = summary_json.summary(found)["diagnosis"]["verdicts"]
     prompt = next(x for x in verdicts if x["cause"] == "prompt")
     assert prompt["verdict"] == "floor_above_target" and prompt["values"]["floor_ms"] == 100.0
 

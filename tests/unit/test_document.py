@@ -1,15 +1,17 @@
 """Every section renders for the shapes of data a report meets: a concurrency and keep-alive sweep, every
-request failed, and TTFT as the study's metric."""
+request failed, and TTFT as the study's metric; the report notebook's cells draw every figure of those shapes."""
 
 from __future__ import annotations
 
 import re
 
+import nbformat
 import pytest
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
 from latencylab.analyse import compute
 from latencylab.analyse.findings import RunInfo
+from latencylab.core import paths
 from latencylab.publish import document
 from latencylab.runs.store import samples_frame
 
@@ -67,3 +69,53 @@ def test_the_hardware_section_names_the_gpu_nvml_saw_or_says_none_was_seen(lang,
     assert "NVIDIA H100 80GB HBM3" in setup and "580.159.04" in setup and "CUDA 13.0" in setup and "(cuda)" in setup
     without = document.section(compute.findings(samples, [RUN]), "setup", lang)
     assert none_seen in without and "–" not in without.split("GPU", 1)[1].split("\n", 1)[0]
+
+
+# The figures: each drawn by a cell of the report notebook (`if doc.drawable("…"):`), run here in-process on the
+# shapes of data the fixture run of tests/integration lacks.
+CELLS = [c.source for c in nbformat.read(paths.REPORT_NOTEBOOK, as_version=4).cells]
+FIGURE_CELLS = [source for source in CELLS if source.startswith("if doc.drawable(")]
+
+
+def _rate_levels_and_prompts():
+    """Three open-loop rates, the last past the server's 10 requests/s; prompts of 20 to 52 tokens."""
+    rows = []
+    for level, (rate, ttft) in enumerate([(5.0, 20.0), (10.0, 30.0), (20.0, 400.0)]):
+        for k in range(11):
+            seq, start = len(rows), 10.0 * level + k / rate
+            rows.append({"run_id": "r", "seq": seq, "scenario": "a", "ok": True, "warmup": False, "state": "warm",
+                         "phase": "first" if seq == 0 else "subsequent", "level": level, "offered_rate_per_s": rate,
+                         "scheduled_at": start, "started_at": start, "client_queue_ms": 0.0, "ttft_ms": ttft + k,
+                         "ttfb_ms": ttft + k, "e2e_ms": 100.0 + (50.0 * k if level == 2 else 0.0), "tpot_ms": 10.0,
+                         "itl_ms": [10.0, 10.0], "output_tokens": 4, "prompt_tokens": 20 + k + level})
+    return samples_frame(rows)
+
+
+@pytest.mark.parametrize(("shape", "lang"), [("sweep", "es"), ("capacity", "en")])
+def test_the_notebook_s_cells_draw_every_figure_a_section_supports(shape, lang):
+    if shape == "sweep":
+        found = compute.findings(_sweep_and_concurrency(), [RUN], targets={"metric": "ttft_ms", "subsequent_ms": 300})
+    else:
+        run = RunInfo(run_id="r", label="r", study="capacity", slo={"ttft_ms": 200, "goal": 0.95})
+        found = compute.findings(_rate_levels_and_prompts(), [run], targets={"metric": "ttft_ms"})
+    doc = document.Report(found, lang)
+    imports = next(source for source in CELLS if source.startswith("from pathlib import Path"))
+    axis = next(line for source in CELLS for line in source.splitlines() if line.startswith("metric_axis = "))
+    namespace = {"f": found, "doc": doc, "metric": found.metric}
+    exec(f"{imports}\n{axis}", namespace)  # the notebook's own imports and axis label
+    for source in FIGURE_CELLS:
+        exec(source.replace("doc.show(", "print("), namespace)  # showing needs a notebook's display
+    expected = {"sweep": ["histogram", "timeline", "decomposition", "waterfall", "ecdf", "box", "targets",
+                          "concurrency", "sweep"],
+                "capacity": ["histogram", "timeline", "decomposition", "waterfall", "prefill", "decode", "ecdf", "box",
+                             "latency_throughput", "goodput"]}[shape]
+    assert [name for section in document.SECTIONS for name in doc.figure_names(section)] == expected
+    drawn = [fig for section in document.SECTIONS for fig in doc.figures(section)]
+    assert [fig.name for fig in drawn] == expected
+    assert all(fig.png.startswith(b"\x89PNG") and fig.alt for fig in drawn)
+
+
+def test_every_figure_has_its_cell_in_the_report_notebook():
+    named = [re.match(r'if doc\.drawable\("(\w+)"\):', source).group(1) for source in FIGURE_CELLS]
+    assert sorted(named) == sorted(name for figures in document.FIGURES.values() for name in figures)
+    assert len(named) == 14  # one figure a cell

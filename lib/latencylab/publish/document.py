@@ -1,8 +1,8 @@
 """The latency documentation in words: `Findings` rendered through templates/report/ and a catalog.
 
 Nothing here computes a figure: every number comes from the findings, every sentence from
-catalogs/<lang>.yaml, every format from `i18n`. `Report` shows it section by section in a notebook and
-writes latency.md with figures/ beside it.
+catalogs/<lang>.yaml, every format from `i18n`. `Report` shows it section by section in a notebook, with the
+figures the notebook's cells drew; the exporters (publish/exporters/) write it.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from latencylab.publish import check_text, i18n, plots
 TEMPLATES = Path(__file__).parent / "templates"  # the report's Markdown, and the HTML page's template
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
             "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
-# The library's own figures of each section; the report notebook draws more in its cells (the timeline, the ECDF)
-# and hands them to `Report.show`.
-FIGURES = {"baseline": ("histogram",), "analysis": ("decomposition",), "diagnosis": ("waterfall",),
-           "measured": ("prefill", "decode"), "results": ("box",), "targets": ("variability", "targets"),
+# The figures of each section, in the order shown. The report notebook draws each in a cell of its own and hands it
+# to `Report.add_figure`; the document words them (`figure_words`) and says which the data supports (`drawable`).
+FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "diagnosis": ("waterfall",),
+           "measured": ("prefill", "decode"), "results": ("ecdf", "box"), "targets": ("variability", "targets"),
            "concurrency": ("concurrency",), "capacity": ("latency_throughput", "goodput"), "sweep": ("sweep",)}
 
 
@@ -277,6 +277,11 @@ def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     return line
 
 
+def heading(study: str | None, lang: str) -> str:
+    """The document's title as plain text: latency.md's first heading, the HTML page's <title>."""
+    return i18n.text("title", lang, study=study or "latencylab")
+
+
 def section(findings: Findings, name: str, lang: str) -> str:
     """One section of the document as Markdown ('' where the data has nothing for it)."""
     template = environment(lang).get_template("report/sections.md.j2")
@@ -292,6 +297,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
 
     module = template.make_module({
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
+        "heading": heading(f.runs[0].study if f.runs else None, lang),
         "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric),
         "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
         "waste": lambda key: waste_words(key, f, lang),
@@ -397,11 +403,11 @@ def _decode_conclusion(f: Findings, lang: str) -> str:
 
 @dataclass
 class Report:
-    """The document of some findings in one language, section by section, figures drawn once."""
+    """The document of some findings in one language, section by section, with the figures the notebook drew."""
 
     findings: Findings
     lang: str = "en"
-    _figures: dict[str, list[Figure]] = field(default_factory=dict, repr=False)
+    _figures: dict[str, Figure] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         environment(self.lang)
@@ -409,12 +415,13 @@ class Report:
     def markdown(self, name: str) -> str:
         return section(self.findings, name, self.lang)
 
+    def figure_names(self, name: str) -> list[str]:
+        """The figures that support section `name` where the data can draw them, in the order shown."""
+        return [figure for figure in FIGURES.get(name, ()) if self.drawable(figure)]
+
     def figures(self, name: str) -> list[Figure]:
-        """The figures that support section `name`: those the notebook handed in, then the library's (drawn on
-        first use)."""
-        if name not in self._figures:
-            self._figures[name] = [self._draw(fig) for fig in FIGURES.get(name, ()) if self._drawable(fig)]
-        return self._figures[name]
+        """The figures of section `name` that the notebook handed in, in the order shown."""
+        return [self._figures[figure] for figure in FIGURES.get(name, ()) if figure in self._figures]
 
     def words(self, key: str, **values: Any) -> str:
         """A catalog message as plain text in the report's language (axis labels, legend titles)."""
@@ -424,16 +431,17 @@ class Report:
         """The title of figure `name`: what to conclude, then what is drawn."""
         return figure_words(self.findings, name, self.lang)[0]
 
-    def add_figure(self, section_name: str, name: str, figure: plt.Figure) -> None:
-        """A figure drawn in the notebook, put first in section `section_name` (the HTML and latency.md)."""
-        _, alt = figure_words(self.findings, name, self.lang)
+    def add_figure(self, name: str, figure: plt.Figure) -> None:
+        """Figure `name` as a notebook cell drew it, for its section (the HTML and latency.md); drawn again, it
+        replaces the earlier one."""
+        _, alt = figure_words(self.findings, name, self.lang)  # a KeyError for a name no section shows
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
-        drawn = [fig for fig in self.figures(section_name) if fig.name != name]
-        self._figures[section_name] = [Figure(name, buffer.getvalue(), alt), *drawn]
+        self._figures[name] = Figure(name, buffer.getvalue(), alt)
 
-    def _drawable(self, name: str) -> bool:
+    def drawable(self, name: str) -> bool:
+        """Whether the findings hold what figure `name` draws (none where every request failed)."""
         f = self.findings
         return f.has_latency and {
             "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
@@ -446,21 +454,10 @@ class Report:
             "waterfall": "metric_ms" in f.requests and bool(f.requests["metric_ms"].notna().any()),
         }.get(name, True)
 
-    def _draw(self, name: str) -> Figure:
-        title, alt = figure_words(self.findings, name, self.lang)
-        figure = getattr(plots, name)(self.findings, lang=self.lang, title=title)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        plt.close(figure)
-        return Figure(name, buffer.getvalue(), alt)
-
-    def show(self, name: str, figures: dict[str, plt.Figure] | None = None) -> None:
-        """Display section `name` in a notebook: its text and tables, then its figures (`figures`: drawn in the
-        notebook, by figure name, shown first)."""
+    def show(self, name: str) -> None:
+        """Display section `name` in a notebook: its text and tables, then the figures its cells drew."""
         from IPython.display import HTML, Markdown, display
 
-        for figure_name, figure in (figures or {}).items():
-            self.add_figure(name, figure_name, figure)
         text = self.markdown(name)
         if text:
             display(Markdown(text))
@@ -477,14 +474,3 @@ class Report:
                 parts.append(text)
             parts += [f"![{i18n.markdown(escape(fig.alt))}](figures/{fig.name}.png)" for fig in self.figures(name)]
         return "\n\n".join(parts) + "\n"
-
-    def write(self, folder: Path) -> Path:
-        """latency.md with figures/*.png beside it."""
-        figures = folder / "figures"
-        figures.mkdir(parents=True, exist_ok=True)
-        path = folder / "latency.md"
-        path.write_text(self.text(), encoding="utf-8")
-        for name in SECTIONS:
-            for fig in self.figures(name):
-                (figures / f"{fig.name}.png").write_bytes(fig.png)
-        return path

@@ -1,4 +1,4 @@
-"""Notebook execution (papermill), HTML publication (nbconvert), the report's inputs and reports/index.html."""
+"""Notebook execution (papermill), then the HTML exporter; the report's inputs and reports/index.html."""
 
 from __future__ import annotations
 
@@ -11,24 +11,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pandas as pd
 import papermill
-from nbconvert import HTMLExporter
-from nbconvert.preprocessors import TagRemovePreprocessor
 from papermill.exceptions import PapermillExecutionError
 
 from latencylab.analyse import compare, compute
 from latencylab.analyse.findings import Key, RunInfo, run_info
 from latencylab.core import paths
 from latencylab.core.errors import BadLabel, NotebookFailed
-from latencylab.publish import document, exports
+from latencylab.publish import document
+from latencylab.publish.exporters import index_html, summary_json
 from latencylab.runs import store
 from latencylab.runs.baselines import read_baseline_csv
 
 KERNEL = "python3"
-# Cells tagged remove_cell talk to notebook users; `explore` cells show the DataFrames behind a section.
-HIDDEN_TAGS = {"remove_cell", "explore"}
 
 
 def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progress: bool = False) -> Path:
@@ -47,18 +43,6 @@ def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progres
     return output
 
 
-def to_html(executed: Path, output: Path) -> Path:
-    """Convert an executed notebook to a self-contained HTML page without code (figures embedded)."""
-    # `latencylab` (beside the report's Markdown templates): the lab template, minus CDN scripts
-    exporter = HTMLExporter(extra_template_basedirs=[str(document.TEMPLATES)], template_name="latencylab",
-                            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                            embed_images=True)
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags=HIDDEN_TAGS), enabled=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    output.write_text(body, encoding="utf-8")
-    return output
-
-
 def report_name(run_ids: list[str]) -> str:
     """A run's report is named after the run; a comparison of several, after them all, so that comparing
     A with B never replaces B's own report."""
@@ -68,9 +52,9 @@ def report_name(run_ids: list[str]) -> str:
     return f"compare-{len(run_ids)}-runs-{digest}-{run_ids[-1]}"
 
 
-def publish(run_ids: list[str], **parameters: Any) -> Path:
-    """Execute the report notebook for `run_ids`: reports/<report_name>/{index.html, latency.md, figures/,
-    summary.json, samples.csv}.
+def publish(run_ids: list[str], *, notebook: Path = paths.REPORT_NOTEBOOK, **parameters: Any) -> Path:
+    """Execute the report notebook (`notebook`: a changed copy of it) for `run_ids`: its Save cell writes
+    reports/<report_name>/{latency.md, figures/, summary.json, samples.csv}, then index.html is made of it.
 
     Written in a hidden folder beside it that replaces the report's folder once every file is there: a report
     stopped half-way (Ctrl-C) leaves the one before it whole, and nothing half-written. A notebook that fails
@@ -79,9 +63,9 @@ def publish(run_ids: list[str], **parameters: Any) -> Path:
     partial = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        executed = execute(paths.REPORT_NOTEBOOK, partial / paths.REPORT_NOTEBOOK.name,
+        executed = execute(notebook, partial / notebook.name,
                            {"run_ids": run_ids, "output_dir": str(partial), **parameters})
-        to_html(executed, partial / "index.html")
+        index_html.export(executed, partial)
     except KeyboardInterrupt:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -234,7 +218,7 @@ def write_index() -> Path:
             run = read_run(run_id)
         except store.RunNotFound:
             run = run_info(store.RunMeta(run_id=run_id))
-        summary = exports.read_summary(page.parent) or {}
+        summary = summary_json.read(page.parent) or {}
         first = (summary.get("scenarios") or [{}])[0]
         rows.append({"run_id": run_id, "date": run.started_at[:16].replace("T", " "), "study": run.study,
                      "description": run.description, "status": run.status, "headline": summary.get("headline"),

@@ -1,5 +1,5 @@
-"""What leaves a report besides its pages: summary.json (strict JSON, schema in docs/summary-schema.md),
-the samples as CSV, and the short table printed at the end of `latencylab run` and `latencylab report`."""
+"""summary.json: a report's key figures as strict JSON for scripts, CI and dashboards (schema in
+docs/summary-schema.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import pandas as pd
 
 from latencylab.analyse.findings import Findings, Key
 from latencylab.plan.check import MEMORY_RULES
+from latencylab.publish.document import Report
 
+NAME = "json"
+FILE = "summary.json"
 SCHEMA_VERSION = 2
 
 
@@ -44,8 +47,9 @@ def _confirmation(f: Findings, key: Key) -> dict[str, Any] | None:
     return {"predicted_pct": predicted, "verdict": verdict}
 
 
-def summary(f: Findings) -> dict[str, Any]:
-    """The key figures as plain data (the schema documented in docs/summary-schema.md)."""
+def summary(f: Findings, lang: str | None = None) -> dict[str, Any]:
+    """The key figures as plain data (the schema documented in docs/summary-schema.md); `lang`: the report's
+    language, which the exporters after the notebook word their output in (None outside a report)."""
     scenarios = []
     for key in f.keys:
         row = f.phases.loc[(*key, "all")]
@@ -61,6 +65,8 @@ def summary(f: Findings) -> dict[str, Any]:
     document = {
         "schema_version": SCHEMA_VERSION,
         "metric": f.metric,
+        "lang": lang,
+        "study": f.runs[0].study if f.runs else None,
         "runs": [r.run_id for r in f.runs],
         "baseline": _key(f.baseline),
         "external_baseline": f.external,
@@ -105,45 +111,15 @@ def summary(f: Findings) -> dict[str, Any]:
     return _plain(document)
 
 
-def write_summary(f: Findings, path: Path) -> Path:
+def export(doc: Report, folder: Path) -> Path:
     """summary.json, strict: `allow_nan=False` refuses any NaN that `_plain` missed."""
-    path.write_text(json.dumps(summary(f), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    path = folder / FILE
+    text = json.dumps(summary(doc.findings, doc.lang), indent=2, ensure_ascii=False, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
     return path
 
 
-def write_samples(f: Findings, path: Path) -> Path:
-    """Every sample (failed and warm-up ones included) as CSV, with its run label."""
-    f.samples.drop(columns=["label"]).to_csv(path, index=False)
-    return path
-
-
-def terminal_table(summary: dict[str, Any]) -> str:
-    """A short plain-text table of a summary.json: scenario, n, median and p95, change, targets passed."""
-    metric = str(summary["metric"]).removesuffix("_ms").upper()
-    change = {(c["run"], c["scenario"]): c["change_pct"] for c in summary["comparisons"]}
-    passed = {(t["run"], t["scenario"]): (t["passed"], t["judged"]) for t in summary["headline"]["targets_passed"]}
-    baseline = (summary["baseline"]["run"], summary["baseline"]["scenario"])
-
-    def ms(value: float | None) -> str:
-        return "–" if value is None else f"{value:,.0f} ms"
-
-    header = ("scenario", "n", f"median {metric}", f"p95 {metric}", "change", "targets passed")
-    rows = []
-    for s in summary["scenarios"]:
-        key = (s["run"], s["scenario"])
-        difference = "baseline" if key == baseline else "–" if change.get(key) is None else f"{change[key]:+.0f} %"
-        rows.append((s["label"], str(s["n"]), ms(s["median"]), ms(s["p95"]), difference,
-                     f"{passed[key][0]} of {passed[key][1]}" if key in passed else "–"))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-        return "  ".join(padded)
-
-    return "\n".join(line(r) for r in [header, *rows])
-
-
-def read_summary(folder: Path) -> dict[str, Any] | None:
+def read(folder: Path) -> dict[str, Any] | None:
     """A published report's summary.json, or None where there is none."""
-    path = folder / "summary.json"
+    path = folder / FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
