@@ -215,9 +215,9 @@ def exemplars(data: pd.DataFrame, keys: list[tuple[str, str]]) -> pd.DataFrame:
     """Per key, the requests a waterfall shows: the cold start (when there was one), the typical request after
     it (the one nearest the median) and the slowest after it; indexed by run, scenario and `which`."""
     rows = {}
+    groups = dict(list(data[data["metric_ms"].notna()].groupby(["run", "scenario"], sort=False)))
     for key in keys:
-        g = data[(data["run"] == key[0]) & (data["scenario"] == key[1]) & data["metric_ms"].notna()]
-        if g.empty:
+        if (g := groups.get(key)) is None:
             continue
         later = g[~g["cold_start"]] if (~g["cold_start"]).any() else g
         picks = {"median": (later["metric_ms"] - later["metric_ms"].median()).abs().idxmin(),

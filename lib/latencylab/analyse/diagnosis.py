@@ -193,9 +193,10 @@ def _reloads(g: pd.DataFrame, metric: str, scale: Scale) -> Verdict:
     return Verdict("reloads", _key(g), "confirmed" if scale.material(amount, latency) else "present", values)
 
 
-def _offload(g: pd.DataFrame, data: pd.DataFrame, prediction: tuple[int, str] | None) -> Verdict:
+def _offload(g: pd.DataFrame, data: pd.DataFrame, by_model: dict[Any, pd.DataFrame], by_run: dict[Any, pd.Series],
+             prediction: tuple[int, str] | None) -> Verdict:
     """Where the model sat; a server with every model on the CPU did not use a GPU, which is not "does not fit"
-    (unless the check predicted that nothing fits)."""
+    (unless the check predicted that nothing fits). `by_model`: `data` per model; `by_run`: its GPU shares per run."""
     key = _key(g)
     shares = _float(g["gpu_share"]).dropna()
     cpu_build = bool((g["gpu_layers_source"] == "cpu-build").any())
@@ -204,7 +205,7 @@ def _offload(g: pd.DataFrame, data: pd.DataFrame, prediction: tuple[int, str] | 
             return Verdict("offload", key, "no_gpu", {"why": "cpu_build", "predicted_pct": None, "check": None})
         return Verdict("offload", key, "no_evidence", {}, "not_reported")
     share = float(shares.median())
-    same = data[data["model"] == g["model"].iloc[-1]]
+    same = by_model.get(g["model"].iloc[-1], data.iloc[:0])
     scope = "model"
     if not ((same["residency"] == "gpu").any() and same["residency"].isin(["partial", "cpu"]).any()):
         same, scope = data, "report"
@@ -215,7 +216,7 @@ def _offload(g: pd.DataFrame, data: pd.DataFrame, prediction: tuple[int, str] | 
               "decode_spilled": _median(same.loc[same["residency"].isin(["partial", "cpu"]), "decode_tps"]),
               "decode_scope": scope, "predicted_pct": prediction[0] if prediction else None,
               "check": prediction[1] if prediction else None}
-    run_shares = _float(data.loc[data["run"] == key[0], "gpu_share"]).dropna()
+    run_shares = _float(by_run[key[0]]).dropna()
     nothing_fits = prediction is not None and prediction[0] == 0
     if share == 0 and (run_shares == 0).all() and not nothing_fits:
         why = "fits" if prediction is not None else "every_model"
@@ -272,12 +273,10 @@ def _slots(g: pd.DataFrame, metric: str) -> int:
     prompt time) to its last byte, overlaps under a millisecond not counted."""
     start = _float(g["started_at"]) + (_float(g[metric]) - g["prompt_ms"].fillna(0.0)) / 1000
     end = _float(g["started_at"]) + _float(g["e2e_ms"]) / 1000
-    edges = sorted([(t + 0.001, 1) for t in start.dropna()] + [(t, -1) for t in end.dropna()])
-    busy = most = 0
-    for _, step in edges:
-        busy += step
-        most = max(most, busy)
-    return most
+    starts, ends = start.dropna().to_numpy() + 0.001, end.dropna().to_numpy()
+    times, steps = np.concatenate([starts, ends]), np.repeat([1, -1], [len(starts), len(ends)])
+    busy = np.cumsum(steps[np.lexsort((steps, times))])  # at equal times, ends before starts
+    return int(max(0, busy.max())) if len(busy) else 0
 
 
 def _queueing(g: pd.DataFrame, metric: str, scale: Scale, serialised: set[Key]) -> Verdict:
@@ -404,15 +403,19 @@ def _split(s: np.ndarray, smallest: int) -> tuple[int, float] | None:
 
 
 def _by_prompt(tokens: np.ndarray, in_high: np.ndarray) -> tuple[float, float]:
-    """The prompt-token threshold that best sorts requests into the slow mode, and the share it sorts right."""
-    agreement, threshold = math.nan, math.nan
+    """The prompt-token threshold that best sorts requests into the slow mode, and the share it sorts right
+    (the lowest such threshold where several do as well)."""
     known = np.isfinite(tokens)
-    if known.sum() >= MIN_MODES_N and len(np.unique(tokens[known])) >= 2:
-        for t in np.unique(tokens[known])[:-1]:
-            agree = float(((tokens[known] > t) == in_high[known]).mean())
-            if math.isnan(agreement) or agree > agreement:
-                agreement, threshold = agree, float(t)
-    return agreement, threshold
+    if known.sum() < MIN_MODES_N or len(np.unique(tokens[known])) < 2:
+        return math.nan, math.nan
+    values, where = np.unique(tokens[known], return_inverse=True)
+    high = in_high[known]
+    # threshold values[k] sorts right the slow requests above it and the fast ones at or below it
+    slow = np.bincount(where[high], minlength=len(values))
+    fast = np.bincount(where[~high], minlength=len(values))
+    right = (slow.sum() - np.cumsum(slow)[:-1]) + np.cumsum(fast)[:-1]
+    best = int(np.argmax(right))
+    return float(right[best] / len(where)), float(values[best])
 
 
 def modes(g: pd.DataFrame, metric: str) -> Modes | None:
@@ -473,14 +476,16 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
             predicted[(run, c.scenario)] = (c.predicted_pct, c.verdict)
     serialised = {s.key for s in steps if s.kind == "serialised"}
     groups = dict(list(data.groupby(KEY, sort=False)))
+    by_model = dict(list(data.groupby("model", sort=False)))
+    by_run = dict(list(data.groupby("run", sort=False)["gpu_share"]))
     scale = scale_of(goals)
     verdicts, found_modes, gains = [], [], []
     for key in keys:
         g = groups.get(key)
         if g is None:
             continue
-        found = [_reloads(g, metric, scale), _offload(g, data, predicted.get(key)), _prompt(g, metric, scale),
-                 _queueing(g, metric, scale, serialised)]
+        found = [_reloads(g, metric, scale), _offload(g, data, by_model, by_run, predicted.get(key)),
+                 _prompt(g, metric, scale), _queueing(g, metric, scale, serialised)]
         causes = {v.cause for v in found if v.verdict == "confirmed"}
         found.append(_variance(g, metric, goals.get("cv"), scale, causes))
         verdicts += found

@@ -1,5 +1,6 @@
-"""Load events and reload reasons (`attribution._load_events`): the edge cases by hand (ties in start times, equal
-ends, unknown e2e), and the vectorised pass against the row-wise one it replaced, on random frames."""
+"""The vectorised steps of the analysis against the row-wise ones they replaced (issue 24): load events and reload
+reasons (`attribution._load_events`) with their edge cases by hand (ties in start times, equal ends, unknown e2e)
+and on random frames; the prompt-token threshold of two modes and the requests a server worked on at once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latencylab.analyse import attribution
+from latencylab.analyse import attribution, diagnosis
 from latencylab.analyse.attribution import PAID, keep_alive_s
 from latencylab.runs.store import samples_frame
 
@@ -148,3 +149,45 @@ def test_the_vectorised_pass_gives_what_the_row_wise_one_gave(seed: int):
         pd.testing.assert_frame_equal(found, _reference(data, value))
         reasons.update(found["reload_reason"].dropna())
     assert set(reasons) >= {"keep_alive", "server_keep_alive", "evicted", "unknown", "options"}
+
+
+def _reference_by_prompt(tokens: np.ndarray, in_high: np.ndarray) -> tuple[float, float]:
+    agreement, threshold = math.nan, math.nan
+    known = np.isfinite(tokens)
+    if known.sum() >= diagnosis.MIN_MODES_N and len(np.unique(tokens[known])) >= 2:
+        for t in np.unique(tokens[known])[:-1]:
+            agree = float(((tokens[known] > t) == in_high[known]).mean())
+            if math.isnan(agreement) or agree > agreement:
+                agreement, threshold = agree, float(t)
+    return agreement, threshold
+
+
+def test_the_prompt_threshold_is_the_one_the_row_wise_search_found():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(5, 60))
+        tokens = rng.choice([100.0, 150.0, 200.0, 400.0, 800.0, np.nan], n)[: n - int(rng.integers(0, 3))]
+        in_high = rng.random(len(tokens)) < rng.random()
+        assert diagnosis._by_prompt(tokens, in_high) == pytest.approx(_reference_by_prompt(tokens, in_high),
+                                                                      nan_ok=True, abs=0, rel=0)
+
+
+def _reference_slots(g: pd.DataFrame, metric: str) -> int:
+    start = diagnosis._float(g["started_at"]) + (diagnosis._float(g[metric]) - g["prompt_ms"].fillna(0.0)) / 1000
+    end = diagnosis._float(g["started_at"]) + diagnosis._float(g["e2e_ms"]) / 1000
+    edges = sorted([(t + 0.001, 1) for t in start.dropna()] + [(t, -1) for t in end.dropna()])
+    busy = most = 0
+    for _, step in edges:
+        busy += step
+        most = max(most, busy)
+    return most
+
+
+def test_the_requests_served_at_once_are_those_the_row_wise_sweep_counted():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 30))
+        g = pd.DataFrame({"started_at": rng.choice([1000.0, 1000.5, 1001.0, np.nan], n),
+                          "ttft_ms": rng.choice([1.0, 500.0, 999.0, np.nan], n),
+                          "prompt_ms": rng.choice([0.0, 499.0, np.nan], n), "e2e_ms": rng.choice([501.0, 1000.0], n)})
+        assert diagnosis._slots(g, "ttft_ms") == _reference_slots(g, "ttft_ms")
