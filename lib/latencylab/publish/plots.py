@@ -7,16 +7,61 @@ document says what to conclude); axis words come from the catalog.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
 from latencylab.analyse.attribution import PARTS, exemplars
 from latencylab.analyse.findings import Findings
+from latencylab.analyse.stats import SEED
 from latencylab.analyse.tables import measured
 from latencylab.publish.i18n import text as t
 
 STATE_COLOURS = {"cold": "#d62728", "reload": "#ff7f0e", "warm": "#2ca02c", "unknown": "#7f7f7f"}
+# A figure with a point per request draws at most about this many: past it the points only overlap, and drawing
+# them takes seconds per 10⁵ (the timeline of 10⁶ requests took 22 s). Beyond it, a seeded random sample in which
+# each group (state, scenario…) keeps its share, and at least POINTS_MIN, so that a rare state stays in sight;
+# the figure's title says so.
+POINTS_MAX = 20_000
+POINTS_MIN = 500
+
+
+def _scattered(f: Findings, name: str) -> tuple[pd.DataFrame, list[str]]:
+    """The requests figure `name` draws a point for, and the groups its sample keeps apart."""
+    if name == "timeline":
+        return f.samples[f.samples["ok"].fillna(False)], ["state", "label", "warmup"]
+    if name == "box":
+        return measured(f.samples), ["label", "phase"]
+    if name == "prefill":
+        return f.requests[f.requests["ttft_ms"].notna() & f.requests["prompt_tokens"].notna()], ["label"]
+    data = f.requests[f.requests["decode_tps"].notna()]
+    return data, ["residency" if _by_residency(data) else "state", "label"]
+
+
+def _quotas(data: pd.DataFrame, by: list[str]) -> list[tuple[np.ndarray, int]]:
+    """Each group's rows (positions) and how many of them a figure draws (see POINTS_MAX)."""
+    groups = list(data.groupby(by, sort=False, dropna=False).indices.values())
+    if len(data) <= POINTS_MAX:
+        return [(rows, len(rows)) for rows in groups]
+    return [(rows, min(len(rows), max(len(rows) * POINTS_MAX // len(data), POINTS_MIN))) for rows in groups]
+
+
+def drawn(f: Findings, name: str) -> tuple[int, int]:
+    """How many requests figure `name` (timeline, box, prefill, decode) draws, of how many."""
+    data, by = _scattered(f, name)
+    return sum(quota for _, quota in _quotas(data, by)), len(data)
+
+
+def sample(f: Findings, name: str) -> pd.DataFrame:
+    """The requests figure `name` draws a point for: all of them, or beyond POINTS_MAX a seeded random sample (in
+    their order)."""
+    data, by = _scattered(f, name)
+    quotas = _quotas(data, by)
+    if all(len(rows) == quota for rows, quota in quotas):
+        return data
+    rng = np.random.default_rng(SEED)
+    return data.iloc[np.sort(np.concatenate([rng.choice(rows, quota, replace=False) for rows, quota in quotas]))]
 
 
 def order(f: Findings) -> list[str]:
@@ -55,15 +100,18 @@ def histogram(f: Findings, *, lang: str = "en", title: str | None = None) -> Fig
 
 
 def box(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
-    """Box per scenario and phase, with every request as a point over it."""
-    data = measured(f.samples)[["label", "phase", f.metric]].copy()
-    data["phase"] = data["phase"].map(lambda p: t(p, lang))
-    phases = [t("first", lang), t("subsequent", lang)]
+    """Box per scenario and phase (of every request), with each request as a point over it (a sample of them
+    beyond POINTS_MAX)."""
+    phases = {p: t(p, lang) for p in ("first", "subsequent")}
+
+    def worded(data: pd.DataFrame) -> pd.DataFrame:
+        return data[["label", f.metric]].assign(phase=data["phase"].map(phases))
+
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    layout = {"data": data, "x": "label", "y": f.metric, "hue": "phase", "order": order(f), "hue_order": phases,
+    layout = {"x": "label", "y": f.metric, "hue": "phase", "order": order(f), "hue_order": list(phases.values()),
               "ax": ax}
-    sns.boxplot(**layout, fill=False, showfliers=False, log_scale=True)
-    sns.stripplot(**layout, dodge=True, alpha=0.6, size=4, legend=False)
+    sns.boxplot(data=worded(measured(f.samples)), **layout, fill=False, showfliers=False, log_scale=True)
+    sns.stripplot(data=worded(sample(f, "box")), **layout, dodge=True, alpha=0.6, size=4, legend=False)
     ax.get_legend().set_title(t("legend_phase", lang))
     ax.set_xlabel("")
     ax.set_ylabel(_metric_axis(f, lang))
@@ -253,8 +301,9 @@ def goodput(f: Findings, *, lang: str = "en", title: str | None = None) -> Figur
 
 
 def prefill(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
-    """TTFT against prompt tokens per scenario, with each scenario's least-squares line where it has one."""
-    data = f.requests[f.requests["ttft_ms"].notna() & f.requests["prompt_tokens"].notna()]
+    """TTFT against prompt tokens per scenario (a sample of the requests beyond POINTS_MAX), with each scenario's
+    least-squares line where it has one."""
+    data = sample(f, "prefill")
     colours = palette(f)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     sns.scatterplot(data=data, x="prompt_tokens", y="ttft_ms", hue="label", hue_order=order(f), palette=colours,
@@ -271,19 +320,18 @@ def prefill(f: Findings, *, lang: str = "en", title: str | None = None) -> Figur
 
 
 def decode(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure:
-    """Decode speed of each request at the time it was sent, coloured by where the model sat (by state where
-    no server reported residency), one marker per scenario."""
-    data = f.requests[f.requests["decode_tps"].notna()].copy()
-    data["t_s"] = data["started_at"] - f.samples["started_at"].min()
-    by_residency = bool((data["residency"] != "unknown").any())
+    """Decode speed of each request at the time it was sent (a sample of them beyond POINTS_MAX), coloured by where
+    the model sat (by state where no server reported residency), one marker per scenario."""
+    data = sample(f, "decode")
+    by_residency = _by_residency(f.requests[f.requests["decode_tps"].notna()])
     column, colours, legend = ("residency", RESIDENCY_COLOURS, "legend_residency") if by_residency else \
         ("state", STATE_COLOURS, "legend_state")
     prefix = "residency" if by_residency else "state"
     named = {t(f"{prefix}_{k}", lang): colour for k, colour in colours.items()}
     hue, scenario = t(legend, lang), t("legend_scenario", lang)
-    shown = pd.DataFrame({"t_s": data["t_s"], "decode_tps": data["decode_tps"],
-                          hue: data[column].astype(str).map(lambda s: t(f"{prefix}_{s}", lang) if s in colours else s),
-                          scenario: data["label"]})
+    words = {k: t(f"{prefix}_{k}", lang) for k in colours}
+    shown = pd.DataFrame({"t_s": data["started_at"] - f.samples["started_at"].min(), "decode_tps": data["decode_tps"],
+                          hue: data[column].astype(str).map(lambda s: words.get(s, s)), scenario: data["label"]})
     fig, ax = plt.subplots(figsize=(10, 4.2))
     sns.scatterplot(data=shown, x="t_s", y="decode_tps", hue=hue, palette=named, style=scenario, style_order=order(f),
                     s=45, ax=ax)
@@ -291,3 +339,8 @@ def decode(f: Findings, *, lang: str = "en", title: str | None = None) -> Figure
     ax.set_ylabel(t("ax_decode", lang))
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize="small")
     return finish(fig, ax, title)
+
+
+def _by_residency(data: pd.DataFrame) -> bool:
+    """Whether the decode figure colours requests by residency: some server reported where the model sat."""
+    return bool((data["residency"] != "unknown").any())
