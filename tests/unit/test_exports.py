@@ -61,3 +61,14 @@ def test_samples_csv_keeps_every_sample(tmp_path: Path):
     found = _found()
     frame = pd.read_csv(samples_csv.export(document.Report(found), tmp_path))
     assert len(frame) == 5 and "run" in frame.columns and "label" not in frame.columns
+
+
+def test_samples_csv_writes_each_value_as_pandas_writes_the_samples(tmp_path: Path):
+    # the nullable floats go out as float64: the same text, <NA> as an empty field
+    values = [1.8e9, 0.1, 1e-07, 123456789012.5, 1e16, None, 1 / 3, 12345678.9]
+    rows = [{"run_id": "r", "seq": i, "scenario": "a", "ok": True, "warmup": False, "state": "warm",
+             "phase": "subsequent", "ttfb_ms": 100.0 + i, "e2e_ms": v, "started_at": v} for i, v in enumerate(values)]
+    found = compute.findings(samples_frame(rows), [RunInfo(run_id="r", label="r")])
+    written = samples_csv.export(document.Report(found), tmp_path).read_text()
+    assert written == found.samples.drop(columns=["label"]).to_csv(index=False)
+    assert ",1800000000.0," in written and ",1e-07," in written

@@ -71,3 +71,13 @@ def test_intervals_from_one_set_of_resamples_equal_those_computed_one_by_one(n):
     both = stats.bootstrap_cis(values, ("median", "p95"))
     assert both == {"median": stats.bootstrap_ci(values, "median"), "p95": stats.bootstrap_ci(values, "p95")}
     assert (both["p95"] is None) == (n < 20)
+
+
+def test_big_samples_are_resampled_in_batches_that_draw_the_same_resamples(monkeypatch):
+    # 3001 values × 2000 resamples: 6 002 000 values, past a batch of 5 000 000 → batches of 1666 resamples
+    assert stats.batch(2500) is None and stats.batch(3001) == 5_000_000 // 3001
+    assert stats.batch(10**5, stats.RESAMPLED_VALUES) is None and stats.batch(10**6, stats.RESAMPLED_VALUES) == 5
+    values = np.random.default_rng(3).lognormal(4, 0.5, 3001)
+    batched = stats.bootstrap_cis(values, ("median", "p95", "cv"))
+    monkeypatch.setattr(stats, "batch", lambda n, limit=0: None)
+    assert batched == stats.bootstrap_cis(values, ("median", "p95", "cv"))

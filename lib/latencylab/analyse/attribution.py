@@ -26,7 +26,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from latencylab.analyse.stats import numeric as _float
+from latencylab.analyse.stats import numeric
 from latencylab.core.durations import keep_alive_seconds
 
 PARTS = ("client_network_ms", "server_wait_ms", "loading_ms", "prompt_ms", "first_token_ms", "unattributed_ms")
@@ -52,13 +52,13 @@ def attribute(data: pd.DataFrame, metric: str) -> pd.DataFrame:
     `load_event` (-1: none), `loaded` (this request made the server load), `cold_start` (the scenario's first
     load, which its first request paid) and `reload_reason` (keep_alive, server_keep_alive, evicted, options,
     unknown)."""
-    value = _float(data[metric])
+    value = numeric(data[metric])
     state = data["state"].astype(str)
     paid = state.isin(PAID)
-    reported = _float(data["load_ms"])
+    reported = numeric(data["load_ms"])
     from_server = data["load_ms_source"].astype(str) == "server"
-    prompt = _float(data["prompt_eval_ms"])
-    total, eval_ms = _float(data["total_ms"]), _float(data["eval_ms"]).fillna(0.0)
+    prompt = numeric(data["prompt_eval_ms"])
+    total, eval_ms = numeric(data["total_ms"]), numeric(data["eval_ms"]).fillna(0.0)
     # The scheduler's time on a request that loaded nothing is waiting, not loading (Ollama's load_duration).
     # A resident model loaded nothing; where residency is unknown, so is the load.
     warm = state == "warm"
@@ -108,65 +108,113 @@ def _close(out: pd.DataFrame) -> None:
     out["unattributed_ms"] = (out["metric_ms"] - parts).where(unknown)
 
 
+def _codes(data: pd.DataFrame, columns: list[str], dropna: bool) -> np.ndarray:
+    """Each row's group number under `columns`, groups numbered as they first appear (-1: a missing key, when
+    `dropna`)."""
+    return data.groupby(columns, sort=False, dropna=dropna).ngroup().fillna(-1).to_numpy(dtype=int)
+
+
+def _seconds(values: pd.Series) -> np.ndarray:
+    """`keep_alive_s` of each value, computed once per distinct value."""
+    codes, distinct = pd.factorize(values)
+    return np.array([*(keep_alive_s(v) for v in distinct), math.nan])[codes]  # code -1 (missing): NaN
+
+
 def _load_events(data: pd.DataFrame, value: pd.Series) -> pd.DataFrame:
     """Which requests made the server load: requests of one model that found it unloaded while another's load
     was under way waited for that load (Ollama reports the load to each of them); only the first loaded."""
-    events = pd.DataFrame({"load_event": -1, "loaded": False, "cold_start": False, "reload_reason": None},
-                          index=data.index)
-    starts = _float(data["started_at"])
-    ends = starts + _float(data["e2e_ms"]).fillna(0.0) / 1000
-    first_byte = starts + value.fillna(0.0) / 1000
-    event = 0
-    for _, group in data.groupby(["run_id", "model"], sort=False, dropna=False):
-        order = group.index[np.argsort(starts[group.index].to_numpy(), kind="stable")]
-        open_until = -math.inf
-        for i in order:
-            if data.at[i, "state"] not in PAID:
-                continue
-            if starts[i] < open_until:  # it arrived while this model's load was under way
-                events.at[i, "load_event"] = event
-                continue
-            event += 1
-            open_until = first_byte[i]
-            events.loc[i, ["load_event", "loaded"]] = [event, True]
-            events.at[i, "reload_reason"] = _reason(data, i, starts, ends)
-    for _, group in data.groupby(["run", "scenario"], sort=False):
-        first = group[group["phase"] == "first"]
-        if len(first) and events.at[first.index[0], "load_event"] > 0:
-            cold = events.loc[group.index, "load_event"] == events.at[first.index[0], "load_event"]
-            events.loc[cold[cold].index, "cold_start"] = True
-    events.loc[events["cold_start"], "reload_reason"] = None
-    return events
+    starts = numeric(data["started_at"]).to_numpy()
+    ends = starts + numeric(data["e2e_ms"]).fillna(0.0).to_numpy() / 1000
+    first_byte = starts + value.fillna(0.0).to_numpy() / 1000
+    state = data["state"].astype(str).to_numpy()
+    model = _codes(data, ["run_id", "model"], dropna=False)
+    event, loaded = np.full(len(data), -1), np.zeros(len(data), dtype=bool)
+    # One pass over the paid requests of each (run, model), in the order they were sent: whether a request
+    # waited depends on the load the previous event opened, so this chain is walked, not vectorised.
+    order = np.lexsort((starts, model))  # stable: equal start times keep the frame's order
+    order = order[np.isin(state[order], PAID)]
+    count, group, open_until = 0, None, -math.inf
+    for i, g, start in zip(order.tolist(), model[order].tolist(), starts[order].tolist(), strict=True):
+        if g != group:
+            group, open_until = g, -math.inf
+        if start < open_until:  # it arrived while this model's load was under way
+            event[i] = count
+            continue
+        count += 1
+        open_until = first_byte[i]
+        event[i], loaded[i] = count, True
+    cold = _cold_starts(data, event)
+    reason = _reasons(data, loaded & ~cold, starts, ends, model, state)
+    return pd.DataFrame({"load_event": event, "loaded": loaded, "cold_start": cold,
+                         "reload_reason": pd.Series(reason, index=data.index, dtype=object)}, index=data.index)
 
 
-def _reason(data: pd.DataFrame, i: object, starts: pd.Series, ends: pd.Series) -> str:
-    """Why the server loaded for request `i`: its runner options changed, its keep_alive ran out during the idle
-    gap, or another model was served in between (and evicted it); else unknown."""
-    if data.at[i, "state"] == "reload":
-        return "options"
-    same = data[(data["run_id"] == data.at[i, "run_id"]) & (data["model"] == data.at[i, "model"])]
-    before = ends[same.index][ends[same.index] <= starts[i]]
-    if before.empty:
-        return "unknown"
-    last = before.idxmax()
-    keep, expired = keep_alive_s(data.at[last, "keep_alive"]), "keep_alive"
-    if math.isnan(keep) and "server_keep_alive" in data:  # the request gave none: the server's default, if known
-        keep, expired = keep_alive_s(data.at[last, "server_keep_alive"]), "server_keep_alive"
-    if not math.isnan(keep) and starts[i] - ends[last] > keep:
-        return expired
-    run = data[data["run_id"] == data.at[i, "run_id"]]
-    other = run["model"] != data.at[i, "model"]
-    between = run[(starts[run.index] < starts[i]) & (ends[run.index] > ends[last]) & other]
-    return "evicted" if len(between) else "unknown"
+def _cold_starts(data: pd.DataFrame, event: np.ndarray) -> np.ndarray:
+    """The requests of each scenario's first load: the load its first request (phase `first`) was part of."""
+    key = _codes(data, ["run", "scenario"], dropna=True)
+    first = np.flatnonzero((data["phase"] == "first").to_numpy(dtype=bool, na_value=False) & (key >= 0))
+    groups, at = np.unique(key[first], return_index=True)  # each scenario's first `first` request
+    of_key = np.full(key.max() + 2 if len(key) else 1, 0)
+    of_key[groups] = event[first[at]]
+    opened = of_key[key]  # key -1 reads the last slot: 0, no event
+    return (key >= 0) & (opened > 0) & (event == opened)
+
+
+def _reasons(data: pd.DataFrame, loaded: np.ndarray, starts: np.ndarray, ends: np.ndarray, model: np.ndarray,
+             state: np.ndarray) -> np.ndarray:
+    """Why the server loaded for each `loaded` request: its runner options changed, its keep_alive ran out during
+    the idle gap, or another model was served in between (and evicted it); else unknown. None elsewhere.
+
+    Per (run, model), vectorised: the previous request is the one that ended last at or before the load began
+    (the first in the frame's order among equal ends), and another model was served in between when a request
+    of it sent before the load ended after that previous one."""
+    reason = np.full(len(data), None, dtype=object)
+    reason[loaded & (state == "reload")] = "options"
+    known = (data["run_id"].notna() & data["model"].notna()).to_numpy()
+    asked = loaded & (state != "reload")
+    reason[asked & ~known] = "unknown"  # a request without its run or model has no previous one
+    keep, expired = _seconds(data["keep_alive"]), np.full(len(data), "keep_alive", dtype=object)
+    if "server_keep_alive" in data:  # the request gave none: the server's default, if known
+        default = np.isnan(keep)
+        keep = np.where(default, _seconds(data["server_keep_alive"]), keep)
+        expired[default] = "server_keep_alive"
+    runs = data.groupby("run_id", sort=False).indices  # each run's rows (a missing run id has none)
+    position = np.arange(len(data))
+    timed = ~np.isnan(starts)
+    for g in np.unique(model[asked & known]):
+        members = np.flatnonzero((model == g) & timed)
+        queries = np.flatnonzero((model == g) & asked & known)
+        by_end = members[np.lexsort((-position[members], ends[members]))]
+        previous = np.searchsorted(ends[by_end], starts[queries], side="right") - 1
+        found = (previous >= 0) & timed[queries]
+        reason[queries[~found]] = "unknown"
+        queries, last = queries[found], by_end[previous[found]]
+        gone = ~np.isnan(keep[last]) & (starts[queries] - ends[last] > keep[last])
+        reason[queries[gone]] = expired[last[gone]]
+        queries, last = queries[~gone], last[~gone]
+        if not len(queries):
+            continue
+        # another model's requests of this run sent before the load (compared as pandas compares: a missing
+        # model is another one only where its dtype says so): the latest end among them
+        in_run = runs[data["run_id"].iat[queries[0]]]
+        others = in_run[(data["model"].iloc[in_run] != data["model"].iat[queries[0]]).to_numpy(dtype=bool,
+                                                                                            na_value=False)]
+        others = others[timed[others]]
+        others = others[np.argsort(starts[others], kind="stable")]
+        latest = np.maximum.accumulate(ends[others]) if len(others) else np.array([-math.inf])
+        before = np.searchsorted(starts[others], starts[queries], side="left") - 1
+        served = (before >= 0) & (latest[np.maximum(before, 0)] > ends[last])
+        reason[queries] = np.where(served, "evicted", "unknown")
+    return reason
 
 
 def exemplars(data: pd.DataFrame, keys: list[tuple[str, str]]) -> pd.DataFrame:
     """Per key, the requests a waterfall shows: the cold start (when there was one), the typical request after
     it (the one nearest the median) and the slowest after it; indexed by run, scenario and `which`."""
     rows = {}
+    groups = dict(list(data[data["metric_ms"].notna()].groupby(["run", "scenario"], sort=False)))
     for key in keys:
-        g = data[(data["run"] == key[0]) & (data["scenario"] == key[1]) & data["metric_ms"].notna()]
-        if g.empty:
+        if (g := groups.get(key)) is None:
             continue
         later = g[~g["cold_start"]] if (~g["cold_start"]).any() else g
         picks = {"median": (later["metric_ms"] - later["metric_ms"].median()).abs().idxmin(),

@@ -52,7 +52,8 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     base = resolve_baseline(keys, labelled_baseline(runs, baseline))
     names = [k[1] for k in keys]
     labels = {k: k[1] if names.count(k[1]) == 1 else f"{k[1]} · {k[0]}" for k in keys}
-    frame["label"] = pd.Series(list(zip(frame["run"], frame["scenario"], strict=True)), index=frame.index).map(labels)
+    names = pd.DataFrame([(*key, label) for key, label in labels.items()], columns=[*KEY, "label"])
+    frame["label"] = frame[KEY].merge(names, how="left", on=KEY)["label"].to_numpy()  # a merge keeps the left's order
     target_table = evaluate_targets(frame, targets, metric) if targets else evaluate_targets(frame.iloc[:0], {})
     comparisons = compare_to(frame, base, metric)
     changes = setting_changes(runs, keys, base)

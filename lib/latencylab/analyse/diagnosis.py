@@ -152,15 +152,19 @@ def _split(s: np.ndarray, smallest: int) -> tuple[int, float] | None:
 
 
 def _by_prompt(tokens: np.ndarray, in_high: np.ndarray) -> tuple[float, float]:
-    """The prompt-token threshold that best sorts requests into the slow mode, and the share it sorts right."""
-    agreement, threshold = math.nan, math.nan
+    """The prompt-token threshold that best sorts requests into the slow mode, and the share it sorts right
+    (the lowest such threshold where several do as well)."""
     known = np.isfinite(tokens)
-    if known.sum() >= MIN_MODES_N and len(np.unique(tokens[known])) >= 2:
-        for t in np.unique(tokens[known])[:-1]:
-            agree = float(((tokens[known] > t) == in_high[known]).mean())
-            if math.isnan(agreement) or agree > agreement:
-                agreement, threshold = agree, float(t)
-    return agreement, threshold
+    if known.sum() < MIN_MODES_N or len(np.unique(tokens[known])) < 2:
+        return math.nan, math.nan
+    values, where = np.unique(tokens[known], return_inverse=True)
+    high = in_high[known]
+    # threshold values[k] sorts right the slow requests above it and the fast ones at or below it
+    slow = np.bincount(where[high], minlength=len(values))
+    fast = np.bincount(where[~high], minlength=len(values))
+    right = (slow.sum() - np.cumsum(slow)[:-1]) + np.cumsum(fast)[:-1]
+    best = int(np.argmax(right))
+    return float(right[best] / len(where)), float(values[best])
 
 
 def modes(g: pd.DataFrame, metric: str) -> Modes | None:
@@ -221,8 +225,11 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
         for c in confirm(found, shares):
             predicted[(run, c.scenario)] = (c.predicted_pct, c.verdict)
     groups = dict(list(data.groupby(KEY, sort=False)))
+    by_model = dict(list(data.groupby("model", sort=False)))
+    by_run = dict(list(data.groupby("run", sort=False)["gpu_share"]))
     scale = scale_of(goals)
-    context = Context(metric, scale, goals, data, predicted, frozenset(s.key for s in steps if s.kind == "serialised"))
+    context = Context(metric, scale, goals, data, predicted, frozenset(s.key for s in steps if s.kind == "serialised"),
+                      by_model, by_run)
     verdicts: list[Verdict] = []
     found_modes, gains = [], []
     for key in keys:

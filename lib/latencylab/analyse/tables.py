@@ -87,7 +87,8 @@ def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = 
 def phase_summary(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     """`summary` per key for the phases `first`, `subsequent` and `all`."""
     samples = keyed(samples)
-    both = pd.concat([samples, samples.assign(phase="all")], ignore_index=True)
+    read = samples[[*KEY, "phase", "seq", "ok", "warmup", metric]]  # only these: the table doubles the rows it reads
+    both = pd.concat([read, read.assign(phase="all")], ignore_index=True)
     table = summary(both, metric, by=[*KEY, "phase"])
     return _sorted(table, samples, {"phase": {"first": 0, "subsequent": 1, "all": 2}})
 

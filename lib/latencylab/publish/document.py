@@ -48,6 +48,7 @@ SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisati
 FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "diagnosis": ("waterfall",),
            "measured": ("prefill", "decode"), "results": ("ecdf", "box"), "targets": ("variability", "targets"),
            "concurrency": ("concurrency",), "capacity": ("latency_throughput", "goodput"), "sweep": ("sweep",)}
+SAMPLED = ("timeline", "box", "prefill", "decode")  # figures of a point per request: a sample beyond plots.POINTS_MAX
 
 
 def _missing(value: Any) -> bool:
@@ -357,6 +358,8 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
         "latency_throughput": _knee_conclusion(f, lang), "goodput": _knee_conclusion(f, lang),
     }[name]
     what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
+    if name in SAMPLED and (shown := plots.drawn(f, name))[0] < shown[1]:
+        what += " " + i18n.text("fig_sampled", lang, shown=i18n.number(shown[0], lang), n=i18n.number(shown[1], lang))
     return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -62,6 +62,9 @@ class Context:
     data: pd.DataFrame  # every measured request of the report (`diagnosis.per_request`, with the attribution)
     predicted: Mapping[Key, tuple[int, str]]  # the check's predicted GPU share and its verdict, per scenario
     serialised: frozenset[Key]  # scenarios whose TTFT grows with the requests in flight
+    # `data` grouped once (a filter of every request per scenario would grow with scenarios × requests)
+    by_model: Mapping[Any, pd.DataFrame] = field(default_factory=dict)  # its requests per model
+    by_run: Mapping[Any, pd.Series] = field(default_factory=dict)  # its GPU shares per run
     confirmed: frozenset[str] = frozenset()  # the causes confirmed so far on the scenario judged
 
 

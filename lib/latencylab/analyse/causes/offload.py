@@ -72,7 +72,7 @@ class Offload(Cause):
                 return Verdict(self.name, key, "no_gpu", OffloadValues(why="cpu_build"))
             return Verdict(self.name, key, "no_evidence", OffloadValues(), "not_reported")
         measured = float(shares.median())
-        same = data[data["model"] == g["model"].iloc[-1]]
+        same = context.by_model.get(g["model"].iloc[-1], data.iloc[:0])
         scope = "model"
         if not ((same["residency"] == "gpu").any() and same["residency"].isin(["partial", "cpu"]).any()):
             same, scope = data, "report"
@@ -83,7 +83,7 @@ class Offload(Cause):
             decode_spilled=median(same.loc[same["residency"].isin(["partial", "cpu"]), "decode_tps"]),
             decode_scope=scope, predicted_pct=prediction[0] if prediction else None,
             check=prediction[1] if prediction else None)
-        run_shares = numeric(data.loc[data["run"] == key[0], "gpu_share"]).dropna()
+        run_shares = numeric(context.by_run.get(key[0], data["gpu_share"].iloc[:0])).dropna()
         nothing_fits = prediction is not None and prediction[0] == 0
         if measured == 0 and (run_shares == 0).all() and not nothing_fits:
             return Verdict(self.name, key, "no_gpu", replace(values, why="fits" if prediction else "every_model",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from latencylab.analyse.causes.base import (
@@ -64,12 +65,10 @@ def _slots(g: pd.DataFrame, metric: str) -> int:
     prompt time) to its last byte, overlaps under a millisecond not counted."""
     start = numeric(g["started_at"]) + (numeric(g[metric]) - g["prompt_ms"].fillna(0.0)) / 1000
     end = numeric(g["started_at"]) + numeric(g["e2e_ms"]) / 1000
-    edges = sorted([(t + 0.001, 1) for t in start.dropna()] + [(t, -1) for t in end.dropna()])
-    busy = most = 0
-    for _, step in edges:
-        busy += step
-        most = max(most, busy)
-    return most
+    starts, ends = start.dropna().to_numpy() + 0.001, end.dropna().to_numpy()
+    times, steps = np.concatenate([starts, ends]), np.repeat([1, -1], [len(starts), len(ends)])
+    busy = np.cumsum(steps[np.lexsort((steps, times))])  # at equal times, ends before starts
+    return int(max(0, busy.max())) if len(busy) else 0
 
 
 class Queueing(Cause):
