@@ -238,6 +238,9 @@ UNITS: dict[str, Callable[[Any, str], str]] = {
     "ms": i18n.ms, "fine_ms": _fine_ms, "share": i18n.percent, "count": i18n.number, "tps": _tps, "mib": i18n.mib,
     "rho": lambda v, lang: i18n.number(v, lang, 2), "p": _p,
     "slope": lambda v, lang: f"{i18n.number(v, lang, 2)}{i18n.NBSP}ms",
+    "mbps": lambda v, lang: "–" if _missing(v) else f"{i18n.number(v / 1e6, lang, 0)}{i18n.NBSP}MB/s",
+    "gbps": lambda v, lang: "–" if _missing(v) else f"{i18n.number(v / 1e9, lang, 1)}{i18n.NBSP}GB/s",
+    "text": lambda v, lang: "–" if v is None else str(v),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -63,6 +63,7 @@ class Context:
     predicted: Mapping[Key, tuple[int, str]]  # the check's predicted GPU share and its verdict, per scenario
     serialised: frozenset[Key]  # scenarios whose TTFT grows with the requests in flight
     confirmed: frozenset[str] = frozenset()  # the causes confirmed so far on the scenario judged
+    needs: Mapping[Key, float] = field(default_factory=dict)  # the check's estimate of what the model needs on the GPU
 
 
 class Cause(ABC):
@@ -73,6 +74,11 @@ class Cause(ABC):
     name: ClassVar[str]
     words: ClassVar[tuple[str, ...]]  # every catalog key its phrases use, its heading dx_h_<name> among them
     findings: ClassVar[Mapping[str, str]]  # verdict → the finding it states (what the planted conditions score)
+    host: ClassVar[bool] = False  # judged on the host evidence (collect/host.py), only where it was taken
+
+    def applies(self, g: pd.DataFrame) -> bool:
+        """Whether the scenario has the evidence this cause reads at all (a host cause: the host's, taken)."""
+        return not self.host or bool((g.get("host", pd.Series(dtype=object)) == "local").any())
 
     @abstractmethod
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
@@ -135,3 +141,12 @@ def count(value: float | None) -> Quantity:
 
 def tps(value: float | None) -> Quantity:
     return Quantity(value, "tps")
+
+
+def mib(value: float | None) -> Quantity:
+    return Quantity(value, "mib")
+
+
+def host_share(g: pd.DataFrame) -> pd.Series:
+    """The share of the machine's cores other processes used during each request (NaN without host evidence)."""
+    return numeric(g["others_cpu_ms"]) / (numeric(g["host_window_ms"]) * numeric(g["host_cores"]))
