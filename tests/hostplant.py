@@ -30,7 +30,10 @@ AFTER = 6  # samples before the condition is planted: the first two scenarios, t
 THROTTLE_BPS = 25 * 10**6  # 25 MB/s: the 98 MB SmolLM2 Q4_1 file in about 4 s
 # No targets: what is material is then a quarter of the latency and 50 ms, and no floor is judged against a goal.
 NO_TARGETS = dict.fromkeys(("first_ms", "subsequent_ms", "mean_ms", "mean_stretch_ms", "cv", "fits_in_vram"))
-MEMORY_ROOM = 60 * 2**20  # the memory limit: the server's processes' memory after a load, and this much beside
+# The memory limit: a runner's memory with the model loaded, and this much beside (less than the model file: the
+# page cache cannot keep it). A cgroup v1 charges memory to the group a process was in when it took it, so a limit
+# on the server's group binds the runners it starts after the move, not what the server itself held before.
+MEMORY_ROOM = 20 * 2**20
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,15 @@ class RealCondition:
     server: Literal["bundled_ollama", "engine"]
     plant: Literal["none", "drop", "slow_storage", "memory_limit", "cpu_hog"]
     prompts: list[str] = field(default_factory=list)  # none: the builtin prompts (short: little prefill to slow)
+
+    @property
+    def expected(self) -> frozenset[str]:
+        """What a right diagnosis states: the causes planted, and "the server did not use a GPU" where it runs on
+        the CPU (the bundled Ollama always: its GPU backend is a stub; the engine where it is a CPU build)."""
+        from latencylab.collect.engine.install import build_backend
+
+        on_cpu = self.server == "bundled_ollama" or build_backend() == "cpu"
+        return self.planted | ({"no_gpu"} if on_cpu else set())
 
     def study(self, model: str) -> dict[str, Any]:
         workload = {"requests": 3, "warmup": 0, "max_tokens": 4, "idle_gap_s": 0, "order": "blocked",
@@ -170,12 +182,12 @@ class Planter:
         self.condition, self.pids, self.model_file = condition, pids, model_file
         self.seen = 0
         self.stack = contextlib.ExitStack()
-        self.peak_rss = 0  # the server's processes with the model loaded, before the condition
+        self.peak_rss = 0  # the server's runners with the model loaded, before the condition
 
     def on_sample(self, sample: Any) -> None:
         self.seen += 1
-        if self.seen < AFTER:
-            self.peak_rss = max(self.peak_rss, _rss(self.pids()))
+        if self.seen < AFTER:  # the runners alone: what the server already holds stays charged to its own group
+            self.peak_rss = max(self.peak_rss, _rss(self.pids()[1:]))
         if self.seen == AFTER:
             self.plant()
 
