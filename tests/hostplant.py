@@ -27,6 +27,7 @@ import psutil
 
 CGROUP_V1 = Path("/sys/fs/cgroup")
 AFTER = 6  # samples before the condition is planted: the first two scenarios, three requests each
+ENGINE_SLEEP_S = 1  # the embedded engine's instances unload this long after their last request
 THROTTLE_BPS = 25 * 10**6  # 25 MB/s: the 98 MB SmolLM2 Q4_1 file in about 4 s
 # No targets: what is material is then a quarter of the latency and 50 ms, and no floor is judged against a goal.
 NO_TARGETS = dict.fromkeys(("first_ms", "subsequent_ms", "mean_ms", "mean_stretch_ms", "cv", "fits_in_vram"))
@@ -59,20 +60,23 @@ class RealCondition:
     def study(self, model: str) -> dict[str, Any]:
         workload = {"requests": 3, "warmup": 0, "max_tokens": 4, "idle_gap_s": 0, "order": "blocked",
                     **({"prompts": self.prompts} if self.prompts else {})}
-        return {"name": f"real-{self.name}", "cold_protocol": "first_only", "workload": workload, "targets": NO_TARGETS,
-                "scenarios": [{"name": f"{when}-{i}", "model": model} for when in ("before", "after") for i in (1, 2)]}
+        # llama-server maps the model file: its instances sleep (unload, unmap) soon after their last request
+        sleep = {"keep_alive": f"{ENGINE_SLEEP_S}s"} if self.server == "engine" else {}
+        return {"name": self.name, "cold_protocol": "first_only", "workload": workload, "targets": NO_TARGETS,
+                "scenarios": [{"name": f"{when}-{i}", "model": model, **sleep} for when in ("before", "after")
+                              for i in (1, 2)]}
 
 
 LONG = [" ".join(["the quick brown fox jumps over the lazy dog"] * 30) + f" {i}" for i in range(3)]
 
 REAL_CONDITIONS: tuple[RealCondition, ...] = (
-    RealCondition("healthy", frozenset(), "bundled_ollama", "none"),
+    RealCondition("real-healthy", frozenset(), "bundled_ollama", "none"),
     # A drop alone is the control: the model comes from storage, and this disk reads it as fast as memory does.
-    RealCondition("drop-caches", frozenset(), "bundled_ollama", "drop"),
-    RealCondition("slow-storage", frozenset({"storage"}), "bundled_ollama", "slow_storage"),
-    RealCondition("memory-limit", frozenset({"storage", "memory"}), "bundled_ollama", "memory_limit"),
-    RealCondition("cpu-hog", frozenset({"cpu"}), "bundled_ollama", "cpu_hog", LONG),
-    RealCondition("engine-slow-storage", frozenset({"storage"}), "engine", "slow_storage"),
+    RealCondition("real-drop-caches", frozenset(), "bundled_ollama", "drop"),
+    RealCondition("real-slow-storage", frozenset({"storage"}), "bundled_ollama", "slow_storage"),
+    RealCondition("real-memory-limit", frozenset({"storage", "memory"}), "bundled_ollama", "memory_limit"),
+    RealCondition("real-cpu-hog", frozenset({"cpu"}), "bundled_ollama", "cpu_hog", LONG),
+    RealCondition("real-engine-slow-storage", frozenset({"storage"}), "engine", "slow_storage"),
 )
 
 
@@ -198,6 +202,8 @@ class Planter:
             return
         if plant == "none":
             return
+        if self.condition.server == "engine":  # a drop keeps the pages of a file mapped: let the instance sleep first
+            time.sleep(ENGINE_SLEEP_S + 1.5)
         pids = self.pids()
         if plant == "memory_limit":
             memory = Cgroup("memory", name)
@@ -226,8 +232,9 @@ ENGINE_MODEL = "smollm2-135m-q4_1"
 
 
 def _engine_pids() -> list[int]:
-    """The embedded llama-server this process started and its model instances."""
-    return [p.pid for p in psutil.Process().children(recursive=True) if p.name().startswith("llama-server")]
+    """The embedded llama-server this process started (its router first) and its model instances."""
+    routers = [p for p in psutil.Process().children() if p.name().startswith("llama-server")]
+    return [p.pid for router in routers for p in (router, *router.children(recursive=True))]
 
 
 def run_condition(condition: RealCondition) -> str:
