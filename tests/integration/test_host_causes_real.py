@@ -4,7 +4,7 @@ controls, each diagnosed right: the causes planted confirmed, nothing else.
 
 CPU taken by other processes is real on a shared machine (other jobs' tests load its cores): where it was not
 planted, it may be confirmed only where the samples show other processes using a quarter of the cores or more;
-on a quiet machine (CI) nothing else is confirmed."""
+on a quiet machine (CI) nothing else is confirmed, and the busy processes planted are."""
 
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def test_a_condition_planted_on_a_real_server_is_diagnosed_right(condition: Real
     assert (samples["host"] == "local").all()  # every request has its host evidence
     table = diagnosis_score.table({condition.name: {"verdicts": verdicts}})
     assert found - {"cpu"} == condition.expected - {"cpu"}, table
-    assert "cpu" in found if "cpu" in condition.planted else ("cpu" not in found or contended)
+    # busy processes on every core: confirmed where some request was quiet to compare with (on a loaded machine there
+    # may be none, and the Diagnosis then says it cannot tell)
+    quiet = bool((host_share(samples) < CONTENDED).any())
+    assert ("cpu" in found or not quiet) if "cpu" in condition.planted else ("cpu" not in found or contended)
     said = document.markdown("diagnosis")
     if "storage" in condition.planted:  # which loads came from storage, and which from memory
         assert "read the model from storage" in said and "loads from memory" in said

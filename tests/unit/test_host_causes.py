@@ -95,10 +95,13 @@ def test_cpu_taken_by_other_processes_against_the_quiet_requests_of_the_same_mod
     found = compute.findings(samples_frame(rows), [RUN], targets={})
     busy = _verdict(found, "cpu", "busy")
     # quiet prefill: 90 tokens / 90 ms = 1,000 tok/s; each busy request: 400 − 90 = 310 ms of its 420 ms
-    assert busy.verdict == "confirmed" and busy.values.contended_n == 3 and not busy.values.estimated
+    assert busy.verdict == "confirmed" and busy.values.contended_n == 3 and busy.values.quiet_n == 4
     assert busy.values.amount_ms == pytest.approx(310.0) and busy.values.contended_others == 0.5
     assert _verdict(found, "cpu", "calm").verdict == "refuted"
     assert "CPU taken by other processes" in document.waste_words(("r1", "busy"), found, "en")
+    alone = compute.findings(samples_frame([r for r in rows if r["scenario"] == "busy"]), [RUN], targets={})
+    uncompared = _verdict(alone, "cpu", "busy")  # no quiet request: not guessed
+    assert uncompared.verdict == "present" and "cannot be told" in document.verdict_words(uncompared, alone, "en")
 
 
 def test_vram_held_by_others_is_confirmed_where_the_model_would_have_fitted_without_them():

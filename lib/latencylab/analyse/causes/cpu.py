@@ -14,16 +14,15 @@ from latencylab.analyse.causes.base import Cause, Context, count, host_share, ke
 from latencylab.analyse.findings import Phrase, Values, Verdict
 from latencylab.analyse.stats import numeric
 
-CONTENDED = 0.25  # other processes used at least a quarter of the machine's cores during the request
-QUIET = 0.10  # …or less than a tenth: a quiet request, the speed to compare with
+CONTENDED = 0.25  # other processes used at least a quarter of the machine's cores during the request (else: quiet)
 
 
 @dataclass(frozen=True)
 class CpuValues(Values):
     """The median share of the cores others used during the scenario's requests after the cold start, the cores,
     the contended requests (`contended_n` of `n`) and the quiet ones of the same model in the report; prefill and
-    decode speeds of each; the prompt time others cost a request on average (`amount_ms`: measured against the
-    quiet prefill speed, or estimated as the share of the cores others took: `estimated`) and its share."""
+    decode speeds of each; the prompt time others cost a request on average (`amount_ms`, against the quiet prefill
+    speed; unknown without a quiet request to compare with) and its share."""
 
     n: int = 0
     contended_n: int = 0
@@ -37,7 +36,6 @@ class CpuValues(Values):
     decode_quiet: float = math.nan
     amount_ms: float = math.nan
     share: float = math.nan
-    estimated: bool = False
     threshold_ms: float = math.nan
     threshold_share: float = math.nan
 
@@ -45,49 +43,43 @@ class CpuValues(Values):
         if verdict == "refuted":
             return Phrase("dx_cpu_refuted", {"others": share(self.others), "cores": count(self.cores),
                                              "n": count(self.n)})
-        against = Phrase("dx_cpu_estimated") if self.estimated else \
-            Phrase("dx_cpu_quiet", {"prefill": tps(self.prefill_quiet), "n": count(self.quiet_n)})
         decode = None if math.isnan(self.decode) or math.isnan(self.decode_quiet) else \
             Phrase("dx_cpu_decode", {"contended": tps(self.decode), "quiet": tps(self.decode_quiet)})
-        return Phrase(f"dx_cpu_{verdict}", {
+        return Phrase("dx_cpu_uncompared" if math.isnan(self.prefill_quiet) else f"dx_cpu_{verdict}", {
             "others": share(self.contended_others), "cores": count(self.cores), "contended": count(self.contended_n),
-            "n": count(self.n), "prefill": tps(self.prefill), "against": against, "amount": ms(self.amount_ms),
+            "n": count(self.n), "prefill": tps(self.prefill), "quiet": tps(self.prefill_quiet),
+            "quiet_n": count(self.quiet_n), "amount": ms(self.amount_ms),
             "share": share(self.share), "decode": decode})
 
 
 class Cpu(Cause):
     name = "cpu"
     host = True
-    words = ("dx_h_cpu", "dx_waste_cpu", "dx_cpu_confirmed", "dx_cpu_present", "dx_cpu_refuted", "dx_cpu_estimated",
-             "dx_cpu_quiet", "dx_cpu_decode")
+    words = ("dx_h_cpu", "dx_waste_cpu", "dx_cpu_confirmed", "dx_cpu_present", "dx_cpu_refuted", "dx_cpu_uncompared",
+             "dx_cpu_decode")
     findings = {"confirmed": "cpu"}
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """Confirmed when the prompt time other processes cost a request is material on average: the prompt time of
-        each contended request beyond what the quiet prefill speed needs (or, without quiet requests to compare
-        with, its share of the cores others took)."""
+        each contended request beyond what the quiet requests' prefill speed (same model, the whole report) needs;
+        without a quiet request to compare with, present: whether it slowed them is not guessed."""
         after = later(g[g["host"] == "local"])
         others = host_share(after)
         contended = after[others >= CONTENDED]
         data = context.data[context.data["model"] == g["model"].iloc[0]]
-        quiet = data[host_share(data) < QUIET]
+        quiet = data[host_share(data) < CONTENDED]
         values = CpuValues(n=len(after), contended_n=len(contended), quiet_n=len(quiet), others=median(others),
                            contended_others=median(host_share(contended)), cores=median(after["host_cores"]),
                            threshold_ms=context.scale.ms, threshold_share=context.scale.share)
         if contended.empty:
             return Verdict(self.name, key_of(g), "refuted", values)
-        prompt = numeric(contended["prompt_ms"])
         quiet_tps = median(quiet["prefill_tps"])
-        if math.isnan(quiet_tps):
-            cost = prompt * host_share(contended)
-        else:
-            tokens = numeric(contended["prompt_tokens"]) - numeric(contended["cached_tokens"]).fillna(0)
-            cost = (prompt - tokens / quiet_tps * 1000).clip(lower=0)
-        amount = float(cost.fillna(0).sum() / len(after))
+        tokens = numeric(contended["prompt_tokens"]) - numeric(contended["cached_tokens"]).fillna(0)
+        cost = (numeric(contended["prompt_ms"]) - tokens / quiet_tps * 1000).clip(lower=0)
+        amount = float(cost.fillna(0).sum() / len(after)) if not math.isnan(quiet_tps) else math.nan
         latency = float(numeric(after[context.metric]).mean())
         values = replace(values, prefill=median(contended["prefill_tps"]), prefill_quiet=quiet_tps,
                          decode=median(contended["decode_tps"]), decode_quiet=median(quiet["decode_tps"]),
-                         amount_ms=amount, share=amount / latency if latency else math.nan,
-                         estimated=math.isnan(quiet_tps))
-        material = context.scale.material(amount, latency)
+                         amount_ms=amount, share=amount / latency if latency else math.nan)
+        material = not math.isnan(amount) and context.scale.material(amount, latency)
         return Verdict(self.name, key_of(g), "confirmed" if material else "present", values)
