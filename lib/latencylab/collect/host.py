@@ -40,6 +40,7 @@ TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 PROC = Path("/proc")
 CGROUP = Path("/sys/fs/cgroup")
 _MAP_FAILED = ctypes.c_void_p(-1).value
+SETTLE_S = 0.002  # the client sleeps this long after the snapshot before a request (runner.Collector.send)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -147,12 +148,24 @@ def _cgroup_room(pid: int) -> int | None:
 
 
 def tree(pid: int) -> list[int]:
-    """A process and every process it started."""
-    try:
-        root = psutil.Process(pid)
-        return [root.pid] + [p.pid for p in root.children(recursive=True)]
-    except psutil.Error:
-        return []
+    """A process and every process it started, from /proc/PID/task/TID/children: a few small reads, where psutil
+    reads every process of the machine (several ms on a busy one); psutil where the kernel lacks those files."""
+    if not (PROC / str(pid) / "task" / str(pid) / "children").exists():
+        try:
+            root = psutil.Process(pid)
+            return [root.pid] + [p.pid for p in root.children(recursive=True)]
+        except psutil.Error:
+            return []
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(PROC / str(current) / "task"):
+                todo += [int(c) for c in (PROC / str(current) / "task" / task / "children").read_text().split()]
+        except OSError:  # it ended meanwhile
+            continue
+    return found
 
 
 def listening_pid(base_url: str) -> int | None:
@@ -266,6 +279,11 @@ async def model_file(backend: object, client: httpx.AsyncClient, model: str) -> 
     return None
 
 
+def _of(server: Engine | BundledOllama) -> Callable[[], list[int]]:
+    """A server of ours' processes, read the cheap way (`tree`)."""
+    return lambda: tree(server.process.pid) if server.process is not None else []
+
+
 async def probes(study: StudySpec, targets: dict[str, Target], engine: Engine | None,
                  bundled: BundledOllama | None) -> dict[str, HostProbe | str]:
     """Each scenario's host probe, or why it has none: "remote" (the server is not on this machine), "not_found"
@@ -278,10 +296,10 @@ async def probes(study: StudySpec, targets: dict[str, Target], engine: Engine | 
         s, client = target.scenario, target.client
         pids: Callable[[], list[int]]
         if study.backend_of(s) == "embedded" and engine is not None:
-            pids, file = engine.pids, Path(engine.presets[target.model]["model"])
+            pids, file = _of(engine), Path(engine.presets[target.model]["model"])
         elif bundled is not None and study.on_bundled_ollama(s):
             assert client is not None
-            pids, file = bundled.pids, await model_file(target.backend, client, target.model)
+            pids, file = _of(bundled), await model_file(target.backend, client, target.model)
         elif not is_local(target.backend.base_url):
             found[name] = "remote"
             continue

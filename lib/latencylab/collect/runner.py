@@ -102,7 +102,12 @@ class Collector:
         before = await backend.residency(client, target.model) if probe else None
         on_host = self.hosts.get(planned.scenario)
         # the host's snapshots: before t0 and after the last byte, never inside the timed window
-        host_before = on_host.snapshot(before=True) if isinstance(on_host, host.HostProbe) else None
+        host_before = None
+        if isinstance(on_host, host.HostProbe):
+            host_before = on_host.snapshot(before=True)
+            # Block a moment, so that the timed window starts as a freshly woken task, not one that has just spent
+            # its slice on the snapshot (on a busy machine the scheduler would then preempt it more likely in it).
+            await asyncio.sleep(host.SETTLE_S)
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
