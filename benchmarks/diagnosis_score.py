@@ -14,6 +14,11 @@ the first token — is never confirmed: it is the floor, a finding only where it
     .venv/bin/python benchmarks/diagnosis_score.py                   # every condition, full report (~5 min)
     .venv/bin/python benchmarks/diagnosis_score.py --no-notebook     # same findings, no notebook (~1 min)
     .venv/bin/python benchmarks/diagnosis_score.py --only healthy,no-gpu
+    sudo .venv/bin/python benchmarks/diagnosis_score.py --real      # the host's causes planted on the real servers
+
+`--real` runs tests/hostplant.py's conditions instead (root and cgroup v1: the page cache dropped, reads
+throttled, a memory limit, busy processes on every core; on the bundled Ollama and the embedded llama-server), in
+this process, each planted for real and undone after it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from doubles.planted import CONDITIONS, Condition, PlantedDouble  # noqa: E402
+from hostplant import REAL_CONDITIONS, why_not  # noqa: E402
+from hostplant import run_condition as run_planted  # noqa: E402
 from latencylab.analyse.causes import CAUSES as REGISTRY  # noqa: E402
 
 # A verdict of the diagnosis as the finding the score counts (each cause's `findings`); anything else states
@@ -64,23 +71,44 @@ def run_condition(condition: Condition, home: Path, notebook: bool) -> dict[str,
     return summary_in_process(run_id, home)["diagnosis"]
 
 
-def summary_in_process(run_id: str, home: Path) -> dict[str, Any]:
-    """summary.json as the report would write it, built here (the notebook's findings, without the notebook)."""
+def use_home(home: Path) -> None:
+    """Point this process's data/ and reports/ at `home` (the models stay the project's)."""
     os.environ["LATENCYLAB_HOME"] = str(home)
     from latencylab.core import paths
 
     for name, folder in (("WORK_ROOT", home), ("DATA_DIR", home / "data"), ("RUNS_DIR", home / "data" / "runs"),
                          ("REPORTS_DIR", home / "reports")):
         setattr(paths, name, folder)
+
+
+def summary_in_process(run_id: str, home: Path) -> dict[str, Any]:
+    """summary.json as the report would write it, built here (the notebook's findings, without the notebook)."""
+    use_home(home)
     from latencylab.publish import report
     from latencylab.publish.exporters import summary_json
 
     return json.loads(json.dumps(summary_json.summary(report.document_of([run_id]).findings), default=str))
 
 
+# What a right diagnosis states, per condition: on the double, what was planted; on the real servers, that and
+# "the server did not use a GPU" where it runs on the CPU.
+PLANTED: dict[str, frozenset[str]] = {c.name: c.planted for c in CONDITIONS}
+
+
+def expected() -> dict[str, frozenset[str]]:
+    return {**PLANTED, **{c.name: c.expected for c in REAL_CONDITIONS}}
+
+
+def run_real(name: str, home: Path) -> dict[str, Any]:
+    """Run one real condition (tests/hostplant.py) in this process; its summary's diagnosis."""
+    use_home(home)
+    run_id = run_planted(next(c for c in REAL_CONDITIONS if c.name == name))
+    return summary_in_process(run_id, home)["diagnosis"]
+
+
 def score(results: dict[str, set[str]]) -> tuple[int, int]:
     """(conditions right, false confirmations) of the findings confirmed per condition."""
-    planted = {c.name: c.planted for c in CONDITIONS}
+    planted = expected()
     right = sum(found == planted[name] for name, found in results.items())
     false = sum(len(found - planted[name]) for name, found in results.items())
     return right, false
@@ -88,7 +116,7 @@ def score(results: dict[str, set[str]]) -> tuple[int, int]:
 
 def table(diagnoses: dict[str, dict[str, Any]]) -> str:
     """A Markdown table: per condition, what was planted, each cause's verdicts, and whether it is right."""
-    planted = {c.name: c.planted for c in CONDITIONS}
+    planted = expected()
     lines = ["| condition | planted | " + " | ".join(CAUSES) + " | right |", "|---" * (len(CAUSES) + 3) + "|"]
     for name, dx in diagnoses.items():
         verdicts = dx["verdicts"]
@@ -107,12 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-notebook", action="store_true", help="collect with the CLI, build the findings here")
     parser.add_argument("--only", default="", help="comma-separated condition names")
     parser.add_argument("--out", type=Path, help="write the diagnoses as JSON here")
+    parser.add_argument("--real", action="store_true", help="the host's causes planted on the real servers")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
-    chosen = [c for c in CONDITIONS if not names or c.name in names]
     diagnoses = {}
     with tempfile.TemporaryDirectory(prefix="dx-score-") as tmp:
-        for condition in chosen:
+        if args.real:
+            for real in [c for c in REAL_CONDITIONS if not names or c.name in names]:
+                if (reason := why_not(real.plant)) is not None:
+                    print(f"{real.name}: skipped: {reason}", flush=True)
+                    continue
+                diagnoses[real.name] = run_real(real.name, Path(tmp))
+                print(f"{real.name}: confirmed {sorted(confirmed(diagnoses[real.name]['verdicts']))}, "
+                      f"expected {sorted(real.expected)}", flush=True)
+        for condition in [] if args.real else [c for c in CONDITIONS if not names or c.name in names]:
             diagnoses[condition.name] = run_condition(condition, Path(tmp), notebook=not args.no_notebook)
             print(f"{condition.name}: confirmed {sorted(confirmed(diagnoses[condition.name]['verdicts']))}, "
                   f"planted {sorted(condition.planted)}", flush=True)

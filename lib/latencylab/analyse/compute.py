@@ -68,7 +68,7 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     fact_reference = next((r.run_id if r.pooled else r.label for r in runs if r.label == reference),
                           runs[0].label if runs else "")
     labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
-    measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled)
+    measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled, target_table)
     claims = [h for r in runs for h in r.hypotheses]
     diagnosis = dataclasses.replace(diagnosis, hypotheses=[h for i, h in enumerate(claims) if h not in claims[:i]])
     steps = agree_with(steps, diagnosis)

@@ -22,7 +22,7 @@ from latencylab.analyse.causes.base import MIN_MODES_N, RESIDENT, TAIL, TARGET_S
 from latencylab.analyse.findings import Diagnosis, Key, Modes, Step, Verdict
 from latencylab.analyse.stats import numeric
 from latencylab.analyse.tables import KEY
-from latencylab.plan.check import Finding, confirm
+from latencylab.plan.check import GIB, MEMORY_RULES, Finding, confirm
 
 # The figures of "Every measured figure", in the table's order.
 FIGURES = ("decode_tps", "prefill_tps", "tpot_ms", "itl_ms", "e2e_ms", "output_tokens")
@@ -209,10 +209,29 @@ def check_items(checks: dict[str, list[dict[str, Any]]]) -> list[Finding]:
     return [Finding.from_dict(f, run) for run, found in checks.items() for f in found]
 
 
+def met_targets(targets: pd.DataFrame | None) -> frozenset[Key]:
+    """The scenarios that pass every target they are judged against (at least one)."""
+    if targets is None or targets.empty:
+        return frozenset()
+    return frozenset(key for key, group in targets.groupby(KEY, sort=False) if (group["status"] == "pass").all())
+
+
+def host_reasons(g: pd.DataFrame) -> str | None:
+    """Why a scenario has no host evidence (remote, not_found, overlap), where none of its requests has any and
+    the run asked for it (runs before issue 26 did not: None)."""
+    said = g["host"].dropna() if "host" in g else pd.Series(dtype=object)
+    if said.empty or (said == "local").any():
+        return None
+    return str(said.mode().iloc[0])
+
+
 def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dict[str, Any], steps: list[Step],
-             checks: dict[str, list[dict[str, Any]]] | None = None) -> tuple[pd.DataFrame, Diagnosis, pd.DataFrame]:
+             checks: dict[str, list[dict[str, Any]]] | None = None,
+             targets: pd.DataFrame | None = None) -> tuple[pd.DataFrame, Diagnosis, pd.DataFrame]:
     """Every measured figure per key, each cause put to the test per key, and the measured requests with their
-    derived columns and the attribution of their first byte (`attribution.PARTS`, load events)."""
+    derived columns and the attribution of their first byte (`attribution.PARTS`, load events). A cause whose
+    part is material in a scenario that meets every target it is judged against (`targets`, the evaluated table)
+    is present, not confirmed: its targets are met."""
     ok = samples[samples["ok"].fillna(False)]
     data = per_request(ok)
     data = data[~data["warmup"].fillna(False)]
@@ -228,22 +247,32 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
     by_model = dict(list(data.groupby("model", sort=False)))
     by_run = dict(list(data.groupby("run", sort=False)["gpu_share"]))
     scale = scale_of(goals)
+    needs = {(f.run, f.scenario): float(f.evidence["need_gb"]) * GIB for f in check_items(checks)
+             if f.rule in MEMORY_RULES and f.evidence.get("need_gb") is not None}
     context = Context(metric, scale, goals, data, predicted, frozenset(s.key for s in steps if s.kind == "serialised"),
-                      by_model, by_run)
+                      by_model=by_model, by_run=by_run, needs=needs)
+    met = met_targets(targets)
     verdicts: list[Verdict] = []
     found_modes, gains = [], []
+    no_host: dict[Key, str] = {}
     for key in keys:
         g = groups.get(key)
         if g is None:
             continue
+        if (reason := host_reasons(g)) is not None:
+            no_host[key] = reason
         judged = replace(context, confirmed=frozenset())
         for cause in CAUSES:
+            if not cause.applies(g):
+                continue
             verdict = cause.judge(g, judged)
-            verdicts.append(verdict)
             if verdict.verdict == "confirmed":
                 judged = replace(judged, confirmed=judged.confirmed | {cause.name})
-                if (gain := cause.gain(g, metric)) is not None:
+                if key in met:
+                    verdict = replace(verdict, verdict="present", reason="targets_met")
+                elif (gain := cause.gain(g, metric)) is not None:
                     gains.append(gain)
+            verdicts.append(verdict)
             if verdict.verdict == "no_gpu" and key in predicted:
                 predicted[key] = (predicted[key][0], "not_testable")
         if (m := modes(g, metric)) is not None:
@@ -252,5 +281,6 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
     thresholds = {"share": scale.share, "ms": scale.ms, "target": scale.target, "goal": scale.goal,
                   "target_share": TARGET_SHARE}
     diagnosis = Diagnosis(verdicts, found_modes, residency, check_items(checks), predicted, thresholds,
-                          sorted(gains, key=lambda s: -s.values["saved"]), attribution_table(groups, keys, metric))
+                          sorted(gains, key=lambda s: -s.values["saved"]), attribution_table(groups, keys, metric),
+                          no_host=no_host)
     return figures_table(data, keys), diagnosis, data

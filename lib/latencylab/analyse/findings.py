@@ -157,15 +157,15 @@ class FigureFacts:
     rest_negative: int  # requests whose server figures add up to more than the client measured
 
 
-Unit = Literal["ms", "fine_ms", "share", "count", "tps", "mib", "rho", "p", "slope"]
+Unit = Literal["ms", "fine_ms", "share", "count", "tps", "mib", "rho", "p", "slope", "mbps", "gbps", "text"]
 
 
 @dataclass(frozen=True)
 class Quantity:
     """A number a sentence states, with the unit `document` writes it in (fine_ms: two decimals; rho: a
-    correlation; p: a p-value; slope: ms per token)."""
+    correlation; p: a p-value; slope: ms per token; mbps, gbps: bytes/s as MB/s, GB/s; text: a name as it is)."""
 
-    value: float | None
+    value: float | str | None
     unit: Unit
 
 
@@ -211,10 +211,12 @@ class Verdict:
     # study's target: a finding against the study, not a fault)
     verdict: str
     values: Values
-    reason: str = ""  # why there is no evidence (a catalog suffix)
+    reason: str = ""  # why there is no evidence (a catalog suffix); "targets_met": material, but the targets are met
 
     def phrase(self) -> Phrase:
         """The sentence that words this verdict."""
+        if self.reason == "targets_met":  # the numbers as for a confirmed cause, and why it is not one
+            return Phrase("dx_targets_met", {"said": self.values.phrase("confirmed", "")})
         return self.values.phrase(self.verdict, self.reason)
 
 
@@ -251,6 +253,7 @@ class Diagnosis:
     # per key: the mean of each part of the first byte (attribution.PARTS) over the requests after the cold start
     attribution: pd.DataFrame = field(default_factory=pd.DataFrame)
     hypotheses: list[dict[str, str]] = field(default_factory=list)  # the study's: claim (its words), cause
+    no_host: dict[Key, str] = field(default_factory=dict)  # why a scenario has no host evidence: remote, not_found…
 
 
 @dataclass

@@ -19,6 +19,7 @@ from latencylab.collect import gpu
 from latencylab.collect.backends import Timeouts, make_backend
 from latencylab.collect.backends.llamacpp import LlamaCppBackend
 from latencylab.collect.backends.ollama import OllamaBackend
+from latencylab.collect.host import listening_pid, tree
 from latencylab.core import paths
 from latencylab.core.errors import GGUFError, ServerError
 from latencylab.core.gguf import read_metadata
@@ -27,11 +28,13 @@ from latencylab.plan.check import CheckResult, Plan, evaluate
 from latencylab.plan.facts import (
     Facts,
     GpuFacts,
+    GpuUser,
     HostFacts,
     ModelFacts,
     Moment,
     ServerFacts,
     as_int,
+    is_local,
     model_facts,
 )
 from latencylab.plan.study import StudySpec
@@ -54,14 +57,35 @@ def host_facts() -> HostFacts:
                      hostname=platform.node())
 
 
-def gpu_facts() -> GpuFacts | None:
-    """GPU 0 of this machine (from `gpu.devices()`); None without an NVIDIA GPU and driver."""
+def gpu_facts(servers: set[int] | frozenset[int] = frozenset()) -> GpuFacts | None:
+    """GPU 0 of this machine (from `gpu.devices()`), its free memory and the processes other than `servers` (pids)
+    that hold memory on it; None without an NVIDIA GPU and driver."""
     found = gpu.devices()
     if not found:
         return None
     first = found[0]
+    others = [GpuUser(pid=p.pid, name=_name(p.pid), used_bytes=p.used_bytes) for p in gpu.processes()
+              if p.index == first.index and p.pid not in servers]
     return GpuFacts(name=first.name, total_bytes=first.memory_total_bytes, used_bytes=first.memory_used_bytes,
-                    driver=first.driver_version, count=len(found))
+                    driver=first.driver_version, count=len(found), free_bytes=gpu.free_bytes(first.index),
+                    others=others)
+
+
+def _name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return "?"
+
+
+def server_pids(study: StudySpec) -> set[int]:
+    """The processes of the study's servers on this machine (found by their ports) and of the servers latencylab
+    started (its children): not "other processes" on the GPU."""
+    pids = {p.pid for p in psutil.Process().children(recursive=True)}
+    for url in {study.base_url_of(s) for s in study.scenarios}:
+        if url and is_local(url) and (pid := listening_pid(url)) is not None:
+            pids |= set(tree(pid))
+    return pids
 
 
 def gguf_facts(name: str, path: Path) -> ModelFacts | None:
@@ -179,7 +203,7 @@ async def gather(study: StudySpec, moment: Moment = "before", api_key: str | Non
         _embedded(models, models_dir or paths.MODELS_DIR, engine_url, engine_key)
         for (kind, url), models in by_server.items()))
     return Facts(moment=moment, taken_at=datetime.now(UTC).isoformat(timespec="seconds"), servers=list(servers),
-                 gpu=gpu_facts(), host=host_facts())
+                 gpu=gpu_facts(server_pids(study)), host=host_facts())
 
 
 def collect(study: StudySpec, moment: Moment = "before", api_key: str | None = None) -> Facts:

@@ -95,6 +95,58 @@ def gpu_of_processes(pids: list[int]) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process using a GPU, as NVML lists it (compute and graphics): its memory there and its SM utilisation over
+    the last seconds, where NVML can tell."""
+
+    index: int
+    pid: int
+    used_bytes: int | None
+    util_pct: float | None
+
+
+def processes() -> list[GpuProcess]:
+    """Every process NVML sees on every GPU (an empty list without a driver)."""
+    if not _init():
+        return []
+    found: dict[tuple[int, int], GpuProcess] = {}
+    try:
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            util = _process_util(handle)
+            running = [*pynvml.nvmlDeviceGetComputeRunningProcesses(handle),
+                       *pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle)]
+            for p in running:  # a process in both lists is one process
+                used = p.usedGpuMemory if isinstance(p.usedGpuMemory, int) else None  # None: NVML cannot tell
+                found.setdefault((index, p.pid), GpuProcess(index, p.pid, used, util.get(p.pid)))
+    except pynvml.NVMLError:
+        return []
+    return list(found.values())
+
+
+def _process_util(handle: object) -> dict[int, float]:
+    """Each process's SM utilisation on a GPU over NVML's recent samples; empty where the driver keeps none."""
+    try:
+        samples = pynvml.nvmlDeviceGetProcessUtilization(handle, 0)
+    except pynvml.NVMLError:
+        return {}
+    util: dict[int, float] = {}
+    for s in samples:
+        util[s.pid] = max(util.get(s.pid, 0.0), float(s.smUtil))
+    return util
+
+
+def free_bytes(index: int) -> int | None:
+    """The free memory of GPU `index` (None without a driver or such a GPU)."""
+    if not _init():
+        return None
+    try:
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).free)
+    except pynvml.NVMLError:
+        return None
+
+
 class GpuSampler:
     """A background thread that reads every GPU's used memory and utilisation every `interval_s`."""
 

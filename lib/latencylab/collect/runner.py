@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from latencylab.collect import gather, gpu, loops, servers, strategies
+from latencylab.collect import gather, gpu, host, loops, servers, strategies
 from latencylab.collect.engine import Engine
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.collect.evidence import Evidence
@@ -37,8 +37,10 @@ class Collector:
 
     def __init__(self, study: StudySpec, targets: dict[str, Target], writer: RunWriter, run_id: str,
                  engine: Engine | None, on_sample: Callable[[Sample], None] | None, progress: bool,
-                 lang: str) -> None:
+                 lang: str, bundled: BundledOllama | None = None) -> None:
         self.study, self.targets, self.writer, self.run_id = study, targets, writer, run_id
+        self.engine, self.bundled = engine, bundled
+        self.hosts: dict[str, host.HostProbe | str] = {}  # each scenario's host probe, or why it has none
         self.lang = lang  # of the progress bar's words
         self.on_sample = on_sample
         self.evidence = Evidence(study, run_id, engine)
@@ -64,13 +66,14 @@ class Collector:
         self.bar.update(len(done))
 
     async def prepare(self) -> None:
-        """Pull what a server lacks (when the study asks and the server can), with a progress bar per model."""
-        if not self.study.prepare.pull:
-            return
-        for target in self.targets.values():
-            if target.backend.capabilities.pull:
-                assert target.client is not None
-                await target.backend.ensure_model(target.client, target.model, pull=True)
+        """Pull what a server lacks (when the study asks and the server can), with a progress bar per model; then
+        find each server's processes and model files for the host evidence."""
+        if self.study.prepare.pull:
+            for target in self.targets.values():
+                if target.backend.capabilities.pull:
+                    assert target.client is not None
+                    await target.backend.ensure_model(target.client, target.model, pull=True)
+        self.hosts = await host.probes(self.study, self.targets, self.engine, self.bundled)
 
     async def send(self, planned: PlannedRequest, scheduled_at: float | None = None) -> None:
         """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready."""
@@ -97,6 +100,14 @@ class Collector:
             await asyncio.sleep(gap)
         probe = backend.capabilities.residency
         before = await backend.residency(client, target.model) if probe else None
+        on_host = self.hosts.get(planned.scenario)
+        # the host's snapshots: before t0 and after the last byte, never inside the timed window
+        host_before = None
+        if isinstance(on_host, host.HostProbe):
+            host_before = on_host.snapshot(before=True)
+            # Block a moment, so that the timed window starts as a freshly woken task, not one that has just spent
+            # its slice on the snapshot (on a busy machine the scheduler would then preempt it more likely in it).
+            await asyncio.sleep(host.SETTLE_S)
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
@@ -112,6 +123,10 @@ class Collector:
             self.writer.append(stop.sample)
             raise
         self.evidence.peaks(sample, window_start, time.monotonic())
+        if isinstance(on_host, host.HostProbe) and host_before is not None:
+            on_host.fill(sample, host_before, on_host.snapshot(before=False))
+        elif isinstance(on_host, str):
+            sample.host = on_host
         self.evidence.stamp(sample, planned, scheduled_at)
         after = await backend.residency(client, target.model) if probe else None
         self.evidence.annotate(sample, planned, target, before, after, gap)
@@ -270,7 +285,8 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
                 writer.update(server={**writer.meta.server, "command": engine.command()})
             targets = servers.targets(study, engine, bundled)
             async with servers.clients(targets, study), servers.pool(targets, study) as pool:
-                collector = Collector(study, targets, writer, run_id, engine, on_sample, progress, lang or study.lang)
+                collector = Collector(study, targets, writer, run_id, engine, on_sample, progress, lang or study.lang,
+                                      bundled)
                 collector.pool = pool
                 collector.restore(done)
                 await collector.prepare()

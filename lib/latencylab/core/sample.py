@@ -101,6 +101,24 @@ class Sample:
     connect_ms: float | None = None  # TCP (+ TLS) set-up inside this request's TTFB; 0.0 when reused
     connection_retries: int = 0  # sends lost to a kept-alive connection the server had closed (not timed)
     client_wait_ms: float | None = None  # handed to the HTTP client → reached the network: the client's own queueing
+    # host evidence (issue 26; collect/host.py): taken before t0 and after the last byte, never between
+    host: str | None = None  # "local" (taken), or why not: "remote", "not_found", "overlap"; None: not asked
+    host_window_ms: float | None = None  # from the snapshot before the request to the one after it
+    host_cores: int | None = None  # this machine's cores (what the CPU times are shares of)
+    server_cpu_ms: float | None = None  # CPU time of the server's processes (runners included) in that window
+    others_cpu_ms: float | None = None  # CPU time of every other process (system busy − server − latencylab)
+    major_faults: int | None = None  # the server's processes' major page faults in that window
+    read_bytes: int | None = None  # bytes they read from storage (/proc/PID/io read_bytes) in that window
+    model_file: str | None = None  # the model file the server loads (GGUF, Ollama blob)
+    model_file_bytes: int | None = None
+    cached_share: float | None = None  # of the model file in the page cache, before the request (mincore)
+    mem_available_bytes: int | None = None  # what the server could still use (MemAvailable, its cgroup's limit)
+    swap_in_pages: int | None = None  # the machine's swap-ins and -outs in that window (/proc/vmstat)
+    swap_out_pages: int | None = None
+    gpu_free_bytes: int | None = None  # the server's GPU, before the request (NVML)
+    gpu_others_bytes: int | None = None  # GPU memory held by other processes on it
+    gpu_others_util_pct: float | None = None  # their utilisation
+    gpu_others: str | None = None  # who they are: "name (pid)", comma-separated
 
     def fail(self, kind: str, message: str) -> None:
         """Mark the sample failed; the first failure wins, later ones are consequences."""

@@ -356,9 +356,28 @@ def rule_num_ctx(plan: Plan) -> Iterator[Finding]:
                            "kind": plan.study.backend_of(s)})
 
 
+def rule_gpu_others(plan: Plan) -> Iterator[Finding]:
+    """Other processes holding memory on the local GPU: named; a warning for each scenario whose model would fit in
+    the GPU's free memory only without them."""
+    gpu = plan.facts.gpu if plan.facts else None
+    if gpu is None or not gpu.others or plan.budget is None or plan.budget.source != "nvml":
+        return
+    held = sum(p.used_bytes or 0 for p in gpu.others)
+    who = [f"{p.name} ({p.pid})" for p in gpu.others]
+    yield Finding("gpu-others", "note", None, {"others_gb": _gb(held), "who": who, "free_gb": _gb(gpu.free_bytes)})
+    for s in plan.study.scenarios:
+        need = plan.need(s)
+        if need is None or gpu.free_bytes is None:
+            continue
+        if gpu.free_bytes < need.on_gpu <= gpu.free_bytes + held:
+            yield Finding("gpu-others-crowd", "warning", s.name, {
+                "model": s.model, "need_gb": _gb(need.on_gpu), "free_gb": _gb(gpu.free_bytes),
+                "others_gb": _gb(held), "who": who})
+
+
 RULES: tuple[Callable[[Plan], Iterator[Finding]], ...] = (
-    rule_servers, rule_models, rule_num_gpu, rule_memory, rule_thrashing, rule_keep_alive, rule_num_thread,
-    rule_num_ctx)
+    rule_servers, rule_models, rule_num_gpu, rule_memory, rule_gpu_others, rule_thrashing, rule_keep_alive,
+    rule_num_thread, rule_num_ctx)
 
 
 def evaluate(plan: Plan) -> list[Finding]:

@@ -91,6 +91,14 @@ class ServerFacts(_Facts):
         return next((m for m in self.models if m.name == key), None)
 
 
+class GpuUser(_Facts):
+    """A process that holds memory on the GPU, other than the study's servers (NVML)."""
+
+    pid: int
+    name: str
+    used_bytes: int | None = None
+
+
 class GpuFacts(_Facts):
     """GPU 0 of this machine through NVML (a remote server's GPU is declared in the study instead)."""
 
@@ -99,6 +107,8 @@ class GpuFacts(_Facts):
     used_bytes: int
     driver: str | None = None
     count: int = 1
+    free_bytes: int | None = None  # facts.json files before issue 26 lack it and `others`
+    others: list[GpuUser] = []  # processes other than the study's servers holding memory on it
 
 
 class HostFacts(_Facts):

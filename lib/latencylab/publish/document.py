@@ -214,6 +214,14 @@ def waste_words(key: Key, f: Findings, lang: str) -> Markup | None:
     return phrase_words(phrase, lang, scenario=f.labels.get(key, key[1]), metric=i18n.t(f"metric_{f.metric}", lang))
 
 
+def no_host_words(f: Findings, lang: str) -> list[Markup]:
+    """Why scenarios have no host evidence, once per reason, with the scenarios it holds for."""
+    reasons = f.diagnosis.no_host
+    return [i18n.t(f"dx_no_host_{reason}", lang, scenarios=", ".join(f.labels.get(k, k[1]) for k, r in reasons.items()
+                                                                      if r == reason))
+            for reason in dict.fromkeys(reasons.values())]
+
+
 def thresholds_words(f: Findings, lang: str) -> Markup:
     """What makes a part of the first byte material in this report, as the diagnosis applied it."""
     x = f.diagnosis.thresholds
@@ -239,6 +247,9 @@ UNITS: dict[str, Callable[[Any, str], str]] = {
     "ms": i18n.ms, "fine_ms": _fine_ms, "share": i18n.percent, "count": i18n.number, "tps": _tps, "mib": i18n.mib,
     "rho": lambda v, lang: i18n.number(v, lang, 2), "p": _p,
     "slope": lambda v, lang: f"{i18n.number(v, lang, 2)}{i18n.NBSP}ms",
+    "mbps": lambda v, lang: "–" if _missing(v) else f"{i18n.number(v / 1e6, lang, 0)}{i18n.NBSP}MB/s",
+    "gbps": lambda v, lang: "–" if _missing(v) else f"{i18n.number(v / 1e9, lang, 1)}{i18n.NBSP}GB/s",
+    "text": lambda v, lang: "–" if v is None else str(v),
 }
 
 
@@ -304,6 +315,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "waste": lambda key: waste_words(key, f, lang),
         "hypothesis": lambda h: hypothesis_words(h["claim"], h["cause"], f, lang),
         "thresholds": lambda: thresholds_words(f, lang), "check_line": lambda item: check_words(item, f, lang),
+        "no_host": lambda: no_host_words(f, lang),
         "tps": lambda v: _tps(v, lang),
         "rate": lambda v: rate_words(v, lang), "slo_line": lambda run: slo_words(run, lang),
         "saturation_line": lambda point: saturation_words(point, f.labels, lang),

@@ -66,6 +66,7 @@ class Context:
     by_model: Mapping[Any, pd.DataFrame] = field(default_factory=dict)  # its requests per model
     by_run: Mapping[Any, pd.Series] = field(default_factory=dict)  # its GPU shares per run
     confirmed: frozenset[str] = frozenset()  # the causes confirmed so far on the scenario judged
+    needs: Mapping[Key, float] = field(default_factory=dict)  # the check's estimate of what the model needs on the GPU
 
 
 class Cause(ABC):
@@ -76,6 +77,11 @@ class Cause(ABC):
     name: ClassVar[str]
     words: ClassVar[tuple[str, ...]]  # every catalog key its phrases use, its heading dx_h_<name> among them
     findings: ClassVar[Mapping[str, str]]  # verdict → the finding it states (what the planted conditions score)
+    host: ClassVar[bool] = False  # judged on the host evidence (collect/host.py), only where it was taken
+
+    def applies(self, g: pd.DataFrame) -> bool:
+        """Whether the scenario has the evidence this cause reads at all (a host cause: the host's, taken)."""
+        return not self.host or bool((g.get("host", pd.Series(dtype=object)) == "local").any())
 
     @abstractmethod
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
@@ -138,3 +144,12 @@ def count(value: float | None) -> Quantity:
 
 def tps(value: float | None) -> Quantity:
     return Quantity(value, "tps")
+
+
+def mib(value: float | None) -> Quantity:
+    return Quantity(value, "mib")
+
+
+def host_share(g: pd.DataFrame) -> pd.Series:
+    """The share of the machine's cores other processes used during each request (NaN without host evidence)."""
+    return numeric(g["others_cpu_ms"]) / (numeric(g["host_window_ms"]) * numeric(g["host_cores"]))

@@ -101,6 +101,7 @@ def summary(f: Findings, lang: str | None = None) -> dict[str, Any]:
                              "measured": [{**_key(m["key"]), "median": m["median"], "change_pct": m["change_pct"]}
                                           for m in s.values.get("measured", [])]} for s in f.diagnosis.predictions],
             "hypotheses": f.diagnosis.hypotheses,
+            "no_host": [{**_key(key), "reason": reason} for key, reason in f.diagnosis.no_host.items()],
         },
         # capacity (issue 20)
         "capacity": {
