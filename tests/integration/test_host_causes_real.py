@@ -16,7 +16,8 @@ import pytest
 from hostplant import REAL_CONDITIONS, RealCondition, run_condition, why_not
 from latencylab.analyse.causes.base import host_share
 from latencylab.analyse.causes.cpu import CONTENDED
-from latencylab.publish import exports, report
+from latencylab.publish import report
+from latencylab.publish.exporters import summary_json
 from latencylab.runs import store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -31,7 +32,7 @@ def test_a_condition_planted_on_a_real_server_is_diagnosed_right(condition: Real
         pytest.skip(reason)
     run_id = run_condition(condition)
     document = report.document_of([run_id])
-    verdicts = exports.summary(document.findings)["diagnosis"]["verdicts"]
+    verdicts = summary_json.summary(document.findings)["diagnosis"]["verdicts"]
     found = diagnosis_score.confirmed(verdicts)
     samples = store.load_run(run_id)
     contended = bool((host_share(samples) >= CONTENDED).any())
