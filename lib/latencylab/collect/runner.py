@@ -26,7 +26,7 @@ from latencylab.collect.workers import WorkerPool
 from latencylab.core.errors import LatencyLabError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import StudySpec
-from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
+from latencylab.plan.workload import Plan, PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
@@ -132,7 +132,7 @@ class Collector:
         if sweep_pass and not warmup and ok and started_at is not None and e2e_ms is not None:
             self.passes.setdefault((scenario, sweep_pass), []).append((e2e_ms / 1000, started_at + e2e_ms / 1000))
 
-    def found_rates(self, plan: list[PlannedRequest], known: dict[str, list[float]]) -> dict[str, list[float]]:
+    def found_rates(self, plan: Plan, known: dict[str, list[float]]) -> dict[str, list[float]]:
         """The rates of each scenario whose sweep passes `plan` ended with (its rates not known yet)."""
         found = {}
         for name in dict.fromkeys(p.scenario for p in plan if p.sweep_pass == "throughput"):
@@ -164,7 +164,7 @@ class Collector:
         await target.backend.wait_resident(target.client, target.model, True)
         self.evidence.preloaded(target)
 
-    async def run(self, plan: list[PlannedRequest]) -> None:
+    async def run(self, plan: Plan) -> None:
         """Send `plan`: closed loop (each concurrency level in turn) or open loop (Poisson arrivals)."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
@@ -177,15 +177,15 @@ class Collector:
                     assert isinstance(self.study.workload.rate_per_s, float | int)
                     await self._open_loop(plan, self.study.workload.rate_per_s, self.study.workload.arrival_seed)
                 else:
-                    for level in dict.fromkeys(p.concurrency for p in plan):
-                        await self._closed_loop([p for p in plan if p.concurrency == level], level)
+                    for level in dict.fromkeys(kind.concurrency for kind in plan.kinds):
+                        await self._closed_loop(plan.where(lambda kind, c=level: kind.concurrency == c), level)
                         self.gc.quiet_point()
         finally:
             self.evidence.gpu.stop()
             self.bar.close()
             self.writer.update(gc_collections=self.gc.counts())
 
-    async def _closed_loop(self, plan: list[PlannedRequest], concurrency: int) -> None:
+    async def _closed_loop(self, plan: Plan, concurrency: int) -> None:
         """`concurrency` workers take the plan in order; each sends its next request when the last ends."""
         queue = iter(plan)
 
@@ -201,10 +201,10 @@ class Collector:
         finally:  # one failed or the run stopped: the others end too, before the run closes
             await _cancel_and_wait(workers)
 
-    async def _levels(self, plan: list[PlannedRequest]) -> None:
+    async def _levels(self, plan: Plan) -> None:
         """A rate sweep's levels in turn, a progress bar each: a pass as a closed loop, a rate as an open one."""
         for name, level, sweep_pass, rate, _ in plan_levels(plan):
-            group = [p for p in plan if p.scenario == name and p.level == level]
+            group = plan.where(lambda kind, n=name, v=level: kind.scenario == n and kind.level == v)
             self.bar.close()
             label = sweep_pass or f"{rate:g}/s"
             self.bar = tqdm(total=len(group), desc=f"{name} {label}", unit="req", disable=not self.progress)
@@ -214,20 +214,33 @@ class Collector:
                 await self._open_loop(group, rate, f"{self.study.workload.arrival_seed}:{name}:{level}")
             self.gc.quiet_point()
 
-    async def _open_loop(self, plan: list[PlannedRequest], rate: float, seed: int | str) -> None:
+    async def _open_loop(self, plan: Plan, rate: float, seed: int | str) -> None:
         """Requests arrive at `rate` per second on average (exponential gaps, seeded), whatever is in flight."""
         arrivals = random.Random(seed)
         loop = asyncio.get_running_loop()
         start_loop, start_wall, offset = loop.time(), time.time(), 0.0
-        tasks = []
+        # Only the requests in flight are held (a million finished tasks would be kept to the end otherwise);
+        # the first that failed is raised once every request has been sent, as gathering them all did.
+        in_flight: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def ended(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            if not task.cancelled() and (error := task.exception()) is not None:
+                failed.append(error)
+
         try:
             for planned in plan:
                 offset += arrivals.expovariate(rate)
                 await asyncio.sleep(max(0.0, start_loop + offset - loop.time()))
-                tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset)))
-            await asyncio.gather(*tasks)
+                task = asyncio.create_task(self.send(planned, scheduled_at=start_wall + offset))
+                in_flight.add(task)
+                task.add_done_callback(ended)
+            await asyncio.gather(*in_flight)
+            if failed:
+                raise failed[0]
         finally:  # stopped: every request in flight writes its sample before the run closes
-            await _cancel_and_wait(tasks)
+            await _cancel_and_wait(list(in_flight))
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
@@ -270,7 +283,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     study = meta.study
     sent = {s["seq"] for s in done}
     rates: dict[str, list[float]] = dict(getattr(meta, "sweep_rates", None) or {})
-    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
+    plan = plan_requests(study, run_id, rates).without(sent)
     if meta.status == "prepared":
         writer.update(status="running")
     else:
@@ -292,13 +305,13 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
                 while plan:  # a rate sweep's plan grows as its passes find each scenario's rates
                     _say_plan(study, plan, rates, collector.bar)
                     await collector.run(plan)
-                    sent |= {p.seq for p in plan}
                     found = collector.found_rates(plan, rates)
                     if not found:
                         break
+                    sent |= {p.seq for p in plan}
                     rates.update(found)
                     writer.update(sweep_rates=rates)
-                    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
+                    plan = plan_requests(study, run_id, rates).without(sent)
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
@@ -310,7 +323,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     return run_id
 
 
-def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, list[float]], bar: tqdm) -> None:
+def _say_plan(study: StudySpec, plan: Plan, rates: dict[str, list[float]], bar: tqdm) -> None:
     """Before a rate sweep's levels start: each level, and how long they take at their rates."""
     levels = plan_levels(plan)
     if not levels:
