@@ -191,3 +191,14 @@ def test_duckdb_and_polars_read_it_where_installed(workdir):
     counts = duckdb.sql(f"SELECT run_id, count(*) AS n FROM read_parquet('{glob}') GROUP BY run_id ORDER BY run_id")
     assert counts.fetchall() == [("r1", 3), ("r2", 2)]
     assert polars.scan_parquet(glob).select(polars.len()).collect().item() == 5
+
+
+def test_a_copy_that_cannot_be_written_at_close_leaves_the_run_closed(workdir, monkeypatch):
+    def full(folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(columnar, "write", full)
+    with pytest.warns(UserWarning, match="samples.parquet not written: .*No space left"):
+        _write_run("r1", 2).close("complete")
+    assert store.load_meta("r1").status == "complete"
+    store.RunWriter("r1").release()  # the lock was let go
