@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from latencylab.collect import gather, gpu, loops, servers
@@ -34,6 +35,7 @@ from latencylab.runs.store import RunWriter
 # Ollama requests report a few ms of load_duration).
 RELOAD_EVIDENCE_MS = 20.0
 WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
+RESTORED = ["seq", "scenario", "warmup", "ok", "sweep_pass", "started_at", "e2e_ms"]  # what a resume reads back
 T = TypeVar("T")
 
 
@@ -55,16 +57,18 @@ class Collector:
         self.gc = loops.HeldGc()  # no collection while requests are in flight, but at quiet points or past a budget
         self.bar = tqdm(total=0, desc=run_id, unit="req", disable=not progress)
 
-    def restore(self, done: list[dict[str, Any]]) -> None:
-        """Take up what a resumed run had finished: which scenarios started, which were measured; those
-        with `preload` load their model again before their next request (the server may have restarted)."""
-        for sample in sorted(done, key=lambda s: s["seq"]):
-            self.started.add(sample["scenario"])
-            self.evidence.restore(sample)
-            self._keep_pass(sample["scenario"], sample.get("sweep_pass"), sample.get("warmup", False),
-                            sample.get("ok", False), sample.get("started_at"), sample.get("e2e_ms"))
+    def restore(self, done: pa.Table) -> None:
+        """Take up what a resumed run had finished (`RESTORED` of its samples): which scenarios started, which
+        were measured; those with `preload` load their model again before their next request (the server may
+        have restarted)."""
+        for batch in done.sort_by("seq").to_batches():  # a batch of dicts at a time, however long the run
+            for sample in batch.to_pylist():
+                self.started.add(sample["scenario"])
+                self.evidence.restore(sample)
+                self._keep_pass(sample["scenario"], sample["sweep_pass"], bool(sample["warmup"]), bool(sample["ok"]),
+                                sample["started_at"], sample["e2e_ms"])
         self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
-        self.bar.update(len(done))
+        self.bar.update(done.num_rows)
 
     async def prepare(self) -> None:
         """Pull what a server lacks (when the study asks and the server can), with a progress bar per model."""
@@ -276,18 +280,18 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
             raise RunError(f"run {run_id} is complete: there is nothing to resume")
         if meta.study is None:
             raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
-        done = store.finished(store.read_samples(writer.samples_path))
+        done = store.finished(writer.samples_path, RESTORED)
     except LatencyLabError:
         writer.release()  # status unchanged: this was no attempt to run
         raise
     study = meta.study
-    sent = {s["seq"] for s in done}
+    sent = set(done.column("seq").to_pylist())
     rates: dict[str, list[float]] = dict(getattr(meta, "sweep_rates", None) or {})
     plan = plan_requests(study, run_id, rates).without(sent)
     if meta.status == "prepared":
         writer.update(status="running")
     else:
-        resume = store.Resume(at=store.utc_now(), samples_kept=len(done), next_seq=plan[0].seq if plan else None,
+        resume = store.Resume(at=store.utc_now(), samples_kept=done.num_rows, next_seq=plan[0].seq if plan else None,
                               engine_restarted=study.uses_engine or study.uses_bundled_ollama)
         writer.update(status="running", resumes=[*meta.resumes, resume])
     writer.update(event_loop=loops.running_loop_name())  # uvloop or asyncio: where the stamps were taken

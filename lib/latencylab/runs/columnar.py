@@ -213,6 +213,16 @@ def read_records(journal: Path) -> list[dict[str, Any]]:
     return records
 
 
+def read_columns(journal: Path, columns: list[str]) -> pa.Table:
+    """`columns` of every sample in the journal, read in pieces: memory for those columns only (a torn last line
+    is left out with a warning)."""
+    _, whole, torn = _extent(journal)
+    table = pa.concat_tables([SAMPLE_SCHEMA.empty_table().select(columns),
+                              *(t.select(columns) for t in _tables(journal, whole, set()))])
+    _say(journal, {"torn_line": torn})
+    return table
+
+
 def _tables(journal: Path, size: int, unknown: set[str]) -> Iterator[pa.Table]:
     """The journal's first `size` bytes as Arrow tables of `SAMPLE_SCHEMA`; keys that are no field go to `unknown`."""
     for offset, piece in _pieces(journal, size):

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import IO, Any, Literal, get_args
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from latencylab import __version__
@@ -266,9 +268,12 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     return columnar.read_records(path)
 
 
-def finished(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The samples of requests that ended (any way but `interrupted`): a resume sends the others again."""
-    return [r for r in records if r.get("error_kind") != "interrupted"]
+def finished(path: Path, columns: list[str]) -> pa.Table:
+    """`columns` of the samples of requests that ended (any way but `interrupted`: a resume sends the others
+    again), in the journal's order; read in pieces, so a resume of a long run holds these columns only."""
+    table = columnar.read_columns(path, list(dict.fromkeys([*columns, "error_kind"])))
+    ended = pc.invert(pc.fill_null(pc.equal(table.column("error_kind"), "interrupted"), False))
+    return table.filter(ended).select(columns)
 
 
 def load_run(run_id: str) -> pd.DataFrame:
