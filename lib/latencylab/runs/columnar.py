@@ -9,6 +9,8 @@ changed since, or a newer schema, makes it stale, and the next load builds it ag
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -78,13 +80,32 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
 def _lists(column: pa.ChunkedArray) -> list[list[float] | None]:
     """A list column as Python lists: one flat list sliced (twice as fast as `to_pylist()`)."""
     out: list[list[float] | None] = []
-    for chunk in column.chunks:
-        flat = chunk.values.to_numpy(zero_copy_only=False).tolist()
-        bounds = chunk.offsets.to_numpy().tolist()
-        out += [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        if chunk.null_count:
-            for index in np.flatnonzero(chunk.is_null().to_numpy(zero_copy_only=False)):
-                out[len(out) - len(chunk) + index] = None
+    with _collector_off():
+        for chunk in column.chunks:
+            out += _chunk_lists(chunk)
+    return out
+
+
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a million lists are made: they hold no cycles, and each
+    collection set off by their number would scan every one made so far (it doubled the time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _chunk_lists(chunk: pa.ListArray) -> list[list[float] | None]:
+    flat = chunk.values.to_numpy(zero_copy_only=False).tolist()
+    bounds = chunk.offsets.to_numpy().tolist()
+    out: list[list[float] | None] = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if chunk.null_count:
+        for index in np.flatnonzero(chunk.is_null().to_numpy(zero_copy_only=False)):
+            out[index] = None
     return out
 
 
@@ -92,8 +113,8 @@ def _lists(column: pa.ChunkedArray) -> list[list[float] | None]:
 
 def load(folder: Path, *, writable: bool) -> pa.Table:
     """The run's samples as Arrow, one row per request. From samples.parquet while it was built from the journal
-    as it is now (or has no journal beside it); else from the journal, writing the Parquet again when `writable`
-    (not while another process appends to the journal), in memory only when it cannot be written."""
+    as it is now (or has no journal beside it); else from the journal: the Parquet written again when `writable`
+    (no other process appends to the journal) and the folder lets it, else the journal read in memory."""
     journal, parquet = folder / JOURNAL, folder / PARQUET
     built = _built(parquet)
     if built is not None and (not journal.exists() or _stamp(journal, journal.stat().st_size) == built["stamp"]):
