@@ -144,7 +144,7 @@ def test_the_collect_notebook_and_the_cli_make_the_same_run(workdir):
     assert result.returncode == 0, result.stderr[-2000:]
     notebook_run, cli_run = paths.run_dir("nb-alone"), paths.run_dir("cli-run")
     assert sorted(p.name for p in notebook_run.iterdir()) == sorted(p.name for p in cli_run.iterdir()) == [
-        "check.json", "facts.json", "lock", "run.json", "samples.jsonl"]
+        "check.json", "facts.json", "lock", "run.json", "samples.jsonl", "samples.parquet"]
     for run_id in ("nb-alone", "cli-run"):
         assert store.load_meta(run_id).status == "complete"
         assert list(store.load_run(run_id)["seq"]) == [0, 1]

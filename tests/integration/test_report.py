@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
@@ -116,7 +117,9 @@ def test_server_text_is_escaped_everywhere(fixture_run, tmp_path):
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index(fixture_run, lang):
+    assert not (paths.run_dir(fixture_run) / "samples.parquet").exists()  # a run from before samples.parquet
     page = report.publish([fixture_run], lang=lang)
+    assert len(pq.read_table(paths.run_dir(fixture_run) / "samples.parquet")) == 25  # built from its journal
     folder = page.parent
     summary = json.loads((folder / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)  # strict JSON
     assert summary["schema_version"] == summary_json.SCHEMA_VERSION and summary["lang"] == lang

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from latencylab.analyse import tables, targets
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 
 def _frame():

@@ -16,7 +16,7 @@ from latencylab.analyse.findings import Phrase, Phrases, RunInfo, Verdict
 from latencylab.plan.check import Finding
 from latencylab.publish import document, i18n
 from latencylab.publish.exporters import summary_json
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand")
 

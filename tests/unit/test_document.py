@@ -13,7 +13,7 @@ from latencylab.analyse import compute
 from latencylab.analyse.findings import RunInfo
 from latencylab.core import paths
 from latencylab.publish import document
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 RUN = RunInfo(run_id="r", label="r", study="shapes", sweep=True)
 

@@ -12,7 +12,7 @@ from latencylab.analyse import compute
 from latencylab.analyse.findings import STATUSES, RunInfo
 from latencylab.publish import document
 from latencylab.publish.exporters import samples_csv, summary_json, terminal
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 
 def _found():

@@ -8,7 +8,8 @@ import pytest
 
 from latencylab.analyse import compute, tables
 from latencylab.analyse.findings import RunInfo, run_info
-from latencylab.runs.store import RunMeta, samples_frame
+from latencylab.runs.columnar import samples_frame
+from latencylab.runs.store import RunMeta
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand", targets={"metric": "ttfb_ms"},
               scenarios={"base": {"model": "q8", "keep_alive": 2, "options": {"num_ctx": 8192}},

@@ -15,7 +15,7 @@ from pandas.core import indexing
 
 from latencylab.analyse import compute
 from latencylab.analyse.findings import RunInfo
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 RUN = RunInfo(run_id="bench", label="bench", study="bench",
               scenarios={"baseline": {"model": "baseline"}, "optimised": {"model": "optimised"}})

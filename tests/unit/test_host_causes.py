@@ -14,7 +14,7 @@ from latencylab.analyse.findings import RunInfo
 from latencylab.collect import gpu, host
 from latencylab.core.sample import Sample
 from latencylab.publish import document
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 RUN = RunInfo(run_id="r1", label="r1", study="hand")
 MB = 10**6

@@ -9,7 +9,7 @@ import pytest
 from latencylab.analyse import compare, tables
 from latencylab.analyse.findings import RunInfo
 from latencylab.publish import document, report
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 KEYS = [("before", "base"), ("before", "fast"), ("after", "base"), ("after", "fast")]
 

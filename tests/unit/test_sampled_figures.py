@@ -9,7 +9,7 @@ import pytest
 from latencylab.analyse import compute, tables
 from latencylab.analyse.findings import Findings, RunInfo
 from latencylab.publish import document, plots
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 
 def _found(n: int, cold_every: int = 50) -> Findings:

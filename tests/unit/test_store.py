@@ -147,4 +147,4 @@ def test_an_interrupted_sample_is_replaced_by_the_one_a_resume_sent(workdir):
     writer.close("interrupted")
     frame = store.load_run("r1")
     assert list(frame["seq"]) == [0, 1, 2, 3] and list(frame["error_kind"].fillna("")) == ["", "", "", "interrupted"]
-    assert [s["seq"] for s in store.finished(store.read_samples(writer.samples_path))] == [0, 1, 2]
+    assert store.finished(writer.samples_path, ["seq"]).column("seq").to_pylist() == [0, 1, 2]

@@ -25,7 +25,7 @@ def test_an_open_loop_is_due_at_seeded_exponential_gaps():
     for _ in plan:
         due.append((due[-1] if due else 0.0) + draw.expovariate(40))
     assert [d for d, _ in arrivals] == pytest.approx(due, abs=1e-12)
-    assert [p for _, p in arrivals] == plan  # in plan order
+    assert [p for _, p in arrivals] == list(plan)  # in plan order
     assert list(OpenLoop(plan, 40, 5).arrivals()) == arrivals  # the same seed, the same schedule
     assert [d for d, _ in OpenLoop(plan, 40, 6).arrivals()] != [d for d, _ in arrivals]
 
@@ -44,7 +44,7 @@ def test_a_closed_study_is_one_closed_loop_per_concurrency_level_in_turn():
     plan, phases = _phases(_study(requests=2, concurrency=[1, 4]))
     assert [type(s) for s in phases] == [ClosedLoop, ClosedLoop]
     assert [s.concurrency for s in phases] == [1, 4]
-    assert [list(s.plan) for s in phases] == [plan[:4], plan[4:]]
+    assert [list(s.plan) for s in phases] == [list(plan[:4]), list(plan[4:])]
 
 
 def test_an_open_study_is_one_open_loop_at_its_rate_and_seed():

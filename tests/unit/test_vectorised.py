@@ -15,7 +15,7 @@ from latencylab.analyse import attribution, diagnosis
 from latencylab.analyse.attribution import PAID, keep_alive_s
 from latencylab.analyse.causes import queueing
 from latencylab.analyse.stats import numeric
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 
 def _row(seq: int, **values: object) -> dict:

@@ -106,3 +106,26 @@ def test_the_progress_bar_says_each_sample_in_the_users_language(lang, said):
     from latencylab.core.sample import Sample
 
     assert _postfix(Sample(run_id="r", scenario="a", ok=True, ttft_ms=123.4, state="cold"), lang) == said
+
+
+def test_a_plan_holds_no_object_per_request():
+    """A million-request run holds its plan while it is sent: a few bytes a request, each request made when asked."""
+    import tracemalloc
+
+    study = _study(requests=100_000, order="random")
+    tracemalloc.start()
+    plan = plan_requests(study, "run")
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(plan) == 200_000 and held < 200_000 * 16  # a PlannedRequest each would be ~100 bytes apiece
+    assert [p.seq for p in plan[:3]] == [0, 1, 2] and plan[-1].seq == 199_999
+
+
+def test_a_plan_without_finished_requests_or_of_one_kind_keeps_their_order():
+    plan = plan_requests(_study(requests=3, warmup=1, concurrency=[1, 4]), "run")
+    rest = plan.without({0, 2, 5})
+    assert [p.seq for p in rest] == [s for s in range(16) if s not in (0, 2, 5)]
+    assert [(p.seq, p.prompt) for p in rest] == [(p.seq, p.prompt) for p in plan if p.seq not in (0, 2, 5)]
+    wide = rest.where(lambda kind: kind.concurrency == 4)
+    assert [p.seq for p in wide] == list(range(8, 16)) and {k.concurrency for k in wide.kinds} == {4}
+    assert plan.without(set()) is plan and plan.where(lambda kind: True) is plan

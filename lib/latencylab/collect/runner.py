@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from latencylab.collect import gather, gpu, host, loops, servers, strategies
@@ -25,10 +26,11 @@ from latencylab.core import words
 from latencylab.core.errors import RequestInterrupted, RunError, RunStopped, ServerError, UsageError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import StudySpec
-from latencylab.plan.workload import PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
+from latencylab.plan.workload import Plan, PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
+RESTORED = ["seq", "scenario", "warmup", "ok", "sweep_pass", "started_at", "e2e_ms"]  # what a resume reads back
 T = TypeVar("T")
 
 
@@ -54,16 +56,18 @@ class Collector:
         self.gc = loops.HeldGc()  # no collection while requests are in flight, but at quiet points or past a budget
         self.bar = tqdm(total=0, desc=run_id, unit=words.text("progress_unit", lang), disable=not progress)
 
-    def restore(self, done: list[dict[str, Any]]) -> None:
-        """Take up what a resumed run had finished: which scenarios started, which were measured; those
-        with `preload` load their model again before their next request (the server may have restarted)."""
-        for sample in sorted(done, key=lambda s: s["seq"]):
-            self.started.add(sample["scenario"])
-            self.evidence.restore(sample)
-            self._keep_pass(sample["scenario"], sample.get("sweep_pass"), sample.get("warmup", False),
-                            sample.get("ok", False), sample.get("started_at"), sample.get("e2e_ms"))
+    def restore(self, done: pa.Table) -> None:
+        """Take up what a resumed run had finished (`RESTORED` of its samples): which scenarios started, which
+        were measured; those with `preload` load their model again before their next request (the server may
+        have restarted)."""
+        for batch in done.sort_by("seq").to_batches():  # a batch of dicts at a time, however long the run
+            for sample in batch.to_pylist():
+                self.started.add(sample["scenario"])
+                self.evidence.restore(sample)
+                self._keep_pass(sample["scenario"], sample["sweep_pass"], bool(sample["warmup"]), bool(sample["ok"]),
+                                sample["started_at"], sample["e2e_ms"])
         self.to_preload_again = {name for name in self.started if self.targets[name].scenario.preload}
-        self.bar.update(len(done))
+        self.bar.update(done.num_rows)
 
     async def prepare(self) -> None:
         """Pull what a server lacks (when the study asks and the server can), with a progress bar per model; then
@@ -144,7 +148,7 @@ class Collector:
         if sweep_pass and not warmup and ok and started_at is not None and e2e_ms is not None:
             self.passes.setdefault((scenario, sweep_pass), []).append((e2e_ms / 1000, started_at + e2e_ms / 1000))
 
-    def found_rates(self, plan: list[PlannedRequest], known: dict[str, list[float]]) -> dict[str, list[float]]:
+    def found_rates(self, plan: Plan, known: dict[str, list[float]]) -> dict[str, list[float]]:
         """The rates of each scenario whose sweep passes `plan` ended with (its rates not known yet)."""
         found = {}
         for name in dict.fromkeys(p.scenario for p in plan if p.sweep_pass == "throughput"):
@@ -176,7 +180,7 @@ class Collector:
         await target.backend.wait_resident(target.client, target.model, True)
         self.evidence.preloaded(target)
 
-    async def run(self, plan: list[PlannedRequest]) -> None:
+    async def run(self, plan: Plan) -> None:
         """Send `plan`, one strategy after the other (`strategies.phases`), collecting garbage between them."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
@@ -219,14 +223,27 @@ class Collector:
         """Each request sent as a task of its own the moment it is due, whatever is in flight."""
         loop = asyncio.get_running_loop()
         start_loop, start_wall = loop.time(), time.time()
-        tasks = []
+        # Only the requests in flight are held (a million finished tasks would be kept to the end otherwise);
+        # the first that failed is raised once every request has been sent, as gathering them all did.
+        in_flight: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def ended(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            if not task.cancelled() and (error := task.exception()) is not None:
+                failed.append(error)
+
         try:
             for due_s, planned in strategy.arrivals():
                 await asyncio.sleep(max(0.0, start_loop + due_s - loop.time()))
-                tasks.append(asyncio.create_task(self.send(planned, scheduled_at=start_wall + due_s)))
-            await asyncio.gather(*tasks)
+                task = asyncio.create_task(self.send(planned, scheduled_at=start_wall + due_s))
+                in_flight.add(task)
+                task.add_done_callback(ended)
+            await asyncio.gather(*in_flight)
+            if failed:
+                raise failed[0]
         finally:  # stopped: every request in flight writes its sample before the run closes
-            await _cancel_and_wait(tasks)
+            await _cancel_and_wait(list(in_flight))
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
@@ -263,18 +280,18 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
             raise RunError(f"run {run_id} is complete: there is nothing to resume")
         if meta.study is None:
             raise RunError(f"run {run_id} has no resolved study in its run.json: it cannot be run again")
-        done = store.finished(store.read_samples(writer.samples_path))
+        done = store.finished(writer.samples_path, RESTORED)
     except UsageError:
         writer.release()  # status unchanged: this was no attempt to run
         raise
     study = meta.study
-    sent = {s["seq"] for s in done}
+    sent = set(done.column("seq").to_pylist())
     rates: dict[str, list[float]] = dict(getattr(meta, "sweep_rates", None) or {})
-    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
+    plan = plan_requests(study, run_id, rates).without(sent)
     if meta.status == "prepared":
         writer.update(status="running")
     else:
-        resume = store.Resume(at=store.utc_now(), samples_kept=len(done), next_seq=plan[0].seq if plan else None,
+        resume = store.Resume(at=store.utc_now(), samples_kept=done.num_rows, next_seq=plan[0].seq if plan else None,
                               engine_restarted=study.uses_engine or study.uses_bundled_ollama)
         writer.update(status="running", resumes=[*meta.resumes, resume])
     writer.update(event_loop=loops.running_loop_name())  # uvloop or asyncio: where the stamps were taken
@@ -293,13 +310,13 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
                 while plan:  # a rate sweep's plan grows as its passes find each scenario's rates
                     _say_plan(study, plan, rates, collector.bar, collector.lang)
                     await collector.run(plan)
-                    sent |= {p.seq for p in plan}
                     found = collector.found_rates(plan, rates)
                     if not found:
                         break
+                    sent |= {p.seq for p in plan}
                     rates.update(found)
                     writer.update(sweep_rates=rates)
-                    plan = [p for p in plan_requests(study, run_id, rates) if p.seq not in sent]
+                    plan = plan_requests(study, run_id, rates).without(sent)
         status = "complete"
     except (KeyboardInterrupt, asyncio.CancelledError):
         status = "interrupted"
@@ -311,8 +328,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     return run_id
 
 
-def _say_plan(study: StudySpec, plan: list[PlannedRequest], rates: dict[str, list[float]], bar: tqdm,
-              lang: str) -> None:
+def _say_plan(study: StudySpec, plan: Plan, rates: dict[str, list[float]], bar: tqdm, lang: str) -> None:
     """Before a rate sweep's levels start: each level, and how long they take at their rates."""
     levels = plan_levels(plan)
     if not levels:

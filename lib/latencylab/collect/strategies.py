@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from latencylab.plan.study import WorkloadSpec
-from latencylab.plan.workload import PlannedRequest, plan_levels
+from latencylab.plan.workload import Plan, PlannedRequest, plan_levels
 
 WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
 
@@ -55,15 +55,16 @@ class OpenLoop:
 Strategy = ClosedLoop | OpenLoop
 
 
-def phases(plan: Sequence[PlannedRequest], workload: WorkloadSpec) -> list[Strategy]:
+def phases(plan: Plan, workload: WorkloadSpec) -> list[Strategy]:
     """The strategies that send `plan`, in turn: a rate sweep's levels (a pass as a closed loop, a rate as an
-    open one), else the open loop of an open-loop study, else each concurrency level's closed loop."""
+    open one), else the open loop of an open-loop study, else each concurrency level's closed loop. Each takes its
+    part of the plan by kind (`Plan.where`): no request is made before it is sent."""
     if not plan:
         return []
     if plan[0].level is not None:
         levels: list[Strategy] = []
         for name, level, _, rate, _ in plan_levels(plan):
-            group = [p for p in plan if p.scenario == name and p.level == level]
+            group = plan.where(lambda kind, n=name, v=level: kind.scenario == n and kind.level == v)
             if rate is None:
                 levels.append(ClosedLoop(group, group[0].concurrency))
             else:  # arrivals seeded per scenario and level: a level draws the same gaps whatever ran before it
@@ -72,5 +73,5 @@ def phases(plan: Sequence[PlannedRequest], workload: WorkloadSpec) -> list[Strat
     if workload.mode == "open":
         assert isinstance(workload.rate_per_s, float | int)  # a list or sweep has levels, handled above
         return [OpenLoop(plan, workload.rate_per_s, workload.arrival_seed)]
-    return [ClosedLoop([p for p in plan if p.concurrency == level], level)
-            for level in dict.fromkeys(p.concurrency for p in plan)]
+    return [ClosedLoop(plan.where(lambda kind, c=level: kind.concurrency == c), level)
+            for level in dict.fromkeys(kind.concurrency for kind in plan.kinds)]

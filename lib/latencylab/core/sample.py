@@ -136,6 +136,12 @@ class Sample:
 
 
 _FIELDS = tuple(f.name for f in fields(Sample))
+# Each sample column's pandas dtype in a runs' DataFrame (`store.load_run`): nullable types, so a missing figure is
+# <NA>, never 0; `runs.columnar` maps the same to the Parquet file's Arrow types.
+_DTYPE_BY_TYPE = {"str": "string", "str | None": "string", "int": "Int64", "int | None": "Int64",
+                  "float": "Float64", "float | None": "Float64", "bool": "boolean",
+                  "bool | None": "boolean", "list[float]": "object"}
+SAMPLE_DTYPES: dict[str, str] = {f.name: _DTYPE_BY_TYPE[str(f.type)] for f in fields(Sample)}
 
 
 class StreamClock:

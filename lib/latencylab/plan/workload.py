@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import overload
 
 from latencylab.plan.study import StudySpec
 
@@ -25,18 +27,115 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Prompts:
+    """The prompts of a plan, taken in turn; with `run_id`, each begins with a line unique to its request."""
+
+    texts: tuple[str, ...]
+    run_id: str | None = None
+
+    def of(self, seq: int) -> str:
+        prompt = self.texts[seq % len(self.texts)]
+        # A unique first line defeats prefix caching, which would flatter warm requests.
+        return prompt if self.run_id is None else f"Request {seq} of run {self.run_id}.\n{prompt}"
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedRequest:
-    """One request of the plan; `seq` is its position in the run."""
+    """One request of the plan; `seq` is its position in the run. Made when asked for (`Plan`), its prompt too."""
 
     seq: int
     scenario: str
-    prompt: str
+    prompts: Prompts = field(repr=False)
     warmup: bool
     concurrency: int = 1
     level: int | None = None  # a rate sweep's level, per scenario, in the order run
     rate_per_s: float | None = None  # that level's mean arrival rate (open loop)
     sweep_pass: str | None = None  # "synchronous" or "throughput": the passes that find a sweep's rates
+
+    @property
+    def prompt(self) -> str:
+        return self.prompts.of(self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What the requests of one scenario, warm-up or not, at one level have in common."""
+
+    scenario: str
+    warmup: bool
+    concurrency: int = 1
+    level: int | None = None
+    rate_per_s: float | None = None
+    sweep_pass: str | None = None
+
+
+class Plan(Sequence[PlannedRequest]):
+    """A run's requests in the order sent, each `PlannedRequest` made when asked for: a plan holds 10 bytes a
+    request (its seq and its kind), so that a million of them are no million objects held while they are sent."""
+
+    def __init__(self, prompts: Prompts, kinds: Sequence[Kind] = (), seqs: Iterable[int] = (),
+                 kind_of: Iterable[int] = ()) -> None:
+        self.prompts, self.kinds = prompts, list(kinds)  # each kind that some request of the plan has
+        self._seqs, self._kind_of = array("q", seqs), array("H", kind_of)
+
+    def extend(self, kinds: Sequence[Kind], slots: Sequence[int]) -> None:
+        """One request per slot, of kind `kinds[slot]`, at the end, numbered on from the last."""
+        index: dict[int, int] = {}
+        for used in sorted(set(slots)):
+            if kinds[used] not in self.kinds:
+                self.kinds.append(kinds[used])
+            index[used] = self.kinds.index(kinds[used])
+        start = len(self._seqs)
+        self._kind_of.extend(index[slot] for slot in slots)
+        self._seqs.extend(range(start, len(self._kind_of)))
+
+    def where(self, keep: Callable[[Kind], bool]) -> Plan:
+        """The requests whose kind `keep` accepts, in order."""
+        wanted = {i for i, kind in enumerate(self.kinds) if keep(kind)}
+        if len(wanted) == len(self.kinds):
+            return self
+        return self._subset(i for i, k in enumerate(self._kind_of) if k in wanted)
+
+    def without(self, seqs: Collection[int]) -> Plan:
+        """The requests whose seq is not in `seqs` (those a resumed run has finished), in order."""
+        if not seqs:
+            return self
+        return self._subset(i for i, seq in enumerate(self._seqs) if seq not in seqs)
+
+    def _subset(self, positions: Iterator[int]) -> Plan:
+        chosen = Plan(self.prompts, self.kinds)
+        for i in positions:
+            chosen._seqs.append(self._seqs[i])
+            chosen._kind_of.append(self._kind_of[i])
+        used = list(dict.fromkeys(chosen._kind_of))  # only the kinds left, in the order they come
+        renumber = array("H", [0] * len(self.kinds))
+        for new, old in enumerate(used):
+            renumber[old] = new
+        return Plan(self.prompts, [self.kinds[k] for k in used], chosen._seqs, (renumber[k] for k in chosen._kind_of))
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    @overload
+    def __getitem__(self, index: int) -> PlannedRequest: ...
+    @overload
+    def __getitem__(self, index: slice) -> Plan: ...
+    def __getitem__(self, index: int | slice) -> PlannedRequest | Plan:
+        if isinstance(index, slice):
+            return self._subset(iter(range(len(self))[index]))
+        kind = self.kinds[self._kind_of[index]]
+        return PlannedRequest(self._seqs[index], kind.scenario, self.prompts, kind.warmup, kind.concurrency,
+                              kind.level, kind.rate_per_s, kind.sweep_pass)
+
+    def __iter__(self) -> Iterator[PlannedRequest]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        """The same requests in the same order (as two lists of them would be)."""
+        return isinstance(other, Plan) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  (it grows: no hash, as a list has none)
 
 
 SWEEP_PASSES = ("synchronous", "throughput")
@@ -44,7 +143,7 @@ SWEEP_HIGH = 1.2  # a sweep's top rate, × the throughput pass's: the knee gets 
 SWEEP_LOW = 0.5  # its lowest rate: the synchronous rate, or this share of the throughput when lower
 
 
-def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] | None = None) -> list[PlannedRequest]:
+def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] | None = None) -> Plan:
     """Warm-ups first, then the measured requests: scenarios interleaved, in blocks, or shuffled (seeded).
 
     A concurrency sweep repeats that plan once per level. A rate sweep (`rate_per_s` a list, or `sweep`) runs
@@ -55,33 +154,29 @@ def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] |
     workload = study.workload
     if workload.rate_levels is not None:
         return _rate_plan(study, run_id, rates or {})
-    names = [s.name for s in study.scenarios]
-    slots: list[tuple[str, bool]] = []
+    # each slot of the order is an index into `slot_kinds` (scenario, warm-up): small ints, no objects made
+    slot_kinds = [(s.name, warmup) for warmup in (True, False) for s in study.scenarios]
+    scenarios = range(len(study.scenarios))
+    slots: list[int] = []
     if workload.order == "blocked":
-        for name in names:
-            slots += [(name, True)] * workload.warmup + [(name, False)] * workload.requests
+        for i in scenarios:
+            slots += [i] * workload.warmup + [len(scenarios) + i] * workload.requests
     else:
-        for warmup, count in ((True, workload.warmup), (False, workload.requests)):
-            block = [(name, warmup) for _ in range(count) for name in names]
+        for first, count in ((0, workload.warmup), (len(scenarios), workload.requests)):
+            block = [first + i for _ in range(count) for i in scenarios]
             if workload.order == "random":
                 random.Random(workload.order_seed).shuffle(block)
             slots += block
-    plan: list[PlannedRequest] = []
+    plan = Plan(_prompts(study, run_id))
     for level in workload.levels:
-        for name, warmup in slots:
-            plan.append(PlannedRequest(seq=len(plan), scenario=name, prompt=_prompt(study, run_id, len(plan)),
-                                       warmup=warmup, concurrency=level))
+        plan.extend([Kind(name, warmup, concurrency=level) for name, warmup in slot_kinds], slots)
     return plan
 
 
-def _prompt(study: StudySpec, run_id: str, seq: int) -> str:
+def _prompts(study: StudySpec, run_id: str) -> Prompts:
     workload = study.workload
-    prompts = BUILTIN_PROMPTS if workload.prompts == "builtin" else tuple(workload.prompts)
-    prompt = prompts[seq % len(prompts)]
-    if workload.unique_prefix:
-        # A unique first line defeats prefix caching, which would flatter warm requests.
-        prompt = f"Request {seq} of run {run_id}.\n{prompt}"
-    return prompt
+    texts = BUILTIN_PROMPTS if workload.prompts == "builtin" else tuple(workload.prompts)
+    return Prompts(texts, run_id if workload.unique_prefix else None)
 
 
 def level_requests(study: StudySpec, rate: float) -> int:
@@ -90,14 +185,12 @@ def level_requests(study: StudySpec, rate: float) -> int:
     return study.workload.requests if duration is None else max(1, round(rate * duration))
 
 
-def _rate_plan(study: StudySpec, run_id: str, rates: dict[str, list[float]]) -> list[PlannedRequest]:
+def _rate_plan(study: StudySpec, run_id: str, rates: dict[str, list[float]]) -> Plan:
     workload = study.workload
-    plan: list[PlannedRequest] = []
+    plan = Plan(_prompts(study, run_id))
 
     def add(name: str, level: int, count: int, warmup: bool, **how: object) -> None:
-        for _ in range(count):
-            plan.append(PlannedRequest(seq=len(plan), scenario=name, prompt=_prompt(study, run_id, len(plan)),
-                                       warmup=warmup, level=level, **how))  # type: ignore[arg-type]
+        plan.extend([Kind(name, warmup, level=level, **how)], [0] * count)  # type: ignore[arg-type]
 
     for scenario in study.scenarios:
         name, level = scenario.name, 0
@@ -149,11 +242,11 @@ def estimate_s(study: StudySpec, plan: Sequence[PlannedRequest], service_s: floa
 
 def plan_levels(plan: Sequence[PlannedRequest]) -> list[tuple[str, int, str | None, float | None, int]]:
     """The levels of a rate plan in order: (scenario, level, sweep pass, rate, requests with warm-ups)."""
-    found: dict[tuple[str, int], list[PlannedRequest]] = {}
+    found: dict[tuple[str, int], tuple[PlannedRequest, int]] = {}  # its first request, and how many
     for p in plan:
         if p.level is not None:
-            found.setdefault((p.scenario, p.level), []).append(p)
-    return [(name, level, group[0].sweep_pass, group[0].rate_per_s, len(group))
-            for (name, level), group in found.items()]
+            first, count = found.get((p.scenario, p.level), (p, 0))
+            found[(p.scenario, p.level)] = (first, count + 1)
+    return [(name, level, first.sweep_pass, first.rate_per_s, count) for (name, level), (first, count) in found.items()]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from latencylab.core.errors import BaselineError
-from latencylab.runs.store import samples_frame
+from latencylab.runs.columnar import samples_frame
 
 OPTIONAL = ("ttft_ms", "e2e_ms")
 

@@ -1,5 +1,5 @@
-"""Runs on disk: `data/runs/<run_id>/` with run.json (`RunMeta`), append-only samples.jsonl and a lock file;
-loading into pandas."""
+"""Runs on disk: `data/runs/<run_id>/` with run.json (`RunMeta`), append-only samples.jsonl (the journal), its
+columnar copy samples.parquet (`columnar`) and a lock file; loading into pandas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, get_args
@@ -19,24 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from latencylab import __version__
 from latencylab.core import paths
 from latencylab.core.errors import CorruptRun, RunExists, RunLocked, RunNotFound
+from latencylab.core.sample import SAMPLE_DTYPES as SAMPLE_DTYPES  # the documented dtypes of load_run()
 from latencylab.core.sample import Sample
 from latencylab.plan.check import CheckResult
 from latencylab.plan.facts import HostFacts, RunFacts
 from latencylab.plan.study import StudySpec, SweepSpec
 
-if TYPE_CHECKING:  # pandas is imported by the functions that make DataFrames: listing and writing runs need none
+if TYPE_CHECKING:  # pandas and pyarrow (`columnar`) are imported by the functions that read samples: listing runs,
+    # and writing one, need neither (`latencylab --help`, `runs` and `check` start at once)
     import pandas as pd
+    import pyarrow as pa
 
 SCHEMA_VERSION = 2  # of run.json; 1 (no schema_version) kept the resolved study under settings.resolved
 RunStatus = Literal["prepared", "running", "complete", "interrupted", "failed"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 LOCK_FILE = "lock"  # flock'd by the one process writing the run; holds its pid
-
-# Column dtypes of `load_run()`; nullable pandas types, so a missing figure is <NA>, never 0.
-_DTYPE_BY_TYPE = {"str": "string", "str | None": "string", "int": "Int64", "int | None": "Int64",
-                  "float": "Float64", "float | None": "Float64", "bool": "boolean",
-                  "bool | None": "boolean", "list[float]": "object"}
-SAMPLE_DTYPES: dict[str, str] = {f.name: _DTYPE_BY_TYPE[str(f.type)] for f in fields(Sample)}
 
 
 def utc_now() -> str:
@@ -204,11 +200,18 @@ class RunWriter:
         self._samples.flush()
 
     def close(self, status: RunStatus) -> None:
-        """Record the final status and let go of the run."""
+        """Record the final status, write the samples' columnar copy (samples.parquet) and let go of the run."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         try:
             self.update(status=status, ended_at=utc_now())
+            self._samples.close()
+            from latencylab.runs import columnar
+
+            try:
+                columnar.write(self.dir)
+            except (OSError, ValueError) as exc:  # the next load builds it from the journal, and says why not
+                warnings.warn(f"{self.dir / columnar.PARQUET} not written: {exc}", stacklevel=2)
         finally:
             self.release()
 
@@ -250,69 +253,58 @@ def load_meta(run_id: str) -> RunMeta:
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Parse samples.jsonl; a torn last line (a killed run) is skipped with a warning."""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if number == len(lines):
-                warnings.warn(f"{path}:{number}: skipped a torn last line (the run was cut off)", stacklevel=2)
-                continue
-            raise CorruptRun(
-                f"{path}:{number}: not a JSON sample ({exc.msg}); the file is corrupt: mend or delete that line"
-            ) from exc
-    return records
+    """Parse samples.jsonl into dicts; a torn last line (a killed run) is skipped with a warning."""
+    from latencylab.runs import columnar
+
+    return columnar.read_records(path)
 
 
-def samples_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Samples as a DataFrame with the documented `SAMPLE_DTYPES` (unknown keys are kept as-is)."""
-    import pandas as pd
+def finished(path: Path, columns: list[str]) -> pa.Table:
+    """`columns` of the samples of requests that ended (any way but `interrupted`: a resume sends the others
+    again), in the journal's order; read in pieces, so a resume of a long run holds these columns only."""
+    import pyarrow.compute as pc
 
-    frame = pd.DataFrame.from_records(list(records), columns=None)
-    for column, dtype in SAMPLE_DTYPES.items():
-        if column not in frame:
-            frame[column] = pd.Series([None] * len(frame), dtype="object")
-        if dtype != "object":
-            frame[column] = frame[column].astype(dtype)
-    return frame
+    from latencylab.runs import columnar
 
-
-def finished(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The samples of requests that ended (any way but `interrupted`): a resume sends the others again."""
-    return [r for r in records if r.get("error_kind") != "interrupted"]
-
-
-def _superseded_dropped(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Without the `interrupted` samples of requests that a resume sent again (the last one stays)."""
-    done = {r.get("seq") for r in finished(records)}
-    kept, seen = [], set()
-    for record in reversed(records):
-        if record.get("error_kind") == "interrupted":
-            if record.get("seq") in done or record.get("seq") in seen:
-                continue
-            seen.add(record.get("seq"))
-        kept.append(record)
-    return kept[::-1]
+    table = columnar.read_columns(path, list(dict.fromkeys([*columns, "error_kind"])))
+    ended = pc.invert(pc.fill_null(pc.equal(table.column("error_kind"), "interrupted"), False))
+    return table.filter(ended).select(columns)
 
 
 def load_run(run_id: str) -> pd.DataFrame:
     """One run's samples, one row per request (failed ones included, `ok` False; a request that a resume
-    sent again appears once, with its finished sample)."""
-    load_meta(run_id)  # a clear error for an unknown run
-    return samples_frame(_superseded_dropped(read_samples(paths.run_dir(run_id) / "samples.jsonl")))
+    sent again appears once, with its finished sample). Read from samples.parquet, built from the journal when
+    it is missing or older; a run still being written is read from its journal."""
+    from latencylab.runs import columnar
+
+    meta = load_meta(run_id)  # a clear error for an unknown run
+    folder = paths.run_dir(run_id)
+    return columnar.to_frame(columnar.load(folder, writable=not (meta.status == "running" and _locked(folder))))
+
+
+def _locked(folder: Path) -> bool:
+    """Whether a process holds the run's lock (is appending to it) right now; taken and let go at once."""
+    try:
+        lock = open(folder / LOCK_FILE, "rb")  # read-only: a read-only folder is asked too
+    except FileNotFoundError:
+        return False
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
 
 
 def load_runs(run_ids: Iterable[str]) -> pd.DataFrame:
     """Several runs' samples in one DataFrame (`run_id` tells them apart)."""
     import pandas as pd
 
+    from latencylab.runs import columnar
+
     frames = [load_run(run_id) for run_id in run_ids]
     if not frames:
-        return samples_frame([])
+        return columnar.samples_frame([])
     return pd.concat(frames, ignore_index=True)
 
 
