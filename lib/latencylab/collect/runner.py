@@ -72,8 +72,10 @@ class Collector:
                 assert target.client is not None
                 await target.backend.ensure_model(target.client, target.model, pull=True)
 
-    async def send(self, planned: PlannedRequest, scheduled_at: float | None = None) -> None:
-        """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready."""
+    async def send(self, planned: PlannedRequest, scheduled_at: float | None = None,
+                   history: list[dict[str, str]] | None = None) -> Sample:
+        """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready; `history`:
+        a conversation's messages before this turn. Returns its sample."""
         target = self.targets[planned.scenario]
         backend, client, s = target.backend, target.client, target.scenario
         assert client is not None
@@ -100,7 +102,7 @@ class Collector:
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
-            request = servers.request_for(self.study, target, planned)
+            request = servers.request_for(self.study, target, planned, history)
             if self.pool is not None:
                 sample = await self.pool.measure(planned.scenario, request)
             else:
@@ -123,6 +125,7 @@ class Collector:
         self.bar.set_postfix_str(_postfix(sample, self.lang), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
+        return sample
 
     def _keep_pass(self, scenario: str, sweep_pass: str | None, warmup: bool, ok: bool, started_at: float | None,
                    e2e_ms: float | None) -> None:
@@ -175,7 +178,9 @@ class Collector:
                         label = first.sweep_pass or f"{first.rate_per_s:g}/s"
                         self.bar = tqdm(total=len(strategy.plan), desc=f"{first.scenario} {label}",
                                         unit=words.text("progress_unit", self.lang), disable=not self.progress)
-                    if isinstance(strategy, strategies.OpenLoop):
+                    if isinstance(strategy, strategies.Conversations):
+                        await self._conversations(strategy)
+                    elif isinstance(strategy, strategies.OpenLoop | strategies.Replay):
                         await self._open_loop(strategy)
                     else:
                         await self._closed_loop(strategy)
@@ -200,7 +205,33 @@ class Collector:
         finally:  # one failed or the run stopped: the others end too, before the run closes
             await _cancel_and_wait(workers)
 
-    async def _open_loop(self, strategy: strategies.OpenLoop) -> None:
+    async def _conversations(self, strategy: strategies.Conversations) -> None:
+        """`concurrent` workers, each taking the next session and sending its turns in order: each turn the whole
+        history (the system prompt, the earlier user turns and the assistant's real answers), after the previous
+        answer and the turn's think time."""
+        queue = iter(strategy.sessions())
+        system = self.study.workload.sessions.system_prompt if self.study.workload.sessions else None
+
+        async def worker(start_s: float) -> None:
+            await asyncio.sleep(start_s)
+            for turns in queue:  # shared iterator: each session is taken by one worker
+                history = [{"role": "system", "content": system}] if system else []
+                for planned in turns:
+                    if planned.think_s:
+                        await asyncio.sleep(planned.think_s)
+                    sample = await self.send(planned, history=history)
+                    # a failed turn's question stays, unanswered, as a chat client keeps it
+                    history += [{"role": "user", "content": planned.prompt},
+                                {"role": "assistant", "content": sample.text if sample.ok else ""}]
+
+        starts = [index * strategies.WORKER_STAGGER_S for index in range(strategy.concurrent)]
+        workers = [asyncio.create_task(worker(start_s)) for start_s in starts]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            await _cancel_and_wait(workers)
+
+    async def _open_loop(self, strategy: strategies.OpenLoop | strategies.Replay) -> None:
         """Each request sent as a task of its own the moment it is due, whatever is in flight."""
         loop = asyncio.get_running_loop()
         start_loop, start_wall = loop.time(), time.time()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from latencylab.plan.study import StudySpec
+from latencylab.plan.trace import read_trace, trace_prompt
 
 # Short questions and longer tasks, so that prompt processing is part of what is measured.
 BUILTIN_PROMPTS: tuple[str, ...] = (
@@ -37,6 +39,11 @@ class PlannedRequest:
     level: int | None = None  # a rate sweep's level, per scenario, in the order run
     rate_per_s: float | None = None  # that level's mean arrival rate (open loop)
     sweep_pass: str | None = None  # "synchronous" or "throughput": the passes that find a sweep's rates
+    session: int | None = None  # a conversation's session, per scenario; `prompt` is its user turn
+    turn: int | None = None  # the turn in that session, 0 first
+    think_s: float | None = None  # the pause after the previous turn's answer
+    due_s: float | None = None  # a replayed trace's arrival, in seconds after the replay starts
+    max_tokens: int | None = None  # the answer's length where the request sets its own (a trace's output_length)
 
 
 SWEEP_PASSES = ("synchronous", "throughput")
@@ -55,6 +62,10 @@ def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] |
     workload = study.workload
     if workload.rate_levels is not None:
         return _rate_plan(study, run_id, rates or {})
+    if workload.sessions is not None:
+        return _session_plan(study, run_id)
+    if workload.trace is not None:
+        return _trace_plan(study)
     names = [s.name for s in study.scenarios]
     slots: list[tuple[str, bool]] = []
     if workload.order == "blocked":
@@ -82,6 +93,45 @@ def _prompt(study: StudySpec, run_id: str, seq: int) -> str:
         # A unique first line defeats prefix caching, which would flatter warm requests.
         prompt = f"Request {seq} of run {run_id}.\n{prompt}"
     return prompt
+
+
+def _session_plan(study: StudySpec, run_id: str) -> list[PlannedRequest]:
+    """Each scenario's sessions in turn, each session's turns in order: the user turns cycle through the prompts
+    (from the session's own place, so that sessions differ), the think times drawn per session (seeded)."""
+    sessions = study.workload.sessions
+    assert sessions is not None
+    prompts = BUILTIN_PROMPTS if study.workload.prompts == "builtin" else tuple(study.workload.prompts)
+    plan: list[PlannedRequest] = []
+    for scenario in study.scenarios:
+        for session in range(sessions.count):
+            draw = random.Random(f"{sessions.think_seed}:{scenario.name}:{session}")
+            for turn in range(sessions.turns):
+                prompt = prompts[(session + turn) % len(prompts)]
+                if turn == 0 and study.workload.unique_prefix:  # sessions share the system prompt, not more
+                    prompt = f"Session {session} of run {run_id}.\n{prompt}"
+                think = sessions.think_time_s
+                think_s = None if turn == 0 else draw.uniform(*think) if isinstance(think, tuple) else float(think)
+                plan.append(PlannedRequest(seq=len(plan), scenario=scenario.name, prompt=prompt, warmup=False,
+                                           concurrency=sessions.concurrent, session=session, turn=turn,
+                                           think_s=think_s))
+    return plan
+
+
+def _trace_plan(study: StudySpec) -> list[PlannedRequest]:
+    """The trace's requests for each scenario in turn, each due at its timestamp (× `time_scale`), its prompt made
+    of its hash ids' blocks and its answer `output_length` tokens long."""
+    trace = study.workload.trace
+    assert trace is not None
+    requests = read_trace(Path(trace.file), trace.max_requests)
+    start = requests[0].timestamp_ms
+    plan: list[PlannedRequest] = []
+    for scenario in study.scenarios:
+        for index, r in enumerate(requests):
+            plan.append(PlannedRequest(seq=len(plan), scenario=scenario.name, warmup=False,
+                                       prompt=trace_prompt(r, trace.block_tokens, index),
+                                       due_s=(r.timestamp_ms - start) / 1000 * trace.time_scale,
+                                       max_tokens=r.output_length))
+    return plan
 
 
 def level_requests(study: StudySpec, rate: float) -> int:
