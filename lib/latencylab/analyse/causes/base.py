@@ -81,6 +81,10 @@ class Cause(ABC):
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """The verdict on one scenario's requests (`diagnosis.per_request` with the attribution's columns)."""
 
+    def applies(self, g: pd.DataFrame) -> bool:
+        """Whether the cause is put to these requests at all (a conversation's causes, only to conversations)."""
+        return True
+
     def gain(self, g: pd.DataFrame, metric: str) -> Step | None:
         """What fixing this cause would leave of the scenario's median, where it is confirmed; None: no fix to
         predict."""
