@@ -88,8 +88,29 @@ def _history(prompt: pd.Series, output: pd.Series, user: pd.Series, truncated: p
     return pd.Series(history, index=prompt.index, dtype=float)
 
 
-def cache_share(table: pd.DataFrame, prompt_tokens: pd.Series) -> float:
-    """The share of the turns' prompt tokens served from cache (the turns whose reuse is known)."""
-    known = table["cached"].notna()
-    total = numeric(prompt_tokens[known.index[known]]).sum()
-    return float(table.loc[known, "cached"].sum() / total) if total else math.nan
+TURN_COLUMNS = ("run", "scenario", "session", "turn", "metric_ms", "prompt_tokens", "cached", "processed",
+                "cache_source", "truncated", "overflow")
+
+
+def turn_table(requests: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The report's turns (`requests` with `turns`' columns): each turn's metric, prompt, reuse and truncation."""
+    if "reusable" not in requests or not is_conversation(requests):
+        return pd.DataFrame(columns=list(TURN_COLUMNS))
+    rows = requests[numeric(requests["turn"]).notna()].assign(metric_ms=lambda d: numeric(d[metric]))
+    return rows[list(TURN_COLUMNS)].sort_values(["run", "scenario", "session", "turn"], kind="stable")
+
+
+def scenario_turns(table: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario of a turn table: the share of its prompt tokens served from cache (over the turns whose reuse
+    is known), where that comes from, and the first turn where the history passed the context (NaN: none)."""
+    rows = {}
+    for key, g in table.groupby(["run", "scenario"], sort=False):
+        known = g[numeric(g["cached"]).notna()]
+        total = numeric(known["prompt_tokens"]).sum()
+        rows[key] = {"cache_share": float(numeric(known["cached"]).sum() / total) if total else math.nan,
+                     "cache_source": "+".join(sorted(known["cache_source"].dropna().unique())) or None,
+                     "overflow_turn": float(numeric(g.loc[g["overflow"].astype(bool), "turn"]).min())}
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=["cache_share", "cache_source", "overflow_turn"])
+    if rows:
+        out.index = pd.MultiIndex.from_tuples(list(rows), names=["run", "scenario"])
+    return out
