@@ -84,6 +84,7 @@ def test_ollama_s_reuse_is_read_from_the_prompt_time_and_the_overflow_turn_is_fo
     assert table["truncated"].tolist() == [False] * 7 + [True] * 3
     assert table["overflow"].tolist() == [False] * 7 + [True] + [False] * 2
     assert table["history_tokens"].iloc[-1] > 512  # what the history would have been, untruncated
+    assert table["cached"].iloc[7:].tolist() == [0.0] * 3  # a cut history is processed whole
     found = scenario_turns(turn_table(_turns(REAL).join(table), "ttft_ms"))
     assert found.loc[("r", "a"), "overflow_turn"] == 7 and found.loc[("r", "a"), "cache_source"] == "timing"
 

@@ -64,7 +64,8 @@ def turns(data: pd.DataFrame) -> pd.DataFrame:
     new = prompt - reusable
     by_time = prompt_ms < ms_per_token * (prompt + new) / 2  # nearer the new tokens' time than the whole prompt's
     server = numeric(rows["cached_tokens"])
-    timed = server.isna() & prompt_ms.notna() & ms_per_token.notna() & (reusable >= MIN_REUSABLE)
+    # a cut history no longer starts as the cached one did: nothing of it reused (the system prompt at most)
+    timed = server.isna() & prompt_ms.notna() & ms_per_token.notna() & ((reusable >= MIN_REUSABLE) | truncated)
     cached = server.where(server.notna(), reusable.where(by_time, 0.0).where(timed))
     source = np.select([server.notna(), timed], ["server", "timing"], None)
     out = pd.DataFrame({"reusable": reusable, "truncated": truncated, "cached": cached, "cache_source": source,
@@ -97,7 +98,7 @@ def turn_table(requests: pd.DataFrame, metric: str) -> pd.DataFrame:
     if "reusable" not in requests or not is_conversation(requests):
         return pd.DataFrame(columns=list(TURN_COLUMNS))
     rows = requests[numeric(requests["turn"]).notna()].assign(metric_ms=lambda d: numeric(d[metric]))
-    return rows[list(TURN_COLUMNS)].sort_values(["run", "scenario", "session", "turn"], kind="stable")
+    return rows[list(TURN_COLUMNS)].sort_values(["session", "turn"], kind="stable")  # scenarios as the report has them
 
 
 def scenario_turns(table: pd.DataFrame) -> pd.DataFrame:
