@@ -8,7 +8,14 @@ server/routes.go), which the plain double does not:
   `eval_duration` / `eval_count` cover every token from the first one on;
 - time the server holds a request without working on it (its slot taken by other work) is in
   `total_duration` only, not in `load_duration`, `prompt_eval_duration` or `eval_duration`;
-- a model partly or wholly on the CPU processes its prompt and decodes slower by the same factor.
+- a model partly or wholly on the CPU processes its prompt and decodes slower by the same factor;
+- with `prompt_cache`, a conversation as Ollama 0.5.4 serves it (found on the bundled server, issue 27): chat drops
+  the oldest non-system messages until the prompt fits `num_ctx` (server/prompt.go `chatPrompt`); the runner has
+  `num_parallel` cache slots and gives a request the free slot whose cached words share the longest prefix with
+  its prompt (llama/runner/cache.go `findLongestCacheSlot`: ties go to the first, so sessions that share a
+  prefix and never overlap all land in slot 0 and evict each other), processes only the words past that prefix
+  (at least one), and keeps the prompt and its answer there; `prompt_eval_count` is still the whole prompt
+  (`numPromptInputs`), `prompt_eval_duration` only the processed words' time. A reload empties the slots.
 
 `CONDITIONS` are the suite `benchmarks/diagnosis_score.py` scores: each names the double's settings, the
 study that measures it, and the findings a right diagnosis states (an empty set: nothing wasted, nothing to fix).
@@ -37,6 +44,7 @@ class PlantedDouble(OllamaDouble):
     other_clients_s: tuple[float, float] | None = None  # each request held this long (uniform) by others' work
     stall_every: int = 0  # every n-th request the runner stalls…
     stall_s: float = 0.0  # …this long while it processes the prompt
+    prompt_cache: bool = False  # Ollama 0.5.4's per-slot prompt cache and chat truncation (see above)
     seed: int = 0
     _count: int = field(default=0, init=False, repr=False)
 
@@ -58,6 +66,47 @@ class PlantedDouble(OllamaDouble):
             stall = self.stall_s if self.stall_every and self._count % self.stall_every == 0 else 0.0
             return held, stall
 
+    def prompt_words(self, body: dict[str, Any], options: dict[str, Any], chat: bool) -> list[str]:
+        """The prompt's words; with `prompt_cache`, a chat's oldest non-system messages dropped until it fits."""
+        if not chat:
+            return str(body["prompt"]).split() or [""]
+        messages = list(body["messages"])
+        words = _words(messages)
+        num_ctx = options.get("num_ctx") or self.default_num_ctx
+        while self.prompt_cache and len(words) > num_ctx and len(messages) > 1:
+            oldest = next((i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"), None)
+            if oldest is None:
+                break
+            del messages[oldest]
+            words = _words(messages)
+        return words
+
+    def take_slot(self, r: Runner, words: list[str]) -> tuple[int, int]:
+        """(slot, words it had cached) for a prompt: the free slot with the longest common prefix, the first on a
+        tie; one word is always processed."""
+        with self._lock:
+            slots = r.__dict__.setdefault("cache_slots", [[] for _ in range(max(1, self.num_parallel))])
+            busy = r.__dict__.setdefault("busy_slots", set())
+            best, shared = -1, -1
+            for index, cached in enumerate(slots):
+                if index in busy:
+                    continue
+                n = next((i for i, (a, b) in enumerate(zip(cached, words, strict=False)) if a != b),
+                         min(len(cached), len(words)))
+                if n > shared:
+                    best, shared = index, n
+            busy.add(best)
+            return best, min(shared, len(words) - 1)
+
+    def keep_slot(self, r: Runner, slot: int, words: list[str]) -> None:
+        with self._lock:
+            r.__dict__["cache_slots"][slot] = words
+            r.__dict__["busy_slots"].discard(slot)
+
+
+def _words(messages: list[dict[str, Any]]) -> list[str]:
+    return " ".join(f"{m.get('role')}: {m.get('content')}" for m in messages).split() or [""]
+
 
 class _PlantedHandler(_Handler):
     double: PlantedDouble
@@ -67,11 +116,11 @@ class _PlantedHandler(_Handler):
         (t0, load_ns), d = times, self.double
         held, stall = d.next_request()
         time.sleep(held)  # the slot is taken by other clients' work: total_duration only
-        words = (" ".join(f"{m.get('role')}: {m.get('content')}" for m in body["messages"])
-                 if chat else str(body["prompt"])).split() or [""]
+        words = d.prompt_words(body, options, chat)
+        slot, cached = d.take_slot(r, words) if d.prompt_cache else (0, 0)
         slower = 1 + d.cpu_decode_penalty * r.cpu_share
         t = time.perf_counter_ns()
-        time.sleep(d.prompt_token_delay_s * len(words) * slower + stall)
+        time.sleep(d.prompt_token_delay_s * (len(words) - cached) * slower + stall)
         prompt_ns = time.perf_counter_ns() - t  # startGenerationTime: the prompt's logits are there
         n = options.get("num_predict", -1)
         out = list(d.tokens if n < 0 else d.tokens[:n])
@@ -81,6 +130,8 @@ class _PlantedHandler(_Handler):
                 time.sleep(d.token_delay_s * slower)
             started = self._line({**base(), **_part(chat, tok), "done": False}, started)
         eval_ns = time.perf_counter_ns() - t - prompt_ns
+        if d.prompt_cache:  # the slot holds the prompt and the answer, as the next turn will send it back
+            d.keep_slot(r, slot, [*words, "assistant:", *"".join(out).split()])
         final = {**base(), **_part(chat, ""), "done": True, "done_reason": "length" if n >= 0 else "stop",
                  "total_duration": time.perf_counter_ns() - t0, "load_duration": load_ns,
                  "prompt_eval_count": len(words), "prompt_eval_duration": prompt_ns, "eval_count": len(out),
@@ -122,6 +173,20 @@ def _one(model: dict[str, Any] | None = None, **workload: Any) -> dict[str, Any]
             **(model or {})}
 
 
+CHAT_PROMPTS = ["Tell me one short fact about the number seven, please, briefly now.",
+                "And what about the number eight, in a few words only?",
+                "Which of those two numbers is prime, and why is that so?",
+                "Give me one more fact about either of them, very briefly."]
+CHAT_DOUBLE = {**FAST, "prompt_token_delay_s": 0.005, "prompt_cache": True, "num_parallel": 4, "models": {"m": SIZE}}
+
+
+def _chat(options: dict[str, Any] | None = None, keep_alive: str | None = None, **sessions: Any) -> dict[str, Any]:
+    """A study of one scenario on model `m` that sends conversations (`sessions`) of the short chat prompts."""
+    scenario = {"name": "s", "model": "m", "options": options or {}, **({"keep_alive": keep_alive} if keep_alive
+                                                                         else {})}
+    return {"workload": {"max_tokens": 5, "prompts": CHAT_PROMPTS, "sessions": sessions}, "scenarios": [scenario]}
+
+
 CONDITIONS: tuple[Condition, ...] = (
     Condition("healthy", frozenset(), {**FAST, "models": {"m": SIZE}}, _one()),
     Condition("reload-every-request", frozenset({"reloads"}), {**FAST, "models": {"m": SIZE}},
@@ -152,6 +217,17 @@ CONDITIONS: tuple[Condition, ...] = (
               {**FAST, "stall_every": 6, "stall_s": 0.5, "models": {"m": SIZE}}, _one(requests=12)),
     Condition("slow-decode-fast-first-token", frozenset(), {**FAST, "token_delay_s": 0.12, "models": {"m": SIZE}},
               _one()),
+    # Conversations on Ollama 0.5.4's prompt cache (issue 27): short user turns of about ten words, each answer five.
+    Condition("chat-healthy", frozenset(), CHAT_DOUBLE, _chat(count=1, turns=6)),
+    # num_ctx 64 words: from about turn 4 chat drops the oldest messages, and every later turn reprocesses the
+    # whole prompt (about 53 words at 5 ms: 265 ms, against 60 ms for a turn that reused its history).
+    Condition("chat-overflow", frozenset({"overflow"}), CHAT_DOUBLE, _chat({"num_ctx": 64}, count=1, turns=8)),
+    # Three sessions on one slot: each turn finds another session's words in the slot, and waits for its turn.
+    Condition("chat-eviction", frozenset({"cache", "queueing"}), {**CHAT_DOUBLE, "num_parallel": 1},
+              _chat(count=3, turns=4, concurrent=3)),
+    # A think time (0.4 s) longer than keep_alive (150 ms): every turn after the first pays a load.
+    Condition("chat-think-unload", frozenset({"think", "reloads"}), CHAT_DOUBLE,
+              _chat(keep_alive="150ms", count=1, turns=5, think_time_s=0.4)),
     Condition("seed-offload-and-reloads", frozenset({"offload", "reloads"}),
               {**FAST, "models": {"m": {"size": SIZE, "size_vram": 60 * MIB}}},
               {"workload": {"requests": 5, "max_tokens": 5, "idle_gap_s": 0.4},

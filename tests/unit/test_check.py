@@ -244,7 +244,7 @@ def test_every_rule_id_has_words_and_a_fix_in_both_languages():
                "num-gpu-unknown", "cpu-only", "memory-partial", "memory-offload-expected", "memory-fits",
                "no-gpu-budget", "no-model-facts", "thrashing-memory", "thrashing-options", "thrashing-count",
                "interleaved-unknown", "keep-alive-gap", "num-thread", "num-ctx-trained", "gpu-others",
-               "gpu-others-crowd"}
+               "gpu-others-crowd", "conversation-overflow", "think-keep-alive"}
     keys = {k for k in i18n.catalog("en") if k.startswith("check_fix_")}
     assert keys == {"check_fix_" + rule.replace("-", "_") for rule in emitted}
     assert all("check_" + rule.replace("-", "_") in i18n.catalog(lang) for rule in emitted for lang in i18n.LANGS)

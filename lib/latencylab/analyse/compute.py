@@ -20,6 +20,7 @@ from latencylab.analyse.compare import (
     setting_changes,
     spread,
 )
+from latencylab.analyse.conversation import turn_table
 from latencylab.analyse.diagnosis import diagnose
 from latencylab.analyse.findings import Findings, RunInfo
 from latencylab.analyse.steps import agree_with, beside_measured, figure_facts, headline, next_steps
@@ -89,5 +90,5 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         across_runs=across, spread=spread(frame, metric), server_facts=by_run,
         differences=fact_differences(by_run, fact_reference),
         measured_figures=measured_figures, diagnosis=diagnosis, requests=requests, capacity=levels,
-        saturation=saturation,
+        saturation=saturation, conversation=turn_table(requests, metric),
     )

@@ -19,6 +19,7 @@ from latencylab.analyse import stats
 from latencylab.analyse.attribution import PARTS, attribute
 from latencylab.analyse.causes import CAUSES, base
 from latencylab.analyse.causes.base import MIN_MODES_N, RESIDENT, TAIL, TARGET_SHARE, Context, scale_of
+from latencylab.analyse.conversation import turns
 from latencylab.analyse.findings import Diagnosis, Key, Modes, Step, Verdict
 from latencylab.analyse.stats import numeric
 from latencylab.analyse.tables import KEY
@@ -236,6 +237,7 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
     data = per_request(ok)
     data = data[~data["warmup"].fillna(False)]
     data = data.join(attribute(data, metric)) if len(data) else data
+    data = data.join(turns(data)) if len(data) else data  # a conversation's turns: reuse, truncation (issue 27)
     checks = checks or {}
     predicted: dict[Key, tuple[int, str]] = {}
     for run, found in checks.items():
@@ -262,9 +264,7 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
         if (reason := host_reasons(g)) is not None:
             no_host[key] = reason
         judged = replace(context, confirmed=frozenset())
-        for cause in CAUSES:
-            if not cause.applies(g):
-                continue
+        for cause in (c for c in CAUSES if c.applies(g)):
             verdict = cause.judge(g, judged)
             if verdict.verdict == "confirmed":
                 judged = replace(judged, confirmed=judged.confirmed | {cause.name})

@@ -294,6 +294,7 @@ class Findings:
     requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # measured samples + decode_tps…
     # capacity (issue 20): one row per rate-sweep level (analyse.capacity.levels), the saturation point per key
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    conversation: pd.DataFrame = field(default_factory=pd.DataFrame)  # a conversation's turns (conversation.py)
     saturation: list[Saturation] = field(default_factory=list)
 
     @property

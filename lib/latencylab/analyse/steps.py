@@ -79,7 +79,8 @@ def agree_with(steps: list[Step], diagnosis: Diagnosis) -> list[Step]:
 
 # The scenario settings that apply each fix: a scenario of the run that changed one of them tried it.
 FIX_SETTINGS = {"predict_reloads": {"keep_alive", "preload"}, "predict_reloads_each": {"keep_alive", "preload"},
-                "predict_queueing": {"num_parallel", "concurrency"}}
+                "predict_queueing": {"num_parallel", "concurrency"}, "predict_overflow": {"num_ctx"},
+                "predict_think": {"keep_alive", "preload"}, "predict_cache": {"num_parallel"}}
 
 
 def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: pd.DataFrame, changes: pd.DataFrame,

@@ -11,8 +11,8 @@ from latencylab.collect import gpu
 from latencylab.collect.engine import Engine
 from latencylab.collect.servers import Target
 from latencylab.core.sample import Sample
-from latencylab.plan.check import OLLAMA_KEEP_ALIVE
-from latencylab.plan.study import StudySpec
+from latencylab.plan.check import OLLAMA_KEEP_ALIVE, ollama_default_num_ctx
+from latencylab.plan.study import ScenarioSpec, StudySpec
 from latencylab.plan.workload import PlannedRequest
 
 # A server-reported load shorter than this is a resident model's bookkeeping, not a reload (warm
@@ -71,6 +71,7 @@ class Evidence:
         sample.concurrency = planned.concurrency if closed else None
         sample.level, sample.sweep_pass = planned.level, planned.sweep_pass
         sample.offered_rate_per_s = planned.rate_per_s
+        sample.session, sample.turn, sample.think_s = planned.session, planned.turn, planned.think_s
 
     def peaks(self, sample: Sample, start: float, end: float) -> None:
         """NVML's peak memory and utilisation on the server's GPU while the request was in flight."""
@@ -81,6 +82,17 @@ class Evidence:
         sample.gpu_index = self.gpu_index if self.gpu_index is not None else 0
         if (peak := self.gpu.peak(start, end, sample.gpu_index)) is not None:
             sample.gpu_mem_used_bytes, sample.gpu_util_pct = peak.mem_used_bytes, peak.util_pct
+
+    def _num_ctx(self, s: ScenarioSpec, sample: Sample) -> int | None:
+        """The context the request was served with, where known: the scenario's num_ctx, the engine's context,
+        the bundled Ollama's default, or what the server's residency probe reported."""
+        if isinstance(s.options.get("num_ctx"), int):
+            return int(s.options["num_ctx"])
+        if self.study.backend_of(s) == "embedded":
+            return self.study.engine.ctx_size
+        if self.study.on_bundled_ollama(s):
+            return ollama_default_num_ctx("0.5.4", 0)  # the bundled server's version
+        return sample.context_length
 
     def annotate(self, sample: Sample, planned: PlannedRequest, target: Target, before: Any, after: Any,
                   gap: float) -> None:
@@ -101,6 +113,7 @@ class Evidence:
             self.measured.add(planned.scenario)
         if after is not None:
             after.fill(sample)
+        sample.num_ctx = self._num_ctx(s, sample)
         if self.engine is not None and self.study.backend_of(s) == "embedded":
             sample.server_rss_bytes = self.engine.rss_bytes(target.model)
             offload, sample.gpu_layers_source = self.engine.offload(target.model)

@@ -26,7 +26,7 @@ from latencylab.core import words
 from latencylab.core.errors import RequestInterrupted, RunError, RunStopped, ServerError, UsageError
 from latencylab.core.sample import Sample
 from latencylab.plan.study import StudySpec
-from latencylab.plan.workload import Plan, PlannedRequest, estimate_s, plan_levels, plan_requests, sweep_rates
+from latencylab.plan.workload import PlannedRequest, RequestPlan, estimate_s, plan_levels, plan_requests, sweep_rates
 from latencylab.runs import store
 from latencylab.runs.store import RunWriter
 
@@ -79,8 +79,10 @@ class Collector:
                     await target.backend.ensure_model(target.client, target.model, pull=True)
         self.hosts = await host.probes(self.study, self.targets, self.engine, self.bundled)
 
-    async def send(self, planned: PlannedRequest, scheduled_at: float | None = None) -> None:
-        """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready."""
+    async def send(self, planned: PlannedRequest, scheduled_at: float | None = None,
+                   history: list[dict[str, str]] | None = None) -> Sample:
+        """Send one request; `scheduled_at` is when it was due (open loop), else the moment it is ready; `history`:
+        a conversation's messages before this turn. Returns its sample."""
         target = self.targets[planned.scenario]
         backend, client, s = target.backend, target.client, target.scenario
         assert client is not None
@@ -115,7 +117,7 @@ class Collector:
         scheduled_at = time.time() if scheduled_at is None else scheduled_at
         window_start = time.monotonic()
         try:
-            request = servers.request_for(self.study, target, planned)
+            request = servers.request_for(self.study, target, planned, history)
             if self.pool is not None:
                 sample = await self.pool.measure(planned.scenario, request)
             else:
@@ -142,13 +144,14 @@ class Collector:
         self.bar.set_postfix_str(_postfix(sample, self.lang), refresh=False)  # drawn at tqdm's own pace, not per sample
         if self.on_sample:
             self.on_sample(sample)
+        return sample
 
     def _keep_pass(self, scenario: str, sweep_pass: str | None, warmup: bool, ok: bool, started_at: float | None,
                    e2e_ms: float | None) -> None:
         if sweep_pass and not warmup and ok and started_at is not None and e2e_ms is not None:
             self.passes.setdefault((scenario, sweep_pass), []).append((e2e_ms / 1000, started_at + e2e_ms / 1000))
 
-    def found_rates(self, plan: Plan, known: dict[str, list[float]]) -> dict[str, list[float]]:
+    def found_rates(self, plan: RequestPlan, known: dict[str, list[float]]) -> dict[str, list[float]]:
         """The rates of each scenario whose sweep passes `plan` ended with (its rates not known yet)."""
         found = {}
         for name in dict.fromkeys(p.scenario for p in plan if p.sweep_pass == "throughput"):
@@ -180,7 +183,7 @@ class Collector:
         await target.backend.wait_resident(target.client, target.model, True)
         self.evidence.preloaded(target)
 
-    async def run(self, plan: Plan) -> None:
+    async def run(self, plan: RequestPlan) -> None:
         """Send `plan`, one strategy after the other (`strategies.phases`), collecting garbage between them."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
@@ -194,7 +197,9 @@ class Collector:
                         label = first.sweep_pass or f"{first.rate_per_s:g}/s"
                         self.bar = tqdm(total=len(strategy.plan), desc=f"{first.scenario} {label}",
                                         unit=words.text("progress_unit", self.lang), disable=not self.progress)
-                    if isinstance(strategy, strategies.OpenLoop):
+                    if isinstance(strategy, strategies.Conversations):
+                        await self._conversations(strategy)
+                    elif isinstance(strategy, strategies.OpenLoop | strategies.Replay):
                         await self._open_loop(strategy)
                     else:
                         await self._closed_loop(strategy)
@@ -219,7 +224,33 @@ class Collector:
         finally:  # one failed or the run stopped: the others end too, before the run closes
             await _cancel_and_wait(workers)
 
-    async def _open_loop(self, strategy: strategies.OpenLoop) -> None:
+    async def _conversations(self, strategy: strategies.Conversations) -> None:
+        """`concurrent` workers, each taking the next session and sending its turns in order: each turn the whole
+        history (the system prompt, the earlier user turns and the assistant's real answers), after the previous
+        answer and the turn's think time."""
+        queue = iter(strategy.sessions())
+        system = self.study.workload.sessions.system_prompt if self.study.workload.sessions else None
+
+        async def worker(start_s: float) -> None:
+            await asyncio.sleep(start_s)
+            for turns in queue:  # shared iterator: each session is taken by one worker
+                history = [{"role": "system", "content": system}] if system else []
+                for planned in turns:
+                    if planned.think_s:
+                        await asyncio.sleep(planned.think_s)
+                    sample = await self.send(planned, history=history)
+                    # a failed turn's question stays, unanswered, as a chat client keeps it
+                    history += [{"role": "user", "content": planned.prompt},
+                                {"role": "assistant", "content": sample.text if sample.ok else ""}]
+
+        starts = [index * strategies.WORKER_STAGGER_S for index in range(strategy.concurrent)]
+        workers = [asyncio.create_task(worker(start_s)) for start_s in starts]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            await _cancel_and_wait(workers)
+
+    async def _open_loop(self, strategy: strategies.OpenLoop | strategies.Replay) -> None:
         """Each request sent as a task of its own the moment it is due, whatever is in flight."""
         loop = asyncio.get_running_loop()
         start_loop, start_wall = loop.time(), time.time()
@@ -328,7 +359,7 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
     return run_id
 
 
-def _say_plan(study: StudySpec, plan: Plan, rates: dict[str, list[float]], bar: tqdm, lang: str) -> None:
+def _say_plan(study: StudySpec, plan: RequestPlan, rates: dict[str, list[float]], bar: tqdm, lang: str) -> None:
     """Before a rate sweep's levels start: each level, and how long they take at their rates."""
     levels = plan_levels(plan)
     if not levels:

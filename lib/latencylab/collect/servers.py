@@ -108,7 +108,9 @@ def targets(study: StudySpec, engine: Engine | None, bundled: BundledOllama | No
                                    connection=study.workload.connection)
             model = presets.served_model_id(s)
         else:
-            extra = {"endpoint": s.endpoint} if kind == "ollama" else {}
+            # a conversation's turns carry their history: Ollama's chat endpoint takes it
+            endpoint = "chat" if study.workload.sessions is not None else s.endpoint
+            extra = {"endpoint": endpoint} if kind == "ollama" else {}
             url = bundled.base_url if bundled is not None and study.on_bundled_ollama(s) else study.base_url_of(s)
             backend = make_backend(kind, url or "", timeouts=timeouts, api_key=api_key,
                                    connection=study.workload.connection, **extra)
@@ -118,15 +120,19 @@ def targets(study: StudySpec, engine: Engine | None, bundled: BundledOllama | No
     return targets
 
 
-def request_for(study: StudySpec, target: Target, planned: PlannedRequest) -> GenerationRequest:
+def request_for(study: StudySpec, target: Target, planned: PlannedRequest,
+                history: list[dict[str, str]] | None = None) -> GenerationRequest:
+    """The request one planned prompt becomes; a conversation's turn carries its `history` and the turn after it."""
     w, s = study.workload, target.scenario
     # The engine applies runner options and keep_alive through its presets, not per request.
     on_engine = study.backend_of(s) == "embedded"
     options = {k: v for k, v in s.options.items() if not (on_engine and k in presets.ENGINE_OPTIONS)}
     return GenerationRequest(
-        model=target.model, prompt=planned.prompt, max_tokens=w.max_tokens, temperature=w.temperature,
-        seed=w.seed, options=options, keep_alive=None if on_engine else s.keep_alive,
-        cache_prompt=None if w.unique_prefix else True,
+        model=target.model, prompt=planned.prompt, max_tokens=planned.max_tokens or w.max_tokens,
+        temperature=w.temperature, seed=w.seed, options=options, keep_alive=None if on_engine else s.keep_alive,
+        # a conversation is what prompt caching is for: the server is asked to keep it (llama-server)
+        cache_prompt=True if planned.session is not None or not w.unique_prefix else None,
+        messages=None if history is None else [*history, {"role": "user", "content": planned.prompt}],
     )
 
 

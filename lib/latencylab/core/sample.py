@@ -53,6 +53,16 @@ class Sample:
     offered_rate_per_s: float | None = None  # that level's mean arrival rate (None for a sweep's passes)
     sweep_pass: str | None = None  # "synchronous" or "throughput": a rate sweep's passes that find its range
     idle_before_s: float | None = None  # time since the previous request of the run ended
+    # conversations (issue 27): the session and its turn (0 first), the think time before this turn, the
+    # characters of every message sent (the whole history), the context the request asked for where known
+    session: int | None = None
+    turn: int | None = None
+    think_s: float | None = None
+    history_chars: int | None = None
+    num_ctx: int | None = None
+    # prompt tokens the server says it processed (llama-server `prompt_n`; OpenAI: prompt less cached); None where
+    # it does not say (Ollama 0.5.4 counts the whole prompt, cached or not: analyse/conversation.py infers it)
+    processed_tokens: int | None = None
     prompt_chars: int = 0
     ok: bool = True
     error_kind: str | None = None

@@ -18,6 +18,7 @@ from latencylab.core.durations import keep_alive_seconds
 from latencylab.core.protocols import full_name
 from latencylab.plan.facts import Facts, ModelFacts, ServerFacts, is_local
 from latencylab.plan.study import ScenarioSpec, StudySpec
+from latencylab.plan.workload import BUILTIN_PROMPTS
 
 Level = Literal["error", "warning", "note"]
 LEVELS: tuple[Level, ...] = ("error", "warning", "note")
@@ -375,9 +376,52 @@ def rule_gpu_others(plan: Plan) -> Iterator[Finding]:
                 "others_gb": _gb(held), "who": who})
 
 
+CHARS_PER_TOKEN = 4.0  # an English text's characters per token: the check's estimate of a message's tokens
+MESSAGE_FRAME_TOKENS = 8  # the chat template's tokens around each message (ChatML)
+
+
+def conversation_tokens(study: StudySpec) -> list[int]:
+    """The estimated prompt tokens of each planned turn of a session, from its messages alone: the system prompt,
+    then per turn the user message (the prompts' mean length) and the answer before it at `max_tokens` (its most):
+    about four characters a token, an estimate that each model's tokeniser moves either way."""
+    sessions, w = study.workload.sessions, study.workload
+    if sessions is None:
+        return []
+    prompts = BUILTIN_PROMPTS if w.prompts == "builtin" else tuple(w.prompts)
+    user = sum(len(p) for p in prompts) / len(prompts) / CHARS_PER_TOKEN + MESSAGE_FRAME_TOKENS
+    system = len(sessions.system_prompt) / CHARS_PER_TOKEN + MESSAGE_FRAME_TOKENS if sessions.system_prompt else 0.0
+    return [round(system + (turn + 1) * user + turn * (w.max_tokens + MESSAGE_FRAME_TOKENS))
+            for turn in range(sessions.turns)]
+
+
+def rule_conversation(plan: Plan) -> Iterator[Finding]:
+    """A planned conversation that will outgrow its context (the server then cuts the history, and the cache no
+    longer matches), and think times that outlast the keep_alive (each turn after one pays a load)."""
+    study, sessions = plan.study, plan.study.workload.sessions
+    if sessions is None:
+        return
+    tokens = conversation_tokens(study)
+    for s in study.scenarios:
+        num_ctx = plan.num_ctx(s)
+        if num_ctx and tokens[-1] > num_ctx:
+            turn = next(t for t, n in enumerate(tokens) if n > num_ctx)
+            needed = 2 ** math.ceil(math.log2(tokens[-1] + study.workload.max_tokens))
+            facts = plan.model(s)
+            per_token = facts.kv_bytes_per_token(KV_BYTES_PER_ELEMENT) if facts else None
+            yield Finding("conversation-overflow", "warning", s.name,
+                          {"tokens": tokens[-1], "num_ctx": num_ctx, "turn": turn, "needed": needed,
+                           "kv_gb": _gb(int(per_token * needed)) if per_token else None})
+        kind = study.backend_of(s)
+        if kind == "ollama" or (kind == "embedded" and s.keep_alive is not None):
+            keep = server_keep_alive_s(study, s) if s.keep_alive is None else keep_alive_seconds(s.keep_alive)
+            if 0 < keep < sessions.think_max_s:
+                yield Finding("think-keep-alive", "warning", s.name,
+                              {"think_s": sessions.think_max_s, "keep_alive_s": keep})
+
+
 RULES: tuple[Callable[[Plan], Iterator[Finding]], ...] = (
     rule_servers, rule_models, rule_num_gpu, rule_memory, rule_gpu_others, rule_thrashing, rule_keep_alive,
-    rule_num_thread, rule_num_ctx)
+    rule_num_thread, rule_num_ctx, rule_conversation)
 
 
 def evaluate(plan: Plan) -> list[Finding]:

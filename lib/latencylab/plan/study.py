@@ -123,6 +123,45 @@ class ScenarioSpec(_Spec):
         return value
 
 
+class SessionsSpec(_Spec):
+    """Conversations: each turn resends the whole history (the system prompt, every earlier user turn and the
+    assistant's real answers), as a chat client does; sessions run `concurrent` at a time."""
+
+    count: int = Field(1, ge=1, description="sessions per scenario")
+    turns: int = Field(8, ge=1, description="user turns per session")
+    think_time_s: float | tuple[float, float] = Field(
+        0.0, description="pause between a turn's answer and the next turn: seconds, or [low, high] drawn uniformly "
+        "(seeded by `think_seed`)")
+    think_seed: int = Field(0, description="seed of the drawn think times")
+    system_prompt: str | None = Field(None, description="a system message every session starts with: a prefix "
+                                      "the sessions share")
+    concurrent: int = Field(1, ge=1, description="sessions in flight at once")
+
+    @field_validator("think_time_s")
+    @classmethod
+    def _think(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
+        low, high = value if isinstance(value, tuple) else (value, value)
+        if low < 0 or high < low:
+            raise ValueError("think_time_s: seconds ≥ 0, or [low, high] with low ≤ high")
+        return value
+
+    @property
+    def think_max_s(self) -> float:
+        """The longest think time the sessions can draw."""
+        return self.think_time_s[1] if isinstance(self.think_time_s, tuple) else self.think_time_s
+
+
+class TraceSpec(_Spec):
+    """A recorded trace replayed on its own schedule (the Mooncake format AIPerf reads): one JSON object a line,
+    `timestamp` (ms after the trace's start), `input_length` and `output_length` (tokens), `hash_ids` (ids of
+    shared prompt blocks of `block_tokens` tokens: one id, one text, in every request that names it)."""
+
+    file: str = Field(min_length=1, description="the JSONL trace, relative to the study file")
+    block_tokens: int = Field(512, ge=1, description="tokens per hash id's block (AIPerf's default: 512)")
+    time_scale: float = Field(1.0, gt=0, description="multiplies the trace's times: 0.5 replays it twice as fast")
+    max_requests: int | None = Field(None, ge=1, description="replay only the first this many requests")
+
+
 class WorkloadSpec(_Spec):
     """What is sent, how often, in which order."""
 
@@ -156,6 +195,9 @@ class WorkloadSpec(_Spec):
         "new: set up a connection for every request (its set-up inside each TTFB)"
     )
 
+    sessions: SessionsSpec | None = Field(None, description="send conversations instead of single prompts")
+    trace: TraceSpec | None = Field(None, description="replay a recorded trace instead of the request plan")
+
     @field_validator("concurrency")
     @classmethod
     def _levels(cls, value: int | list[int]) -> int | list[int]:
@@ -182,6 +224,12 @@ class WorkloadSpec(_Spec):
             raise ValueError("a rate list or sweep is an open loop: add mode: open")
         if self.mode == "open" and isinstance(self.concurrency, list):
             raise ValueError("a concurrency sweep is a closed-loop study: use mode: closed")
+        if self.sessions is not None and self.trace is not None:
+            raise ValueError("give sessions or a trace, not both")
+        if (self.sessions is not None or self.trace is not None) and (
+                self.mode == "open" or isinstance(self.concurrency, list)):
+            raise ValueError("sessions and a trace set their own schedule: leave mode, rate_per_s and concurrency "
+                             "at their defaults (sessions.concurrent runs sessions at once)")
         return self
 
     @property
@@ -385,11 +433,21 @@ def _inline_prompts(data: dict[str, Any], source: str, base_dir: Path) -> dict[s
     return {**data, "workload": {**rest, "prompts": prompts}}
 
 
+def _resolve_trace(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """`workload.trace.file` relative to the study file made absolute, so that a resumed run finds it."""
+    workload = data.get("workload")
+    trace = workload.get("trace") if isinstance(workload, dict) else None
+    if not isinstance(trace, dict) or not isinstance(trace.get("file"), str) or not trace["file"]:
+        return data
+    file = str((base_dir / trace["file"]).resolve())
+    return {**data, "workload": {**workload, "trace": {**trace, "file": file}}}
+
+
 def parse_study(data: Any, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:
     """Validate a study already read from YAML; raise `StudyError` listing every problem."""
     if not isinstance(data, dict):
         raise StudyError(f"{source}: a study must be a YAML mapping, got {type(data).__name__}")
-    data = _inline_prompts(data, source, base_dir or Path.cwd())
+    data = _resolve_trace(_inline_prompts(data, source, base_dir or Path.cwd()), base_dir or Path.cwd())
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:

@@ -6,9 +6,11 @@ import random
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import overload
 
 from latencylab.plan.study import StudySpec
+from latencylab.plan.trace import read_trace, trace_prompt
 
 # Short questions and longer tasks, so that prompt processing is part of what is measured.
 BUILTIN_PROMPTS: tuple[str, ...] = (
@@ -52,6 +54,11 @@ class PlannedRequest:
     level: int | None = None  # a rate sweep's level, per scenario, in the order run
     rate_per_s: float | None = None  # that level's mean arrival rate (open loop)
     sweep_pass: str | None = None  # "synchronous" or "throughput": the passes that find a sweep's rates
+    session: int | None = None  # a conversation's session, per scenario; `prompt` is its user turn
+    turn: int | None = None  # the turn in that session, 0 first
+    think_s: float | None = None  # the pause after the previous turn's answer
+    due_s: float | None = None  # a replayed trace's arrival, in seconds after the replay starts
+    max_tokens: int | None = None  # the answer's length where the request sets its own (a trace's output_length)
 
     @property
     def prompt(self) -> str:
@@ -138,12 +145,57 @@ class Plan(Sequence[PlannedRequest]):
     __hash__ = None  # type: ignore[assignment]  (it grows: no hash, as a list has none)
 
 
+def kind_of(planned: PlannedRequest) -> Kind:
+    """What a request has in common with others of its scenario, warm-up or not, and level."""
+    return Kind(planned.scenario, planned.warmup, planned.concurrency, planned.level, planned.rate_per_s,
+                planned.sweep_pass)
+
+
+class Listed(Sequence[PlannedRequest]):
+    """A plan whose requests differ beyond their kind (a conversation's turns, a trace's arrivals and lengths): each
+    request held as made, with `Plan`'s `kinds`, `where` and `without`. A plan of the study's size, not of a
+    million requests."""
+
+    def __init__(self, requests: Iterable[PlannedRequest]) -> None:
+        self._requests = list(requests)
+        self.kinds = list(dict.fromkeys(kind_of(p) for p in self._requests))
+
+    def where(self, keep: Callable[[Kind], bool]) -> Listed:
+        """The requests whose kind `keep` accepts, in order."""
+        return Listed(p for p in self._requests if keep(kind_of(p)))
+
+    def without(self, seqs: Collection[int]) -> Listed:
+        """The requests whose seq is not in `seqs` (those a resumed run has finished), in order."""
+        return Listed(p for p in self._requests if p.seq not in seqs) if seqs else self
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    @overload
+    def __getitem__(self, index: int) -> PlannedRequest: ...
+    @overload
+    def __getitem__(self, index: slice) -> Listed: ...
+    def __getitem__(self, index: int | slice) -> PlannedRequest | Listed:
+        return Listed(self._requests[index]) if isinstance(index, slice) else self._requests[index]
+
+    def __iter__(self) -> Iterator[PlannedRequest]:
+        return iter(self._requests)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Listed) and self._requests == other._requests
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+RequestPlan = Plan | Listed  # what `plan_requests` gives: a compact plan, or one of requests held as made
+
+
 SWEEP_PASSES = ("synchronous", "throughput")
 SWEEP_HIGH = 1.2  # a sweep's top rate, × the throughput pass's: the knee gets a level on each side
 SWEEP_LOW = 0.5  # its lowest rate: the synchronous rate, or this share of the throughput when lower
 
 
-def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] | None = None) -> Plan:
+def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] | None = None) -> RequestPlan:
     """Warm-ups first, then the measured requests: scenarios interleaved, in blocks, or shuffled (seeded).
 
     A concurrency sweep repeats that plan once per level. A rate sweep (`rate_per_s` a list, or `sweep`) runs
@@ -154,6 +206,10 @@ def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] |
     workload = study.workload
     if workload.rate_levels is not None:
         return _rate_plan(study, run_id, rates or {})
+    if workload.sessions is not None:
+        return _session_plan(study, run_id)
+    if workload.trace is not None:
+        return _trace_plan(study)
     # each slot of the order is an index into `slot_kinds` (scenario, warm-up): small ints, no objects made
     slot_kinds = [(s.name, warmup) for warmup in (True, False) for s in study.scenarios]
     scenarios = range(len(study.scenarios))
@@ -177,6 +233,45 @@ def _prompts(study: StudySpec, run_id: str) -> Prompts:
     workload = study.workload
     texts = BUILTIN_PROMPTS if workload.prompts == "builtin" else tuple(workload.prompts)
     return Prompts(texts, run_id if workload.unique_prefix else None)
+
+
+def _session_plan(study: StudySpec, run_id: str) -> Listed:
+    """Each scenario's sessions in turn, each session's turns in order: the user turns cycle through the prompts
+    (from the session's own place, so that sessions differ), the think times drawn per session (seeded)."""
+    sessions = study.workload.sessions
+    assert sessions is not None
+    prompts = BUILTIN_PROMPTS if study.workload.prompts == "builtin" else tuple(study.workload.prompts)
+    plan: list[PlannedRequest] = []
+    for scenario in study.scenarios:
+        for session in range(sessions.count):
+            draw = random.Random(f"{sessions.think_seed}:{scenario.name}:{session}")
+            for turn in range(sessions.turns):
+                prompt = prompts[(session + turn) % len(prompts)]
+                if turn == 0 and study.workload.unique_prefix:  # sessions share the system prompt, not more
+                    prompt = f"Session {session} of run {run_id}.\n{prompt}"
+                think = sessions.think_time_s
+                think_s = None if turn == 0 else draw.uniform(*think) if isinstance(think, tuple) else float(think)
+                plan.append(PlannedRequest(seq=len(plan), scenario=scenario.name, prompts=Prompts((prompt,)),
+                                           warmup=False, concurrency=sessions.concurrent, session=session,
+                                           turn=turn, think_s=think_s))
+    return Listed(plan)
+
+
+def _trace_plan(study: StudySpec) -> Listed:
+    """The trace's requests for each scenario in turn, each due at its timestamp (× `time_scale`), its prompt made
+    of its hash ids' blocks and its answer `output_length` tokens long."""
+    trace = study.workload.trace
+    assert trace is not None
+    requests = read_trace(Path(trace.file), trace.max_requests)
+    start = requests[0].timestamp_ms
+    plan: list[PlannedRequest] = []
+    for scenario in study.scenarios:
+        for index, r in enumerate(requests):
+            plan.append(PlannedRequest(seq=len(plan), scenario=scenario.name, warmup=False,
+                                       prompts=Prompts((trace_prompt(r, trace.block_tokens, index),)),
+                                       due_s=(r.timestamp_ms - start) / 1000 * trace.time_scale,
+                                       max_tokens=r.output_length))
+    return Listed(plan)
 
 
 def level_requests(study: StudySpec, rate: float) -> int:

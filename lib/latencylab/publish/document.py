@@ -24,6 +24,7 @@ from latencylab.analyse.attribution import PARTS
 from latencylab.analyse.capacity import ACHIEVED_SHARE, SLO_METRICS
 from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.causes.offload import OffloadValues
+from latencylab.analyse.conversation import scenario_turns
 from latencylab.analyse.findings import (
     Fill,
     Findings,
@@ -41,13 +42,14 @@ from latencylab.plan.check import MEMORY_RULES, Finding
 from latencylab.publish import check_text, i18n, plots
 
 TEMPLATES = Path(__file__).parent / "templates"  # the report's Markdown, and the HTML page's template
-SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "optimisation", "phases", "measured", "results",
-            "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
+SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "conversation", "optimisation", "phases",
+            "measured", "results", "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
 # The figures of each section, in the order shown. The report notebook draws each in a cell of its own and hands it
 # to `Report.add_figure`; the document words them (`figure_words`) and says which the data supports (`drawable`).
 FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "diagnosis": ("waterfall",),
            "measured": ("prefill", "decode"), "results": ("ecdf", "box"), "targets": ("variability", "targets"),
-           "concurrency": ("concurrency",), "capacity": ("latency_throughput", "goodput"), "sweep": ("sweep",)}
+           "concurrency": ("concurrency",), "conversation": ("turns",), "capacity": ("latency_throughput", "goodput"),
+           "sweep": ("sweep",)}
 SAMPLED = ("timeline", "box", "prefill", "decode")  # figures of a point per request: a sample beyond plots.POINTS_MAX
 
 
@@ -319,6 +321,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "tps": lambda v: _tps(v, lang),
         "rate": lambda v: rate_words(v, lang), "slo_line": lambda run: slo_words(run, lang),
         "saturation_line": lambda point: saturation_words(point, f.labels, lang),
+        "turns": lambda: scenario_turns(f.conversation),
     })
     return i18n.markdown(str(getattr(module, name)()).strip())
 
@@ -366,7 +369,7 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
                                  low=serialised.values["low"], high=serialised.values["high"]) if serialised else "",
         "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
         "prefill": _prefill_conclusion(f, lang), "decode": _decode_conclusion(f, lang),
-        "waterfall": _waterfall_conclusion(f, lang),
+        "waterfall": _waterfall_conclusion(f, lang), "turns": "",
         "latency_throughput": _knee_conclusion(f, lang), "goodput": _knee_conclusion(f, lang),
     }[name]
     what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
@@ -461,7 +464,7 @@ class Report:
         return f.has_latency and {
             "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
             "targets": f.facts.targets_measured,
-            "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty,
+            "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty, "turns": not f.conversation.empty,
             "latency_throughput": not f.capacity.empty, "goodput": not f.capacity.empty,
             "prefill": not f.requests.empty
             and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,

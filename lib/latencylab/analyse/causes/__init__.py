@@ -10,17 +10,22 @@ is a module, its entry in `CAUSES` and its catalog entries. Waste (loads, waits,
 from __future__ import annotations
 
 from latencylab.analyse.causes.base import Cause
+from latencylab.analyse.causes.cache import CacheMiss
 from latencylab.analyse.causes.cpu import Cpu
 from latencylab.analyse.causes.floor import Floor
 from latencylab.analyse.causes.memory import Memory
 from latencylab.analyse.causes.offload import Offload
+from latencylab.analyse.causes.overflow import Overflow
 from latencylab.analyse.causes.queueing import Queueing
 from latencylab.analyse.causes.reloads import Reloads
 from latencylab.analyse.causes.storage import Storage
+from latencylab.analyse.causes.thinking import ThinkUnload
 from latencylab.analyse.causes.variance import Variance
 from latencylab.analyse.causes.vram import Vram
 
 # In the order they are judged and reported: spread comes last, as it asks which confirmed cause explains it. The
-# host's causes (storage, memory, cpu, vram) are judged only where the host evidence was taken.
-CAUSES: tuple[Cause, ...] = (Reloads(), Storage(), Memory(), Offload(), Vram(), Floor(), Queueing(), Cpu(),
+# host's causes (storage, memory, cpu, vram) are judged only where the host evidence was taken; a conversation's
+# causes (issue 27) come before the floor: what the floor counts as new tokens is what they left.
+CAUSES: tuple[Cause, ...] = (Reloads(), Storage(), Memory(), Offload(), Vram(), ThinkUnload(), Overflow(), CacheMiss(),
+                             Floor(), Queueing(), Cpu(),
                              Variance())

@@ -80,7 +80,8 @@ class Cause(ABC):
     host: ClassVar[bool] = False  # judged on the host evidence (collect/host.py), only where it was taken
 
     def applies(self, g: pd.DataFrame) -> bool:
-        """Whether the scenario has the evidence this cause reads at all (a host cause: the host's, taken)."""
+        """Whether the cause is put to these requests at all: a host cause where the host's evidence was taken (a
+        conversation's causes, overriding it, only to conversations)."""
         return not self.host or bool((g.get("host", pd.Series(dtype=object)) == "local").any())
 
     @abstractmethod

@@ -62,6 +62,12 @@ class GenerationRequest:
     options: dict[str, Any] = field(default_factory=dict)  # Ollama `options`
     keep_alive: float | str | None = None  # Ollama `keep_alive`
     cache_prompt: bool | None = None  # llama-server `cache_prompt`
+    # a conversation's whole history ({"role", "content"} each, the new user turn last); None: `prompt` alone
+    messages: list[dict[str, str]] | None = None
+
+    def chat(self) -> list[dict[str, str]]:
+        """The messages a chat endpoint is sent: the history, or the prompt as one user message."""
+        return self.messages if self.messages is not None else [{"role": "user", "content": self.prompt}]
 
 
 @dataclass(frozen=True)
@@ -360,6 +366,8 @@ class Backend(ABC):
         path, body = self.build(request)
         sample = Sample(backend=self.kind, model=request.model, prompt_chars=len(request.prompt),
                         connection=self.connection)
+        if request.messages is not None:
+            sample.history_chars = sum(len(m["content"]) for m in request.messages)
         interrupted = False
         for attempt in range(MAX_STALE_RETRIES + 1):
             trace = ConnectionTrace()

@@ -46,7 +46,8 @@ class LlamaCppParser(OpenAIParser):
         cached = number(t.get("cache_n", 0), "cache_n")
         sample.cached_tokens = cached
         if "prompt_n" in t:
-            sample.prompt_tokens = number(t["prompt_n"], "prompt_n") + cached
+            sample.processed_tokens = number(t["prompt_n"], "prompt_n")
+            sample.prompt_tokens = sample.processed_tokens + cached
         if "predicted_n" in t:
             sample.output_tokens, sample.output_tokens_source = number(t["predicted_n"], "predicted_n"), "server"
         if "prompt_ms" in t:

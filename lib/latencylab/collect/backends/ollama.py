@@ -97,10 +97,12 @@ class OllamaBackend(Backend):
             raise ValueError(f"Ollama endpoint must be 'generate' or 'chat', not {endpoint!r}")
         self.endpoint = endpoint
 
-    def _body(self, model: str, prompt: str, keep_alive: float | str | None) -> dict[str, Any]:
+    def _body(self, model: str, prompt: str, keep_alive: float | str | None,
+              messages: list[dict[str, str]] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "stream": True}
         if self.endpoint == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}] if prompt else []
+            body["messages"] = messages if messages is not None else [{"role": "user", "content": prompt}] \
+                if prompt else []
         else:
             body["prompt"] = prompt
         if keep_alive is not None:
@@ -108,7 +110,9 @@ class OllamaBackend(Backend):
         return body
 
     def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
-        body = self._body(request.model, request.prompt, request.keep_alive)
+        if request.messages is not None and self.endpoint != "chat":
+            raise ValueError("a conversation needs Ollama's chat endpoint (endpoint: chat)")
+        body = self._body(request.model, request.prompt, request.keep_alive, request.messages)
         options = dict(request.options)
         options.setdefault("num_predict", request.max_tokens)
         if request.temperature is not None:

@@ -63,7 +63,9 @@ class OpenAIParser(StreamParser):
             sample.prompt_tokens = number(self.usage["prompt_tokens"], "prompt_tokens")
         cached = (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         if cached is not None:
-            sample.cached_tokens = cached
+            sample.cached_tokens = number(cached, "cached_tokens")
+            if sample.prompt_tokens is not None:
+                sample.processed_tokens = sample.prompt_tokens - sample.cached_tokens
 
 
 class OpenAIBackend(Backend):
@@ -79,7 +81,7 @@ class OpenAIBackend(Backend):
     def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": request.chat(),
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": request.max_tokens,

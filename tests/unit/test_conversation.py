@@ -1,0 +1,112 @@
+"""Conversations and trace replay (issue 27): the plan, the trace's text, what a turn reused, the check."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latencylab.analyse.conversation import scenario_turns, turn_table, turns
+from latencylab.collect import strategies
+from latencylab.core.errors import StudyError
+from latencylab.plan import check
+from latencylab.plan.study import parse_study
+from latencylab.plan.trace import TraceRequest, read_trace, trace_prompt
+from latencylab.plan.workload import plan_requests
+
+
+def _study(tmp_path=None, **workload):
+    return parse_study({"name": "s", "backend": "ollama", "base_url": "http://127.0.0.1:9", "workload": workload,
+                        "scenarios": [{"name": "a", "model": "m", "options": {"num_ctx": 512}}]},
+                       base_dir=tmp_path)
+
+
+def test_sessions_plan_each_session_s_turns_in_order_with_seeded_think_times():
+    study = _study(sessions={"count": 2, "turns": 3, "think_time_s": [1, 2], "concurrent": 2})
+    plan = plan_requests(study, "run")
+    assert [(p.session, p.turn) for p in plan] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert [p.think_s is None for p in plan] == [True, False, False, True, False, False]
+    assert all(1 <= p.think_s <= 2 for p in plan if p.think_s is not None)
+    assert [p.think_s for p in plan] == [p.think_s for p in plan_requests(study, "run")]  # seeded
+    assert plan[0].prompt != plan[3].prompt  # each session starts from its own place in the prompts
+    phases = strategies.phases(plan, study.workload)
+    assert len(phases) == 1 and isinstance(phases[0], strategies.Conversations) and phases[0].concurrent == 2
+    assert [[p.turn for p in s] for s in phases[0].sessions()] == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_sessions_and_an_open_loop_cannot_be_combined():
+    with pytest.raises(StudyError, match="their own schedule"):
+        _study(sessions={"turns": 2}, mode="open", rate_per_s=1.0)
+
+
+def test_a_trace_s_hash_ids_are_the_same_text_wherever_they_appear(tmp_path):
+    lines = [{"timestamp": 0, "input_length": 6, "output_length": 2, "hash_ids": [7, 8]},
+             {"timestamp": 1500, "input_length": 5, "output_length": 3, "hash_ids": [7, 9]},
+             {"timestamp": 700, "input_length": 4, "output_length": 1}]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    requests = read_trace(tmp_path / "t.jsonl")
+    assert [r.timestamp_ms for r in requests] == [0, 700, 1500]  # in arrival order
+    first, second = (trace_prompt(r, 4, i) for i, r in enumerate((requests[0], requests[2])))
+    assert first.split()[:4] == second.split()[:4] and first.split()[4:] != second.split()[4:]
+    assert len(first.split()) == 6 and len(second.split()) == 5  # the last block cut to what remains
+    study = _study(tmp_path, trace={"file": "t.jsonl", "block_tokens": 4, "time_scale": 0.5})
+    plan = plan_requests(study, "run")
+    assert [(p.due_s, p.max_tokens) for p in plan] == [(0.0, 2), (0.35, 1), (0.75, 3)]
+    assert list(strategies.Replay(plan).arrivals())[2] == (0.75, plan[2])
+
+
+def test_an_unreadable_trace_line_is_named(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"timestamp": 0, "input_length": 3}\n', encoding="utf-8")
+    with pytest.raises(StudyError, match="t.jsonl:1"):
+        read_trace(tmp_path / "t.jsonl")
+    assert trace_prompt(TraceRequest(0, 3, 1), 512, 0) != trace_prompt(TraceRequest(0, 3, 1), 512, 1)
+
+
+# One session as the bundled Ollama 0.5.4 served it (num_ctx 512, 40-token answers; measured, issue 27): the
+# whole prompt in prompt_eval_count, only the processed tokens' time in prompt_eval_duration.
+REAL = [(42, 87), (112, 144), (183, 130), (251, 129), (319, 221), (387, 142), (456, 156), (498, 932), (499, 1034),
+        (498, 2185)]
+
+
+def _turns(figures, cached=None, num_ctx=512):
+    n = len(figures)
+    return pd.DataFrame({"run": "r", "scenario": "a", "session": 0, "turn": range(n),
+                         "prompt_tokens": [p for p, _ in figures], "output_tokens": 40,
+                         "prompt_eval_ms": [float(ms) for _, ms in figures], "prompt_chars": 70, "num_ctx": num_ctx,
+                         "cached_tokens": cached if cached is not None else [np.nan] * n,
+                         "ttft_ms": [float(ms) + 20 for _, ms in figures]})
+
+
+def test_ollama_s_reuse_is_read_from_the_prompt_time_and_the_overflow_turn_is_found():
+    table = turns(_turns(REAL))
+    assert list(table["cache_source"].iloc[1:7]) == ["timing"] * 6
+    assert list(table["missed"].iloc[1:7]) == [0.0] * 6  # turns 1–6 reused the previous prompt and answer
+    assert table["truncated"].tolist() == [False] * 7 + [True] * 3
+    assert table["overflow"].tolist() == [False] * 7 + [True] + [False] * 2
+    assert table["history_tokens"].iloc[-1] > 512  # what the history would have been, untruncated
+    assert table["cached"].iloc[7:].tolist() == [0.0] * 3  # a cut history is processed whole
+    found = scenario_turns(turn_table(_turns(REAL).join(table), "ttft_ms"))
+    assert found.loc[("r", "a"), "overflow_turn"] == 7 and found.loc[("r", "a"), "cache_source"] == "timing"
+
+
+def test_a_turn_that_processed_its_whole_history_again_is_a_miss():
+    evicted = [(42, 87), (112, 200), (183, 360), (251, 500)]  # the prompt time grows with the whole prompt
+    table = turns(_turns(evicted))
+    assert (table["missed"].iloc[1:] == table["reusable"].iloc[1:]).all() and (table["reusable"].iloc[1:] > 0).all()
+
+
+def test_the_server_s_cached_tokens_win_over_the_timing():
+    table = turns(_turns([(42, 87), (112, 300)], cached=[0, 82]))
+    assert table["cache_source"].tolist() == ["server", "server"] and table["cached"].iloc[1] == 82
+
+
+def test_the_check_warns_of_a_conversation_that_outgrows_num_ctx_and_of_think_times_past_keep_alive():
+    study = parse_study({"name": "s", "backend": "ollama", "bundled_ollama": {"keep_alive": "2s"}, "workload": {
+        "max_tokens": 40, "prompts": ["x" * 80], "sessions": {"turns": 10, "think_time_s": [1, 3]}},
+        "scenarios": [{"name": "a", "model": "smollm2:135m-q4_1", "options": {"num_ctx": 512}}]})
+    tokens = check.conversation_tokens(study)
+    assert tokens[0] == 28 and tokens[1] - tokens[0] == 76  # 80 chars + frame, then answer + frame + the next
+    found = {f.rule: f for f in check.evaluate(check.Plan(study, None))}
+    assert found["conversation-overflow"].evidence["turn"] == next(t for t, n in enumerate(tokens) if n > 512)
+    assert found["conversation-overflow"].evidence["needed"] == 1024
+    assert found["think-keep-alive"].evidence == {"think_s": 3, "keep_alive_s": 2.0}
