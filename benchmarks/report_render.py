@@ -4,8 +4,9 @@ kernel, nbconvert, latency.md, summary.json, samples.csv). Goals (issue 24): 10�
 under 3 minutes with a peak under 4 GB. Prints figures, asserts nothing about them.
 
 Peak memory is the largest sum of the resident sets (RSS) of this process and all its children (papermill's
-kernel) while publishing, sampled every 0.1 s with psutil. The growth exponent between consecutive sizes is
-log(t₂/t₁) / log(N₂/N₁): 1 is linear, 2 quadratic.
+kernel) while publishing, sampled every 0.1 s with psutil; each run is written beforehand by a child process of
+its own, so that this one holds only what publishing holds (as `latencylab report` would). The growth exponent
+between consecutive sizes is log(t₂/t₁) / log(N₂/N₁): 1 is linear, 2 quadratic.
 
     .venv/bin/python benchmarks/report_render.py [N ...]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -116,7 +118,8 @@ def main(sizes: list[int]) -> None:
         for n in sizes:
             run_id = f"bench-{n}"
             start = time.perf_counter()
-            write_run(run_id, n)
+            # written by a process of its own: what this one holds while publishing is publishing's alone
+            subprocess.run([sys.executable, __file__, "--write", run_id, str(n)], check=True)
             write_s = time.perf_counter() - start
             with PeakMemory() as memory:
                 start = time.perf_counter()
@@ -129,4 +132,7 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(arg) for arg in sys.argv[1:]] or [10_000, 100_000])
+    if sys.argv[1:2] == ["--write"]:  # the run of one size, in LATENCYLAB_HOME (main's child)
+        write_run(sys.argv[2], int(sys.argv[3]))
+    else:
+        main([int(arg) for arg in sys.argv[1:]] or [10_000, 100_000])

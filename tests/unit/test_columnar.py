@@ -47,7 +47,7 @@ def test_closing_a_run_writes_the_parquet_copy_and_loads_read_it(workdir, monkey
     frame = store.load_run("r1")
     pd.testing.assert_frame_equal(frame, _journal_frame("r1"))
     assert list(frame.columns) == list(store.SAMPLE_DTYPES)
-    assert frame.loc[4, "itl_ms"] == [1.0, 4.0] and frame.loc[3, "ok"] == False  # noqa: E712 (pandas boolean)
+    assert frame.loc[4, "itl_ms"].tolist() == [1.0, 4.0] and frame.loc[3, "ok"] == False  # noqa: E712 (pandas boolean)
 
 
 @pytest.mark.parametrize("status", ["interrupted", "failed"])
@@ -161,7 +161,7 @@ def test_old_journals_convert_as_pandas_did_and_unknown_keys_are_said(workdir):
     expected.loc[1, "itl_ms"] = None  # a missing list is None now; pandas made it NaN from the records
     pd.testing.assert_frame_equal(frame, expected)
     assert frame.loc[0, "keep_alive"].startswith("300") and len(frame) == len(records)  # kept, as a string
-    assert frame.loc[1, "itl_ms"] is None and frame.loc[2, "itl_ms"] == records[2]["itl_ms"]
+    assert frame.loc[1, "itl_ms"] is None and frame.loc[2, "itl_ms"].tolist() == records[2]["itl_ms"]
 
 
 def test_a_parquet_without_its_journal_is_read_as_it_is(workdir):

@@ -212,7 +212,8 @@ def exemplars(data: pd.DataFrame, keys: list[tuple[str, str]]) -> pd.DataFrame:
     """Per key, the requests a waterfall shows: the cold start (when there was one), the typical request after
     it (the one nearest the median) and the slowest after it; indexed by run, scenario and `which`."""
     rows = {}
-    groups = dict(list(data[data["metric_ms"].notna()].groupby(["run", "scenario"], sort=False)))
+    shown = data.loc[data["metric_ms"].notna(), ["run", "scenario", "metric_ms", "cold_start", *PARTS]]
+    groups = dict(list(shown.groupby(["run", "scenario"], sort=False)))  # the columns a waterfall reads only
     for key in keys:
         if (g := groups.get(key)) is None:
             continue

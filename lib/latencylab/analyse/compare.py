@@ -17,7 +17,7 @@ from latencylab.core.errors import BadBaseline
 def compare_to(samples: pd.DataFrame, baseline: Key, metric: str = "ttfb_ms") -> pd.DataFrame:
     """Every other key against `baseline`: medians, change, ratio and its interval, test, effect, verdict."""
     samples = keyed(samples)
-    data = measured(samples)
+    data = measured(samples, [*KEY, metric])
     groups = dict(list(data.groupby(KEY, sort=False)[metric]))
     before = groups[baseline].dropna().to_numpy(float) if baseline in groups else np.array([])
     rows = []
@@ -103,7 +103,7 @@ def across_runs(samples: pd.DataFrame, reference: str, metric: str = "ttfb_ms") 
     """Each scenario of every other run against the same scenario of run `reference` (a label): medians,
     change, ratio and its interval, test, verdict. Empty with one run (or pooled runs)."""
     samples = keyed(samples)
-    data = measured(samples)
+    data = measured(samples, [*KEY, metric])
     groups = dict(list(data.groupby(KEY, sort=False)[metric]))
     rows = []
     for run, scenario in scenario_order(samples):
@@ -131,7 +131,7 @@ def spread(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
 
     Empty unless some key's samples come from more than one run id (`--pool`).
     """
-    data = measured(keyed(samples))
+    data = measured(keyed(samples), [*KEY, "run_id", metric])
     rows = {}
     for key, group in data.groupby(KEY, sort=False):
         per_run = group.groupby("run_id", sort=False)[metric].median().dropna().astype(float)

@@ -77,7 +77,7 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     diagnosis = dataclasses.replace(diagnosis, predictions=beside_measured(diagnosis.predictions, comparisons,
                                                                            across, changes, base))
     # the attribution's server wait per request, beside the capacity's levels (what grows past the knee)
-    waited = frame.join(requests[["server_wait_ms"]]) if "server_wait_ms" in requests else frame
+    waited = frame.assign(server_wait_ms=requests["server_wait_ms"]) if "server_wait_ms" in requests else frame
     levels, saturation = capacity(waited, runs)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,

@@ -7,8 +7,9 @@ those of `tables`.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +23,7 @@ from latencylab.analyse.causes.base import MIN_MODES_N, RESIDENT, TAIL, TARGET_S
 from latencylab.analyse.conversation import turns
 from latencylab.analyse.findings import Diagnosis, Key, Modes, Step, Verdict
 from latencylab.analyse.stats import numeric
-from latencylab.analyse.tables import KEY
+from latencylab.analyse.tables import KEY, Groups
 from latencylab.plan.check import GIB, MEMORY_RULES, Finding, confirm
 
 # The figures of "Every measured figure", in the table's order.
@@ -33,10 +34,11 @@ MODE_RATIO = 1.5  # …whose medians are this far apart (two modes 10 % apart ar
 PROMPT_AGREEMENT = 0.9  # prompt length explains two modes when a token threshold sorts this share of requests
 
 
-def per_request(samples: pd.DataFrame) -> pd.DataFrame:
+def per_request(samples: pd.DataFrame, in_flight: pd.DataFrame | None = None) -> pd.DataFrame:
     """The samples with decode_tps and its source (server's eval figures, else the client's), prefill_tps,
-    residency (gpu / partial / cpu / unknown) and `overlapped` (another request of its run was in flight)."""
-    data = samples.copy()
+    residency (gpu / partial / cpu / unknown) and `overlapped` (another request of its run was in flight: of
+    `in_flight`, the requests that may overlap them, where given; else of `samples`)."""
+    data = samples.copy(deep=False)  # copy-on-write: the columns added here are its own, the rest is shared
     tokens, eval_ms = numeric(data["output_tokens"]), numeric(data["eval_ms"])
     by_server = (data["output_tokens_source"] == "server") & (eval_ms > 0) & (tokens > 0)
     span = numeric(data["e2e_ms"]) - numeric(data["ttft_ms"])
@@ -48,7 +50,7 @@ def per_request(samples: pd.DataFrame) -> pd.DataFrame:
     data["prefill_tps"] = (processed / prompt_ms * 1000).where((processed > 0) & (prompt_ms > 0))
     share = numeric(data["gpu_share"])
     data["residency"] = np.select([share >= RESIDENT, share > 0, share == 0], ["gpu", "partial", "cpu"], "unknown")
-    data["overlapped"] = _overlapped(data)
+    data["overlapped"] = _overlapped(data if in_flight is None else in_flight).reindex(data.index)
     return data
 
 
@@ -68,8 +70,9 @@ def _overlapped(data: pd.DataFrame) -> pd.Series:
 
 
 def _itl(group: pd.DataFrame) -> np.ndarray:
-    gaps = [g for gaps in group["itl_ms"] if isinstance(gaps, list | np.ndarray) for g in gaps]
-    return np.asarray(gaps, dtype=float)
+    """Every gap of the group's requests, pooled (straight into one array: no Python float per gap)."""
+    lists = (gaps for gaps in group["itl_ms"] if isinstance(gaps, list | np.ndarray))
+    return np.fromiter(itertools.chain.from_iterable(lists), dtype=float)
 
 
 def _values(group: pd.DataFrame, name: str) -> np.ndarray:
@@ -80,12 +83,13 @@ def _values(group: pd.DataFrame, name: str) -> np.ndarray:
 def figures_table(data: pd.DataFrame, keys: Sequence[Key]) -> pd.DataFrame:
     """Per key and figure: source, n, median and p95 with their 95 % intervals, and the median of the first and
     of the later requests. `data` is `per_request` of the measured samples."""
-    groups = dict(list(data.groupby(KEY, sort=False)))
+    groups = Groups(data[[*KEY, "phase", "decode_source", *FIGURES]], KEY)  # the columns read here, a group at a time
     rows = {}
     for key in keys:
         group = groups.get(key)
         if group is None:
             continue
+        first_rows, later_rows = group["phase"] == "first", group["phase"] == "subsequent"
         for name in FIGURES:
             values = _values(group, name)
             if not len(values):
@@ -95,8 +99,8 @@ def figures_table(data: pd.DataFrame, keys: Sequence[Key]) -> pd.DataFrame:
                 sampled = np.random.default_rng(stats.SEED).choice(values, ITL_BOOTSTRAP_MAX, replace=False)
             cis = stats.bootstrap_cis(sampled, ("median", "p95"))
             median_ci, p95_ci = cis["median"], cis["p95"]
-            first = _values(group[group["phase"] == "first"], name)
-            later = _values(group[group["phase"] == "subsequent"], name)
+            first = _values(group.loc[first_rows, [name]], name)
+            later = _values(group.loc[later_rows, [name]], name)
             source = ""
             if name == "decode_tps":
                 source = "+".join(sorted(group["decode_source"].dropna().unique()))
@@ -117,7 +121,7 @@ def figures_table(data: pd.DataFrame, keys: Sequence[Key]) -> pd.DataFrame:
     return table.astype({c: "Float64" for c in columns[2:]})
 
 
-def attribution_table(groups: dict[Key, pd.DataFrame], keys: Sequence[Key], metric: str) -> pd.DataFrame:
+def attribution_table(groups: Mapping[Key, pd.DataFrame], keys: Sequence[Key], metric: str) -> pd.DataFrame:
     """Per key, the mean of each part of the first byte over the requests after the cold start (means add up
     as the parts do), how many, and where the wait came from."""
     rows = {}
@@ -233,11 +237,14 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
     derived columns and the attribution of their first byte (`attribution.PARTS`, load events). A cause whose
     part is material in a scenario that meets every target it is judged against (`targets`, the evaluated table)
     is present, not confirmed: its targets are met."""
-    ok = samples[samples["ok"].fillna(False)]
-    data = per_request(ok)
-    data = data[~data["warmup"].fillna(False)]
-    data = data.join(attribute(data, metric)) if len(data) else data
-    data = data.join(turns(data)) if len(data) else data  # a conversation's turns: reuse, truncation (issue 27)
+    ok = samples["ok"].fillna(False)
+    # one copy of the measured requests; whether each overlapped another is asked of every successful one, warm-ups
+    # included (their columns only)
+    data = per_request(samples[ok & ~samples["warmup"].fillna(False)],
+                       in_flight=samples.loc[ok, ["run_id", "started_at", "e2e_ms"]])
+    if len(data):  # side by side, on the same rows: the columns of `data` are not copied (copy-on-write)
+        data = pd.concat([data, attribute(data, metric)], axis=1)
+        data = pd.concat([data, turns(data)], axis=1)  # a conversation's turns: reuse, truncation (issue 27)
     checks = checks or {}
     predicted: dict[Key, tuple[int, str]] = {}
     for run, found in checks.items():
@@ -245,8 +252,7 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
         shares = {s: float(v) for s, v in measured_shares.items()}
         for c in confirm(found, shares):
             predicted[(run, c.scenario)] = (c.predicted_pct, c.verdict)
-    groups = dict(list(data.groupby(KEY, sort=False)))
-    by_model = dict(list(data.groupby("model", sort=False)))
+    groups, by_model = Groups(data, KEY), Groups(data, "model")
     by_run = dict(list(data.groupby("run", sort=False)["gpu_share"]))
     scale = scale_of(goals)
     needs = {(f.run, f.scenario): float(f.evidence["need_gb"]) * GIB for f in check_items(checks)
@@ -278,9 +284,11 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
         if (m := modes(g, metric)) is not None:
             found_modes.append(m)
     residency = {r: base.median(data.loc[data["residency"] == r, "decode_tps"]) for r in ("gpu", "partial", "cpu")}
+    # the attribution's columns only, a group at a time (each group of every column would be a copy of it)
+    parts = Groups(data[[*KEY, "metric_ms", "cold_start", *PARTS, "wait_source"]], KEY) if "metric_ms" in data else {}
     thresholds = {"share": scale.share, "ms": scale.ms, "target": scale.target, "goal": scale.goal,
                   "target_share": TARGET_SHARE}
     diagnosis = Diagnosis(verdicts, found_modes, residency, check_items(checks), predicted, thresholds,
-                          sorted(gains, key=lambda s: -s.values["saved"]), attribution_table(groups, keys, metric),
+                          sorted(gains, key=lambda s: -s.values["saved"]), attribution_table(parts, keys, metric),
                           no_host=no_host)
     return figures_table(data, keys), diagnosis, data

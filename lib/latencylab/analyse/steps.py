@@ -130,7 +130,7 @@ def figure_facts(phases: pd.DataFrame, samples: pd.DataFrame, decomposition: pd.
     everything = phases.xs("all", level="phase")
     medians = {k: float(v) for k, v in everything["median"].dropna().items()}
     cv = everything["cv"].dropna().astype(float)
-    data = measured(samples)
+    data = measured(samples, ["state"])
     share = None
     if not decomposition.empty and decomposition["load"].notna().any():
         means = decomposition.groupby(level=KEY, sort=False)[["load", "ttft"]].mean()

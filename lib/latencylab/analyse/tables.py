@@ -6,7 +6,7 @@ A scenario is keyed by (run label, scenario name): tables are indexed by `run` a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,19 +19,38 @@ KEY = ["run", "scenario"]
 SUMMARY_COLUMNS = ["n", "errors", "mean", "median", "min", "max", "std", "cv", "p90", "p95", "p99"]
 
 
+class Groups(Mapping[Any, pd.DataFrame]):
+    """A frame's groups by `by`, each taken when asked for: a dict of them all would copy the whole frame at once
+    (10⁶ requests: gigabytes), where one group at a time is held only while it is used."""
+
+    def __init__(self, frame: pd.DataFrame, by: str | list[str]) -> None:
+        self._frame, self._at = frame, frame.groupby(by, sort=False).indices
+
+    def __getitem__(self, key: Any) -> pd.DataFrame:
+        return self._frame.iloc[self._at[key]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._at)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+
 def keyed(samples: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
     """The samples with a `run` column: each sample's run label (`labels[run_id]`, else its run id)."""
     if "run" in samples.columns and not labels:
         return samples
     run_ids = samples["run_id"].astype("string").fillna("")
-    frame = samples.copy()
+    frame = samples.copy(deep=False)  # copy-on-write: the new column is this frame's alone, the rest is shared
     frame["run"] = (run_ids.map(labels).fillna(run_ids) if labels else run_ids).astype(str)
     return frame
 
 
-def measured(samples: pd.DataFrame) -> pd.DataFrame:
-    """Samples that count in latency figures: successful and not warm-up."""
-    return samples[samples["ok"].fillna(False) & ~samples["warmup"].fillna(False)]
+def measured(samples: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Samples that count in latency figures: successful and not warm-up; only `columns` where given (a row filter
+    copies every column it keeps: of 10⁶ samples, gigabytes for the few a table reads)."""
+    keep = samples["ok"].fillna(False) & ~samples["warmup"].fillna(False)
+    return samples.loc[keep, list(columns)] if columns is not None else samples[keep]
 
 
 def scenario_order(samples: pd.DataFrame) -> list[Key]:
@@ -68,7 +87,8 @@ def summary(samples: pd.DataFrame, metric: str = "ttfb_ms", by: Sequence[str] = 
     """
     samples, by = keyed(samples), list(by)
     attempted = samples[~samples["warmup"].fillna(False)]
-    values = measured(samples).sort_values("seq").groupby(by, observed=True, sort=False)[metric]
+    values = measured(samples, list(dict.fromkeys([*by, "seq", metric]))).sort_values("seq").groupby(
+        by, observed=True, sort=False)[metric]
     table = values.agg(["count", "mean", "median", "min", "max", "std"]).rename(columns={"count": "n"})
     groups = attempted.sort_values("seq").groupby(by, observed=True, sort=False).size().index
     table = table.reindex(groups)  # a group whose every request failed keeps its row (n 0)
@@ -96,7 +116,7 @@ def phase_summary(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFram
 def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     """Seeded bootstrap 95 % intervals of the median and p95 of `metric` per key (<NA> where n is too small)."""
     samples = keyed(samples)
-    data = measured(samples)
+    data = measured(samples, [*KEY, metric])
     groups = dict(list(data.groupby(KEY, sort=False)[metric]))
     rows = {}
     for key in scenario_order(samples):  # a scenario whose every request failed keeps its (empty) row
@@ -160,7 +180,7 @@ def decomposition_table(samples: pd.DataFrame) -> pd.DataFrame:
 
 def load_share(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     """Per key: how many measured requests paid a model load, their mean load, cold vs warm medians."""
-    data = measured(keyed(samples))
+    data = measured(keyed(samples), [*KEY, metric, "state", "backend", "load_ms", "load_ms_source"])
     rows = {}
     for key, group in data.groupby(KEY, sort=False):
         paid = group[group["state"].isin(["cold", "reload"])]
@@ -213,7 +233,7 @@ def sweep(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
 
     Empty unless the run varies keep_alive or the idle gap (a sweep study).
     """
-    data = measured(samples).copy()
+    data = measured(samples, ["keep_alive", "idle_gap_s", "state", metric])
     if data.empty or (data["keep_alive"].nunique() < 2 and data["idle_gap_s"].nunique() < 2):
         return pd.DataFrame()
     data["paid_load"] = data["state"].isin(["cold", "reload"])
@@ -227,7 +247,8 @@ def concurrency_table(samples: pd.DataFrame, metric: str = "ttft_ms") -> pd.Data
 
     Empty unless the run swept concurrency.
     """
-    data = measured(keyed(samples))
+    frame = keyed(samples)
+    data = measured(frame, [c for c in (*KEY, metric, "concurrency", "client_queue_ms", "level") if c in frame])
     if "level" in data:  # a rate sweep's passes have their concurrency: they belong to the Capacity section
         data = data[data["level"].isna()]
     if data["concurrency"].nunique() < 2:

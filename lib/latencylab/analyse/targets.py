@@ -28,7 +28,7 @@ def evaluate_targets(samples: pd.DataFrame, targets: dict[str, Any], metric: str
     """Each target per key: goal, measured value, n, its 95 % interval and status (pass, fail, inconclusive,
     no_evidence). A target with no interval (one sample, the first request) is judged on its value."""
     metric = metric or targets.get("metric", "ttfb_ms")
-    data = measured(keyed(samples))
+    data = measured(keyed(samples), [*KEY, metric, "phase", "fits_in_vram"])
     rows = []
     for (run, scenario), group in data.groupby(KEY, sort=False):
         values = group[metric].dropna().to_numpy(float)

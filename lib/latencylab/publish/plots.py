@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 
 from latencylab.analyse.findings import Findings
 from latencylab.analyse.stats import SEED
-from latencylab.analyse.tables import measured
 
 STATE_COLOURS = {"cold": "#d62728", "reload": "#ff7f0e", "warm": "#2ca02c", "unknown": "#7f7f7f"}
 PART_COLOURS = {"client_network_ms": "#bcbd22", "server_wait_ms": "#ff7f0e", "loading_ms": "#d62728",
@@ -34,41 +33,47 @@ POINTS_MAX = 20_000
 POINTS_MIN = 500
 
 
-def _scattered(f: Findings, name: str) -> tuple[pd.DataFrame, list[str]]:
-    """The requests figure `name` draws a point for, and the groups its sample keeps apart."""
+def _scattered(f: Findings, name: str) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """The frame whose requests figure `name` draws a point for, which of its rows (positions), and the groups its
+    sample keeps apart. Rows, not a filtered copy: of 10⁶ requests, a copy of every column is gigabytes."""
     if name == "timeline":
-        return f.samples[f.samples["ok"].fillna(False)], ["state", "label", "warmup"]
-    if name == "box":
-        return measured(f.samples), ["label", "phase"]
-    if name == "prefill":
-        return f.requests[f.requests["ttft_ms"].notna() & f.requests["prompt_tokens"].notna()], ["label"]
-    data = f.requests[f.requests["decode_tps"].notna()]
-    return data, ["residency" if by_residency(data) else "state", "label"]
+        frame, keep, by = f.samples, f.samples["ok"].fillna(False), ["state", "label", "warmup"]
+    elif name == "box":
+        frame, by = f.samples, ["label", "phase"]
+        keep = f.samples["ok"].fillna(False) & ~f.samples["warmup"].fillna(False)
+    elif name == "prefill":
+        frame, by = f.requests, ["label"]
+        keep = f.requests["ttft_ms"].notna() & f.requests["prompt_tokens"].notna()
+    else:
+        frame, keep = f.requests, f.requests["decode_tps"].notna()
+        by = ["residency" if by_residency(f) else "state", "label"]
+    return frame, np.flatnonzero(keep.to_numpy(dtype=bool)), by
 
 
-def _quotas(data: pd.DataFrame, by: list[str]) -> list[tuple[np.ndarray, int]]:
-    """Each group's rows (positions) and how many of them a figure draws (see POINTS_MAX)."""
-    groups = list(data.groupby(by, sort=False, dropna=False).indices.values())
-    if len(data) <= POINTS_MAX:
-        return [(rows, len(rows)) for rows in groups]
-    return [(rows, min(len(rows), max(len(rows) * POINTS_MAX // len(data), POINTS_MIN))) for rows in groups]
+def _quotas(groups: pd.DataFrame, by: list[str]) -> list[tuple[np.ndarray, int]]:
+    """Each group's rows (positions in `groups`) and how many of them a figure draws (see POINTS_MAX)."""
+    found = list(groups.groupby(by, sort=False, dropna=False).indices.values())
+    if len(groups) <= POINTS_MAX:
+        return [(rows, len(rows)) for rows in found]
+    return [(rows, min(len(rows), max(len(rows) * POINTS_MAX // len(groups), POINTS_MIN))) for rows in found]
 
 
 def drawn(f: Findings, name: str) -> tuple[int, int]:
     """How many requests figure `name` (timeline, box, prefill, decode) draws, of how many."""
-    data, by = _scattered(f, name)
-    return sum(quota for _, quota in _quotas(data, by)), len(data)
+    frame, rows, by = _scattered(f, name)
+    return sum(quota for _, quota in _quotas(frame.iloc[rows][by], by)), len(rows)
 
 
 def sample(f: Findings, name: str) -> pd.DataFrame:
     """The requests figure `name` draws a point for: all of them, or beyond POINTS_MAX a seeded random sample (in
     their order)."""
-    data, by = _scattered(f, name)
-    quotas = _quotas(data, by)
-    if all(len(rows) == quota for rows, quota in quotas):
-        return data
+    frame, rows, by = _scattered(f, name)
+    quotas = _quotas(frame[by].iloc[rows], by)  # the group columns of those rows only
+    if all(len(chosen) == quota for chosen, quota in quotas):
+        return frame.iloc[rows]
     rng = np.random.default_rng(SEED)
-    return data.iloc[np.sort(np.concatenate([rng.choice(rows, quota, replace=False) for rows, quota in quotas]))]
+    return frame.iloc[rows[np.sort(np.concatenate([rng.choice(chosen, quota, replace=False)
+                                                   for chosen, quota in quotas]))]]
 
 
 def order(f: Findings) -> list[str]:
@@ -104,6 +109,6 @@ def rate_levels(f: Findings) -> list[tuple[str, pd.DataFrame, float | None, floa
     return found
 
 
-def by_residency(data: pd.DataFrame) -> bool:
-    """Whether the decode figure colours requests by residency: some server reported where the model sat."""
-    return bool((data["residency"] != "unknown").any())
+def by_residency(f: Findings) -> bool:
+    """Whether the decode figure colours requests by residency: some server reported where a model sat."""
+    return bool((f.requests["decode_tps"].notna() & (f.requests["residency"] != "unknown")).any())

@@ -63,7 +63,7 @@ class Context:
     predicted: Mapping[Key, tuple[int, str]]  # the check's predicted GPU share and its verdict, per scenario
     serialised: frozenset[Key]  # scenarios whose TTFT grows with the requests in flight
     # `data` grouped once (a filter of every request per scenario would grow with scenarios × requests)
-    by_model: Mapping[Any, pd.DataFrame] = field(default_factory=dict)  # its requests per model
+    by_model: Mapping[Any, pd.DataFrame] = field(default_factory=dict)  # its requests per model (`tables.Groups`)
     by_run: Mapping[Any, pd.Series] = field(default_factory=dict)  # its GPU shares per run
     confirmed: frozenset[str] = frozenset()  # the causes confirmed so far on the scenario judged
     needs: Mapping[Key, float] = field(default_factory=dict)  # the check's estimate of what the model needs on the GPU

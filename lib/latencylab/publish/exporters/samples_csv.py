@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from latencylab.publish.document import Report
@@ -19,5 +20,7 @@ def export(doc: Report, folder: Path) -> Path:
     # pandas formats a nullable float column a value at a time in Python (5.4 of the 8.3 s that 200 000 samples
     # took); as float64, with NaN for <NA>, the same text comes out in 4.6 s all told
     frame = frame.astype({c: float for c in frame if isinstance(frame[c].dtype, pd.Float64Dtype)})
+    # each request's gaps as the list they were recorded as (loaded runs hold them as NumPy arrays)
+    frame["itl_ms"] = frame["itl_ms"].map(lambda gaps: str(gaps.tolist()) if isinstance(gaps, np.ndarray) else gaps)
     frame.to_csv(path, index=False)
     return path
