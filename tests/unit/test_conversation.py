@@ -6,13 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latencylab.analyse import compute
 from latencylab.analyse.conversation import scenario_turns, turn_table, turns
+from latencylab.analyse.findings import RunInfo
 from latencylab.collect import strategies
 from latencylab.core.errors import StudyError
 from latencylab.plan import check
 from latencylab.plan.study import parse_study
 from latencylab.plan.trace import TraceRequest, read_trace, trace_prompt
 from latencylab.plan.workload import plan_requests
+from latencylab.runs.columnar import samples_frame
 
 
 def _study(tmp_path=None, **workload):
@@ -110,3 +113,76 @@ def test_the_check_warns_of_a_conversation_that_outgrows_num_ctx_and_of_think_ti
     assert found["conversation-overflow"].evidence["turn"] == next(t for t, n in enumerate(tokens) if n > 512)
     assert found["conversation-overflow"].evidence["needed"] == 1024
     assert found["think-keep-alive"].evidence == {"think_s": 3, "keep_alive_s": 2.0}
+
+
+# The spread (variance) on a conversation: a slow tail made of the turns a conversation cause owns is that cause's,
+# never "the server stalled" (a false confirmation sends the user to hunt a stall that is not there).
+
+
+def _session(prompts: list[int], prompt_ms: list[float], cached: list[float] | None = None,
+             **columns: list) -> pd.DataFrame:
+    """One session of Ollama-shaped samples: turn 0 cold (a 300 ms load), TTFT = load + prompt time + 20 ms."""
+    rows = []
+    for turn, (tokens, ms) in enumerate(zip(prompts, prompt_ms, strict=True)):
+        extra = {name: values[turn] for name, values in columns.items()}
+        load = extra.pop("load_ms", 300.0 if turn == 0 else 0.0)
+        ttft = load + ms + 20.0
+        rows.append({"run_id": "r1", "seq": turn, "scenario": "chat", "backend": "ollama", "model": "m", "ok": True,
+                     "warmup": False, "phase": "first" if turn == 0 else "subsequent",
+                     "state": "cold" if turn == 0 else "warm", "started_at": 1000.0 + 10 * turn, "session": 0,
+                     "turn": turn, "think_s": None if turn == 0 else 1.0, "num_ctx": 512, "prompt_chars": 70,
+                     "prompt_tokens": tokens, "output_tokens": 40, "output_tokens_source": "server",
+                     "prompt_eval_ms": ms, "cached_tokens": None if cached is None else cached[turn],
+                     "load_ms": load, "load_ms_source": "server", "ttft_ms": ttft, "ttfb_ms": ttft,
+                     "e2e_ms": ttft + 200.0, **extra})
+    return samples_frame(rows)
+
+
+def _dx(samples: pd.DataFrame) -> dict:
+    return {v.cause: v for v in compute.findings(samples, [RunInfo(run_id="r1", label="r1", study="hand")])
+            .diagnosis.verdicts}
+
+
+GROWING = [40 + 70 * k for k in range(7)]  # turns 0–6: 40 … 460 tokens, each the last prompt, its answer and 30 new
+
+
+def test_the_turns_after_an_overflow_are_the_overflow_s_slow_tail_not_a_stall():
+    # num_ctx 512: at turn 7 the history (460 + 40 + a 26-token message) passes it; turns 7–11 hold ~500 tokens
+    # processed whole (500–540 ms at the first turn's 1 ms a token), turns 1–6 only their 30 new ones (40 ms)
+    dx = _dx(_session(GROWING + [500] * 5, [40.0] * 7 + [500.0, 510.0, 520.0, 530.0, 540.0]))
+    assert dx["overflow"].verdict == "confirmed" and dx["overflow"].values.turn == 7
+    v = dx["variance"]
+    # after the cold start 11 turns, median 60 ms (a reusing turn); the slowest 10 % are turns 10 and 11, both
+    # after the overflow, slow in their prompt time (535 ms on average against a typical 40 ms): the overflow's
+    assert (v.verdict, v.values.explains, v.values.tail_n) == ("present", "overflow", 2)
+    assert (v.values.explains_ms, v.values.typical_ms, v.values.median) == (535.0, 40.0, 60.0)
+
+
+def test_turns_that_missed_the_cache_are_the_cache_s_slow_tail_and_a_stall_on_a_reused_turn_stays_one():
+    prompts = GROWING + [530, 600, 670, 740, 810]  # num_ctx 4096 below: no overflow
+    reused = [0.0] + [p - 30.0 for p in prompts[1:]]  # the server says: all but the 30 new tokens came from cache
+    slow = [40.0] * 12
+    slow[5], slow[9] = 390.0, 670.0  # turns 5 and 9 processed their whole prompt (1 ms a token)
+    missed = list(reused)
+    missed[5], missed[9] = 0.0, 0.0
+    ctx = {"num_ctx": [4096] * 12}
+    dx = _dx(_session(prompts, slow, missed, **ctx))
+    assert dx["cache"].verdict in ("confirmed", "present") and dx["cache"].values.missed_n == 2
+    v = dx["variance"]
+    # the slowest 10 % (2 of 11) are turns 5 and 9, the two misses (530 ms of prompt time on average, against 40)
+    assert (v.verdict, v.values.explains, v.values.explains_ms) == ("present", "cache", 530.0)
+    # the same prompt times where the server says both turns reused their history: nothing owns them, a stall
+    stalled = _dx(_session(prompts, slow, reused, **ctx))
+    assert stalled["cache"].verdict == "refuted"
+    assert (stalled["variance"].verdict, stalled["variance"].values.explains) == ("confirmed", "stall_prompt")
+
+
+def test_turns_that_paid_a_load_after_a_think_time_are_the_think_time_s_slow_tail():
+    # turns 4 and 8 found the model unloaded after the user's second of thinking: a 400 ms load each
+    loads = [300.0] + [400.0 if t in (4, 8) else 0.0 for t in range(1, 12)]
+    states = ["cold"] + ["reload" if t in (4, 8) else "warm" for t in range(1, 12)]
+    dx = _dx(_session([40] * 12, [40.0] * 12, [0.0] * 12, load_ms=loads, state=states))
+    assert dx["think"].verdict == "confirmed" and dx["think"].values.unloaded_n == 2
+    v = dx["variance"]
+    assert (v.verdict, v.values.explains, v.values.explains_ms, v.values.typical_ms) == ("present", "think", 400.0,
+                                                                                         0.0)

@@ -272,6 +272,8 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
                     verdict = replace(verdict, verdict="present", reason="targets_met")
                 elif (gain := cause.gain(g, metric)) is not None:
                     gains.append(gain)
+            if verdict.verdict in ("confirmed", "present") and cause.part and len(owned := cause.owns(g)):
+                judged = replace(judged, owned={**judged.owned, cause.name: (cause.part, owned)})
             verdicts.append(verdict)
             if verdict.verdict == "no_gpu" and key in predicted:
                 predicted[key] = (predicted[key][0], "not_testable")

@@ -67,6 +67,8 @@ class Context:
     by_run: Mapping[Any, pd.Series] = field(default_factory=dict)  # its GPU shares per run
     confirmed: frozenset[str] = frozenset()  # the causes confirmed so far on the scenario judged
     needs: Mapping[Key, float] = field(default_factory=dict)  # the check's estimate of what the model needs on the GPU
+    # the requests each cause confirmed or present on the scenario explains, and the part they are slow in
+    owned: Mapping[str, tuple[str, pd.Index]] = field(default_factory=dict)
 
 
 class Cause(ABC):
@@ -78,6 +80,7 @@ class Cause(ABC):
     words: ClassVar[tuple[str, ...]]  # every catalog key its phrases use, its heading dx_h_<name> among them
     findings: ClassVar[Mapping[str, str]]  # verdict → the finding it states (what the planted conditions score)
     host: ClassVar[bool] = False  # judged on the host evidence (collect/host.py), only where it was taken
+    part: ClassVar[str | None] = None  # the part of the first byte (attribution.PARTS) the requests it owns pay
 
     def applies(self, g: pd.DataFrame) -> bool:
         """Whether the cause is put to these requests at all: a host cause where the host's evidence was taken (a
@@ -87,6 +90,11 @@ class Cause(ABC):
     @abstractmethod
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """The verdict on one scenario's requests (`diagnosis.per_request` with the attribution's columns)."""
+
+    def owns(self, g: pd.DataFrame) -> pd.Index:
+        """The requests whose slowness this cause explains by themselves (a conversation's turns it names), so that
+        the spread can tell them from a stall; none by default."""
+        return g.index[:0]
 
     def gain(self, g: pd.DataFrame, metric: str) -> Step | None:
         """What fixing this cause would leave of the scenario's median, where it is confirmed; None: no fix to
