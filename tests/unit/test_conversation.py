@@ -37,6 +37,26 @@ def test_sessions_plan_each_session_s_turns_in_order_with_seeded_think_times():
     assert [[p.turn for p in s] for s in phases[0].sessions()] == [[0, 1, 2], [0, 1, 2]]
 
 
+def test_a_scenario_s_own_sessions_replace_the_workload_s_and_are_checked_on_their_own():
+    study = parse_study({
+        "name": "s", "backend": "ollama", "base_url": "http://127.0.0.1:9",
+        "workload": {"sessions": {"count": 3, "turns": 2, "concurrent": 2}},
+        "scenarios": [{"name": "shared", "model": "m", "options": {"num_ctx": 256}},
+                      {"name": "alone", "model": "m", "options": {"num_ctx": 256},
+                       "sessions": {"count": 1, "turns": 6, "system_prompt": "Be brief."}}]})
+    plan = plan_requests(study, "run")
+    assert [(p.scenario, p.session, p.turn) for p in plan] == [
+        *(("shared", s, t) for s in range(3) for t in range(2)), *(("alone", 0, t) for t in range(6))]
+    phases = strategies.phases(plan, study.workload)
+    assert [(len(p.sessions()), p.concurrent) for p in phases] == [(3, 2), (1, 1)]
+    # the check estimates each scenario's own conversation: two turns fit 256 tokens (about 126), six do not (470)
+    found = [f for f in check.evaluate(check.Plan(study, None)) if f.rule == "conversation-overflow"]
+    assert [f.scenario for f in found] == ["alone"]
+    with pytest.raises(StudyError, match="give workload.sessions too"):
+        parse_study({"name": "s", "backend": "ollama", "base_url": "http://127.0.0.1:9",
+                     "scenarios": [{"name": "a", "model": "m", "sessions": {"count": 1}}]})
+
+
 def test_sessions_and_an_open_loop_cannot_be_combined():
     with pytest.raises(StudyError, match="their own schedule"):
         _study(sessions={"turns": 2}, mode="open", rate_per_s=1.0)
@@ -107,7 +127,7 @@ def test_the_check_warns_of_a_conversation_that_outgrows_num_ctx_and_of_think_ti
     study = parse_study({"name": "s", "backend": "ollama", "bundled_ollama": {"keep_alive": "2s"}, "workload": {
         "max_tokens": 40, "prompts": ["x" * 80], "sessions": {"turns": 10, "think_time_s": [1, 3]}},
         "scenarios": [{"name": "a", "model": "smollm2:135m-q4_1", "options": {"num_ctx": 512}}]})
-    tokens = check.conversation_tokens(study)
+    tokens = check.conversation_tokens(study, study.workload.sessions)
     assert tokens[0] == 28 and tokens[1] - tokens[0] == 76  # 80 chars + frame, then answer + frame + the next
     found = {f.rule: f for f in check.evaluate(check.Plan(study, None))}
     assert found["conversation-overflow"].evidence["turn"] == next(t for t, n in enumerate(tokens) if n > 512)
