@@ -206,3 +206,17 @@ def test_turns_that_paid_a_load_after_a_think_time_are_the_think_time_s_slow_tai
     v = dx["variance"]
     assert (v.verdict, v.values.explains, v.values.explains_ms, v.values.typical_ms) == ("present", "think", 400.0,
                                                                                          0.0)
+
+
+def test_a_turn_that_sent_a_long_new_message_is_a_longer_prompt_counted_in_the_tokens_processed():
+    # every turn adds 30 new tokens (40 ms) but turns 5 and 9, whose user pasted 300 (400 ms); the server says the
+    # rest came from cache. Per token of the whole prompt those two look 4–5× slower (a stall); per token processed
+    # they ran as fast as the others: the longer prompts, the floor
+    new = [40] + [300 if t in (5, 9) else 30 for t in range(1, 12)]
+    prompts = [sum(new[:t + 1]) + 40 * t for t in range(12)]  # each turn: the last prompt, its answer, the new
+    slow = [40.0 if n == 30 else 400.0 for n in new]
+    cached = [0.0] + [float(p - n) for p, n in zip(prompts[1:], new[1:], strict=True)]
+    dx = _dx(_session(prompts, slow, cached, num_ctx=[8192] * 12))
+    assert dx["cache"].verdict == "refuted" and dx["overflow"].verdict == "refuted"
+    v = dx["variance"]
+    assert (v.verdict, v.values.explains, v.values.explains_ms) == ("present", "long_prompt", 400.0)

@@ -99,8 +99,11 @@ class Variance(Cause):
                  if tail[p].notna().any()}
         part = max(parts, key=parts.get) if parts else None
         # Long prompts explain a slow prompt time only when the slowest requests' prompts are longer and were not
-        # processed much slower per token; otherwise the server stalled on prompts of ordinary length.
-        tokens = numeric(after["prompt_tokens"])
+        # processed much slower per token; otherwise the server stalled on prompts of ordinary length. Counted in
+        # the tokens the server processed: a conversation's turn resends a history it mostly had cached.
+        tokens = numeric(after["prompt_tokens"]) - numeric(after["cached_tokens"]).fillna(0)
+        if "processed" in after:
+            tokens = numeric(after["processed"]).fillna(tokens)
         rate = after["prompt_ms"] / tokens
         longer = bool(rate.notna().any() and rate[tail.index].median() <= STALL_RATE * rate.median()
                       and tokens[tail.index].median() >= LONGER_PROMPT * tokens.median())
