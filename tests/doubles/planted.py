@@ -225,9 +225,10 @@ CONDITIONS: tuple[Condition, ...] = (
     # whole prompt (about 120 words at 5 ms: 600 ms, against 65 ms for a turn that reused its history); the slowest
     # turns are those, not a stall.
     Condition("chat-overflow", frozenset({"overflow"}), CHAT_DOUBLE, _chat({"num_ctx": 128}, count=1, turns=12)),
-    # Three sessions on one slot: each turn finds another session's words in the slot, and waits for its turn.
+    # Three sessions on one slot: each turn finds another session's words in the slot, and waits for its turn. Five
+    # turns each: the three first turns can all count as the cold start (two waited for the first one's load).
     Condition("chat-eviction", frozenset({"cache", "queueing"}), {**CHAT_DOUBLE, "num_parallel": 1},
-              _chat(count=3, turns=4, concurrent=3)),
+              _chat(count=3, turns=5, concurrent=3)),
     # A think time (0.4 s) longer than keep_alive (150 ms): every turn after the first pays a load. Two sessions of
     # six turns, not one of twelve: a load empties the cache, so each turn processes its whole history, and twelve
     # turns' (about 200 words, 1 s) would put that work, which the floor counts as the server's own, above the
