@@ -158,9 +158,9 @@ def _session(prompts: list[int], prompt_ms: list[float], cached: list[float] | N
     return samples_frame(rows)
 
 
-def _dx(samples: pd.DataFrame) -> dict:
-    return {v.cause: v for v in compute.findings(samples, [RunInfo(run_id="r1", label="r1", study="hand")])
-            .diagnosis.verdicts}
+def _dx(samples: pd.DataFrame, **targets: float) -> dict:
+    return {v.cause: v for v in compute.findings(samples, [RunInfo(run_id="r1", label="r1", study="hand")],
+                                                 targets=targets).diagnosis.verdicts}
 
 
 GROWING = [40 + 70 * k for k in range(7)]  # turns 0–6: 40 … 460 tokens, each the last prompt, its answer and 30 new
@@ -220,3 +220,14 @@ def test_a_turn_that_sent_a_long_new_message_is_a_longer_prompt_counted_in_the_t
     assert dx["cache"].verdict == "refuted" and dx["overflow"].verdict == "refuted"
     v = dx["variance"]
     assert (v.verdict, v.values.explains, v.values.explains_ms) == ("present", "long_prompt", 400.0)
+
+
+def test_the_floor_is_the_work_of_the_turns_nothing_wasted_counted_in_the_tokens_they_processed():
+    # num_ctx 256: from turn 4 the history (250 + 40 + a 26-token message) passes it and turns 4–11 process their
+    # whole ~250-token prompt again (250 ms); turns 1–3 only their 30 new tokens (40 ms). The overflow owns 8 of the
+    # 11 turns after the cold start: the floor is the other three's, 40 ms for 30 tokens, below a 200 ms target
+    dx = _dx(_session(GROWING[:4] + [250] * 8, [40.0] * 4 + [250.0] * 8, num_ctx=[256] * 12), subsequent_ms=200)
+    assert dx["overflow"].verdict == "confirmed" and dx["overflow"].values.turn == 4
+    floor = dx["prompt"]
+    assert (floor.verdict, floor.values.floor_ms, floor.values.new_tokens) == ("floor", 40.0, 30.0)
+    assert floor.values.prefill_tps == 750.0  # 30 tokens in 40 ms

@@ -159,6 +159,21 @@ def mib(value: float | None) -> Quantity:
     return Quantity(value, "mib")
 
 
+def processed_tokens(g: pd.DataFrame) -> pd.Series:
+    """The prompt tokens the server processed for each request: a conversation's turn less what it reused of its
+    history (`conversation.turns`), else the prompt less the tokens the server says it had cached."""
+    tokens = numeric(g["prompt_tokens"]) - numeric(g["cached_tokens"]).fillna(0)
+    return numeric(g["processed"]).fillna(tokens) if "processed" in g else tokens
+
+
+def own_work(g: pd.DataFrame, context: Context) -> pd.DataFrame:
+    """`g`'s requests that no cause named so far owns (a conversation's turns that re-processed a history, or
+    loaded, are that cause's waste); all of them where every one is owned."""
+    owned = [requests for _, requests in context.owned.values()]
+    left = g.drop(index=g.index.intersection(owned[0].append(owned[1:]))) if owned else g
+    return left if len(left) else g
+
+
 def host_share(g: pd.DataFrame) -> pd.Series:
     """The share of the machine's cores other processes used during each request (NaN without host evidence)."""
     return numeric(g["others_cpu_ms"]) / (numeric(g["host_window_ms"]) * numeric(g["host_cores"]))

@@ -12,7 +12,19 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from latencylab.analyse.causes.base import MIN_MODES_N, TAIL, Cause, Context, count, key_of, later, median, ms, share
+from latencylab.analyse.causes.base import (
+    MIN_MODES_N,
+    TAIL,
+    Cause,
+    Context,
+    count,
+    key_of,
+    later,
+    median,
+    ms,
+    processed_tokens,
+    share,
+)
 from latencylab.analyse.findings import Phrase, Values, Verdict
 from latencylab.analyse.stats import numeric
 
@@ -101,9 +113,7 @@ class Variance(Cause):
         # Long prompts explain a slow prompt time only when the slowest requests' prompts are longer and were not
         # processed much slower per token; otherwise the server stalled on prompts of ordinary length. Counted in
         # the tokens the server processed: a conversation's turn resends a history it mostly had cached.
-        tokens = numeric(after["prompt_tokens"]) - numeric(after["cached_tokens"]).fillna(0)
-        if "processed" in after:
-            tokens = numeric(after["processed"]).fillna(tokens)
+        tokens = processed_tokens(after)
         rate = after["prompt_ms"] / tokens
         longer = bool(rate.notna().any() and rate[tail.index].median() <= STALL_RATE * rate.median()
                       and tokens[tail.index].median() >= LONGER_PROMPT * tokens.median())
