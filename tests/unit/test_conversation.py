@@ -231,3 +231,15 @@ def test_the_floor_is_the_work_of_the_turns_nothing_wasted_counted_in_the_tokens
     floor = dx["prompt"]
     assert (floor.verdict, floor.values.floor_ms, floor.values.new_tokens) == ("floor", 40.0, 30.0)
     assert floor.values.prefill_tps == 750.0  # 30 tokens in 40 ms
+
+
+def test_other_processes_are_not_blamed_for_the_whole_prompt_a_turn_after_the_overflow_processes():
+    # the overflow's session, with other processes using half of 2 cores during turns 7–11 (and none before): those
+    # turns processed ~500 tokens at ~1,000 tokens/s, as fast as the quiet turns' 30 tokens in 40 ms (750 tokens/s);
+    # counted over the whole prompt, the quiet turns would seem 3,000–11,000 tokens/s and the CPU a cause
+    busy = [0.0] * 7 + [500.0] * 5
+    dx = _dx(_session(GROWING + [500] * 5, [40.0] * 7 + [500.0, 510.0, 520.0, 530.0, 540.0], host=["local"] * 12,
+                      others_cpu_ms=busy, host_window_ms=[500.0] * 12, host_cores=[2] * 12))
+    assert dx["overflow"].verdict == "confirmed"
+    cpu = dx["cpu"]
+    assert (cpu.verdict, cpu.values.contended_n, cpu.values.prefill_quiet) == ("present", 5, 750.0)

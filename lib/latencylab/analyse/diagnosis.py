@@ -34,7 +34,8 @@ PROMPT_AGREEMENT = 0.9  # prompt length explains two modes when a token threshol
 
 
 def per_request(samples: pd.DataFrame) -> pd.DataFrame:
-    """The samples with decode_tps and its source (server's eval figures, else the client's), prefill_tps,
+    """The samples with decode_tps and its source (server's eval figures, else the client's), prefill_tps (of the
+    tokens the server says it did not have cached; a conversation's turns are counted again in `diagnose`),
     residency (gpu / partial / cpu / unknown) and `overlapped` (another request of its run was in flight)."""
     data = samples.copy()
     tokens, eval_ms = numeric(data["output_tokens"]), numeric(data["eval_ms"])
@@ -43,13 +44,17 @@ def per_request(samples: pd.DataFrame) -> pd.DataFrame:
     client = ((tokens - 1) / span * 1000).where((tokens > 1) & (span > 0))
     data["decode_tps"] = (tokens / eval_ms * 1000).where(by_server, client)
     data["decode_source"] = np.where(by_server, "server", np.where(client.notna(), "client", None))
-    processed = numeric(data["prompt_tokens"]) - numeric(data["cached_tokens"]).fillna(0)
-    prompt_ms = numeric(data["prompt_eval_ms"])
-    data["prefill_tps"] = (processed / prompt_ms * 1000).where((processed > 0) & (prompt_ms > 0))
+    data["prefill_tps"] = prefill_tps(numeric(data["prompt_tokens"]) - numeric(data["cached_tokens"]).fillna(0),
+                                      numeric(data["prompt_eval_ms"]))
     share = numeric(data["gpu_share"])
     data["residency"] = np.select([share >= RESIDENT, share > 0, share == 0], ["gpu", "partial", "cpu"], "unknown")
     data["overlapped"] = _overlapped(data)
     return data
+
+
+def prefill_tps(processed: pd.Series, prompt_ms: pd.Series) -> pd.Series:
+    """Prompt tokens processed per second of prompt time (NaN where either is not above 0)."""
+    return (processed / prompt_ms * 1000).where((processed > 0) & (prompt_ms > 0))
 
 
 def _overlapped(data: pd.DataFrame) -> pd.Series:
@@ -238,6 +243,9 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
     data = data[~data["warmup"].fillna(False)]
     data = data.join(attribute(data, metric)) if len(data) else data
     data = data.join(turns(data)) if len(data) else data  # a conversation's turns: reuse, truncation (issue 27)
+    if "processed" in data:  # a turn processed only what it had not cached, whether or not the server says so
+        turned = numeric(data["processed"]).notna()
+        data.loc[turned, "prefill_tps"] = prefill_tps(numeric(data["processed"]), numeric(data["prompt_eval_ms"]))
     checks = checks or {}
     predicted: dict[Key, tuple[int, str]] = {}
     for run, found in checks.items():

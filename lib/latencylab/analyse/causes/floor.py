@@ -131,11 +131,10 @@ class Floor(Cause):
         prompt_sum = numeric(cached["prompt_tokens"]).sum()
         timed = work[numeric(work["prompt_ms"]).notna()]
         new = processed_tokens(timed)
-        spent = numeric(timed["prompt_eval_ms"])
         half = float((numeric(after[metric]) - prompt.fillna(0.0) / 2).median()) if prompt.notna().any() else math.nan
         values = FloorValues(
             typical_ms=median(work["prompt_ms"]), floor_ms=floor, share=floor / latency if latency else math.nan,
-            new_tokens=median(new), prefill_tps=median((new / spent * 1000).where((new > 0) & (spent > 0))), **growth,
+            new_tokens=median(new), prefill_tps=median(timed["prefill_tps"]), **growth,
             significant=significant, grows=grows,
             material=grows or (not math.isnan(floor) and scale.material(floor, latency)), cache_known=len(cached),
             cache_hits=float((numeric(cached["cached_tokens"]) > 0).mean()) if len(cached) else math.nan,
