@@ -10,7 +10,9 @@ from latencylab.analyse import compute
 from latencylab.analyse.conversation import scenario_turns, turn_table, turns
 from latencylab.analyse.findings import RunInfo
 from latencylab.collect import strategies
+from latencylab.collect.backends.base import http_error_kind
 from latencylab.core.errors import StudyError
+from latencylab.core.sample import ERROR_KINDS
 from latencylab.plan import check
 from latencylab.plan.study import parse_study
 from latencylab.plan.trace import TraceRequest, read_trace, trace_prompt
@@ -243,3 +245,14 @@ def test_other_processes_are_not_blamed_for_the_whole_prompt_a_turn_after_the_ov
     assert dx["overflow"].verdict == "confirmed"
     cpu = dx["cpu"]
     assert (cpu.verdict, cpu.values.contended_n, cpu.values.prefill_quiet) == ("present", 5, 750.0)
+
+
+def test_a_prompt_refused_for_the_context_is_a_failure_of_its_own_kind():
+    llama = (b'{"error": {"code": 400, "message": "request (287 tokens) exceeds the available context size (256 '
+             b'tokens), try increasing it", "type": "exceed_context_size_error"}}')  # seen on the embedded engine
+    openai = b'{"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}}'
+    vllm = b'{"message": "This model\'s maximum context length is 2048 tokens. However, you requested 2100 tokens"}'
+    assert [http_error_kind(400, body) for body in (llama, openai, vllm)] == ["context"] * 3
+    assert http_error_kind(400, b'{"error": "invalid options"}') == "http"
+    assert http_error_kind(500, llama) == "http"  # a server fault, whatever it says
+    assert "context" in ERROR_KINDS
