@@ -63,12 +63,12 @@ def test_two_sessions_on_one_ollama_slot_evict_each_other(real_ollama: BundledOl
     assert cache.verdict in ("confirmed", "present") and cache.values.reasons.get("evicted", 0) >= 1
 
 
-def _engine_study(workload: dict[str, Any], parallel: int) -> Any:
+def _engine_study(workload: dict[str, Any], parallel: int, num_ctx: int = 2048) -> Any:
     return parse_study({
         "name": "engine-chat", "backend": "embedded", "engine": {"threads": 1}, "targets": {"metric": "ttft_ms"},
         "workload": {"max_tokens": 8, **workload},
         "scenarios": [{"name": "chat", "model": "smollm2-135m-q4_1", "keep_alive": -1, "preload": True,
-                       "options": {"num_ctx": 2048, "num_parallel": parallel}}]}, base_dir=paths.WORK_ROOT)
+                       "options": {"num_ctx": num_ctx, "num_parallel": parallel}}]}, base_dir=paths.WORK_ROOT)
 
 
 @pytest.mark.engine
@@ -83,6 +83,19 @@ def test_llama_server_reports_its_reuse_even_with_more_sessions_than_slots(model
     verdicts, findings = _verdicts(run_id)
     assert (findings.conversation.loc[findings.conversation["turn"] > 0, "cache_source"] == "server").all()
     assert verdicts["cache"].verdict in ("refuted", "present")  # what the server reported it reused
+
+
+@pytest.mark.engine
+def test_a_conversation_past_llama_server_s_context_ends_in_failed_turns_of_kind_context(models: list[Path],
+                                                                                         workdir: Path) -> None:
+    # llama-server refuses a prompt past its context (HTTP 400), where Ollama cuts the history: the run goes on,
+    # and every turn from there fails, as the history only grows
+    samples = _samples(runner.run_study(_engine_study({"sessions": {"count": 1, "turns": 6}}, 1, 128),
+                                        progress=False))
+    kinds = [None if s["ok"] else s["error_kind"] for s in samples]
+    first = kinds.index("context")
+    assert 0 < first and kinds[first:] == ["context"] * (len(kinds) - first) and None not in kinds[first:]
+    assert "context size" in samples[first]["error"]
 
 
 @pytest.mark.engine

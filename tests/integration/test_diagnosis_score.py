@@ -30,3 +30,8 @@ def test_every_planted_condition_is_diagnosed_right_with_no_false_confirmation(w
         diagnoses[condition.name] = summary_json.summary(report.document_of([run_id]).findings)["diagnosis"]
     found = {name: diagnosis_score.confirmed(dx["verdicts"]) for name, dx in diagnoses.items()}
     assert diagnosis_score.score(found) == (len(CONDITIONS), 0), diagnosis_score.table(diagnoses)
+    # a conversation's spread is judged (each chat condition has enough turns after its cold start) and never
+    # confirmed; the overflow's slowest turns are the overflow's, a cause named above
+    spread = {name: next(v["verdict"] for v in dx["verdicts"] if v["cause"] == "variance")
+              for name, dx in diagnoses.items() if name.startswith("chat-")}
+    assert spread and "no_evidence" not in spread.values() and spread["chat-overflow"] == "present", spread

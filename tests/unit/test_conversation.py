@@ -6,13 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latencylab.analyse import compute
 from latencylab.analyse.conversation import scenario_turns, turn_table, turns
+from latencylab.analyse.findings import RunInfo
 from latencylab.collect import strategies
+from latencylab.collect.backends.base import http_error_kind
 from latencylab.core.errors import StudyError
+from latencylab.core.sample import ERROR_KINDS
 from latencylab.plan import check
 from latencylab.plan.study import parse_study
 from latencylab.plan.trace import TraceRequest, read_trace, trace_prompt
 from latencylab.plan.workload import plan_requests
+from latencylab.runs.columnar import samples_frame
 
 
 def _study(tmp_path=None, **workload):
@@ -32,6 +37,26 @@ def test_sessions_plan_each_session_s_turns_in_order_with_seeded_think_times():
     phases = strategies.phases(plan, study.workload)
     assert len(phases) == 1 and isinstance(phases[0], strategies.Conversations) and phases[0].concurrent == 2
     assert [[p.turn for p in s] for s in phases[0].sessions()] == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_a_scenario_s_own_sessions_replace_the_workload_s_and_are_checked_on_their_own():
+    study = parse_study({
+        "name": "s", "backend": "ollama", "base_url": "http://127.0.0.1:9",
+        "workload": {"sessions": {"count": 3, "turns": 2, "concurrent": 2}},
+        "scenarios": [{"name": "shared", "model": "m", "options": {"num_ctx": 256}},
+                      {"name": "alone", "model": "m", "options": {"num_ctx": 256},
+                       "sessions": {"count": 1, "turns": 6, "system_prompt": "Be brief."}}]})
+    plan = plan_requests(study, "run")
+    assert [(p.scenario, p.session, p.turn) for p in plan] == [
+        *(("shared", s, t) for s in range(3) for t in range(2)), *(("alone", 0, t) for t in range(6))]
+    phases = strategies.phases(plan, study.workload)
+    assert [(len(p.sessions()), p.concurrent) for p in phases] == [(3, 2), (1, 1)]
+    # the check estimates each scenario's own conversation: two turns fit 256 tokens (about 126), six do not (470)
+    found = [f for f in check.evaluate(check.Plan(study, None)) if f.rule == "conversation-overflow"]
+    assert [f.scenario for f in found] == ["alone"]
+    with pytest.raises(StudyError, match="give workload.sessions too"):
+        parse_study({"name": "s", "backend": "ollama", "base_url": "http://127.0.0.1:9",
+                     "scenarios": [{"name": "a", "model": "m", "sessions": {"count": 1}}]})
 
 
 def test_sessions_and_an_open_loop_cannot_be_combined():
@@ -104,9 +129,130 @@ def test_the_check_warns_of_a_conversation_that_outgrows_num_ctx_and_of_think_ti
     study = parse_study({"name": "s", "backend": "ollama", "bundled_ollama": {"keep_alive": "2s"}, "workload": {
         "max_tokens": 40, "prompts": ["x" * 80], "sessions": {"turns": 10, "think_time_s": [1, 3]}},
         "scenarios": [{"name": "a", "model": "smollm2:135m-q4_1", "options": {"num_ctx": 512}}]})
-    tokens = check.conversation_tokens(study)
+    tokens = check.conversation_tokens(study, study.workload.sessions)
     assert tokens[0] == 28 and tokens[1] - tokens[0] == 76  # 80 chars + frame, then answer + frame + the next
     found = {f.rule: f for f in check.evaluate(check.Plan(study, None))}
     assert found["conversation-overflow"].evidence["turn"] == next(t for t, n in enumerate(tokens) if n > 512)
     assert found["conversation-overflow"].evidence["needed"] == 1024
     assert found["think-keep-alive"].evidence == {"think_s": 3, "keep_alive_s": 2.0}
+
+
+# The spread (variance) on a conversation: a slow tail made of the turns a conversation cause owns is that cause's,
+# never "the server stalled" (a false confirmation sends the user to hunt a stall that is not there).
+
+
+def _session(prompts: list[int], prompt_ms: list[float], cached: list[float] | None = None,
+             **columns: list) -> pd.DataFrame:
+    """One session of Ollama-shaped samples: turn 0 cold (a 300 ms load), TTFT = load + prompt time + 20 ms."""
+    rows = []
+    for turn, (tokens, ms) in enumerate(zip(prompts, prompt_ms, strict=True)):
+        extra = {name: values[turn] for name, values in columns.items()}
+        load = extra.pop("load_ms", 300.0 if turn == 0 else 0.0)
+        ttft = load + ms + 20.0
+        rows.append({"run_id": "r1", "seq": turn, "scenario": "chat", "backend": "ollama", "model": "m", "ok": True,
+                     "warmup": False, "phase": "first" if turn == 0 else "subsequent",
+                     "state": "cold" if turn == 0 else "warm", "started_at": 1000.0 + 10 * turn, "session": 0,
+                     "turn": turn, "think_s": None if turn == 0 else 1.0, "num_ctx": 512, "prompt_chars": 70,
+                     "prompt_tokens": tokens, "output_tokens": 40, "output_tokens_source": "server",
+                     "prompt_eval_ms": ms, "cached_tokens": None if cached is None else cached[turn],
+                     "load_ms": load, "load_ms_source": "server", "ttft_ms": ttft, "ttfb_ms": ttft,
+                     "e2e_ms": ttft + 200.0, **extra})
+    return samples_frame(rows)
+
+
+def _dx(samples: pd.DataFrame, **targets: float) -> dict:
+    return {v.cause: v for v in compute.findings(samples, [RunInfo(run_id="r1", label="r1", study="hand")],
+                                                 targets=targets).diagnosis.verdicts}
+
+
+GROWING = [40 + 70 * k for k in range(7)]  # turns 0–6: 40 … 460 tokens, each the last prompt, its answer and 30 new
+
+
+def test_the_turns_after_an_overflow_are_the_overflow_s_slow_tail_not_a_stall():
+    # num_ctx 512: at turn 7 the history (460 + 40 + a 26-token message) passes it; turns 7–11 hold ~500 tokens
+    # processed whole (500–540 ms at the first turn's 1 ms a token), turns 1–6 only their 30 new ones (40 ms)
+    dx = _dx(_session(GROWING + [500] * 5, [40.0] * 7 + [500.0, 510.0, 520.0, 530.0, 540.0]))
+    assert dx["overflow"].verdict == "confirmed" and dx["overflow"].values.turn == 7
+    v = dx["variance"]
+    # after the cold start 11 turns, median 60 ms (a reusing turn); the slowest 10 % are turns 10 and 11, both
+    # after the overflow, slow in their prompt time (535 ms on average against a typical 40 ms): the overflow's
+    assert (v.verdict, v.values.explains, v.values.tail_n) == ("present", "overflow", 2)
+    assert (v.values.explains_ms, v.values.typical_ms, v.values.median) == (535.0, 40.0, 60.0)
+
+
+def test_turns_that_missed_the_cache_are_the_cache_s_slow_tail_and_a_stall_on_a_reused_turn_stays_one():
+    prompts = GROWING + [530, 600, 670, 740, 810]  # num_ctx 4096 below: no overflow
+    reused = [0.0] + [p - 30.0 for p in prompts[1:]]  # the server says: all but the 30 new tokens came from cache
+    slow = [40.0] * 12
+    slow[5], slow[9] = 390.0, 670.0  # turns 5 and 9 processed their whole prompt (1 ms a token)
+    missed = list(reused)
+    missed[5], missed[9] = 0.0, 0.0
+    ctx = {"num_ctx": [4096] * 12}
+    dx = _dx(_session(prompts, slow, missed, **ctx))
+    assert dx["cache"].verdict in ("confirmed", "present") and dx["cache"].values.missed_n == 2
+    v = dx["variance"]
+    # the slowest 10 % (2 of 11) are turns 5 and 9, the two misses (530 ms of prompt time on average, against 40)
+    assert (v.verdict, v.values.explains, v.values.explains_ms) == ("present", "cache", 530.0)
+    # the same prompt times where the server says both turns reused their history: nothing owns them, a stall
+    stalled = _dx(_session(prompts, slow, reused, **ctx))
+    assert stalled["cache"].verdict == "refuted"
+    assert (stalled["variance"].verdict, stalled["variance"].values.explains) == ("confirmed", "stall_prompt")
+
+
+def test_turns_that_paid_a_load_after_a_think_time_are_the_think_time_s_slow_tail():
+    # turns 4 and 8 found the model unloaded after the user's second of thinking: a 400 ms load each
+    loads = [300.0] + [400.0 if t in (4, 8) else 0.0 for t in range(1, 12)]
+    states = ["cold"] + ["reload" if t in (4, 8) else "warm" for t in range(1, 12)]
+    dx = _dx(_session([40] * 12, [40.0] * 12, [0.0] * 12, load_ms=loads, state=states))
+    assert dx["think"].verdict == "confirmed" and dx["think"].values.unloaded_n == 2
+    v = dx["variance"]
+    assert (v.verdict, v.values.explains, v.values.explains_ms, v.values.typical_ms) == ("present", "think", 400.0,
+                                                                                         0.0)
+
+
+def test_a_turn_that_sent_a_long_new_message_is_a_longer_prompt_counted_in_the_tokens_processed():
+    # every turn adds 30 new tokens (40 ms) but turns 5 and 9, whose user pasted 300 (400 ms); the server says the
+    # rest came from cache. Per token of the whole prompt those two look 4–5× slower (a stall); per token processed
+    # they ran as fast as the others: the longer prompts, the floor
+    new = [40] + [300 if t in (5, 9) else 30 for t in range(1, 12)]
+    prompts = [sum(new[:t + 1]) + 40 * t for t in range(12)]  # each turn: the last prompt, its answer, the new
+    slow = [40.0 if n == 30 else 400.0 for n in new]
+    cached = [0.0] + [float(p - n) for p, n in zip(prompts[1:], new[1:], strict=True)]
+    dx = _dx(_session(prompts, slow, cached, num_ctx=[8192] * 12))
+    assert dx["cache"].verdict == "refuted" and dx["overflow"].verdict == "refuted"
+    v = dx["variance"]
+    assert (v.verdict, v.values.explains, v.values.explains_ms) == ("present", "long_prompt", 400.0)
+
+
+def test_the_floor_is_the_work_of_the_turns_nothing_wasted_counted_in_the_tokens_they_processed():
+    # num_ctx 256: from turn 4 the history (250 + 40 + a 26-token message) passes it and turns 4–11 process their
+    # whole ~250-token prompt again (250 ms); turns 1–3 only their 30 new tokens (40 ms). The overflow owns 8 of the
+    # 11 turns after the cold start: the floor is the other three's, 40 ms for 30 tokens, below a 200 ms target
+    dx = _dx(_session(GROWING[:4] + [250] * 8, [40.0] * 4 + [250.0] * 8, num_ctx=[256] * 12), subsequent_ms=200)
+    assert dx["overflow"].verdict == "confirmed" and dx["overflow"].values.turn == 4
+    floor = dx["prompt"]
+    assert (floor.verdict, floor.values.floor_ms, floor.values.new_tokens) == ("floor", 40.0, 30.0)
+    assert floor.values.prefill_tps == 750.0  # 30 tokens in 40 ms
+
+
+def test_other_processes_are_not_blamed_for_the_whole_prompt_a_turn_after_the_overflow_processes():
+    # the overflow's session, with other processes using half of 2 cores during turns 7–11 (and none before): those
+    # turns processed ~500 tokens at ~1,000 tokens/s, as fast as the quiet turns' 30 tokens in 40 ms (750 tokens/s);
+    # counted over the whole prompt, the quiet turns would seem 3,000–11,000 tokens/s and the CPU a cause
+    busy = [0.0] * 7 + [500.0] * 5
+    dx = _dx(_session(GROWING + [500] * 5, [40.0] * 7 + [500.0, 510.0, 520.0, 530.0, 540.0], host=["local"] * 12,
+                      others_cpu_ms=busy, host_window_ms=[500.0] * 12, host_cores=[2] * 12))
+    assert dx["overflow"].verdict == "confirmed"
+    cpu = dx["cpu"]
+    assert (cpu.verdict, cpu.values.contended_n, cpu.values.prefill_quiet) == ("present", 5, 750.0)
+
+
+def test_a_prompt_refused_for_the_context_is_a_failure_of_its_own_kind():
+    llama = (b'{"error": {"code": 400, "message": "request (287 tokens) exceeds the available context size (256 '
+             b'tokens), try increasing it", "type": "exceed_context_size_error"}}')  # seen on the embedded engine
+    openai = b'{"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}}'
+    vllm = b'{"message": "This model\'s maximum context length is 2048 tokens. However, you requested 2100 tokens"}'
+    assert [http_error_kind(400, body) for body in (llama, openai, vllm)] == ["context"] * 3
+    assert http_error_kind(400, b'{"error": "invalid options"}') == "http"
+    assert http_error_kind(500, llama) == "http"  # a server fault, whatever it says
+    assert "context" in ERROR_KINDS

@@ -35,7 +35,8 @@ PROMPT_AGREEMENT = 0.9  # prompt length explains two modes when a token threshol
 
 
 def per_request(samples: pd.DataFrame, in_flight: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The samples with decode_tps and its source (server's eval figures, else the client's), prefill_tps,
+    """The samples with decode_tps and its source (server's eval figures, else the client's), prefill_tps (of the
+    tokens the server says it did not have cached; a conversation's turns are counted again in `diagnose`),
     residency (gpu / partial / cpu / unknown) and `overlapped` (another request of its run was in flight: of
     `in_flight`, the requests that may overlap them, where given; else of `samples`)."""
     data = samples.copy(deep=False)  # copy-on-write: the columns added here are its own, the rest is shared
@@ -45,13 +46,17 @@ def per_request(samples: pd.DataFrame, in_flight: pd.DataFrame | None = None) ->
     client = ((tokens - 1) / span * 1000).where((tokens > 1) & (span > 0))
     data["decode_tps"] = (tokens / eval_ms * 1000).where(by_server, client)
     data["decode_source"] = np.where(by_server, "server", np.where(client.notna(), "client", None))
-    processed = numeric(data["prompt_tokens"]) - numeric(data["cached_tokens"]).fillna(0)
-    prompt_ms = numeric(data["prompt_eval_ms"])
-    data["prefill_tps"] = (processed / prompt_ms * 1000).where((processed > 0) & (prompt_ms > 0))
+    data["prefill_tps"] = prefill_tps(numeric(data["prompt_tokens"]) - numeric(data["cached_tokens"]).fillna(0),
+                                      numeric(data["prompt_eval_ms"]))
     share = numeric(data["gpu_share"])
     data["residency"] = np.select([share >= RESIDENT, share > 0, share == 0], ["gpu", "partial", "cpu"], "unknown")
     data["overlapped"] = _overlapped(data if in_flight is None else in_flight).reindex(data.index)
     return data
+
+
+def prefill_tps(processed: pd.Series, prompt_ms: pd.Series) -> pd.Series:
+    """Prompt tokens processed per second of prompt time (NaN where either is not above 0)."""
+    return (processed / prompt_ms * 1000).where((processed > 0) & (prompt_ms > 0))
 
 
 def _overlapped(data: pd.DataFrame) -> pd.Series:
@@ -245,6 +250,9 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
     if len(data):  # side by side, on the same rows: the columns of `data` are not copied (copy-on-write)
         data = pd.concat([data, attribute(data, metric)], axis=1)
         data = pd.concat([data, turns(data)], axis=1)  # a conversation's turns: reuse, truncation (issue 27)
+    if "processed" in data:  # a turn processed only what it had not cached, whether or not the server says so
+        turned = numeric(data["processed"]).notna()
+        data.loc[turned, "prefill_tps"] = prefill_tps(numeric(data["processed"]), numeric(data["prompt_eval_ms"]))
     checks = checks or {}
     predicted: dict[Key, tuple[int, str]] = {}
     for run, found in checks.items():
@@ -278,6 +286,8 @@ def diagnose(samples: pd.DataFrame, keys: Sequence[Key], metric: str, goals: dic
                     verdict = replace(verdict, verdict="present", reason="targets_met")
                 elif (gain := cause.gain(g, metric)) is not None:
                     gains.append(gain)
+            if verdict.verdict in ("confirmed", "present") and cause.part and len(owned := cause.owns(g)):
+                judged = replace(judged, owned={**judged.owned, cause.name: (cause.part, owned)})
             verdicts.append(verdict)
             if verdict.verdict == "no_gpu" and key in predicted:
                 predicted[key] = (predicted[key][0], "not_testable")

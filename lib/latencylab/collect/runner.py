@@ -229,7 +229,9 @@ class Collector:
         history (the system prompt, the earlier user turns and the assistant's real answers), after the previous
         answer and the turn's think time."""
         queue = iter(strategy.sessions())
-        system = self.study.workload.sessions.system_prompt if self.study.workload.sessions else None
+        scenario = next(s for s in self.study.scenarios if s.name == strategy.plan[0].scenario)
+        sessions = self.study.sessions_of(scenario)
+        system = sessions.system_prompt if sessions else None
 
         async def worker(start_s: float) -> None:
             await asyncio.sleep(start_s)

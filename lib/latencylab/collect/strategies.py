@@ -92,9 +92,9 @@ def phases(plan: RequestPlan, workload: WorkloadSpec) -> list[Strategy]:
     if not plan:
         return []
     scenarios = dict.fromkeys(kind.scenario for kind in plan.kinds)
-    if plan[0].session is not None:
-        return [Conversations(plan.where(lambda kind, n=name: kind.scenario == n), plan[0].concurrency)
-                for name in scenarios]
+    if plan[0].session is not None:  # each scenario's sessions, as many at once as its own `concurrent`
+        groups = [plan.where(lambda kind, n=name: kind.scenario == n) for name in scenarios]
+        return [Conversations(group, group[0].concurrency) for group in groups]
     if plan[0].due_s is not None:  # each scenario replays the trace from its start
         return [Replay(plan.where(lambda kind, n=name: kind.scenario == n)) for name in scenarios]
     if plan[0].level is not None:

@@ -16,6 +16,7 @@ ERROR_KINDS: dict[str, str] = {
     "connect": "the server could not be reached (refused, unknown host, TLS)",
     "timeout": "a phase (connect, first byte, between chunks, total) took longer than its timeout",
     "http": "the server answered with an HTTP error status",
+    "context": "the server refused a prompt longer than its context (HTTP 400; a conversation that outgrew it)",
     "server_error": "the server reported an error inside a 200 stream",
     "protocol": "the response could not be parsed (malformed JSON, invalid UTF-8, oversized line)",
     "incomplete": "the stream ended, or the connection broke, before the final chunk",

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from latencylab.core.durations import keep_alive_seconds
 from latencylab.core.protocols import full_name
 from latencylab.plan.facts import Facts, ModelFacts, ServerFacts, is_local
-from latencylab.plan.study import ScenarioSpec, StudySpec
+from latencylab.plan.study import ScenarioSpec, SessionsSpec, StudySpec
 from latencylab.plan.workload import BUILTIN_PROMPTS
 
 Level = Literal["error", "warning", "note"]
@@ -380,11 +380,12 @@ CHARS_PER_TOKEN = 4.0  # an English text's characters per token: the check's est
 MESSAGE_FRAME_TOKENS = 8  # the chat template's tokens around each message (ChatML)
 
 
-def conversation_tokens(study: StudySpec) -> list[int]:
-    """The estimated prompt tokens of each planned turn of a session, from its messages alone: the system prompt,
-    then per turn the user message (the prompts' mean length) and the answer before it at `max_tokens` (its most):
-    about four characters a token, an estimate that each model's tokeniser moves either way."""
-    sessions, w = study.workload.sessions, study.workload
+def conversation_tokens(study: StudySpec, sessions: SessionsSpec | None) -> list[int]:
+    """The estimated prompt tokens of each planned turn of a session of `sessions`, from its messages alone: the
+    system prompt, then per turn the user message (the prompts' mean length) and the answer before it at
+    `max_tokens` (its most): about four characters a token, an estimate that each model's tokeniser moves either
+    way."""
+    w = study.workload
     if sessions is None:
         return []
     prompts = BUILTIN_PROMPTS if w.prompts == "builtin" else tuple(w.prompts)
@@ -397,11 +398,12 @@ def conversation_tokens(study: StudySpec) -> list[int]:
 def rule_conversation(plan: Plan) -> Iterator[Finding]:
     """A planned conversation that will outgrow its context (the server then cuts the history, and the cache no
     longer matches), and think times that outlast the keep_alive (each turn after one pays a load)."""
-    study, sessions = plan.study, plan.study.workload.sessions
-    if sessions is None:
-        return
-    tokens = conversation_tokens(study)
+    study = plan.study
     for s in study.scenarios:
+        sessions = study.sessions_of(s)
+        if sessions is None:
+            continue
+        tokens = conversation_tokens(study, sessions)
         num_ctx = plan.num_ctx(s)
         if num_ctx and tokens[-1] > num_ctx:
             turn = next(t for t, n in enumerate(tokens) if n > num_ctx)

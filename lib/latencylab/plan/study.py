@@ -89,40 +89,6 @@ class HypothesisSpec(_Spec):
         "processing, queueing, or what makes the slowest requests slow")
 
 
-class ScenarioSpec(_Spec):
-    """One configuration to measure: a server, a model and its settings."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    backend: BackendKind | None = None  # the study's `backend` when unset
-    base_url: str | None = Field(None, pattern=r"^https?://")
-    model: str
-    endpoint: Literal["generate", "chat"] = "generate"  # Ollama only
-    keep_alive: int | float | str | None = None  # Ollama's; on the embedded engine, the idle sleep
-    options: dict[str, Any] = Field(default_factory=dict)  # Ollama `options`; mapped onto the engine
-    preload: bool = Field(False, description="load the model (with its keep_alive) before measuring")
-    idle_gap_s: float | None = Field(None, ge=0, description="pause before each request; the workload's when unset")
-
-    @property
-    def runner_options(self) -> dict[str, Any]:
-        """The scenario's options that decide its runner (a change of any of them makes Ollama reload)."""
-        return {k: self.options[k] for k in RUNNER_OPTIONS if k in self.options}
-
-    @field_validator("keep_alive", mode="before")
-    @classmethod
-    def _keep_alive(cls, value: Any) -> Any:
-        if isinstance(value, bool | int | float | str):  # bool first: it would pass as an int
-            keep_alive_seconds(value)  # raises with Ollama's reason
-        return value
-
-    @field_validator("options")
-    @classmethod
-    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in INTEGER_OPTIONS & value.keys():
-            if isinstance(value[key], bool) or not isinstance(value[key], int | float):
-                raise ValueError(f"option {key!r} must be a number, got {value[key]!r} (Ollama answers HTTP 500)")
-        return value
-
-
 class SessionsSpec(_Spec):
     """Conversations: each turn resends the whole history (the system prompt, every earlier user turn and the
     assistant's real answers), as a chat client does; sessions run `concurrent` at a time."""
@@ -149,6 +115,43 @@ class SessionsSpec(_Spec):
     def think_max_s(self) -> float:
         """The longest think time the sessions can draw."""
         return self.think_time_s[1] if isinstance(self.think_time_s, tuple) else self.think_time_s
+
+
+class ScenarioSpec(_Spec):
+    """One configuration to measure: a server, a model and its settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    backend: BackendKind | None = None  # the study's `backend` when unset
+    base_url: str | None = Field(None, pattern=r"^https?://")
+    model: str
+    endpoint: Literal["generate", "chat"] = "generate"  # Ollama only
+    keep_alive: int | float | str | None = None  # Ollama's; on the embedded engine, the idle sleep
+    options: dict[str, Any] = Field(default_factory=dict)  # Ollama `options`; mapped onto the engine
+    preload: bool = Field(False, description="load the model (with its keep_alive) before measuring")
+    idle_gap_s: float | None = Field(None, ge=0, description="pause before each request; the workload's when unset")
+    sessions: SessionsSpec | None = Field(None, description="this scenario's conversations instead of the "
+                                          "workload's sessions, which the study must give (e.g. one session alone "
+                                          "beside several at once)")
+
+    @property
+    def runner_options(self) -> dict[str, Any]:
+        """The scenario's options that decide its runner (a change of any of them makes Ollama reload)."""
+        return {k: self.options[k] for k in RUNNER_OPTIONS if k in self.options}
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        if isinstance(value, bool | int | float | str):  # bool first: it would pass as an int
+            keep_alive_seconds(value)  # raises with Ollama's reason
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in INTEGER_OPTIONS & value.keys():
+            if isinstance(value[key], bool) or not isinstance(value[key], int | float):
+                raise ValueError(f"option {key!r} must be a number, got {value[key]!r} (Ollama answers HTTP 500)")
+        return value
 
 
 class TraceSpec(_Spec):
@@ -341,6 +344,9 @@ class StudySpec(_Spec):
                                  "this study has none")
         for s in self.scenarios:
             kind = self.backend_of(s)
+            if s.sessions is not None and self.workload.sessions is None:
+                raise ValueError(f"scenario {s.name!r}: sessions replace the workload's sessions; give "
+                                 "workload.sessions too (the study then sends conversations)")
             if self.on_bundled_ollama(s) and s.model not in BUNDLED_OLLAMA_MODELS:
                 raise ValueError(f"scenario {s.name!r}: the bundled Ollama has no model {s.model!r}; it has "
                                  f"{', '.join(BUNDLED_OLLAMA_MODELS)}")
@@ -361,6 +367,10 @@ class StudySpec(_Spec):
 
     def backend_of(self, scenario: ScenarioSpec) -> BackendKind:
         return scenario.backend or self.backend
+
+    def sessions_of(self, scenario: ScenarioSpec) -> SessionsSpec | None:
+        """The conversations a scenario sends: its own sessions, else the workload's (None: single prompts)."""
+        return scenario.sessions or self.workload.sessions
 
     def base_url_of(self, scenario: ScenarioSpec) -> str | None:
         return scenario.base_url or self.base_url

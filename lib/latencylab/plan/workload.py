@@ -236,13 +236,14 @@ def _prompts(study: StudySpec, run_id: str) -> Prompts:
 
 
 def _session_plan(study: StudySpec, run_id: str) -> Listed:
-    """Each scenario's sessions in turn, each session's turns in order: the user turns cycle through the prompts
-    (from the session's own place, so that sessions differ), the think times drawn per session (seeded)."""
-    sessions = study.workload.sessions
-    assert sessions is not None
+    """Each scenario's sessions (its own, else the workload's) in turn, each session's turns in order: the user turns
+    cycle through the prompts (from the session's own place, so that sessions differ), the think times drawn per
+    session (seeded)."""
     prompts = BUILTIN_PROMPTS if study.workload.prompts == "builtin" else tuple(study.workload.prompts)
     plan: list[PlannedRequest] = []
     for scenario in study.scenarios:
+        sessions = study.sessions_of(scenario)
+        assert sessions is not None
         for session in range(sessions.count):
             draw = random.Random(f"{sessions.think_seed}:{scenario.name}:{session}")
             for turn in range(sessions.turns):

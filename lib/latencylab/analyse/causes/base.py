@@ -67,6 +67,8 @@ class Context:
     by_run: Mapping[Any, pd.Series] = field(default_factory=dict)  # its GPU shares per run
     confirmed: frozenset[str] = frozenset()  # the causes confirmed so far on the scenario judged
     needs: Mapping[Key, float] = field(default_factory=dict)  # the check's estimate of what the model needs on the GPU
+    # the requests each cause confirmed or present on the scenario explains, and the part they are slow in
+    owned: Mapping[str, tuple[str, pd.Index]] = field(default_factory=dict)
 
 
 class Cause(ABC):
@@ -78,6 +80,7 @@ class Cause(ABC):
     words: ClassVar[tuple[str, ...]]  # every catalog key its phrases use, its heading dx_h_<name> among them
     findings: ClassVar[Mapping[str, str]]  # verdict → the finding it states (what the planted conditions score)
     host: ClassVar[bool] = False  # judged on the host evidence (collect/host.py), only where it was taken
+    part: ClassVar[str | None] = None  # the part of the first byte (attribution.PARTS) the requests it owns pay
 
     def applies(self, g: pd.DataFrame) -> bool:
         """Whether the cause is put to these requests at all: a host cause where the host's evidence was taken (a
@@ -87,6 +90,11 @@ class Cause(ABC):
     @abstractmethod
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """The verdict on one scenario's requests (`diagnosis.per_request` with the attribution's columns)."""
+
+    def owns(self, g: pd.DataFrame) -> pd.Index:
+        """The requests whose slowness this cause explains by themselves (a conversation's turns it names), so that
+        the spread can tell them from a stall; none by default."""
+        return g.index[:0]
 
     def gain(self, g: pd.DataFrame, metric: str) -> Step | None:
         """What fixing this cause would leave of the scenario's median, where it is confirmed; None: no fix to
@@ -149,6 +157,21 @@ def tps(value: float | None) -> Quantity:
 
 def mib(value: float | None) -> Quantity:
     return Quantity(value, "mib")
+
+
+def processed_tokens(g: pd.DataFrame) -> pd.Series:
+    """The prompt tokens the server processed for each request: a conversation's turn less what it reused of its
+    history (`conversation.turns`), else the prompt less the tokens the server says it had cached."""
+    tokens = numeric(g["prompt_tokens"]) - numeric(g["cached_tokens"]).fillna(0)
+    return numeric(g["processed"]).fillna(tokens) if "processed" in g else tokens
+
+
+def own_work(g: pd.DataFrame, context: Context) -> pd.DataFrame:
+    """`g`'s requests that no cause named so far owns (a conversation's turns that re-processed a history, or
+    loaded, are that cause's waste); all of them where every one is owned."""
+    owned = [requests for _, requests in context.owned.values()]
+    left = g.drop(index=g.index.intersection(owned[0].append(owned[1:]))) if owned else g
+    return left if len(left) else g
 
 
 def host_share(g: pd.DataFrame) -> pd.Series:

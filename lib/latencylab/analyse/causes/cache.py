@@ -57,6 +57,11 @@ def _eligible(g: pd.DataFrame) -> pd.DataFrame:
              & ~g["truncated"].fillna(False).astype(bool) & ~loaded]
 
 
+def _missed(eligible: pd.DataFrame) -> pd.DataFrame:
+    """The eligible turns that processed most of their reusable history again."""
+    return eligible[numeric(eligible["missed"]) > numeric(eligible["reusable"]) / 2]
+
+
 def _evicted(g: pd.DataFrame, data: pd.DataFrame, turn: pd.Series) -> bool:
     """Whether another session's request of the run started between this session's previous turn and this one."""
     mine = g[(g["session"] == turn["session"]) & (g["turn"] == turn["turn"] - 1)]
@@ -75,9 +80,14 @@ class CacheMiss(Cause):
              "dx_cache_reason_evicted", "dx_cache_reason_no_cache", "dx_cache_reason_unknown", "dx_reasons",
              "dx_none_no_turns", "dx_none_no_cache_figure", "next_predict_cache")
     findings = {"confirmed": "cache"}
+    part = "prompt_ms"
 
     def applies(self, g: pd.DataFrame) -> bool:
         return is_conversation(g)
+
+    def owns(self, g: pd.DataFrame) -> pd.Index:
+        """The turns that processed their reusable history again."""
+        return _missed(_eligible(g)).index
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """Confirmed when the turns that processed their reusable history again cost a material amount on
@@ -87,7 +97,7 @@ class CacheMiss(Cause):
         eligible = _eligible(g)
         if eligible.empty:
             return Verdict(self.name, key_of(g), "no_evidence", CacheValues(), "no_cache_figure")
-        missed = eligible[numeric(eligible["missed"]) > numeric(eligible["reusable"]) / 2]
+        missed = _missed(eligible)
         costs = _costs(missed)
         after = later(g)
         latency = mean(after[context.metric])
@@ -107,8 +117,7 @@ class CacheMiss(Cause):
 
     def gain(self, g: pd.DataFrame, metric: str) -> Step | None:
         """The median with each missed turn's re-processing taken off."""
-        eligible = _eligible(g)
-        missed = eligible[numeric(eligible["missed"]) > numeric(eligible["reusable"]) / 2]
+        missed = _missed(_eligible(g))
         after = later(g)
         saved = pd.Series(0.0, index=after.index)
         saved.loc[missed.index.intersection(after.index)] = _costs(missed)

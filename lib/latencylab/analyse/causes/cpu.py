@@ -10,7 +10,19 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from latencylab.analyse.causes.base import Cause, Context, count, host_share, key_of, later, median, ms, share, tps
+from latencylab.analyse.causes.base import (
+    Cause,
+    Context,
+    count,
+    host_share,
+    key_of,
+    later,
+    median,
+    ms,
+    processed_tokens,
+    share,
+    tps,
+)
 from latencylab.analyse.findings import Phrase, Values, Verdict
 from latencylab.analyse.stats import numeric
 
@@ -74,7 +86,7 @@ class Cpu(Cause):
         if contended.empty:
             return Verdict(self.name, key_of(g), "refuted", values)
         quiet_tps = median(quiet["prefill_tps"])
-        tokens = numeric(contended["prompt_tokens"]) - numeric(contended["cached_tokens"]).fillna(0)
+        tokens = processed_tokens(contended)
         cost = (numeric(contended["prompt_ms"]) - tokens / quiet_tps * 1000).clip(lower=0)
         amount = float(cost.fillna(0).sum() / len(after)) if not math.isnan(quiet_tps) else math.nan
         latency = float(numeric(after[context.metric]).mean())

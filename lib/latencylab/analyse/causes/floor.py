@@ -14,7 +14,20 @@ import pandas as pd
 from scipy import stats as sps
 
 from latencylab.analyse import stats
-from latencylab.analyse.causes.base import Cause, Context, count, key_of, later, median, missing, ms, share, tps
+from latencylab.analyse.causes.base import (
+    Cause,
+    Context,
+    count,
+    key_of,
+    later,
+    median,
+    missing,
+    ms,
+    own_work,
+    processed_tokens,
+    share,
+    tps,
+)
 from latencylab.analyse.findings import Phrase, Quantity, Values, Verdict
 from latencylab.analyse.stats import numeric
 
@@ -23,9 +36,10 @@ SLOPE_POINTS_MAX = 1000
 
 @dataclass(frozen=True)
 class FloorValues(Values):
-    """The floor of a typical request after the cold start (its prompt time plus its first token's) and the
-    prefill behind it (new tokens, tokens/s); how the first byte grows with prompt tokens (Spearman, Theil–Sen);
-    the cache reused; the median now and with prompts half as long; the target the floor is held to."""
+    """The floor of a typical request after the cold start that no cause named above owns (its prompt time plus
+    its first token's) and the prefill behind it (tokens processed, tokens/s); how the first byte grows with prompt
+    tokens (Spearman, Theil–Sen); the cache reused; the median now and with prompts half as long; the target the
+    floor is held to."""
 
     typical_ms: float = math.nan  # median prompt time
     floor_ms: float = math.nan  # median prompt time plus first token
@@ -102,7 +116,9 @@ class Floor(Cause):
         after = later(g)
         latency = median(after[metric])
         prompt = numeric(after["prompt_ms"])
-        floor = median(prompt + numeric(after["first_token_ms"]))
+        # the server's own work: the requests no cause named above owns (a cut or evicted history is waste)
+        work = own_work(after, context)
+        floor = median(numeric(work["prompt_ms"]) + numeric(work["first_token_ms"]))
         # Growth is the TTFT's (what the prefill figure draws): Theil–Sen's slope is robust to the minority of
         # requests slowed by a wait or a stall, whatever their prompt length.
         known = after[numeric(after["prompt_tokens"]).notna()]
@@ -113,14 +129,14 @@ class Floor(Cause):
         grows = significant and scale.material(added, max(latency, added))
         cached = g[numeric(g["cached_tokens"]).notna()]
         prompt_sum = numeric(cached["prompt_tokens"]).sum()
-        timed = after[prompt.notna()]
-        new = numeric(timed["prompt_tokens"]) - numeric(timed["cached_tokens"]).fillna(0)
+        timed = work[numeric(work["prompt_ms"]).notna()]
+        new = processed_tokens(timed)
         half = float((numeric(after[metric]) - prompt.fillna(0.0) / 2).median()) if prompt.notna().any() else math.nan
         values = FloorValues(
-            typical_ms=median(prompt), floor_ms=floor, share=floor / latency if latency else math.nan,
-            new_tokens=median(new), prefill_tps=median(timed["prefill_tps"]), **growth, significant=significant,
-            grows=grows, material=grows or (not math.isnan(floor) and scale.material(floor, latency)),
-            cache_known=len(cached),
+            typical_ms=median(work["prompt_ms"]), floor_ms=floor, share=floor / latency if latency else math.nan,
+            new_tokens=median(new), prefill_tps=median(timed["prefill_tps"]), **growth,
+            significant=significant, grows=grows,
+            material=grows or (not math.isnan(floor) and scale.material(floor, latency)), cache_known=len(cached),
             cache_hits=float((numeric(cached["cached_tokens"]) > 0).mean()) if len(cached) else math.nan,
             cached_share=float(numeric(cached["cached_tokens"]).sum() / prompt_sum) if prompt_sum else math.nan,
             now_ms=latency, half_ms=half, target=scale.target, goal=scale.goal, threshold_ms=scale.ms,

@@ -69,9 +69,14 @@ class Overflow(Cause):
     words = ("dx_h_overflow", "dx_waste_overflow", "dx_overflow_confirmed", "dx_overflow_present",
              "dx_overflow_refuted", "dx_overflow_ctx", "dx_none_no_turns", "next_predict_overflow")
     findings = {"confirmed": "overflow"}
+    part = "prompt_ms"
 
     def applies(self, g: pd.DataFrame) -> bool:
         return is_conversation(g)
+
+    def owns(self, g: pd.DataFrame) -> pd.Index:
+        """The turns from the overflow on: their history cut, their whole prompt processed again."""
+        return g.index[g["truncated"].fillna(False).astype(bool)] if "truncated" in g else g.index[:0]
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """Confirmed when the truncated turns' extra prompt time is material on average."""

@@ -73,9 +73,14 @@ class ThinkUnload(Cause):
     words = ("dx_h_think", "dx_waste_think", "dx_think_confirmed", "dx_think_present", "dx_think_refuted",
              "dx_think_keep_alive", "dx_none_no_think", "next_predict_think")
     findings = {"confirmed": "think"}
+    part = "loading_ms"
 
     def applies(self, g: pd.DataFrame) -> bool:
         return is_conversation(g)
+
+    def owns(self, g: pd.DataFrame) -> pd.Index:
+        """The turns after a think time that paid a load."""
+        return _unloaded(g[numeric(g["think_s"]).notna()]).index if "think_s" in g else g.index[:0]
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """Confirmed when the loads of turns that came after a think time are material on average."""

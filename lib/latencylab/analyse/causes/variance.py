@@ -1,15 +1,30 @@
 """Spread: what makes the slowest requests slow, after the cold start. A cause of its own (waste: the server
 stalled, or loads or waits no confirmed cause owns) only when it is material and no confirmed cause explains it;
-longer prompts are the floor's, never waste. Planted: occasional-stalls."""
+longer prompts are the floor's, never waste. A conversation's turns are slow for reasons a cause named above owns
+(the turns after the overflow, those that missed the cache, those that paid a load after a think time): a tail made
+of them is that cause's, not a stall. Planted: occasional-stalls (and, never confirmed, the chat conditions)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from latencylab.analyse.causes.base import MIN_MODES_N, TAIL, Cause, Context, count, key_of, later, median, ms, share
+from latencylab.analyse.causes.base import (
+    MIN_MODES_N,
+    TAIL,
+    Cause,
+    Context,
+    count,
+    key_of,
+    later,
+    median,
+    ms,
+    processed_tokens,
+    share,
+)
 from latencylab.analyse.findings import Phrase, Values, Verdict
 from latencylab.analyse.stats import numeric
 
@@ -26,7 +41,8 @@ OWNED = {"loads": "reloads", "wait": "queueing"}
 class VarianceValues(Values):
     """CV after the cold start against its goal; the slowest 10 % (`tail_n`, from `tail_from`), their excess over
     the median, the part that explains it (`explains`: loads, wait, long_prompt, stall_prompt, stall_wait,
-    network, unattributed, or None) with its mean in the tail and in a typical request; the cold start's metric."""
+    network, unattributed, the conversation cause whose turns they are — overflow, cache, think — or None) with its
+    mean in the tail and in a typical request; the cold start's metric."""
 
     n: int = 0
     cold_start_ms: float = math.nan
@@ -55,12 +71,22 @@ class VarianceValues(Values):
                             "explains": explains})
 
 
+def _owner(tail: pd.Index, part: str | None, owned: Mapping[str, tuple[str, pd.Index]]) -> str | None:
+    """The cause named above whose requests the slowest ones all are, slow in the part it owns (of several that own
+    that part, the one owning most of them); None when any of them is no such cause's."""
+    causes = {name: requests for name, (paid, requests) in owned.items() if paid == part}
+    if not causes or not tail.isin(pd.Index([]).append(list(causes.values()))).all():
+        return None
+    return max(causes, key=lambda name: int(tail.isin(causes[name]).sum()))
+
+
 class Variance(Cause):
     name = "variance"
     words = ("dx_h_variance", "dx_waste_variance", "dx_variance_confirmed", "dx_variance_present",
              "dx_variance_floor", "dx_variance_refuted", "dx_tail_loads", "dx_tail_wait", "dx_tail_long_prompt",
-             "dx_tail_stall_prompt", "dx_tail_stall_wait", "dx_tail_network", "dx_tail_unattributed", "dx_tail_none",
-             "dx_none_too_few", "dx_cold_start_ms")
+             "dx_tail_stall_prompt", "dx_tail_stall_wait", "dx_tail_network", "dx_tail_unattributed",
+             "dx_tail_overflow", "dx_tail_cache", "dx_tail_think", "dx_tail_none", "dx_none_too_few",
+             "dx_cold_start_ms")
     findings = {"confirmed": "stalls"}
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
@@ -85,13 +111,15 @@ class Variance(Cause):
                  if tail[p].notna().any()}
         part = max(parts, key=parts.get) if parts else None
         # Long prompts explain a slow prompt time only when the slowest requests' prompts are longer and were not
-        # processed much slower per token; otherwise the server stalled on prompts of ordinary length.
-        tokens = numeric(after["prompt_tokens"])
+        # processed much slower per token; otherwise the server stalled on prompts of ordinary length. Counted in
+        # the tokens the server processed: a conversation's turn resends a history it mostly had cached.
+        tokens = processed_tokens(after)
         rate = after["prompt_ms"] / tokens
         longer = bool(rate.notna().any() and rate[tail.index].median() <= STALL_RATE * rate.median()
                       and tokens[tail.index].median() >= LONGER_PROMPT * tokens.median())
-        explains = {**EXPLAINS, "server_wait_ms": "wait" if "queueing" in context.confirmed else "stall_wait",
-                    "prompt_ms": "long_prompt" if longer else "stall_prompt"}.get(part or "", None)
+        owner = _owner(tail.index, part, context.owned)
+        explains = owner or {**EXPLAINS, "server_wait_ms": "wait" if "queueing" in context.confirmed else "stall_wait",
+                             "prompt_ms": "long_prompt" if longer else "stall_prompt"}.get(part or "", None)
         goal = context.goals.get("cv")
         values = replace(
             base, cv=cv, goal=float(goal) if goal else CV_LIMIT, tail_n=len(tail),
@@ -101,5 +129,5 @@ class Variance(Cause):
         if not (cv > values.goal and context.scale.material(excess, middle + excess)):
             return Verdict(self.name, key, "refuted", values)
         # Longer prompts are the server's own work (the floor), never waste.
-        explained = explains == "long_prompt" or OWNED.get(explains or "") in context.confirmed
+        explained = explains == "long_prompt" or owner is not None or OWNED.get(explains or "") in context.confirmed
         return Verdict(self.name, key, "present" if explained else "confirmed", values)

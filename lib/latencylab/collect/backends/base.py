@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,10 @@ from latencylab.core.timeouts import Timeouts
 MAX_LINE_BYTES = 1 << 20  # a stream line longer than this is a lying server, not a token
 MAX_CONTENT_CHUNKS = 1 << 16  # when the request sets no positive token limit
 MAX_ERROR_BODY_BYTES = 64 << 10  # of an HTTP error body, enough for any message
+# How servers refuse a prompt longer than their context: llama-server ("exceeds the available context size",
+# type exceed_context_size_error), OpenAI (code context_length_exceeded), vLLM ("maximum context length").
+CONTEXT_REFUSED = re.compile(r"exceed_context_size|exceeds the available context size|context_length_exceeded|"
+                             r"maximum context length", re.IGNORECASE)
 # Sends again, on another connection, when a kept-alive one turns out closed before any response byte.
 MAX_STALE_RETRIES = 2
 CONNECTIONS = ("new", "reuse")
@@ -145,6 +150,13 @@ def parse_json_line(line: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ServerError("protocol", f"expected a JSON object, got {line[:120]!r}")
     return value
+
+
+def http_error_kind(status: int, body: bytes) -> str:
+    """A failed sample's kind for an HTTP error: `context` where the server refused a prompt past its context (a
+    conversation that outgrew it), else `http`."""
+    refused = status == 400 and CONTEXT_REFUSED.search(body[:MAX_ERROR_BODY_BYTES].decode("utf-8", "replace"))
+    return "context" if refused else "http"
 
 
 def error_text(body: bytes) -> str:
@@ -434,7 +446,8 @@ class Backend(ABC):
             if response.status_code >= 400:
                 body = await read_error_body(response, self.timeouts)
                 clock.on_bytes(time.perf_counter_ns())
-                raise ServerError("http", f"HTTP {response.status_code}: {error_text(body)}")
+                raise ServerError(http_error_kind(response.status_code, body),
+                                  f"HTTP {response.status_code}: {error_text(body)}")
             async for t, line in timed_lines(response, clock, self.timeouts):
                 try:
                     carried = parser.feed(line)
