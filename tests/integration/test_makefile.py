@@ -3,6 +3,7 @@ engine, the bundled Ollama assembled only for one that asks for it (`make -n -B`
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -19,8 +20,10 @@ OLLAMA_STEP = "tools/ollama/install.sh"
 
 
 def _dry_run(*args: str) -> str:
-    done = subprocess.run(["make", "-n", "-B", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=60)
+    # as a user's own `make` would: not as a sub-make of `make test` (CI), whose flags and level it would inherit
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", "-B", *args], cwd=paths.PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -243,3 +243,26 @@ def test_the_check_names_other_processes_on_a_local_gpu_and_warns_where_the_mode
         assert "python (4242)" in check_text.text(crowd, lang)[0]
     alone = facts.model_copy(update={"gpu": crowded.model_copy(update={"others": [], "free_bytes": 15 * gib})})
     assert not {"gpu-others", "gpu-others-crowd"} & {f.rule for f in evaluate(Plan(study, alone))}
+
+
+def test_a_wait_while_the_server_faulted_its_pages_back_is_memory_pressure_not_queueing():
+    """A server short of memory held the requests 400 ms without working on them while its processes read pages
+    back from storage (major faults): that wait is memory pressure's, not a queue; the same wait without faults
+    stays queueing."""
+    def held(name: str, start: int, faults: int, cached: float, **each) -> list[dict]:
+        rows: list[dict] = []
+        _scenario(rows, name, start, 4000.0 if cached < 1 else 300.0, cached, n=4, **each)
+        for row in rows[1:]:  # after the cold start: 400 ms held beyond the load, prompt and decode
+            row.update(total_ms=row["total_ms"] + 400.0, ttfb_ms=500.0, ttft_ms=500.0, e2e_ms=700.0,
+                       major_faults=faults)
+        return rows
+
+    rows: list[dict] = []
+    _scenario(rows, "memory", 0, 300.0, 1.0)  # the file's first load, from the page cache
+    rows += [*held("pressed", 10, 120, 0.1, mem_available_bytes=30 * MB), *held("queued", 20, 0, 1.0)]
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    assert _verdict(found, "memory", "pressed").verdict == "confirmed"
+    waited = _verdict(found, "queueing", "pressed")
+    assert (waited.verdict, waited.reason, waited.values.faulted) == ("present", "memory", 1.0)
+    assert _verdict(found, "queueing", "queued").verdict == "confirmed"
+    assert "not a queue" in document.section(found, "diagnosis", "en")

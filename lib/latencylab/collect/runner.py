@@ -268,7 +268,10 @@ class Collector:
 
         try:
             for due_s, planned in strategy.arrivals():
-                await asyncio.sleep(max(0.0, start_loop + due_s - loop.time()))
+                # a timer may fire a little early (uvloop counts whole milliseconds): a request never leaves
+                # before its time, so its client queueing (sent − due) is never below 0
+                while (left := start_loop + due_s - loop.time()) > 0:
+                    await asyncio.sleep(left)
                 task = asyncio.create_task(self.send(planned, scheduled_at=start_wall + due_s))
                 in_flight.add(task)
                 task.add_done_callback(ended)

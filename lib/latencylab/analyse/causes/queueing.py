@@ -4,7 +4,7 @@ slots) or other clients' work — or in the client (waste). Planted: one-slot-co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ class QueueingValues(Values):
     source: str = ""
     overlap_share: float = math.nan
     serialised: bool = False
+    faulted: float = math.nan  # the share of the waiting requests in which the server's processes faulted pages in
     threshold_ms: float = math.nan
     threshold_share: float = math.nan
 
@@ -57,7 +58,8 @@ class QueueingValues(Values):
             "wait": fine_ms(self.wait_ms), "share": share(self.share),
             "source": Phrase("dx_wait_derived") if self.source == "derived" else None, "who": who,
             "client": Phrase("dx_client", {"client": fine_ms(self.client_ms)}) if self.client_ms >= 1 else None,
-            "serialised": Phrase("dx_serialised") if self.serialised else None})
+            "serialised": Phrase("dx_serialised") if self.serialised else None,
+            "memory": Phrase("dx_wait_memory", {"faulted": share(self.faulted)}) if reason == "memory" else None})
 
 
 def _slots(g: pd.DataFrame, metric: str) -> int:
@@ -75,7 +77,7 @@ class Queueing(Cause):
     name = "queueing"
     words = ("dx_h_queueing", "dx_waste_queueing", "dx_queueing_confirmed", "dx_queueing_present",
              "dx_queueing_refuted", "dx_wait_derived", "dx_who_others", "dx_who_slots", "dx_who_one_slot",
-             "dx_client", "dx_serialised", "dx_none_no_wait")
+             "dx_client", "dx_serialised", "dx_none_no_wait", "dx_wait_memory")
     findings = {"confirmed": "queueing"}
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
@@ -98,6 +100,14 @@ class Queueing(Cause):
         if math.isnan(wait) and not values.serialised:
             return Verdict(self.name, key, "no_evidence", values, "no_wait")
         amount = max(0.0 if math.isnan(wait) else wait, client)
+        if not values.serialised and scale.material(amount, latency) and "memory" in context.confirmed:
+            # Where the machine is short of memory, a server that held a request without working on it was reading
+            # its own pages back from storage (major faults in the window): memory pressure's time, not a queue.
+            waited = after[numeric(after["server_wait_ms"]) >= scale.ms]
+            faults = numeric(waited.get("major_faults", pd.Series(dtype=float))).dropna()
+            if len(faults) and (faults > 0).mean() >= 0.5 and client < scale.ms:
+                return Verdict(self.name, key, "present", replace(values, faulted=float((faults > 0).mean())),
+                               "memory")
         if values.serialised or scale.material(amount, latency):
             return Verdict(self.name, key, "confirmed", values)
         return Verdict(self.name, key, "present" if amount >= PRESENT_MS else "refuted", values)
