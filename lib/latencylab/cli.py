@@ -8,8 +8,11 @@ line and exit 130, as at any later moment.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from latencylab.core.errors import LatencyLabError
@@ -21,13 +24,24 @@ if TYPE_CHECKING:
     from latencylab.plan.check import CheckResult
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back while modules import, and delivered the moment they are in: a KeyboardInterrupt raised
+    inside importlib's own callbacks is printed by Python as 'Exception ignored …' with a traceback, and lost."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Create the run once (unless resuming), collect it in this process, then publish its report."""
-    import contextlib
     import shutil
 
     from latencylab.collect import workflow
@@ -225,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="run folder name (default: UTC time + study name)")
     run.add_argument("--no-report", action="store_true", help="collect only; publish later with `latencylab report`")
     _add_report_options(run)
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, imports=("latencylab.collect.workflow", "latencylab.runs.store"))
 
     chk = sub.add_parser(
         "check", help="check a study's plan before running it: memory fit, num_gpu, eviction, keep_alive",
@@ -240,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true", help="the same findings as JSON (with the facts they rest on)")
     chk.add_argument("--lang", choices=["en", "es"], help="language of the findings' words; default: the study's "
                      "(lang:)")
-    chk.set_defaults(func=cmd_check)
+    chk.set_defaults(func=cmd_check, imports=("latencylab.collect.workflow", "latencylab.publish.check_text"))
 
     rep = sub.add_parser("report", help="publish reports/<run_id>/index.html from one or more runs",
                          description="Execute notebooks/2.0-latency-report.ipynb for the runs and convert it to HTML.")
@@ -252,10 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "then --baseline before:SCENARIO. Default: the run ids, shortened")
     rep.add_argument("--pool", action="store_true", help="pool runs of one study into one set per scenario, "
                      "and show the spread of the medians between runs")
-    rep.set_defaults(func=cmd_report)
+    rep.set_defaults(func=cmd_report, imports=("latencylab.publish.report", "latencylab.publish.exporters.terminal"))
 
     runs = sub.add_parser("runs", help="list the runs in data/runs/ with status and sample count")
-    runs.set_defaults(func=cmd_runs)
+    runs.set_defaults(func=cmd_runs, imports=("latencylab.runs.store",))
 
     eng = sub.add_parser("engine", help="the embedded llama.cpp engine: prepare models, show version, serve",
                          description="prepare: put SmolLM2 Q4_1 and its Q8_0 variant in data/models/. "
@@ -265,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("action", choices=["prepare", "version", "backend", "serve"])
     eng.add_argument("--models-max", type=int, default=1, help="models loaded at once (serve)")
     eng.add_argument("--sleep-idle-seconds", type=float, help="unload a model after this idle time (serve)")
-    eng.set_defaults(func=cmd_engine)
+    eng.set_defaults(func=cmd_engine, imports=("latencylab.collect.engine",))
     return parser
 
 
@@ -277,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _raise_interrupt)
         args = build_parser().parse_args(argv)
+        with _interrupts_held():
+            for module in args.imports:  # what the command uses, imported whole (it imports them again for free)
+                importlib.import_module(module)
         return args.func(args)
     except LatencyLabError as exc:  # each class says its exit status: 2 for usage, 1 for a run or report cut short
         print(f"latencylab: error: {exc}", file=sys.stderr)
