@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "then --baseline before:SCENARIO. Default: the run ids, shortened")
     rep.add_argument("--pool", action="store_true", help="pool runs of one study into one set per scenario, "
                      "and show the spread of the medians between runs")
-    rep.set_defaults(func=cmd_report, imports=("latencylab.publish.report", "latencylab.publish.exporters.terminal"))
+    # not the notebook stack: a thread it starts while SIGINT is held keeps it held, and so would the kernel it spawns
+    rep.set_defaults(func=cmd_report, imports=("latencylab.runs.store",))
 
     runs = sub.add_parser("runs", help="list the runs in data/runs/ with status and sample count")
     runs.set_defaults(func=cmd_runs, imports=("latencylab.runs.store",))
