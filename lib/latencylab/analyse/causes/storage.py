@@ -86,8 +86,8 @@ class Storage(Cause):
     findings = {"confirmed": "storage"}
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
-        """Confirmed when the loads that read the model from storage took materially longer than loads of the
-        same file from the page cache (a share of the first byte of the requests that paid them)."""
+        """Confirmed when the loads that read the model from storage took longer than loads of the same file from
+        the page cache by a material part of the scenario's mean first byte (spread over its requests)."""
         every = loads(g)
         if every.empty:
             return Verdict(self.name, key_of(g), "no_evidence", StorageValues(), "no_host_loads")
@@ -102,5 +102,9 @@ class Storage(Cause):
         values = replace(values, cached=median(read["cached_share"]), read_bytes=median(read["read_bytes"]),
                          read_rate=median(read["read_rate"]), storage_ms=storage_ms, extra_ms=extra,
                          share=extra / latency if latency else math.nan)
-        material = not missing(extra) and context.scale.material(extra, latency)
+        # material as a reload is: over the scenario's requests (a load from storage once in thirty is not why
+        # its requests are slow), against its mean first byte
+        requests = numeric(g[context.metric]).dropna()
+        spread_ms = extra * len(read) / len(requests) if len(requests) and not missing(extra) else math.nan
+        material = not missing(spread_ms) and context.scale.material(spread_ms, float(requests.mean()))
         return Verdict(self.name, key_of(g), "confirmed" if material else "present", values)
