@@ -61,7 +61,7 @@ def _quotas(groups: pd.DataFrame, by: list[str]) -> list[tuple[np.ndarray, int]]
 def drawn(f: Findings, name: str) -> tuple[int, int]:
     """How many requests figure `name` (timeline, box, prefill, decode) draws, of how many."""
     frame, rows, by = _scattered(f, name)
-    return sum(quota for _, quota in _quotas(frame.iloc[rows][by], by)), len(rows)
+    return sum(quota for _, quota in _quotas(frame[by].iloc[rows], by)), len(rows)  # (the group columns only)
 
 
 def sample(f: Findings, name: str) -> pd.DataFrame:
