@@ -1,5 +1,5 @@
 """How long publishing a report takes for big runs, and how it grows: for each size N (default 10 000 and 100 000)
-a synthetic run of N samples is written, then published through `report.publish` (the report notebook in its
+a synthetic run of N samples is written, then published through `render.publish` (the report notebook in its
 kernel, nbconvert, latency.md, summary.json, samples.csv). Goals (issue 24): 10⁵ samples in under 20 s, 10⁶ in
 under 3 minutes with a peak under 4 GB. Prints figures, asserts nothing about them.
 
@@ -111,7 +111,7 @@ class PeakMemory:
 def main(sizes: list[int]) -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["LATENCYLAB_HOME"] = home  # before importing latencylab: paths are read at import
-        from latencylab.publish import report
+        from latencylab.publish import render
 
         print(f"{'samples':>9}  {'write s':>8}  {'publish s':>9}  {'exponent':>8}  {'peak MiB':>8}  {'html MiB':>8}")
         previous: tuple[int, float] | None = None
@@ -123,7 +123,7 @@ def main(sizes: list[int]) -> None:
             write_s = time.perf_counter() - start
             with PeakMemory() as memory:
                 start = time.perf_counter()
-                page = report.publish([run_id])
+                page = render.publish([run_id])
                 publish_s = time.perf_counter() - start
             growth = f"{math.log(publish_s / previous[1]) / math.log(n / previous[0]):8.2f}" if previous else " " * 8
             print(f"{n:>9}  {write_s:8.1f}  {publish_s:9.1f}  {growth}  {memory.peak / 2**20:8.0f}  "

@@ -79,9 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         workflow.run(run_id, ollama=bundled, lang=args.lang)
     print(f"samples: {paths.run_dir(run_id) / 'samples.jsonl'}")
     if not args.no_report:
-        from latencylab.publish import report
+        from latencylab.publish import render
 
-        _print_report(report.publish([run_id], **report_options))
+        _print_report(render.publish([run_id], **report_options))
     return 0
 
 
@@ -155,16 +155,16 @@ def _labels(given: list[str]) -> dict[str, str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from latencylab.publish import report
+    from latencylab.publish import render, report
     from latencylab.runs import store
 
     run_ids = [_resolve_run(r) for r in args.runs]
     for run_id in run_ids:
-        store.load_run(run_id)  # a corrupt samples file is said here, before anything is written
+        store.prepare_run(run_id)  # a corrupt samples file is said here, before anything is written
     options = {**_report_options(args), "labels": _labels(args.label), "pool": args.pool}
     # bad labels or baseline: exit 2 here, not an error in the notebook
     report.check_options(run_ids, options["labels"], options["pool"], options["baseline"])
-    _print_report(report.publish(run_ids, **options))
+    _print_report(render.publish(run_ids, **options))
     return 0
 
 

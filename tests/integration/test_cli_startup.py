@@ -78,6 +78,26 @@ def test_check_and_the_collection_phase_of_run_import_none_of_it(tmp_path):
     assert "samples:" in done.stdout
 
 
+def test_report_splits_its_imports_between_the_process_that_publishes_and_the_kernel(tmp_path):
+    """`latencylab report` imports papermill and nbconvert, not the analysis or the plotting stack (the kernel
+    does: each import is paid once, before the notebook starts) nor jsonschema's IRI grammar (0.7 s); the report
+    notebook's import cell loads no notebook machinery. Each took seconds of re-publishing the demo (issue 24)."""
+    run_id = json.loads((FIXTURE_RUN / "run.json").read_text())["run_id"]
+    shutil.copytree(FIXTURE_RUN, tmp_path / "data" / "runs" / run_id)
+    published, done = _imported(tmp_path, "report", run_id)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "papermill" in published and "nbconvert" in published
+    assert not published & {"matplotlib", "seaborn", "scipy", "lark"}, published  # lark: the IRI grammar's parser
+    cell = json.loads(paths.REPORT_NOTEBOOK.read_text())["cells"]
+    imports = next("".join(c["source"]) for c in cell if "from latencylab.publish import" in "".join(c["source"]))
+    probe = imports + "\nimport sys\nprint(sorted({m.split('.')[0] for m in sys.modules}))"
+    kernel = subprocess.run([sys.executable, "-c", probe], env=_env(tmp_path), capture_output=True, text=True,
+                            timeout=120, check=True, cwd=paths.PROJECT_ROOT)
+    loaded = set(json.loads(kernel.stdout.strip().replace("'", '"')))
+    assert {"pandas", "matplotlib", "seaborn"} <= loaded
+    assert not loaded & {"papermill", "nbformat", "nbconvert", "jsonschema"}, loaded
+
+
 def _interrupted(cli: subprocess.Popen[str]) -> str:
     """SIGINT now; the command must end with exit 130 and one line of its own on stderr, the last (a progress
     bar's lines may come before it). Returns that line."""

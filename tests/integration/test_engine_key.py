@@ -13,7 +13,7 @@ from latencylab.collect import runner
 from latencylab.collect.engine import server as engine_server
 from latencylab.core import paths
 from latencylab.plan.study import parse_study
-from latencylab.publish import report
+from latencylab.publish import render
 
 pytestmark = pytest.mark.engine
 
@@ -43,7 +43,7 @@ def test_the_engine_requires_its_key_and_the_key_is_written_nowhere(workdir: Pat
     run_id = runner.create_run(study)
     runner.run(run_id, on_sample=without_and_with_the_key, progress=False)
     assert answers == {"none": 401, "wrong": 401, "key": 200}
-    page = report.publish([run_id], lang="en")
+    page = render.publish([run_id], lang="en")
     files = [p for folder in (paths.run_dir(run_id), page.parent) for p in folder.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"run.json", "samples.jsonl", "llama-server.log", "index.html"}
     assert [p for p in files if KEY.encode() in p.read_bytes()] == []

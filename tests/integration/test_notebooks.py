@@ -132,14 +132,14 @@ def test_a_run_that_cannot_go_on_ends_with_one_line_and_keeps_its_files(tmp_path
 def test_the_collect_notebook_and_the_cli_make_the_same_run(workdir):
     """One workflow: a run made in JupyterLab holds the same files as one made from the terminal."""
     from doubles.ollama import OllamaDouble
-    from latencylab.publish import report
+    from latencylab.publish import render
 
     with OllamaDouble(models={"tiny": 1_000_000}) as server:
         study = workdir / "nb.yaml"
         study.write_text(json.dumps({"name": "nb", "backend": "ollama", "base_url": server.base_url,
                                      "workload": {"requests": 2, "max_tokens": 3},
                                      "scenarios": [{"name": "a", "model": "tiny"}]}))
-        report.execute(paths.COLLECT_NOTEBOOK, workdir / "collect.ipynb", {"study": str(study), "run_id": "nb-alone"})
+        render.execute(paths.COLLECT_NOTEBOOK, workdir / "collect.ipynb", {"study": str(study), "run_id": "nb-alone"})
         result = _cli("run", str(study), "--run-id", "cli-run", "--no-report", home=workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     notebook_run, cli_run = paths.run_dir("nb-alone"), paths.run_dir("cli-run")

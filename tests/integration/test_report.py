@@ -17,7 +17,7 @@ from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
 from latencylab.analyse import compute
 from latencylab.core import paths
-from latencylab.publish import document, i18n, report
+from latencylab.publish import document, i18n, render, report
 from latencylab.publish.exporters import index_html, latency_md, summary_json
 from latencylab.runs import store
 
@@ -118,7 +118,7 @@ def test_server_text_is_escaped_everywhere(fixture_run, tmp_path):
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_publish_runs_the_notebook_and_writes_html_markdown_figures_and_an_index(fixture_run, lang):
     assert not (paths.run_dir(fixture_run) / "samples.parquet").exists()  # a run from before samples.parquet
-    page = report.publish([fixture_run], lang=lang)
+    page = render.publish([fixture_run], lang=lang)
     assert len(pq.read_table(paths.run_dir(fixture_run) / "samples.parquet")) == 25  # built from its journal
     folder = page.parent
     summary = json.loads((folder / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)  # strict JSON
@@ -154,7 +154,7 @@ def _chromium() -> str:
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_the_html_report_in_a_real_headless_browser(fixture_run, lang):
     browser = _chromium()
-    page = report.publish([fixture_run], lang=lang)
+    page = render.publish([fixture_run], lang=lang)
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / f"report-{lang}.png"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -231,7 +231,7 @@ def test_a_server_that_answers_script_tags_runs_nothing_in_the_browser(workdir):
         run_id = runner.run_study(study, progress=False)
     frame = store.load_run(run_id)
     assert (frame["error_kind"] == "server_error").all() and frame["text"].str.contains("<script>").all()
-    page = report.publish([run_id])
+    page = render.publish([run_id])
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={page.parent / '.chromium'}", "--enable-logging=stderr", "--log-level=0"]
@@ -254,9 +254,9 @@ def test_a_changed_cell_of_the_report_notebook_changes_the_html(fixture_run, tmp
     assert "< 600" in cell.source
     changed = tmp_path / "changed.ipynb"
     nbformat.write(notebook, changed)
-    executed = report.execute(changed, tmp_path / "out.ipynb", {"run_ids": [fixture_run]})
+    executed = render.execute(changed, tmp_path / "out.ipynb", {"run_ids": [fixture_run]})
     html = index_html.export(executed, tmp_path).read_text()
-    original = report.publish([fixture_run]).read_text()
+    original = render.publish([fixture_run]).read_text()
     row = "<td>baseline</td>\n<td>all</td>\n<td>{}</td>"
     assert row.format(12) in original and row.format(8) in html
 
@@ -279,9 +279,9 @@ def test_a_changed_figure_cell_changes_the_published_figure(fixture_run, tmp_pat
     changed = tmp_path / "changed.ipynb"
     nbformat.write(notebook, changed)
     figures = paths.report_dir(fixture_run) / "figures"
-    report.publish([fixture_run])
+    render.publish([fixture_run])
     before = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
-    page = report.publish([fixture_run], notebook=changed)
+    page = render.publish([fixture_run], notebook=changed)
     after = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
     assert sorted(after) == sorted(FIGURES) and after["histogram"] != before["histogram"]
     assert after["ecdf"] == before["ecdf"] and after["timeline"] == before["timeline"]  # the other cells' figures

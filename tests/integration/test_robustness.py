@@ -18,7 +18,7 @@ from doubles.ollama import OllamaDouble
 from latencylab.collect import runner, servers
 from latencylab.core import paths
 from latencylab.plan.study import parse_study
-from latencylab.publish import report
+from latencylab.publish import render
 from latencylab.runs import store
 
 CLI = [sys.executable, "-m", "latencylab.cli"]
@@ -71,7 +71,7 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, args, message):
 
 def test_a_notebook_parameter_of_the_wrong_type_is_named(workdir):
     with pytest.raises(Exception, match="parameter run_ids must be a list, got 'x'"):
-        report.execute(paths.REPORT_NOTEBOOK, workdir / "out.ipynb", {"run_ids": "x"})
+        render.execute(paths.REPORT_NOTEBOOK, workdir / "out.ipynb", {"run_ids": "x"})
 
 
 def _study_on(server: OllamaDouble, requests: int = 6):

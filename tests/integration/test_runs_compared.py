@@ -19,7 +19,7 @@ from latencylab.collect import gather, runner
 from latencylab.core import paths
 from latencylab.plan import facts
 from latencylab.plan.study import parse_study
-from latencylab.publish import document, report
+from latencylab.publish import document, render, report
 from latencylab.publish.exporters import samples_csv, summary_json
 from latencylab.runs import store
 
@@ -65,7 +65,7 @@ def runs(two_runs: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch) -> tu
     return two_runs[0], two_runs[1]
 
 
-def _labelled(runs: tuple[str, str], **options: Any) -> report.document.Report:
+def _labelled(runs: tuple[str, str], **options: Any) -> document.Report:
     a, b = runs
     return report.document_of([a, b], labels={"before": a, "after": b}, baseline="before:base", **options)
 
@@ -173,7 +173,7 @@ def test_cli_compares_two_labelled_runs_and_refuses_bad_labels_in_one_line(runs)
     done = subprocess.run([*cli, "--label", f"before={a}", "--label", f"after={b}", "--baseline", "before:base"],
                           env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-2000:]
-    folder = paths.REPORTS_DIR / report.report_name([a, b])  # a comparison never replaces b's own report
+    folder = paths.REPORTS_DIR / render.report_name([a, b])  # a comparison never replaces b's own report
     assert f"report: {folder / 'index.html'}" in done.stdout
     markdown = (folder / "latency.md").read_text()
     assert "## Runs compared" in markdown and "quantization Q4_0 → Q8_0" in markdown

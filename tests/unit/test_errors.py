@@ -21,7 +21,7 @@ from latencylab.core.errors import (
     UsageError,
 )
 from latencylab.core.sample import Sample
-from latencylab.publish import report
+from latencylab.publish import render
 
 
 def _exceptions_of(module):
@@ -79,9 +79,9 @@ def test_a_failed_notebook_cell_is_a_notebook_failed_in_one_line(monkeypatch, tm
         raise PapermillExecutionError(cell_index=2, exec_count=3, source="x", ename="ValueError",
                                       evalue="parameter run_ids must be a list", traceback=["…"])
 
-    monkeypatch.setattr(report.papermill, "execute_notebook", fail)
+    monkeypatch.setattr(render.papermill, "execute_notebook", fail)
     with pytest.raises(NotebookFailed) as info:
-        report.execute(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {})
+        render.execute(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {})
     assert str(info.value) == ("ValueError: parameter run_ids must be a list (in notebook cell 3; the executed "
                                f"notebook is {tmp_path / 'out.ipynb'})")
     assert isinstance(info.value.__cause__, PapermillExecutionError)

@@ -8,7 +8,7 @@ import pytest
 
 from latencylab.analyse import compare, tables
 from latencylab.analyse.findings import RunInfo
-from latencylab.publish import document, report
+from latencylab.publish import report, templating
 from latencylab.runs.columnar import samples_frame
 
 KEYS = [("before", "base"), ("before", "fast"), ("after", "base"), ("after", "fast")]
@@ -122,4 +122,4 @@ def test_a_run_without_facts_json_still_has_its_server_host_and_gpus_from_run_js
     (2 * 2**20, "size_bytes", "2\u00a0MiB", "2\u00a0MiB"), (8192, "context_length", "8,192", "8.192"),
 ])
 def test_a_fact_is_shown_in_each_language(value, name, en, es):
-    assert document.fact_value(value, name, "en") == en and document.fact_value(value, name, "es") == es
+    assert templating.fact_value(value, name, "en") == en and templating.fact_value(value, name, "es") == es

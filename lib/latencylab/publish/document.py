@@ -11,13 +11,10 @@ import base64
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from latencylab.analyse.attribution import PARTS
@@ -39,9 +36,8 @@ from latencylab.analyse.findings import (
     Verdict,
 )
 from latencylab.plan.check import MEMORY_RULES, Finding
-from latencylab.publish import check_text, i18n, plots
+from latencylab.publish import check_text, i18n, plots, templating
 
-TEMPLATES = Path(__file__).parent / "templates"  # the report's Markdown, and the HTML page's template
 SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "conversation", "optimisation", "phases",
             "measured", "results", "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
 # The figures of each section, in the order shown. The report notebook draws each in a cell of its own and hands it
@@ -51,62 +47,6 @@ FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition")
            "concurrency": ("concurrency",), "conversation": ("turns",), "capacity": ("latency_throughput", "goodput"),
            "sweep": ("sweep",)}
 SAMPLED = ("timeline", "box", "prefill", "decode")  # figures of a point per request: a sample beyond plots.POINTS_MAX
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (not isinstance(value, str | tuple | list | dict) and bool(pd.isna(value)))
-
-
-def _cell(value: Any) -> Markup:
-    """A Markdown table cell: escaped, pipes and line breaks neutralised."""
-    return Markup(str(escape(value)).replace("|", "\\|").replace("\n", " "))
-
-
-@cache
-def environment(lang: str) -> Environment:
-    """The Jinja2 environment of one language: autoescape on, the catalog as t(), the locale's filters."""
-    i18n.catalog(lang)  # refuses an unknown language
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True,
-                      lstrip_blocks=True, undefined=StrictUndefined, keep_trailing_newline=True)
-    formats: dict[str, Callable[..., str]] = {
-        "ms": lambda v: i18n.ms(v, lang), "pct": lambda v: i18n.percent(v, lang),
-        "num": lambda v, decimals=0: i18n.number(v, lang, decimals), "ratio": lambda v: i18n.ratio(v, lang),
-        "mib": lambda v: i18n.mib(v, lang),
-    }
-    env.filters.update(formats)
-    env.filters["fact"] = lambda v, name: fact_value(v, name, lang)
-    env.filters["runs_item"] = lambda c: i18n.t("summary_runs_item", lang, scenario=c.scenario, before=i18n.ms(
-        c.median_before, lang), after=i18n.ms(c.median_after, lang), ratio=i18n.ratio(c.ratio, lang))
-    env.filters.update(
-        cell=_cell,
-        apply=lambda v, name: formats[name](v),
-        gpu_text=lambda g: i18n.t("gpu_value", lang, name=g["name"], memory=i18n.mib(g["memory_total_bytes"], lang),
-                                  driver=g["driver_version"], cuda=g["cuda_version"]),
-        setting_name=lambda name: i18n.t(f"setting_{name}", lang) if f"setting_{name}" in i18n.catalog(lang) else name,
-        setting_value=lambda v: i18n.t("unset", lang) if v is None else i18n.t("yes" if v else "no", lang)
-        if isinstance(v, bool) else str(v),
-        p_value=lambda p: "–" if _missing(p) else f"< {i18n.number(0.0001, lang, 4)}" if p < 0.0001
-        else f"= {i18n.number(p, lang, 4)}",
-    )
-    env.tests["missing"] = _missing
-    env.globals.update(t=lambda key, **values: i18n.t(key, lang, **values),
-                       has=lambda key: key in i18n.catalog(lang))
-    return env
-
-
-def fact_value(value: Any, name: str, lang: str) -> str:
-    """One server fact as shown: sizes in MiB, a digest's first 12 hex digits, yes/no, '–' when unknown."""
-    if _missing(value):
-        return "–"
-    if isinstance(value, bool):
-        return i18n.t("yes" if value else "no", lang)
-    if name.endswith("_bytes") and isinstance(value, int | float):
-        return i18n.mib(value, lang)
-    if name == "digest":
-        return str(value).removeprefix("sha256:")[:12]
-    if isinstance(value, int):
-        return i18n.number(value, lang)
-    return str(value)
 
 
 def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttfb_ms") -> Markup:
@@ -152,7 +92,7 @@ def slo_words(run: RunInfo, lang: str) -> Markup:
 
 def rate_words(value: float | None, lang: str) -> str:
     """A rate in requests per second: two decimals below 10, one below 100, none above."""
-    if _missing(value):
+    if i18n.missing(value):
         return "–"
     return i18n.number(value, lang, 2 if value < 10 else 1 if value < 100 else 0)
 
@@ -241,7 +181,7 @@ def _p(p: float, lang: str) -> str:
 
 def _fine_ms(value: float | None, lang: str) -> str:
     """A short duration with two decimals (client queueing is often well under a millisecond)."""
-    return "–" if _missing(value) else f"{i18n.number(value, lang, 2)}{i18n.NBSP}ms"
+    return "–" if i18n.missing(value) else f"{i18n.number(value, lang, 2)}{i18n.NBSP}ms"
 
 
 # How each unit of a `Quantity` is written.
@@ -249,8 +189,8 @@ UNITS: dict[str, Callable[[Any, str], str]] = {
     "ms": i18n.ms, "fine_ms": _fine_ms, "share": i18n.percent, "count": i18n.number, "tps": _tps, "mib": i18n.mib,
     "rho": lambda v, lang: i18n.number(v, lang, 2), "p": _p,
     "slope": lambda v, lang: f"{i18n.number(v, lang, 2)}{i18n.NBSP}ms",
-    "mbps": lambda v, lang: "–" if _missing(v) else f"{i18n.number(v / 1e6, lang, 0)}{i18n.NBSP}MB/s",
-    "gbps": lambda v, lang: "–" if _missing(v) else f"{i18n.number(v / 1e9, lang, 1)}{i18n.NBSP}GB/s",
+    "mbps": lambda v, lang: "–" if i18n.missing(v) else f"{i18n.number(v / 1e6, lang, 0)}{i18n.NBSP}MB/s",
+    "gbps": lambda v, lang: "–" if i18n.missing(v) else f"{i18n.number(v / 1e9, lang, 1)}{i18n.NBSP}GB/s",
     "text": lambda v, lang: "–" if v is None else str(v),
 }
 
@@ -291,14 +231,9 @@ def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     return line
 
 
-def heading(study: str | None, lang: str) -> str:
-    """The document's title as plain text: latency.md's first heading, the HTML page's <title>."""
-    return i18n.text("title", lang, study=study or "latencylab")
-
-
 def section(findings: Findings, name: str, lang: str) -> str:
     """One section of the document as Markdown ('' where the data has nothing for it)."""
-    template = environment(lang).get_template("report/sections.md.j2")
+    template = templating.environment(lang).get_template("report/sections.md.j2")
     f = findings
 
     def phase(key: Key, which: str) -> pd.Series | None:
@@ -311,7 +246,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
 
     module = template.make_module({
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
-        "heading": heading(f.runs[0].study if f.runs else None, lang),
+        "heading": templating.heading(f.runs[0].study if f.runs else None, lang),
         "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric),
         "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
         "waste": lambda key: waste_words(key, f, lang),
@@ -404,7 +339,7 @@ def _waterfall_conclusion(f: Findings, lang: str) -> str:
     if table.empty or slow.empty:
         return ""
     worst = slow.loc[slow["metric_ms"].idxmax()]
-    parts = {p: float(worst[p]) for p in PARTS if not _missing(worst[p])}
+    parts = {p: float(worst[p]) for p in PARTS if not i18n.missing(worst[p])}
     part = max(parts, key=parts.get)
     return i18n.text("conclude_waterfall", lang, scenario=f.labels.get((worst["run"], worst["scenario"]), ""),
                      total=i18n.ms(worst["metric_ms"], lang), part=i18n.text(plots.PART_WORDS[part], lang),
@@ -413,8 +348,8 @@ def _waterfall_conclusion(f: Findings, lang: str) -> str:
 
 def _decode_conclusion(f: Findings, lang: str) -> str:
     speeds = f.diagnosis.decode_by_residency
-    spilled = speeds.get("partial") if not _missing(speeds.get("partial")) else speeds.get("cpu")
-    if not _missing(speeds.get("gpu")) and not _missing(spilled):
+    spilled = speeds.get("partial") if not i18n.missing(speeds.get("partial")) else speeds.get("cpu")
+    if not i18n.missing(speeds.get("gpu")) and not i18n.missing(spilled):
         return i18n.text("conclude_decode", lang, gpu=_tps(speeds["gpu"], lang), spilled=_tps(spilled, lang))
     return i18n.text("conclude_decode_one", lang, speed=_tps(f.requests["decode_tps"].median(), lang))
 
@@ -428,7 +363,7 @@ class Report:
     _figures: dict[str, Figure] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        environment(self.lang)
+        templating.environment(self.lang)
 
     def markdown(self, name: str) -> str:
         return section(self.findings, name, self.lang)
@@ -440,6 +375,10 @@ class Report:
     def figures(self, name: str) -> list[Figure]:
         """The figures of section `name` that the notebook handed in, in the order shown."""
         return [self._figures[figure] for figure in FIGURES.get(name, ()) if figure in self._figures]
+
+    def drawn(self) -> list[Figure]:
+        """Every figure the notebook handed in."""
+        return list(self._figures.values())
 
     def words(self, key: str, **values: Any) -> str:
         """A catalog message as plain text in the report's language (axis labels, legend titles)."""

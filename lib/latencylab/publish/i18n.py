@@ -60,7 +60,7 @@ def plain(message: Markup) -> str:
     return message.unescape()
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
     """None, NaN, or pandas' own missing values (NA, NaT): pandas only for a value of its own, so that the
     terminal's words (`latencylab check`) need no pandas."""
     if value is None:
@@ -77,7 +77,7 @@ def _missing(value: Any) -> bool:
 
 def number(value: float | None, lang: str, decimals: int = 0) -> str:
     """A number as the language writes it (CLDR): 21,470.5 (en), 21.470,5 (es); a dash when missing."""
-    if _missing(value):
+    if missing(value):
         return DASH
     pattern = "#,##0" + ("." + "0" * decimals if decimals else "")
     return format_decimal(float(value), format=pattern, locale=lang)
@@ -85,7 +85,7 @@ def number(value: float | None, lang: str, decimals: int = 0) -> str:
 
 def ms(value: float | None, lang: str) -> str:
     """A duration: whole ms below 10 s, else seconds with one decimal (3,627 ms; 21.5 s)."""
-    if _missing(value):
+    if missing(value):
         return DASH
     value = float(value)
     return f"{number(value / 1000, lang, 1)}{NBSP}s" if abs(value) >= 10_000 else f"{number(value, lang)}{NBSP}ms"
@@ -93,7 +93,7 @@ def ms(value: float | None, lang: str) -> str:
 
 def percent(value: float | None, lang: str, decimals: int = 0) -> str:
     """A share as the language writes a percentage (47%, 47 %)."""
-    if _missing(value):
+    if missing(value):
         return DASH
     pattern = Locale.parse(lang).percent_formats[None].pattern
     if decimals:
@@ -103,7 +103,7 @@ def percent(value: float | None, lang: str, decimals: int = 0) -> str:
 
 def mib(value: float | None, lang: str) -> str:
     """Bytes as MiB."""
-    return DASH if _missing(value) else f"{number(float(value) / 2**20, lang)}{NBSP}MiB"
+    return DASH if missing(value) else f"{number(float(value) / 2**20, lang)}{NBSP}MiB"
 
 
 def _short(value: float, lang: str) -> str:
@@ -113,14 +113,14 @@ def _short(value: float, lang: str) -> str:
 
 def gib(value: float | None, lang: str) -> str:
     """A size given in GiB (the check's evidence): 4.68 GiB, 4,68 GiB."""
-    return DASH if _missing(value) else f"{_short(value, lang)}{NBSP}GiB"
+    return DASH if missing(value) else f"{_short(value, lang)}{NBSP}GiB"
 
 
 def seconds(value: float | None, lang: str) -> str:
     """A setting's duration in seconds (keep_alive, a gap between requests): 300 s, 2,5 s."""
-    return DASH if _missing(value) else f"{_short(value, lang)}{NBSP}s"
+    return DASH if missing(value) else f"{_short(value, lang)}{NBSP}s"
 
 
 def ratio(value: float | None, lang: str) -> str:
     """A ratio of medians (0.33×)."""
-    return DASH if _missing(value) else f"{number(value, lang, 2)}×"
+    return DASH if missing(value) else f"{number(value, lang, 2)}×"

@@ -1,87 +1,25 @@
-"""Notebook execution (papermill), then the HTML exporter; the report's inputs and reports/index.html."""
+"""What the report notebook reads: the runs, their labels and samples, and the findings' document of them.
+The kernel imports it, and so does the process that publishes (`render`), for the runs' metadata only: the
+analysis and the document are imported where they are used, not by that process."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import re
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import papermill
-from papermill.exceptions import PapermillExecutionError
 
-from latencylab.analyse import compare, compute
 from latencylab.analyse.findings import Key, RunInfo, run_info
 from latencylab.core import paths
-from latencylab.core.errors import BadLabel, NotebookFailed
-from latencylab.publish import document
-from latencylab.publish.exporters import index_html, summary_json
+from latencylab.core.errors import BadLabel
 from latencylab.runs import store
 from latencylab.runs.baselines import read_baseline_csv
 
-KERNEL = "python3"
-
-
-def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progress: bool = False) -> Path:
-    """Run `notebook` headlessly with `parameters` into `output` (an executed copy)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        papermill.execute_notebook(
-            str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-            progress_bar=progress, cwd=str(paths.PROJECT_ROOT),
-            # The kernel's own log (TCP transport notice, shutdown interrupt) is noise to a user.
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
-    except PapermillExecutionError as exc:  # one line; the traceback stays in the executed notebook
-        raise NotebookFailed(f"{exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
-                             f"notebook is {output})") from exc
-    return output
-
-
-def report_name(run_ids: list[str]) -> str:
-    """A run's report is named after the run; a comparison of several, after them all, so that comparing
-    A with B never replaces B's own report."""
-    if len(run_ids) == 1:
-        return run_ids[0]
-    digest = hashlib.sha1("\n".join(run_ids).encode()).hexdigest()[:8]
-    return f"compare-{len(run_ids)}-runs-{digest}-{run_ids[-1]}"
-
-
-def publish(run_ids: list[str], *, notebook: Path = paths.REPORT_NOTEBOOK, **parameters: Any) -> Path:
-    """Execute the report notebook (`notebook`: a changed copy of it) for `run_ids`: its Save cell writes
-    reports/<report_name>/{latency.md, figures/, summary.json, samples.csv}, then index.html is made of it.
-
-    Written in a hidden folder beside it that replaces the report's folder once every file is there: a report
-    stopped half-way (Ctrl-C) leaves the one before it whole, and nothing half-written. A notebook that fails
-    leaves its executed copy there (`.<name>.partial/`), to read."""
-    folder = paths.report_dir(report_name(run_ids))
-    partial = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        executed = execute(notebook, partial / notebook.name,
-                           {"run_ids": run_ids, "output_dir": str(partial), **parameters})
-        index_html.export(executed, partial)
-    except KeyboardInterrupt:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    _replace_folder(partial, folder)
-    write_index()
-    return folder / "index.html"
-
-
-def _replace_folder(new: Path, folder: Path) -> None:
-    """`new` in the place of `folder`: two renames (a folder cannot be replaced by one), the old one removed after."""
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    new.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+if TYPE_CHECKING:
+    from latencylab.publish.document import Report
 
 
 def read_run(run_id: str, label: str = "", pooled: bool = False) -> RunInfo:
@@ -156,6 +94,8 @@ def check_options(run_ids: list[str], labels: dict[str, str] | None = None, pool
     """Refuse bad labels or a baseline that names no scenario, before a notebook runs (a `UsageError`)."""
     runs = read_runs(run_ids, labels, pool)
     if baseline and not baseline.endswith(".csv"):
+        from latencylab.analyse import compare
+
         compare.resolve_baseline(planned_keys(runs), compare.labelled_baseline(runs, baseline))
 
 
@@ -190,7 +130,7 @@ def load_samples(run_ids: list[str], baseline: str = "") -> tuple[pd.DataFrame, 
 
 
 def document_of(run_ids: list[str], *, baseline: str = "", lang: str = "", targets: dict[str, Any] | None = None,
-                labels: dict[str, str] | None = None, pool: bool = False) -> document.Report:
+                labels: dict[str, str] | None = None, pool: bool = False) -> Report:
     """What the report notebook builds, in one call: the findings of `run_ids` and their document.
 
     `baseline` is a scenario (`RUN:scenario` or a name only one run has) or a CSV of earlier TTFB values;
@@ -199,34 +139,12 @@ def document_of(run_ids: list[str], *, baseline: str = "", lang: str = "", targe
     for name, value, kind in (("baseline", baseline, str), ("lang", lang, str), ("targets", targets or {}, dict)):
         if not isinstance(value, kind):
             raise TypeError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
+    from latencylab.analyse import compute
+    from latencylab.publish.document import Report
+
     run_ids = resolve_runs(run_ids)
     runs = read_runs(run_ids, labels, pool)
     samples, baseline, external = load_samples(run_ids, baseline)
     found = compute.findings(samples, runs, baseline=baseline or None, targets={**runs[0].targets, **(targets or {})},
                               external=external, checks=read_checks(run_ids))
-    return document.Report(found, lang or runs[0].lang)
-
-
-def write_index() -> Path:
-    """reports/index.html: every published report, newest first, with its date, study, status and headline."""
-    rows = []
-    for page in sorted(paths.REPORTS_DIR.glob("*/index.html"), reverse=True):
-        run_id = page.parent.name
-        if run_id.startswith("."):  # a report being written, or one whose notebook failed
-            continue
-        try:
-            run = read_run(run_id)
-        except store.RunNotFound:
-            run = run_info(store.RunMeta(run_id=run_id))
-        summary = summary_json.read(page.parent) or {}
-        first = (summary.get("scenarios") or [{}])[0]
-        rows.append({"run_id": run_id, "date": run.started_at[:16].replace("T", " "), "study": run.study,
-                     "description": run.description, "status": run.status, "headline": summary.get("headline"),
-                     "metric": str(summary.get("metric", "ttfb_ms")).removesuffix("_ms").upper(),
-                     "median": first.get("median")})
-    html = document.environment("en").get_template("report/index.html.j2").render(rows=rows, lang="en")
-    path = paths.REPORTS_DIR / "index.html"
-    partial = path.with_name(".index.html.partial")
-    partial.write_text(html, encoding="utf-8")
-    os.replace(partial, path)  # never half a page
-    return path
+    return Report(found, lang or runs[0].lang)

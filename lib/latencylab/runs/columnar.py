@@ -56,13 +56,18 @@ def samples_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def to_frame(table: pa.Table) -> pd.DataFrame:
-    """Arrow samples as `load_run()` returns them: `SAMPLE_DTYPES`, `itl_ms` as a float array per request."""
-    at = table.schema.get_field_index("itl_ms")
-    lists = _lists(table.column(at))
-    frame = table.remove_column(at).to_pandas(types_mapper=_PANDAS_TYPES.get)
-    frame.insert(at, "itl_ms", pd.Series(lists, index=frame.index, dtype="object"))
-    return frame
+def _frame(columns: Iterable[tuple[str, pa.ChunkedArray]]) -> pd.DataFrame:
+    """Arrow columns, converted one at a time, as `load_run()` returns them: `SAMPLE_DTYPES`, `itl_ms` as a float
+    array per request. Fed a column at a time from Parquet, memory holds the frame and one Arrow column (the whole
+    table beside the frame took 700 MB more at 10⁶ samples, kept by Arrow's allocator after)."""
+    return pd.DataFrame({name: pd.Series(_lists(values), dtype="object") if name == "itl_ms"
+                         else values.to_pandas(types_mapper=_PANDAS_TYPES.get) for name, values in columns}, copy=False)
+
+
+def _parquet_columns(path: Path) -> Iterator[tuple[str, pa.ChunkedArray]]:
+    source = pq.ParquetFile(path)
+    for name in source.schema_arrow.names:
+        yield name, source.read(columns=[name]).column(0)
 
 
 def _lists(column: pa.ChunkedArray) -> list[np.ndarray | None]:
@@ -105,19 +110,18 @@ def _chunk_lists(chunk: pa.ListArray) -> list[np.ndarray | None]:
 
 # loading: the Parquet copy while it matches the journal, else the journal (and a new copy for next time)
 
-def load(folder: Path, *, writable: bool) -> pa.Table:
-    """The run's samples as Arrow, one row per request. From samples.parquet while it was built from the journal
+def load(folder: Path, *, writable: bool) -> pd.DataFrame:
+    """The run's samples, one row per request. From samples.parquet while it was built from the journal
     as it is now (or has no journal beside it); else from the journal: the Parquet written again when `writable`
     (no other process appends to the journal) and the folder lets it, else the journal read in memory."""
     journal, parquet = folder / JOURNAL, folder / PARQUET
-    built = _built(parquet)
-    if built is not None and (not journal.exists() or _stamp(journal, journal.stat().st_size) == built["stamp"]):
+    if (built := _current(folder)) is not None:
         _say(journal, built)
-        return pq.read_table(parquet)
+        return _frame(_parquet_columns(parquet))
     if writable and journal.exists():
         try:
             write(folder)
-            return pq.read_table(parquet)
+            return _frame(_parquet_columns(parquet))
         except OSError as exc:  # a read-only data folder is still read
             warnings.warn(f"{parquet} could not be written ({exc}); the samples are read from the journal",
                           stacklevel=2)
@@ -126,7 +130,29 @@ def load(folder: Path, *, writable: bool) -> pa.Table:
     table = pa.concat_tables([SAMPLE_SCHEMA.empty_table(), *_tables(journal, whole, unknown)])
     _say(journal, {"torn_line": torn, "unknown_keys": sorted(unknown)})
     keep = _kept(table)
-    return table if keep is None else table.filter(keep)
+    kept = table if keep is None else table.filter(keep)
+    return _frame((name, kept.column(name)) for name in kept.column_names)
+
+
+def prepare(folder: Path, *, writable: bool) -> None:
+    """Make the samples ready for `load` without reading them into memory: samples.parquet built where it is
+    missing or older (when `writable`); a journal that cannot be read raises `CorruptRun` here."""
+    if _current(folder) is not None:
+        return
+    if writable and (folder / JOURNAL).exists():
+        with contextlib.suppress(OSError):  # a read-only data folder: `load` reads the journal, and says so
+            write(folder)
+            return
+    load(folder, writable=False)
+
+
+def _current(folder: Path) -> dict[str, Any] | None:
+    """What samples.parquet was built from, while it matches the journal as it is now (or has no journal beside
+    it); None when it is missing, older or of another schema."""
+    journal, built = folder / JOURNAL, _built(folder / PARQUET)
+    if built is None or (journal.exists() and _stamp(journal, journal.stat().st_size) != built["stamp"]):
+        return None
+    return built
 
 
 def write(folder: Path) -> None:

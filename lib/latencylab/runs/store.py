@@ -277,9 +277,24 @@ def load_run(run_id: str) -> pd.DataFrame:
     it is missing or older; a run still being written is read from its journal."""
     from latencylab.runs import columnar
 
+    folder, writable = _samples_folder(run_id)
+    return columnar.load(folder, writable=writable)
+
+
+def prepare_run(run_id: str) -> None:
+    """Ready a run's samples for `load_run` (samples.parquet built where it is missing or older) without loading
+    them: an unknown run or an unreadable journal is said here, before a report notebook starts."""
+    from latencylab.runs import columnar
+
+    folder, writable = _samples_folder(run_id)
+    columnar.prepare(folder, writable=writable)
+
+
+def _samples_folder(run_id: str) -> tuple[Path, bool]:
+    """The run's folder, and whether its Parquet copy may be written (no process is appending to the run)."""
     meta = load_meta(run_id)  # a clear error for an unknown run
     folder = paths.run_dir(run_id)
-    return columnar.to_frame(columnar.load(folder, writable=not (meta.status == "running" and _locked(folder))))
+    return folder, not (meta.status == "running" and _locked(folder))
 
 
 def _locked(folder: Path) -> bool:

@@ -9,7 +9,7 @@ import nbformat
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
 
-from latencylab.publish import document
+from latencylab.publish import templating
 from latencylab.publish.exporters import summary_json
 
 NAME = "html"
@@ -27,8 +27,8 @@ def export(executed: Path, folder: Path) -> Path:
     summary = summary_json.read(folder) or {}
     lang = summary.get("lang") or "en"
     if summary:
-        notebook.metadata["title"] = document.heading(summary.get("study"), lang)
-    exporter = HTMLExporter(extra_template_basedirs=[str(document.TEMPLATES)], template_name=TEMPLATE,
+        notebook.metadata["title"] = templating.heading(summary.get("study"), lang)
+    exporter = HTMLExporter(extra_template_basedirs=[str(templating.TEMPLATES)], template_name=TEMPLATE,
                             exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             embed_images=True, language_code=lang)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags=HIDDEN_TAGS), enabled=True)

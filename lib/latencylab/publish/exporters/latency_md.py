@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from latencylab.publish.document import SECTIONS, Report
+if TYPE_CHECKING:
+    from latencylab.publish.document import Report
 
 NAME = "markdown"
 FILE = "latency.md"
@@ -17,7 +19,6 @@ def export(doc: Report, folder: Path) -> Path:
     figures.mkdir(parents=True, exist_ok=True)
     path = folder / FILE
     path.write_text(doc.text(), encoding="utf-8")
-    for name in SECTIONS:
-        for fig in doc.figures(name):
-            (figures / f"{fig.name}.png").write_bytes(fig.png)
+    for fig in doc.drawn():
+        (figures / f"{fig.name}.png").write_bytes(fig.png)
     return path

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from latencylab.publish.document import Report
+if TYPE_CHECKING:
+    from latencylab.publish.document import Report
+
 
 NAME = "csv"
 FILE = "samples.csv"

@@ -7,13 +7,15 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from latencylab.analyse.findings import Findings, Key
 from latencylab.plan.check import MEMORY_RULES
-from latencylab.publish.document import Report
+
+if TYPE_CHECKING:
+    from latencylab.publish.document import Report
 
 NAME = "json"
 FILE = "summary.json"
