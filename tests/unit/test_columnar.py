@@ -114,6 +114,25 @@ def test_a_broken_line_is_named_in_any_piece_of_the_journal(workdir, monkeypatch
         store.load_run("r1")
 
 
+def test_prepare_run_builds_a_missing_copy_and_names_a_broken_line_without_a_frame(workdir, monkeypatch):
+    """What `latencylab report` does before its notebook starts: the copy made ready, a corrupt journal said; the
+    samples are not turned into a frame in that process (the kernel loads them)."""
+    writer = _write_run("r1", 5)
+    writer.close("complete")
+    _parquet("r1").unlink()
+    with monkeypatch.context() as patched:
+        patched.setattr(columnar, "_frame", lambda *a: pytest.fail("prepare_run made a frame of the samples"))
+        store.prepare_run("r1")
+        assert pq.read_table(_parquet("r1")).num_rows == 5
+        store.prepare_run("r1")  # current: nothing to do
+    lines = writer.samples_path.read_text().splitlines(keepends=True)
+    writer.samples_path.write_text("".join([*lines[:2], "not json\n", *lines[3:]]))
+    with pytest.raises(store.CorruptRun, match=r"samples.jsonl:3: not a JSON sample"):
+        store.prepare_run("r1")
+    with pytest.raises(store.RunNotFound):
+        store.prepare_run("no-such-run")
+
+
 def test_a_resumed_run_keeps_one_row_per_request_in_the_parquet_too(workdir):
     writer = _write_run("r1", 2)
     for seq in (2, 3, 2):  # 2 stopped twice, then sent again; 3 stopped and never sent again
