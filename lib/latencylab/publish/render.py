@@ -43,6 +43,8 @@ def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progres
         raise NotebookFailed(f"{exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
                              f"notebook is {output})") from exc
     return output
+
+
 def report_name(run_ids: list[str]) -> str:
     """A run's report is named after the run; a comparison of several, after them all, so that comparing
     A with B never replaces B's own report."""
@@ -82,8 +84,6 @@ def _replace_folder(new: Path, folder: Path) -> None:
         folder.rename(old)
     new.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
-
-
 
 
 def write_index() -> Path:
