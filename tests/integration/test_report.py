@@ -82,6 +82,21 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
     assert {"en": "58\u00a0ms, 0.11× the baseline's", "es": "58\u00a0ms, 0,11× la del baseline"}[lang] in summary
 
 
+def test_a_model_with_nothing_on_the_gpu_is_not_said_not_to_fit(fixture_run):
+    journal = paths.run_dir(fixture_run) / "samples.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    for row in rows:
+        if row["scenario"] == "baseline" and row.get("gpu_share") is not None:
+            row.update(vram_bytes=0, gpu_share=0.0)  # what Ollama's /api/ps says of a model served on the CPU
+    journal.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for lang, words in {"en": ("none of the model on a GPU (0\u00a0MiB of 134\u00a0MiB)", "does not fit in VRAM"),
+                        "es": ("nada del modelo en una GPU (0\u00a0MiB de 134\u00a0MiB)", "no cabe en VRAM")}.items():
+        analysis = report.document_of([fixture_run], lang=lang).markdown("analysis")
+        said, unsaid = words
+        assert said in analysis and f"**baseline**: {said}" in analysis
+        assert f"**baseline**: el modelo {unsaid}" not in analysis and f"**baseline**: the model {unsaid}" not in analysis
+
+
 def test_an_external_csv_is_compared_like_any_scenario(fixture_run):
     doc = report.document_of([fixture_run], baseline="data/baselines/seed-phi3-baseline.csv", lang="es")
     figures = summary_json.summary(doc.findings)
