@@ -89,10 +89,9 @@ def test_a_model_with_nothing_on_the_gpu_is_not_said_not_to_fit(fixture_run):
         if row["scenario"] == "baseline" and row.get("gpu_share") is not None:
             row.update(vram_bytes=0, gpu_share=0.0)  # what Ollama's /api/ps says of a model served on the CPU
     journal.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    for lang, words in {"en": ("none of the model on a GPU (0\u00a0MiB of 134\u00a0MiB)", "does not fit in VRAM"),
-                        "es": ("nada del modelo en una GPU (0\u00a0MiB de 134\u00a0MiB)", "no cabe en VRAM")}.items():
+    for lang, said, unsaid in [("en", "none of the model on a GPU (0\u00a0MiB of 134\u00a0MiB)", "does not fit"),
+                               ("es", "nada del modelo en una GPU (0\u00a0MiB de 134\u00a0MiB)", "no cabe en VRAM")]:
         analysis = report.document_of([fixture_run], lang=lang).markdown("analysis")
-        said, unsaid = words
         assert f"**baseline**: {said}" in analysis
         assert not [line for line in analysis.splitlines() if line.startswith("- **baseline**") and unsaid in line]
 
