@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -124,7 +125,8 @@ def test_prompt_processing_grows_with_prompt_tokens_and_is_the_floor_not_a_fault
     assert not [s for s in found.diagnosis.predictions if s.key == ("r1", "prompt")]  # no fix: nothing wasted
     text = document.section(found, "diagnosis", "en")
     assert "takes 100\u00a0ms, 57% of its TTFB: this server's own work for these prompts, not waste" in text
-    assert "with prompts half as long, its median TTFB would be about 126\u00a0ms instead of 176\u00a0ms" in text
+    assert "with prompts half as long, its median TTFB of later requests would be about 126\u00a0ms instead of " \
+           "176\u00a0ms" in text
 
 
 def test_two_modes_are_explained_by_prompt_length(found):
@@ -278,9 +280,9 @@ def test_a_predicted_gain_stands_beside_the_change_measured_where_the_fix_was_tr
     # measured in f: median 110 against b's 500 (all six of b's requests): −78 %
     (tried,) = gain.values["measured"]
     assert tried["key"] == ("r1", "f") and tried["median"] == 110.0 and tried["change_pct"] == pytest.approx(-78)
-    text = document.section(found, "next_steps", "en")
+    text = document.section(found, "summary", "en")  # the fix leads the document, with what it gained
     assert "would be about 100\u00a0ms instead of 500\u00a0ms" in text
-    assert "Measured in **f**: 110\u00a0ms (-78%)" in text
+    assert "Measured in **f**: 110\u00a0ms (\u221278%)" in text
 
 
 def test_a_server_without_a_total_has_its_wait_derived_and_labelled_so():
@@ -302,13 +304,13 @@ def test_without_server_figures_the_first_byte_stays_unattributed_never_zero():
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_a_scenario_with_nothing_wasted_says_so_in_one_line_and_waste_is_named(found, lang):
-    text = document.section(found, "diagnosis", lang)
+    rows = {row.split("|")[1].strip(): row.split("|")[-2].strip()  # the summary's table: its last column, the waste
+            for row in document.section(found, "summary", lang).splitlines() if row.startswith("| ")}
     # prompt: its spread is its longer prompts (the floor), its derived wait 16 ms (9 %): nothing confirmed
-    assert {"en": "**prompt** — nothing wasted: no cause of waste is confirmed",
-            "es": "**prompt** — nada desperdiciado: no se confirma ninguna causa de desperdicio"}[lang] in text
-    assert {"en": "**reloads** — waste confirmed: reloads between requests, layers off the GPU.",
-            "es": "**reloads** — desperdicio confirmado: recargas entre peticiones, capas fuera de la GPU."
-            }[lang] in text
+    assert rows["prompt"] == {"en": "none", "es": "ninguno"}[lang]
+    assert re.fullmatch({"en": r"reloads between requests \(\d+\s?%\), layers off the GPU",
+                         "es": r"recargas entre peticiones \(\d+\s?%\), capas fuera de la GPU"}[lang], rows["reloads"])
+    text = document.section(found, "diagnosis", lang)
     spread = _verdict(found, "variance", "prompt")
     assert (spread.verdict, spread.values.explains) == ("present", "long_prompt")  # longer prompts are work
     assert {"en": "the server's own work (the floor above), not waste",
@@ -326,10 +328,10 @@ def test_a_floor_above_the_target_is_a_finding_against_the_study_not_a_fault():
     assert (finding.kind, finding.key) == ("floor_above_target", ("r1", "prompt"))
     assert finding.values == {"floor": 100.0, "goal": 80.0, "target": "subsequent_ms", "now": 176.0, "after": 126.0}
     summary = document.section(found, "summary", "en")
-    assert ("even with nothing wasted, its prompts need 100\u00a0ms: the 80\u00a0ms target for the TTFB of later "
-            "requests (median) cannot be met on this server") in summary
-    assert "el objetivo de 80\u00a0ms para el TTFB de las solicitudes siguientes (mediana) no se puede cumplir en " \
-           "este servidor" in document.section(found, "next_steps", "es")
+    assert ("even with nothing wasted, its prompts need 100\u00a0ms: the 80\u00a0ms target for the median TTFB of "
+            "later requests cannot be met on this server") in summary
+    assert "no se puede cumplir en este servidor" in document.section(found, "summary", "es")
+    assert "no se puede cumplir" not in document.section(found, "next_steps", "es")  # said once, on the first screen
     assert "⛔ the floor is above the target: even with nothing wasted" in document.section(found, "diagnosis", "en")
     verdicts = summary_json.summary(found)["diagnosis"]["verdicts"]
     prompt = next(x for x in verdicts if x["cause"] == "prompt")

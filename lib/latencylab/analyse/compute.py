@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from latencylab.analyse.answer import answer, later_medians
 from latencylab.analyse.capacity import capacity
 from latencylab.analyse.compare import (
     across_runs,
@@ -75,10 +76,11 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     steps = agree_with(steps, diagnosis)
     across = across_runs(frame, reference, metric)
     diagnosis = dataclasses.replace(diagnosis, predictions=beside_measured(diagnosis.predictions, comparisons,
-                                                                           across, changes, base))
+                                                                           across, changes, base, phases))
     # the attribution's server wait per request, beside the capacity's levels (what grows past the knee)
     waited = frame.assign(server_wait_ms=requests["server_wait_ms"]) if "server_wait_ms" in requests else frame
     levels, saturation = capacity(waited, runs)
+    later = later_medians(phases)
     return Findings(
         metric=metric, goals=targets, baseline=base, keys=keys, labels=labels, runs=list(runs), external=external,
         phases=phases, intervals=intervals(frame, metric), load=load, residency=where,
@@ -91,4 +93,5 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         differences=fact_differences(by_run, fact_reference),
         measured_figures=measured_figures, diagnosis=diagnosis, requests=requests, capacity=levels,
         saturation=saturation, conversation=turn_table(requests, metric),
+        answer=answer(diagnosis, keys, target_table, later, diagnosis.predictions + steps),
     )

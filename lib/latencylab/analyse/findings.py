@@ -14,6 +14,7 @@ import pandas as pd
 from latencylab.plan.check import Finding
 
 if TYPE_CHECKING:
+    from latencylab.analyse.answer import Answer
     from latencylab.runs.store import RunMeta
 
 Key = tuple[str, str]  # (run label, scenario name)
@@ -296,6 +297,7 @@ class Findings:
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
     conversation: pd.DataFrame = field(default_factory=pd.DataFrame)  # a conversation's turns (conversation.py)
     saturation: list[Saturation] = field(default_factory=list)
+    answer: Answer | None = None  # what the report leads with (answer.py)
 
     @property
     def has_latency(self) -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from latencylab.analyse.answer import later_medians
 from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.findings import Diagnosis, FigureFacts, Headline, Key, Step
 from latencylab.analyse.tables import KEY, measured
@@ -84,10 +85,12 @@ FIX_SETTINGS = {"predict_reloads": {"keep_alive", "preload"}, "predict_reloads_e
 
 
 def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: pd.DataFrame, changes: pd.DataFrame,
-                    baseline: Key) -> list[Step]:
+                    baseline: Key, phases: pd.DataFrame) -> list[Step]:
     """Each predicted gain with what was measured where the fix was tried: the scenarios compared with the one it
     was predicted for (when that is the baseline) that changed a setting of that fix, and the same scenario in
-    the other runs compared (whatever changed between the runs)."""
+    the other runs compared (whatever changed between the runs). A prediction is of the median of the requests
+    after the cold start, and so is what it is set beside (the `subsequent` phase), against the same median now."""
+    later = later_medians(phases)
     out = []
     for step in predictions:
         fixed = changes[changes["setting"].isin(FIX_SETTINGS.get(step.kind, set()))]
@@ -98,8 +101,9 @@ def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: 
         if not across.empty:
             tried = pd.concat([tried, across[(across["reference"] == step.key[0])
                                              & (across["scenario"] == step.key[1])]])
-        measured = [{"key": (r.run, r.scenario), "median": float(r.median_after), "change_pct": float(r.change_pct)}
-                    for r in tried.itertuples()]
+        measured = [{"key": (r.run, r.scenario), "median": median, "change_pct": 100 * (median / step.values["now"] - 1)}
+                    for r in tried.itertuples()
+                    if (median := float(later.get((r.run, r.scenario), r.median_after))) == median]
         out.append(Step(step.kind, step.key, {**step.values, "measured": measured}))
     return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from markupsafe import Markup, escape
 
+from latencylab.analyse.answer import share_of
 from latencylab.analyse.attribution import PARTS
 from latencylab.analyse.capacity import ACHIEVED_SHARE, SLO_METRICS
 from latencylab.analyse.causes.floor import FloorValues
@@ -49,17 +50,22 @@ FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition")
 SAMPLED = ("timeline", "box", "prefill", "decode")  # figures of a point per request: a sample beyond plots.POINTS_MAX
 
 
-def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttfb_ms") -> Markup:
-    """One next step as a sentence; a predicted gain with the metric it predicts."""
+def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttfb_ms",
+               disturbed: Collection[Key] = ()) -> Markup:
+    """One next step as a sentence; a predicted gain with the metric it predicts, and what was measured where the
+    fix was tried (said to be disturbed where a busy host slowed that scenario: not the change's alone)."""
     v, scenario = step.values, labels.get(step.key, "") if step.key else ""
     values: dict[str, Any] = {"scenario": scenario}
     if step.kind.startswith("predict_"):
         values.update(metric=i18n.t(f"metric_{metric}", lang), now=i18n.ms(v["now"], lang),
                       after=i18n.ms(v["after"], lang), saved=i18n.ms(v["saved"], lang))
-        measured = Markup("").join(i18n.t("next_predict_measured", lang, run=labels.get(m["key"], m["key"][1]),
-                                          measured=i18n.ms(m["median"], lang), change=("+" if m["change_pct"] > 0
-                                          else "") + i18n.percent(m["change_pct"] / 100, lang))
-                                 for m in v.get("measured", []))
+        items = [i18n.t("next_predict_disturbed", lang, run=labels.get(m["key"], m["key"][1]),
+                        measured=i18n.ms(m["median"], lang)) if tuple(m["key"]) in disturbed else
+                 i18n.t("next_predict_measured_item", lang, run=labels.get(m["key"], m["key"][1]),
+                        measured=i18n.ms(m["median"], lang), change=signed(m["change_pct"] / 100, lang))
+                 for m in v.get("measured", [])]
+        listed = Markup("; ").join(items)
+        measured = i18n.t("next_predict_measured", lang, list=listed) if items else Markup("")
         return i18n.t(f"next_{step.kind}", lang, **values) + measured
     if step.kind == "errors":
         values.update(share=i18n.percent(v["share"], lang), kinds=", ".join(f"{k} ×{n}" for k, n in v["kinds"].items()))
@@ -231,6 +237,178 @@ def check_words(item: Finding, f: Findings, lang: str) -> Markup:
     return line
 
 
+def names(keys: Any, f: Findings, lang: str) -> Markup:
+    """Scenarios named one after another: "a, b and c"."""
+    said = [escape(f.labels.get(tuple(k), k[1])) for k in keys]
+    if len(said) < 2:
+        return Markup("").join(said)
+    return Markup(", ").join(said[:-1]) + i18n.t("list_and", lang) + said[-1]
+
+
+def signed(value: float | None, lang: str) -> str:
+    """A change as a signed percentage: +5 %, −66 %."""
+    if i18n.missing(value):
+        return "–"
+    return ("+" if value > 0 else "") + i18n.percent(value, lang).replace("-", "−")
+
+
+def _gist_amount(v: Verdict) -> Phrase | None:
+    x = v.values
+    amount, part = getattr(x, "amount_ms", None), share_of(v)
+    if i18n.missing(amount) and not part:
+        return None
+    return Phrase("gist_amount", {"amount": Quantity(amount, "ms"), "share": Quantity(part, "share")})
+
+
+def _gist_offload(v: Verdict) -> Phrase | None:
+    return Phrase("gist_gpu", {"share": Quantity(getattr(v.values, "share", None), "share")})
+
+
+def _gist_floor(v: Verdict) -> Phrase | None:
+    x = v.values
+    return Phrase("gist_floor", {"ms": Quantity(x.floor_ms, "ms"), "share": Quantity(x.share, "share"),
+                                 "tokens": Quantity(x.new_tokens, "count"), "speed": Quantity(x.prefill_tps, "tps")})
+
+
+def _gist_storage(v: Verdict) -> Phrase | None:
+    x = v.values
+    if not getattr(x, "n", 0):
+        return None
+    return Phrase("gist_storage", {"storage": Quantity(x.storage_n, "count"), "n": Quantity(x.n, "count"),
+                                   "rate": Quantity(getattr(x, "memory_rate", None), "gbps")})
+
+
+def _gist_variance(v: Verdict) -> Phrase | None:
+    return Phrase("gist_cv", {"cv": Quantity(getattr(v.values, "cv", None), "share")})
+
+
+# The one number behind a verdict, by cause: how much of the first byte it is (the default), or what else says it.
+GIST: dict[str, Callable[[Verdict], Phrase | None]] = {
+    "offload": _gist_offload, "prompt": _gist_floor, "storage": _gist_storage, "variance": _gist_variance}
+
+
+def gist(v: Verdict | None, f: Findings, lang: str) -> Markup:
+    """The number that stands behind a verdict, in a few words ('–' where it has none)."""
+    if v is None or v.verdict == "no_evidence":
+        return Markup("–")
+    phrase = GIST.get(v.cause, _gist_amount)(v)
+    if phrase is None:
+        return Markup("–")
+    said = phrase_words(phrase, lang, metric=i18n.t(f"metric_{f.metric}", lang))
+    reasons = getattr(v.values, "reasons", None)
+    if v.cause == "reloads" and reasons:
+        said += Markup("; ") + phrase_words(Phrase("gist_why", {"why": Phrases(tuple(
+            Phrase(f"gist_reason_{r}") for r in reasons), ", ")}), lang)
+    return said
+
+
+def slow_list(f: Findings, lang: str) -> Markup:
+    """The scenarios that miss a target, grouped by the first target each misses (later requests' median first),
+    each with its value; with no target judged, the slowest scenario and its median of later requests."""
+    metric = i18n.t(f"metric_{f.metric}", lang)
+    order = ("subsequent_ms", "mean_ms", "first_ms", "mean_stretch_ms", "cv", "fits_in_vram")
+    missed: dict[str, list[Any]] = {}
+    for key in f.answer.slow:
+        rows = [r for r in f.targets.itertuples() if (r.run, r.scenario) == key and r.status == "fail"]
+        if not rows:
+            median = f.phases.loc[(*key, "subsequent"), "median"] if (*key, "subsequent") in f.phases.index else None
+            return i18n.t("answer_slow_median", lang, scenario=f.labels[key], metric=metric, median=i18n.ms(median, lang))
+        row = min(rows, key=lambda r: order.index(r.target) if r.target in order else len(order))
+        missed.setdefault(row.target, []).append(row)
+    groups = []
+    for target, rows in missed.items():
+        unit = (lambda v: i18n.percent(v, lang)) if target == "cv" else (lambda v: i18n.ms(v, lang))
+        said = [i18n.t("answer_slow_value", lang, scenario=f.labels[(r.run, r.scenario)], measured=unit(r.measured))
+                for r in rows]
+        listed = Markup(", ").join(said[:-1]) + i18n.t("list_and", lang) + said[-1] if len(said) > 1 else said[0]
+        groups.append(i18n.t("answer_slow_group" if len(said) > 1 else "answer_slow_one", lang, list=listed,
+                             target=i18n.t(f"t_{target}", lang, metric=metric),
+                             goal="" if target == "fits_in_vram" else unit(rows[0].goal)))
+    return Markup("; ").join(groups)
+
+
+def wasted(key: Key, f: Findings, lang: str) -> Markup:
+    """A scenario's confirmed waste in a table cell: each cause with its share of the first byte."""
+    found = [v for v in f.diagnosis.verdicts if v.key == key and v.verdict == "confirmed"]
+    if not found:
+        return i18n.t("nothing_wasted_short", lang)
+    return Markup(", ").join(
+        i18n.t(f"dx_waste_{v.cause}", lang) + (Markup(" ({})").format(i18n.percent(share_of(v), lang))
+                                               if share_of(v) else "") for v in found)
+
+
+def matrix_cells(cause: str, f: Findings, lang: str) -> list[Markup]:
+    """One cause's verdict in each scenario, as a mark with its share of the first byte where it has one."""
+    table = f.answer.matrix
+    cells = []
+    for key in f.keys:
+        verdict = table.loc[key, cause] if key in table.index else None
+        if not isinstance(verdict, str):
+            cells.append(Markup(""))
+            continue
+        v = next(x for x in f.diagnosis.verdicts if x.key == key and x.cause == cause)
+        mark = i18n.t(f"dx_mark_{verdict}", lang)
+        part = share_of(v)
+        cells.append(mark + (Markup(" {}").format(i18n.percent(part, lang)) if part and verdict in ("confirmed", "present")
+                             else ""))
+    return cells
+
+
+def grouped_verdicts(cause: str, f: Findings, lang: str) -> list[Markup]:
+    """One cause's verdicts as sentences, a sentence said once with every scenario it holds for."""
+    said: dict[str, list[Key]] = {}
+    for v in f.diagnosis.verdicts:
+        if v.cause == cause:
+            said.setdefault(str(_verdict_for(v, f, lang, "\\x00")), []).append(v.key)
+    verdicts = {v.key: v for v in f.diagnosis.verdicts if v.cause == cause}
+    return [_verdict_for(verdicts[keys[0]], f, lang, names(keys, f, lang)) for keys in said.values()]
+
+
+def _verdict_for(v: Verdict, f: Findings, lang: str, scenario: Any) -> Markup:
+    return phrase_words(v.phrase(), lang, scenario=scenario, verdict=i18n.t(f"dx_verdict_{v.verdict}", lang),
+                        metric=i18n.t(f"metric_{f.metric}", lang))
+
+
+def next_lines(f: Findings, lang: str) -> list[Markup]:
+    """The next steps, most important first, each action once: a fix on the first screen is not said again, a fix
+    that holds for more scenarios is one line with their numbers, a step alike for several scenarios one line."""
+    fix = f.answer.fix if f.answer else None
+    metric = i18n.t(f"metric_{f.metric}", lang)
+    lines: list[Markup] = []
+    grouped: dict[str, list[Step]] = {}
+    for s in [*f.diagnosis.predictions, *f.steps]:
+        if fix is not None and s.kind == fix.kind and s.key == fix.key:
+            continue
+        action = ACTIONS.get(s.kind, s.kind)
+        grouped.setdefault(action if s.kind.startswith("predict_") else str(step_words(s, {**f.labels, s.key: "\\x00"} if
+                                                                                      s.key else f.labels, lang,
+                                                                                      f.metric)), []).append(s)
+    for said, steps in grouped.items():
+        first = steps[0]
+        if first.kind.startswith("predict_"):
+            items = Markup("; ").join(i18n.t("next_gain_item", lang, scenario=f.labels.get(s.key, ""),
+                                             now=i18n.ms(s.values["now"], lang), after=i18n.ms(s.values["after"], lang))
+                                      for s in steps)
+            also = fix is not None and ACTIONS.get(fix.kind) == said
+            lines.append(i18n.t("next_gain_also" if also else "next_gain", lang, action=i18n.t(f"action_{said}", lang),
+                                metric=metric, list=items))
+        elif first.key is None:
+            lines.append(step_words(first, f.labels, lang, f.metric))
+        else:
+            keys = [s.key for s in steps]
+            if len(keys) == len(f.keys) > 1 and f"next_{first.kind}_run" in i18n.catalog(lang):
+                lines.append(i18n.t(f"next_{first.kind}_run", lang))  # a fact of the whole run, said once
+                continue
+            who = i18n.t("every_scenario", lang) if len(keys) == len(f.keys) > 1 else names(keys, f, lang)
+            lines.append(step_words(first, {**f.labels, first.key: who}, lang, f.metric))
+    return lines
+
+
+# The action each predicted gain stands for: predictions of one action are one next step.
+ACTIONS = {"predict_reloads": "keep_loaded", "predict_reloads_each": "keep_loaded", "predict_think": "keep_loaded",
+           "predict_queueing": "queueing", "predict_cache": "cache", "predict_overflow": "overflow"}
+
+
 def section(findings: Findings, name: str, lang: str) -> str:
     """One section of the document as Markdown ('' where the data has nothing for it)."""
     template = templating.environment(lang).get_template("report/sections.md.j2")
@@ -247,7 +425,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
     module = template.make_module({
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
         "heading": templating.heading(f.runs[0].study if f.runs else None, lang),
-        "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric),
+        "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric, f.answer.disturbed if f.answer else ()),
         "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
         "waste": lambda key: waste_words(key, f, lang),
         "hypothesis": lambda h: hypothesis_words(h["claim"], h["cause"], f, lang),
@@ -257,6 +435,18 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "rate": lambda v: rate_words(v, lang), "slo_line": lambda run: slo_words(run, lang),
         "saturation_line": lambda point: saturation_words(point, f.labels, lang),
         "turns": lambda: scenario_turns(f.conversation),
+        "slow_list": lambda: slow_list(f, lang), "names": lambda keys: names(keys, f, lang),
+        "gist": lambda v: gist(v, f, lang), "wasted": lambda key: wasted(key, f, lang),
+        "comparison": lambda key: next((c for c in f.comparisons.itertuples() if (c.run, c.scenario) == tuple(key)), None),
+        "signed": lambda v: signed(v, lang), "cells": lambda cause: matrix_cells(cause, f, lang),
+        "cause_names": lambda causes: Markup(", ").join(i18n.t(f"dx_waste_{c}", lang) for c in causes),
+        "scenario_names": lambda: [f.labels[k] for k in f.keys],
+        "interval_ratio": lambda low, high: "–" if i18n.missing(low) else Markup("{} – {}").format(
+            i18n.ratio(low, lang), i18n.ratio(high, lang)),
+        "grouped": lambda cause: grouped_verdicts(cause, f, lang),
+        "target_row": lambda key, name: next((r for r in f.targets.itertuples() if (r.run, r.scenario, r.target)
+                                              == (key[0], key[1], name)), None),
+        "target_goal": lambda name: f.targets.loc[f.targets["target"] == name, "goal"].iloc[0], "next_lines": lambda: next_lines(f, lang),
     })
     return i18n.markdown(str(getattr(module, name)()).strip())
 

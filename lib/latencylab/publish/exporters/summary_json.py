@@ -55,6 +55,8 @@ def summary(f: Findings, lang: str | None = None) -> dict[str, Any]:
     scenarios = []
     for key in f.keys:
         row = f.phases.loc[(*key, "all")]
+        first, later = (f.phases.loc[(*key, p), "median"] if (*key, p) in f.phases.index else None
+                        for p in ("first", "subsequent"))
         ci = f.intervals.loc[key]
         load = f.load.loc[key] if key in f.load.index else None
         scenarios.append({
@@ -62,7 +64,9 @@ def summary(f: Findings, lang: str | None = None) -> dict[str, Any]:
             **{k: row[k] for k in ("mean", "median", "min", "max", "std", "cv", "p90", "p95", "p99")},
             "median_ci": [ci["median_low"], ci["median_high"]], "p95_ci": [ci["p95_low"], ci["p95_high"]],
             "paid_load_share": None if load is None else load["paid_load_share"],
+            "first_ms": first, "later_median_ms": later,
         })
+    a = f.answer
     h = f.headline
     document = {
         "schema_version": SCHEMA_VERSION,
@@ -78,6 +82,15 @@ def summary(f: Findings, lang: str | None = None) -> dict[str, Any]:
                      "targets_passed": [{**_key(k), "passed": p, "judged": n}
                                         for k, (p, n) in h.targets_passed.items()],
                      "finding": None if h.finding is None else {"kind": h.finding.kind, **(_key(h.finding.key) or {})}},
+        "answer": None if a is None else {
+            "slow": [_key(k) for k in a.slow],
+            "confirmed": [{"cause": c.cause, "scenarios": [_key(v.key) for v in c.verdicts]} for c in a.confirmed],
+            "fix": None if a.fix is None else {"kind": a.fix.kind, **_key(a.fix.key)},
+            "disturbed": [{**_key(k), "causes": causes} for k, causes in a.disturbed.items()],
+            "run_wide": a.run_wide,
+            "hypotheses": [{"cause": h.cause, "claim": h.claim, "verdict": h.verdict,
+                            "scenarios": [_key(k) for k in h.keys]} for h in a.hypotheses],
+        },
         "scenarios": scenarios,
         "comparisons": f.comparisons.to_dict(orient="records"),
         "targets": f.targets.to_dict(orient="records"),
