@@ -305,14 +305,14 @@ def test_a_scenario_with_nothing_wasted_says_so_in_one_line_and_waste_is_named(f
     text = document.section(found, "diagnosis", lang)
     # prompt: its spread is its longer prompts (the floor), its derived wait 16 ms (9 %): nothing confirmed
     assert {"en": "**prompt** — nothing wasted: no cause of waste is confirmed",
-            "es": "**prompt** — nada desperdiciado: no se confirma ninguna causa de desperdicio"}[lang] in text
+            "es": "**prompt** — sin desperdicio: no se confirma ninguna causa de desperdicio"}[lang] in text
     assert {"en": "**reloads** — waste confirmed: reloads between requests, layers off the GPU.",
             "es": "**reloads** — desperdicio confirmado: recargas entre peticiones, capas fuera de la GPU."
             }[lang] in text
     spread = _verdict(found, "variance", "prompt")
     assert (spread.verdict, spread.values.explains) == ("present", "long_prompt")  # longer prompts are work
     assert {"en": "the server's own work (the floor above), not waste",
-            "es": "trabajo propio del servidor (el suelo, más arriba), no un desperdicio"}[lang] in text
+            "es": "trabajo propio del servidor (el suelo, ver más arriba), no un desperdicio"}[lang] in text
 
 
 def test_a_floor_above_the_target_is_a_finding_against_the_study_not_a_fault():
@@ -328,7 +328,7 @@ def test_a_floor_above_the_target_is_a_finding_against_the_study_not_a_fault():
     summary = document.section(found, "summary", "en")
     assert ("even with nothing wasted, its prompts need 100\u00a0ms: the 80\u00a0ms target for the TTFB of later "
             "requests (median) cannot be met on this server") in summary
-    assert "el objetivo de 80\u00a0ms para el TTFB de las solicitudes siguientes (mediana) no se puede cumplir en " \
+    assert "el objetivo de 80\u00a0ms para el TTFB subsecuente (mediana) no se puede cumplir en " \
            "este servidor" in document.section(found, "next_steps", "es")
     assert "⛔ the floor is above the target: even with nothing wasted" in document.section(found, "diagnosis", "en")
     verdicts = summary_json.summary(found)["diagnosis"]["verdicts"]
