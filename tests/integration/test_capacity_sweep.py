@@ -60,7 +60,7 @@ def test_the_capacity_section_words_the_levels_and_the_knee_in_both_languages(wo
     assert "SLO per request: TTFT ≤ 1,000\u00a0ms" in text
     assert "**double** held 10.0 requests/s and no longer held 60.0 requests/s" in text
     assert english.figure_names("capacity") == ["latency_throughput", "goodput"]
-    assert "**double** sostuvo 10,0 solicitudes/s y ya no sostuvo 60,0 solicitudes/s" in spanish.markdown("capacity")
+    assert "**double** sostuvo 10,0 peticiones/s y ya no sostuvo 60,0 peticiones/s" in spanish.markdown("capacity")
     samples = store.load_run(run_id)
     assert sorted(samples["offered_rate_per_s"].unique()) == [10.0, 60.0] and set(samples["level"]) == {0, 1}
 

@@ -33,7 +33,7 @@ WORDS = {
     "es": ("**spilled** — ✅ confirmada: no cabe: el 62\u00a0% del modelo en la GPU (62\u00a0MiB de 100\u00a0MiB), el "
            "resto en la CPU",
            "**resident** — ❌ refutada: el modelo entero está en la GPU (100\u00a0MiB)",
-           "tokens/s entero en la GPU frente a",
+           "tokens/s con el modelo entero en la GPU frente a",
            "spilled: no cabe: cerca del 60\u00a0% en la GPU",
            "La comprobación previa predijo cerca del 60\u00a0% en la GPU",
            "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada",

@@ -27,7 +27,7 @@ SECTIONS = {
     "en": ["Summary", "Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
            "TTFB per scenario and phase", "Results: baseline → optimised", "Targets", "Next steps", "Errors"],
     "es": ["Resumen", "Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
-           "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Targets", "Próximos pasos", "Errores"],
+           "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Objetivos", "Próximos pasos", "Errores"],
 }
 # Each figure in the section it supports, in the document's order (the report notebook draws each in a cell).
 FIGURES = ["histogram", "timeline", "decomposition", "waterfall", "decode", "ecdf", "box", "variability", "targets"]

@@ -217,16 +217,16 @@ def test_the_same_finding_in_spanish_with_numbers_written_the_spanish_way():
         f"baseline: no cabe: cerca del 62{NBSP}% en la GPU — phi3:mini con num_ctx 4096 necesita 2,03{NBSP}GiB de "
         f"pesos + 1,5{NBSP}GiB de caché KV + 0,28{NBSP}GiB de grafo de cálculo + 0,56{NBSP}GiB de margen = "
         f"4,36{NBSP}GiB, la GPU tiene 3{NBSP}GiB (declarada en el estudio); la ejecución lo confirma con size_vram",
-        "un num_ctx menor o una cuantización más pequeña; o gpu: {offload_expected: true} si la descarga parcial es "
-        "lo que mide el estudio")
+        "un num_ctx menor o una cuantización más pequeña; o gpu: {offload_expected: true} si lo que mide el "
+        "estudio es el reparto parcial entre GPU y CPU")
 
 
 def test_seconds_and_words_of_the_evidence_are_translated():
     finding = check.Finding("keep-alive-gap", "warning", "a",
                             {"keep_alive_s": 300.0, "gap_s": 2.5, "keep_alive_source": "server default"})
     assert check_text.text(finding, "es")[0] == (
-        f"a: keep_alive de 300{NBSP}s (el valor por defecto del servidor) es menor que los 2,5{NBSP}s entre las "
-        "peticiones de este escenario: todas serán en frío — bien si es lo que mides")
+        f"a: el keep_alive de 300{NBSP}s (el valor por defecto del servidor) es menor que los 2,5{NBSP}s entre las "
+        "peticiones de este escenario: todas serán en frío (bien, si es lo que se quiere medir)")
 
 
 def test_the_terminal_and_json_show_characters_and_the_report_escapes_them():

@@ -314,7 +314,7 @@ def test_a_scenario_with_nothing_wasted_says_so_in_one_line_and_waste_is_named(f
     spread = _verdict(found, "variance", "prompt")
     assert (spread.verdict, spread.values.explains) == ("present", "long_prompt")  # longer prompts are work
     assert {"en": "the server's own work (the floor above), not waste",
-            "es": "trabajo propio del servidor (el suelo, más arriba), no un desperdicio"}[lang] in text
+            "es": "trabajo propio del servidor (el suelo, ver más arriba), no un desperdicio"}[lang] in text
 
 
 def test_a_floor_above_the_target_is_a_finding_against_the_study_not_a_fault():

@@ -47,7 +47,7 @@ def test_terminal_table_in_the_report_s_language(tmp_path: Path):
     summary = summary_json.summary(_found(), "es")
     summary["scenarios"][0]["median"] = 12_345.0  # a long first byte: in seconds, with Spanish's decimal comma
     header, a, b = terminal.table(summary).splitlines()
-    assert header.split()[:4] == ["escenario", "n", "mediana", "TTFB"] and header.endswith("targets cumplidos")
+    assert header.split()[:4] == ["escenario", "n", "mediana", "TTFB"] and header.endswith("objetivos cumplidos")
     assert a.split()[:4] == ["a", "3", "12,3", "s"] and "baseline" in a and a.endswith("1 de 2")
     assert "-55 %" in b
     # after the table, where the report is, in the same language

@@ -120,6 +120,8 @@ def test_a_run_without_facts_json_still_has_its_server_host_and_gpus_from_run_js
     (None, "version", "–", "–"), (True, "reachable", "yes", "sí"), ("sha256:0123456789abcdef", "digest",
                                                                     "0123456789ab", "0123456789ab"),
     (2 * 2**20, "size_bytes", "2\u00a0MiB", "2\u00a0MiB"), (8192, "context_length", "8,192", "8.192"),
+    ("134.52M", "parameter_size", "134.52M", "134,52M"), ("3.8B", "parameter_size", "3.8B", "3,8B"),
+    ("Q4_K_M", "quantization_level", "Q4_K_M", "Q4_K_M"), (0.5, "load", "0.5", "0,5"),
 ])
 def test_a_fact_is_shown_in_each_language(value, name, en, es):
     assert templating.fact_value(value, name, "en") == en and templating.fact_value(value, name, "es") == es

@@ -42,7 +42,7 @@ def test_past_it_each_group_keeps_its_share_and_a_rare_state_keeps_its_floor(mon
     pd.testing.assert_frame_equal(shown, plots.sample(found, "timeline"))  # seeded: the same sample each time
     title, alt = document.figure_words(found, "timeline", "en")
     assert "(a random sample of 423 of the 4,000 requests drawn)" in title and "423" in alt
-    assert "(dibujada una muestra aleatoria de 423 de las 4.000 solicitudes)" in \
+    assert "(se dibuja una muestra aleatoria de 423 de las 4.000 peticiones)" in \
         document.figure_words(found, "timeline", "es")[0]
 
 

@@ -27,6 +27,8 @@ def _shown(name: str, value: Any, lang: str) -> Any:
     for suffix, show in FORMATS.items():
         if name.endswith(suffix):
             return show(value, lang)
+    if isinstance(value, float):
+        return i18n.decimal(value, lang)
     return ", ".join(map(str, value)) if isinstance(value, list) else value
 
 

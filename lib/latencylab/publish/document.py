@@ -482,7 +482,7 @@ def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
                             median=i18n.ms(x.medians[x.fastest], lang))
     conclusion = {
         "histogram": medians, "ecdf": medians, "box": medians,
-        "timeline": i18n.text("conclude_paid", lang, paid=x.paid, n=x.measured),
+        "timeline": i18n.text("conclude_paid", lang, paid=i18n.number(x.paid, lang), n=i18n.number(x.measured, lang)),
         "decomposition": i18n.text("conclude_decomposition", lang, scenario=label(x.load_share_of_ttft[0]),
                                    share=i18n.percent(x.load_share_of_ttft[1], lang)) if x.load_share_of_ttft else "",
         "variability": i18n.text("conclude_cv", lang, k=x.cv_below_goal, n=x.cv_count,

@@ -106,19 +106,19 @@ def mib(value: float | None, lang: str) -> str:
     return DASH if missing(value) else f"{number(float(value) / 2**20, lang)}{NBSP}MiB"
 
 
-def _short(value: float, lang: str) -> str:
+def decimal(value: float, lang: str) -> str:
     """At most two decimals, none when they are zero (4.68, 0.5, 3; 4,68 in Spanish)."""
     return format_decimal(float(value), format="#,##0.##", locale=lang)
 
 
 def gib(value: float | None, lang: str) -> str:
     """A size given in GiB (the check's evidence): 4.68 GiB, 4,68 GiB."""
-    return DASH if missing(value) else f"{_short(value, lang)}{NBSP}GiB"
+    return DASH if missing(value) else f"{decimal(value, lang)}{NBSP}GiB"
 
 
 def seconds(value: float | None, lang: str) -> str:
     """A setting's duration in seconds (keep_alive, a gap between requests): 300 s, 2,5 s."""
-    return DASH if missing(value) else f"{_short(value, lang)}{NBSP}s"
+    return DASH if missing(value) else f"{decimal(value, lang)}{NBSP}s"
 
 
 def ratio(value: float | None, lang: str) -> str:

@@ -3,6 +3,7 @@ report's templates. Light: the process that publishes uses it for reports/index.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,8 @@ from markupsafe import Markup, escape
 from latencylab.publish import i18n
 
 TEMPLATES = Path(__file__).parent / "templates"  # the report's Markdown, and the HTML page's template
+# A count the server writes as text with a decimal point and a unit letter: Ollama's parameter_size (134.52M, 3.8B).
+_SIZE_LABEL = re.compile(r"(\d+(?:\.\d+)?)([KMBT])")
 
 
 def cell(value: Any) -> Markup:
@@ -42,8 +45,7 @@ def environment(lang: str) -> Environment:
         gpu_text=lambda g: i18n.t("gpu_value", lang, name=g["name"], memory=i18n.mib(g["memory_total_bytes"], lang),
                                   driver=g["driver_version"], cuda=g["cuda_version"]),
         setting_name=lambda name: i18n.t(f"setting_{name}", lang) if f"setting_{name}" in i18n.catalog(lang) else name,
-        setting_value=lambda v: i18n.t("unset", lang) if v is None else i18n.t("yes" if v else "no", lang)
-        if isinstance(v, bool) else str(v),
+        setting_value=lambda v: setting_value(v, lang),
         p_value=lambda p: "–" if i18n.missing(p) else f"< {i18n.number(0.0001, lang, 4)}" if p < 0.0001
         else f"= {i18n.number(p, lang, 4)}",
     )
@@ -53,8 +55,18 @@ def environment(lang: str) -> Environment:
     return env
 
 
+def setting_value(value: Any, lang: str) -> str:
+    """A scenario's setting as the study wrote it, a fraction in the language's decimals (2,5), yes/no, 'not set'."""
+    if value is None:
+        return i18n.t("unset", lang)
+    if isinstance(value, bool):
+        return i18n.t("yes" if value else "no", lang)
+    return i18n.decimal(value, lang) if isinstance(value, float) else str(value)
+
+
 def fact_value(value: Any, name: str, lang: str) -> str:
-    """One server fact as shown: sizes in MiB, a digest's first 12 hex digits, yes/no, '–' when unknown."""
+    """One server fact as shown: sizes in MiB, a digest's first 12 hex digits, yes/no, '–' when unknown, numbers
+    (a parameter count written as text too: 134.52M) in the language's format."""
     if i18n.missing(value):
         return "–"
     if isinstance(value, bool):
@@ -65,6 +77,10 @@ def fact_value(value: Any, name: str, lang: str) -> str:
         return str(value).removeprefix("sha256:")[:12]
     if isinstance(value, int):
         return i18n.number(value, lang)
+    if isinstance(value, float):
+        return i18n.decimal(value, lang)
+    if name == "parameter_size" and (size := _SIZE_LABEL.fullmatch(str(value))):
+        return i18n.decimal(float(size[1]), lang) + size[2]
     return str(value)
 
 
