@@ -152,16 +152,6 @@ def verdict_words(v: Verdict, f: Findings, lang: str) -> Markup:
                         verdict=i18n.t(f"dx_verdict_{v.verdict}", lang), metric=i18n.t(f"metric_{f.metric}", lang))
 
 
-def waste_words(key: Key, f: Findings, lang: str) -> Markup | None:
-    """One scenario's diagnosis in one line: the waste confirmed, or nothing wasted (None: not diagnosed)."""
-    verdicts = [v for v in f.diagnosis.verdicts if v.key == key]
-    if not verdicts:
-        return None
-    wasted = Phrases(tuple(Phrase(f"dx_waste_{v.cause}") for v in verdicts if v.verdict == "confirmed"), ", ")
-    phrase = Phrase("dx_wasted", {"causes": wasted}) if wasted.items else Phrase("dx_nothing_wasted")
-    return phrase_words(phrase, lang, scenario=f.labels.get(key, key[1]), metric=i18n.t(f"metric_{f.metric}", lang))
-
-
 def no_host_words(f: Findings, lang: str) -> list[Markup]:
     """Why scenarios have no host evidence, once per reason, with the scenarios it holds for."""
     reasons = f.diagnosis.no_host
@@ -212,16 +202,6 @@ def mode_words(m: Modes, f: Findings, lang: str) -> Markup:
     return i18n.t("dx_modes_prompt", lang, threshold=i18n.number(m.threshold, lang),
                   high_tokens=i18n.number(m.high_tokens, lang), low_tokens=i18n.number(m.low_tokens, lang),
                   agreement=i18n.percent(m.agreement, lang), **values) + beyond
-
-
-def hypothesis_words(claim: str, cause: str, f: Findings, lang: str) -> Markup | None:
-    """One of the study's hypotheses, in its own words, with this report's verdicts on the cause it names."""
-    tested = [v for v in f.diagnosis.verdicts if v.cause == cause and v.verdict != "no_evidence"]
-    if not tested:
-        return None
-    verdicts = Markup("; ").join(Markup("{}: {}").format(f.labels.get(v.key, v.key[1]),
-                                                          i18n.t(f"dx_verdict_{v.verdict}", lang)) for v in tested)
-    return i18n.t("dx_hypothesis", lang, claim=claim, verdicts=verdicts)
 
 
 def check_words(item: Finding, f: Findings, lang: str) -> Markup:
@@ -418,17 +398,11 @@ def section(findings: Findings, name: str, lang: str) -> str:
         index = (*key, which)
         return f.phases.loc[index] if index in f.phases.index else None
 
-    def targets_passed(passed: dict[Key, tuple[int, int]]) -> Markup:
-        return Markup("; ").join(i18n.t("summary_targets_one", lang, scenario=f.labels[key], passed=p, judged=n)
-                                 for key, (p, n) in passed.items())
-
     module = template.make_module({
         "f": f, "M": i18n.t(f"metric_{f.metric}", lang), "label": lambda key: f.labels.get(tuple(key), key[1]),
         "heading": templating.heading(f.runs[0].study if f.runs else None, lang),
-        "phase": phase, "targets_passed": targets_passed, "step": lambda s: step_words(s, f.labels, lang, f.metric, f.answer.disturbed if f.answer else ()),
+        "phase": phase, "step": lambda s: step_words(s, f.labels, lang, f.metric, f.answer.disturbed if f.answer else ()),
         "verdict": lambda v: verdict_words(v, f, lang), "mode": lambda m: mode_words(m, f, lang),
-        "waste": lambda key: waste_words(key, f, lang),
-        "hypothesis": lambda h: hypothesis_words(h["claim"], h["cause"], f, lang),
         "thresholds": lambda: thresholds_words(f, lang), "check_line": lambda item: check_words(item, f, lang),
         "no_host": lambda: no_host_words(f, lang),
         "tps": lambda v: _tps(v, lang),

@@ -37,8 +37,6 @@ def environment(lang: str) -> Environment:
     }
     env.filters.update(formats)
     env.filters["fact"] = lambda v, name: fact_value(v, name, lang)
-    env.filters["runs_item"] = lambda c: i18n.t("summary_runs_item", lang, scenario=c.scenario, before=i18n.ms(
-        c.median_before, lang), after=i18n.ms(c.median_after, lang), ratio=i18n.ratio(c.ratio, lang))
     env.filters.update(
         cell=cell,
         apply=lambda v, name: formats[name](v),
