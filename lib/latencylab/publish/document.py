@@ -267,8 +267,9 @@ GIST: dict[str, Callable[[Verdict], Phrase | None]] = {
     "offload": _gist_offload, "prompt": _gist_floor, "storage": _gist_storage, "variance": _gist_variance}
 
 
-def gist(v: Verdict | None, f: Findings, lang: str) -> Markup:
-    """The number that stands behind a verdict, in a few words ('–' where it has none)."""
+def gist(v: Verdict | None, f: Findings, lang: str, why: bool = True) -> Markup:
+    """The number that stands behind a verdict, in a few words ('–' where it has none); with `why`, a reload's
+    reasons too."""
     if v is None or v.verdict == "no_evidence":
         return Markup("–")
     phrase = GIST.get(v.cause, _gist_amount)(v)
@@ -276,7 +277,7 @@ def gist(v: Verdict | None, f: Findings, lang: str) -> Markup:
         return Markup("–")
     said = phrase_words(phrase, lang, metric=i18n.t(f"metric_{f.metric}", lang))
     reasons = getattr(v.values, "reasons", None)
-    if v.cause == "reloads" and reasons:
+    if why and v.cause == "reloads" and reasons:
         said += Markup("; ") + phrase_words(Phrase("gist_why", {"why": Phrases(tuple(
             Phrase(f"gist_reason_{r}") for r in reasons), ", ")}), lang)
     return said
@@ -410,7 +411,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "saturation_line": lambda point: saturation_words(point, f.labels, lang),
         "turns": lambda: scenario_turns(f.conversation),
         "slow_list": lambda: slow_list(f, lang), "names": lambda keys: names(keys, f, lang),
-        "gist": lambda v: gist(v, f, lang), "wasted": lambda key: wasted(key, f, lang),
+        "gist": lambda v, why=True: gist(v, f, lang, why), "wasted": lambda key: wasted(key, f, lang),
         "comparison": lambda key: next((c for c in f.comparisons.itertuples() if (c.run, c.scenario) == tuple(key)), None),
         "signed": lambda v: signed(v, lang), "cells": lambda cause: matrix_cells(cause, f, lang),
         "cause_names": lambda causes: Markup(", ").join(i18n.t(f"dx_waste_{c}", lang) for c in causes),

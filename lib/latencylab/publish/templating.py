@@ -39,6 +39,7 @@ def environment(lang: str) -> Environment:
     env.filters["fact"] = lambda v, name: fact_value(v, name, lang)
     env.filters.update(
         cell=cell,
+        first_upper=lambda v: v[:1].upper() + v[1:] if isinstance(v, str) else v,  # a table's headings
         apply=lambda v, name: formats[name](v),
         gpu_text=lambda g: i18n.t("gpu_value", lang, name=g["name"], memory=i18n.mib(g["memory_total_bytes"], lang),
                                   driver=g["driver_version"], cuda=g["cuda_version"]),
