@@ -184,6 +184,8 @@ def test_the_html_report_in_a_real_headless_browser(fixture_run, lang):
     assert dom.stdout.count('src="data:image/png;base64') == len(FIGURES)
     assert dom.stdout.count('<img alt="') == len(FIGURES)  # every figure has alt text
     assert "&lt;script&gt;console.log('pwned')&lt;/script&gt;" in dom.stdout  # shown as text
+    folded = re.findall(r"<details>(.*?)</details>", dom.stdout, flags=re.S)  # what a reader opens on demand
+    assert folded and all("<table" in part or "<li" in part for part in folded)  # inside its element, not after it
     shot = subprocess.run([browser, *flags, f"--screenshot={screenshot}", page.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert shot.returncode == 0 and screenshot.stat().st_size > 10_000

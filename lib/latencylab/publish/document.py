@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -426,6 +427,16 @@ def section(findings: Findings, name: str, lang: str) -> str:
     return i18n.markdown(str(getattr(module, name)()).strip())
 
 
+DETAILS = re.compile(r"<details><summary>(.*?)</summary>\n(.*?)\n</details>", re.S)  # sections.md.j2's details()
+
+
+def _html(markdown: str) -> str:
+    """Markdown (already escaped by the template) as HTML, tables included."""
+    import mistune
+
+    return str(mistune.create_markdown(escape=False, plugins=["table"])(markdown))
+
+
 @dataclass
 class Figure:
     """A drawn figure as PNG, with the title it carries and its alt text."""
@@ -580,9 +591,15 @@ class Report:
         """Display section `name` in a notebook: its text and tables, then the figures its cells drew."""
         from IPython.display import HTML, Markdown, display
 
-        text = self.markdown(name)
-        if text:
-            display(Markdown(text))
+        # A notebook's Markdown output is rendered block by block, which drops a <details> element's end and shows
+        # what it folds: each collapsed part goes out as HTML of its own, its Markdown rendered here.
+        for i, part in enumerate(DETAILS.split(self.markdown(name))):
+            if i % 3 == 0 and part.strip():
+                display(Markdown(part))
+            elif i % 3 == 1:
+                summary = part
+            elif i % 3 == 2:
+                display(HTML(f"<details><summary>{summary}</summary>{_html(part)}</details>"))
         if name == "results" and not self.findings.has_latency:
             display(Markdown(i18n.t("no_figures", self.lang)))
         for figure in self.figures(name):
