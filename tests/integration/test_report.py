@@ -76,7 +76,7 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
     assert "keep_alive: -1" in next_steps  # every baseline request paid a load
     # the baseline model sits 60 % on the GPU (gpu_share 0.6 in the fixture's samples)
     assert {"en": "does not fit in VRAM (60% on the GPU)",
-            "es": "no cabe en VRAM (60\u00a0% en la GPU)"}[lang] in next_steps
+            "es": "no cabe en VRAM (el 60\u00a0% en la GPU)"}[lang] in next_steps
     summary = doc.markdown("summary")
     # the ratio of medians, first thing read: 57.5 / 525 = 0.1095 → 0.11×
     assert {"en": "58\u00a0ms, 0.11× the baseline's", "es": "58\u00a0ms, 0,11× la del baseline"}[lang] in summary
@@ -90,7 +90,7 @@ def test_a_model_with_nothing_on_the_gpu_is_not_said_not_to_fit(fixture_run):
             row.update(vram_bytes=0, gpu_share=0.0)  # what Ollama's /api/ps says of a model served on the CPU
     journal.write_text("".join(json.dumps(row) + "\n" for row in rows))
     for lang, said, unsaid in [("en", "none of the model on a GPU (0\u00a0MiB of 134\u00a0MiB)", "does not fit"),
-                               ("es", "nada del modelo en una GPU (0\u00a0MiB de 134\u00a0MiB)", "no cabe en VRAM")]:
+                               ("es", "nada del modelo en la GPU (0\u00a0MiB de 134\u00a0MiB)", "no cabe en VRAM")]:
         analysis = report.document_of([fixture_run], lang=lang).markdown("analysis")
         assert f"**baseline**: {said}" in analysis
         assert not [line for line in analysis.splitlines() if line.startswith("- **baseline**") and unsaid in line]
@@ -228,8 +228,8 @@ def test_verdict_wording_on_a_clear_and_an_unclear_case(fixture_run):
     same.loc[same["scenario"] == "optimised", "ttfb_ms"] = baseline_ttfb
     run = report.read_run(fixture_run)
     unclear = document.Report(compute.findings(same, [run], targets=run.targets), "es")
-    assert "no se demuestra diferencia con tantas muestras" in unclear.markdown("results")
-    assert "medir más antes de concluir" in unclear.markdown("next_steps")  # and the next steps say what to do
+    assert "sin diferencia demostrada con este número de muestras" in unclear.markdown("results")
+    assert "medir más antes de sacar conclusiones" in unclear.markdown("next_steps")  # and the next steps say what to do
 
 
 def test_a_server_that_answers_script_tags_runs_nothing_in_the_browser(workdir):

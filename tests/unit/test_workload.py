@@ -88,8 +88,8 @@ def test_rate_lists_and_sweeps_are_open_loop():
 @pytest.mark.parametrize(("duration", "lang", "said"), [
     (10, "en", "then 3 rates from the passes, 10 s each: 30 s"),
     (None, "en", "then 3 rates from the passes (how long they take is said once the passes have found them)"),
-    (10, "es", "plan: a synchronous (3 pet.), a throughput (3 pet.); después 3 tasas sacadas de las pasadas, "
-     "10 s cada una: 30 s")])
+    (10, "es", "plan: a pasada síncrona (3 pet.), a pasada de rendimiento (todas a la vez) (3 pet.); después, 3 tasas "
+     "calculadas a partir de las pasadas, 10 s cada una: 30 s")])
 def test_a_sweep_says_before_it_starts_how_long_its_rate_levels_take(capsys, duration, lang, said):
     from tqdm import tqdm
 

@@ -369,7 +369,8 @@ def _say_plan(study: StudySpec, plan: RequestPlan, rates: dict[str, list[float]]
     levels = plan_levels(plan)
     if not levels:
         return
-    parts = [words.text("progress_plan_level", lang, scenario=name, step=sweep_pass or f"{rate:g}/s", count=count)
+    parts = [words.text("progress_plan_level", lang, scenario=name, count=count,
+                        step=words.text(f"level_{sweep_pass}", lang) if sweep_pass else f"{rate:g}/s")
              for name, _, sweep_pass, rate, count in levels]
     seconds = estimate_s(study, plan)
     took = words.text("progress_plan_took", lang, seconds=f"{seconds:.0f}") if seconds else ""
