@@ -3,10 +3,15 @@ run's, the spread of pooled runs, and the server facts that differ between runs 
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from latencylab.analyse import compare, tables
+from latencylab.core import paths
 from latencylab.analyse.findings import RunInfo
 from latencylab.publish import report, templating
 from latencylab.runs.columnar import samples_frame
@@ -67,6 +72,60 @@ def test_each_scenario_of_a_run_is_compared_with_the_same_scenario_of_the_refere
     assert table.loc["base", ["median_before", "median_after", "ratio"]].tolist() == [120.0, 240.0, 2.0]
     assert table.loc["fast", "ratio"] == 1.0
     assert compare.across_runs(tables.keyed(samples, {"r1": "one", "r2": "one"}), "one").empty  # pooled
+
+
+# twelve prompts whose own cost differs far more than what the change saves on each
+PROMPT_MS = [100.0, 400, 150, 800, 250, 600, 120, 900, 300, 500, 200, 700]
+
+
+def _by_prompt(base: list[float], other: list[float], other_index: list[int] | None = None) -> pd.DataFrame:
+    """A baseline and a scenario, each request with its prompt's index (the scenario's: `other_index`)."""
+    rows = [{"run_id": "r", "scenario": scenario, "seq": seq, "ok": True, "warmup": False, "ttfb_ms": value,
+             "prompt_index": index, "backend": "ollama"}
+            for seq, (scenario, value, index) in enumerate(
+                [("base", v, i) for i, v in enumerate(base)]
+                + [("fast", v, i) for i, v in zip(other_index or range(len(other)), other, strict=True)])]
+    return samples_frame(rows)
+
+
+def test_a_difference_on_every_prompt_that_their_spread_hides_is_found_by_pairing_them():
+    faster = [v - 20 - i for i, v in enumerate(PROMPT_MS)]  # each prompt 20 ms or more faster
+    row = compare.compare_to(_by_prompt(PROMPT_MS, faster), ("r", "base")).iloc[0]
+    # 12 differences, all below 0: the exact two-sided signed-rank p is 2 / 2¹²; every pair faster: δ −1
+    assert (row["test"], row["pairs"], row["verdict"], row["cliffs_delta"]) == ("wilcoxon", 12, "faster", -1.0)
+    assert row["p_value"] == pytest.approx(2 / 2**12) and row["ratio_high"] < 1
+    # the same values as two independent samples: the prompts' spread hides it
+    unpaired = compare.compare_to(_by_prompt(PROMPT_MS, faster).assign(prompt_index=pd.NA), ("r", "base")).iloc[0]
+    assert (unpaired["test"], unpaired["pairs"], unpaired["verdict"]) == ("mann-whitney", 0, "no_difference")
+    assert unpaired["p_value"] > 0.5
+
+
+def test_requests_that_were_not_sent_the_same_prompts_are_compared_unpaired():
+    faster = [v - 20 for v in PROMPT_MS]
+
+    def compared(index: list[int]) -> tuple[str, int]:
+        row = compare.compare_to(_by_prompt(PROMPT_MS, faster, index), ("r", "base")).iloc[0]
+        return row["test"], row["pairs"]
+
+    assert compared(list(range(12, 24))) == ("mann-whitney", 0)  # prompt_order: continue, the prompts ran on
+    assert compared([0] * 12) == ("mann-whitney", 0)  # an index sent twice (pooled runs): no pairs to trust
+    assert compared([*range(10), 30, 31]) == ("wilcoxon", 10)  # two lost (errors): the rest still pair
+    assert compared([*range(5), *range(20, 27)]) == ("mann-whitney", 0)  # fewer than half match
+
+
+def test_the_report_says_which_test_each_comparison_used(workdir):
+    fixture = Path(__file__).parents[1] / "data" / "fixture-run"
+    shutil.copytree(fixture, paths.run_dir("fixture-run"))  # recorded before prompt indices: unpaired
+    journal = paths.run_dir("fixture-run") / "samples.jsonl"
+    unpaired = report.document_of(["fixture-run"], lang="en").markdown("results")
+    assert "cannot be matched with the baseline's prompt by prompt" in unpaired and "Wilcoxon" not in unpaired
+    rows, taken = [json.loads(line) for line in journal.read_text().splitlines()], {}
+    for row in rows:  # each scenario's requests numbered from its first, as `prompt_order: same` sends them
+        row["prompt_index"] = taken[row["scenario"]] = taken.get(row["scenario"], -1) + 1
+    journal.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    paired = report.document_of(["fixture-run"], lang="es").markdown("results")
+    assert "cada comparación empareja las peticiones por prompt (12 pares): una prueba de rangos con signo de " \
+           "Wilcoxon" in paired
 
 
 def test_the_spread_of_pooled_runs_is_each_runs_median_and_their_cv():

@@ -177,7 +177,8 @@ BUNDLED = {"name": "s", "backend": "ollama", "bundled_ollama": True,
 def test_the_shipped_ollama_demo_asks_for_the_bundled_server():
     spec, _ = load_study("ollama-demo")
     assert spec.uses_bundled_ollama and spec.base_url is None and len(spec.scenarios) == 5
-    assert spec.bundled_ollama.env() == {"OLLAMA_KEEP_ALIVE": "2s"}
+    assert spec.bundled_ollama.env() == {"OLLAMA_KEEP_ALIVE": "1s"}
+    assert spec.workload.requests - 1 >= 12 and spec.workload.prompt_order == "same"  # 12 later requests, paired
 
 
 def test_a_study_asks_for_the_bundled_ollama_explicitly():

@@ -1,7 +1,7 @@
 import pytest
 
 from latencylab.plan.study import StudyError, parse_study
-from latencylab.plan.workload import estimate_s, plan_requests, sweep_rates
+from latencylab.plan.workload import BUILTIN_PROMPTS, estimate_s, plan_requests, sweep_rates
 
 
 def _study(**workload):
@@ -27,6 +27,34 @@ def test_prompts_are_unique_unless_caching_is_wanted():
     assert len({p.prompt for p in unique}) == len(unique)
     cached = plan_requests(_study(requests=10, unique_prefix=False, prompts=["hi"]), "run")
     assert {p.prompt for p in cached} == {"hi"}
+
+
+def _sent(plan, scenario):
+    """The prompts a scenario was sent, in order, without each request's own first line."""
+    return [p.prompt.split("\n", 1)[1] for p in plan if p.scenario == scenario]
+
+
+@pytest.mark.parametrize("order", ["interleaved", "blocked", "random"])
+def test_every_scenario_is_sent_the_same_prompts_in_the_same_order(order):
+    plan = plan_requests(_study(requests=7, warmup=1, order=order), "run")
+    assert _sent(plan, "a") == _sent(plan, "b") == [BUILTIN_PROMPTS[i % len(BUILTIN_PROMPTS)] for i in range(8)]
+    assert [p.prompt_index for p in plan if p.scenario == "b"] == list(range(8))  # the warm-up first, as sent
+    assert len({p.prompt for p in plan}) == len(plan)  # each request's first line is still its own
+
+
+def test_a_rate_sweep_and_a_resumed_plan_keep_each_requests_prompt():
+    rates = plan_requests(_study(mode="open", rate_per_s=[2.0, 4.0], requests=2, warmup=1), "run")
+    assert _sent(rates, "a") == _sent(rates, "b") == list(BUILTIN_PROMPTS)  # the levels run on through them
+    plan = plan_requests(_study(requests=3, order="random"), "run")
+    rest = plan.without({0, 3})
+    assert [(p.seq, p.prompt_index, p.prompt) for p in rest] == [
+        (p.seq, p.prompt_index, p.prompt) for p in plan if p.seq not in (0, 3)]
+
+
+def test_prompt_order_continue_runs_the_prompts_on_across_the_run():
+    plan = plan_requests(_study(requests=3, order="blocked", prompt_order="continue"), "run")
+    assert [p.prompt_index for p in plan] == [p.seq for p in plan] == list(range(6))
+    assert _sent(plan, "a") + _sent(plan, "b") == list(BUILTIN_PROMPTS)
 
 
 def test_random_order_is_seeded_and_keeps_warmups_first():

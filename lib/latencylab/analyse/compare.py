@@ -14,25 +14,47 @@ from latencylab.analyse.tables import KEY, _sorted, keyed, measured, scenario_or
 from latencylab.core.errors import BadBaseline
 
 
+# Two scenarios' requests are paired by prompt where at least this share of each found its prompt in the other:
+# a few lost to errors still pair, prompts that run on across the run (`prompt_order: continue`) never do.
+PAIRED_SHARE = 0.5
+
+
+def prompt_pairs(before: pd.DataFrame, after: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """`metric` of the requests of `before` and of `after` that were sent the same prompt, matched by
+    `prompt_index`; None where they cannot be paired: an index not recorded (a run from before it) or sent twice
+    (pooled runs), or fewer than two pairs, or too few of either's requests matched (`PAIRED_SHARE`)."""
+    if "prompt_index" not in before or "prompt_index" not in after:
+        return None
+    one, other = (frame.set_index("prompt_index")[metric] for frame in (before, after))
+    if one.index.hasnans or other.index.hasnans or not (one.index.is_unique and other.index.is_unique):
+        return None
+    common = one.index.intersection(other.index, sort=True)
+    if len(common) < 2 or len(common) < PAIRED_SHARE * max(len(one), len(other)):
+        return None
+    return one[common].to_numpy(float), other[common].to_numpy(float)
+
+
 def compare_to(samples: pd.DataFrame, baseline: Key, metric: str = "ttfb_ms") -> pd.DataFrame:
-    """Every other key against `baseline`: medians, change, ratio and its interval, test, effect, verdict."""
+    """Every other key against `baseline`: medians, change, ratio and its interval, test, effect, verdict; paired by
+    prompt (`prompt_pairs`) where the two were sent the same prompts, the test used (`test`) and its `pairs` said."""
     samples = keyed(samples)
-    data = measured(samples, [*KEY, metric])
-    groups = dict(list(data.groupby(KEY, sort=False)[metric]))
-    before = groups[baseline].dropna().to_numpy(float) if baseline in groups else np.array([])
+    data = measured(samples, [*KEY, metric, *(["prompt_index"] if "prompt_index" in samples else [])])
+    data = data[data[metric].notna()]
+    groups = dict(list(data.groupby(KEY, sort=False)))
     rows = []
     for key in scenario_order(samples):
-        after = groups[key].dropna().to_numpy(float) if key in groups else np.array([])
-        if key == baseline or len(before) == 0 or len(after) == 0:
+        if key == baseline or baseline not in groups or key not in groups:
             continue
-        c = stats.compare(before, after)
+        before, after = groups[baseline], groups[key]
+        c = stats.compare(before[metric].to_numpy(float), after[metric].to_numpy(float),
+                          prompt_pairs(before, after, metric))
         rows.append({"run": key[0], "scenario": key[1], "n_before": c.n_before, "n_after": c.n_after,
                      "median_before": c.median_before, "median_after": c.median_after, "change_pct": c.change_pct,
                      "ratio": c.ratio, "ratio_low": c.ratio_ci.low if c.ratio_ci else np.nan,
                      "ratio_high": c.ratio_ci.high if c.ratio_ci else np.nan, "p_value": c.p_value,
-                     "cliffs_delta": c.cliffs_delta, "verdict": c.verdict})
+                     "cliffs_delta": c.cliffs_delta, "verdict": c.verdict, "test": c.test, "pairs": c.pairs})
     columns = ["run", "scenario", "n_before", "n_after", "median_before", "median_after", "change_pct", "ratio",
-               "ratio_low", "ratio_high", "p_value", "cliffs_delta", "verdict"]
+               "ratio_low", "ratio_high", "p_value", "cliffs_delta", "verdict", "test", "pairs"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -1,5 +1,6 @@
 """Statistics for small samples of latencies: the percentiles n can support, seeded bootstrap intervals,
-and before/after comparisons (Mann–Whitney U, Cliff's delta, a plain-words verdict)."""
+and before/after comparisons (Mann–Whitney U and Cliff's delta, or on pairs of requests sent the same prompt the
+Wilcoxon signed-rank test and Cliff's delta within the pairs; a plain-words verdict)."""
 
 from __future__ import annotations
 
@@ -138,12 +139,20 @@ class Comparison:
     ratio: float
     ratio_ci: Interval | None
     p_value: float | None
-    cliffs_delta: float | None
+    cliffs_delta: float | None  # paired: within the pairs, the share of pairs where after is higher less lower
     verdict: str  # faster | slower | no_difference | too_few
+    test: str | None = None  # "wilcoxon" (signed-rank, on the pairs) or "mann-whitney" (independent); None: too few
+    pairs: int = 0  # the pairs the test and the interval rest on (0: unpaired)
 
 
-def compare(before: np.ndarray, after: np.ndarray) -> Comparison:
-    """Compare two independent samples of a latency; `verdict` is decided by both the test and the effect."""
+def compare(before: np.ndarray, after: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> Comparison:
+    """Compare two samples of a latency; `verdict` is decided by both the test and the effect.
+
+    The medians are those of `before` and `after`. Given `pairs` (the values of requests sent the same prompt, in
+    matching order), the interval resamples the pairs, the test is Wilcoxon's signed-rank test on their differences
+    and the effect Cliff's delta within the pairs (Feng & Cliff's d_w): a difference that the prompts' own spread
+    hides from a test of independent samples shows. Else the two are independent: Mann–Whitney U, Cliff's delta.
+    """
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     median_before, median_after = float(np.median(before)), float(np.median(after))
     ratio = median_after / median_before if median_before else math.nan
@@ -151,18 +160,27 @@ def compare(before: np.ndarray, after: np.ndarray) -> Comparison:
         return Comparison(
             len(before), len(after), median_before, median_after, (ratio - 1) * 100, ratio, None, None, None, "too_few"
         )
+    paired = pairs is not None
+    one, other = (np.asarray(p, dtype=float) for p in pairs) if pairs is not None else (before, after)
     ci = sps.bootstrap(
-        (before, after),
+        (one, other),
         lambda b, a, axis=-1: np.median(a, axis=axis) / np.median(b, axis=axis),
+        paired=paired,
         confidence_level=CONFIDENCE,
-        n_resamples=resamples(len(before) + len(after)),
-        batch=batch(len(before) + len(after), RESAMPLED_VALUES),
+        n_resamples=resamples(len(one) + len(other)),
+        batch=batch(len(one) + len(other), RESAMPLED_VALUES),
         method="percentile",
         vectorized=True,
         rng=np.random.default_rng(SEED),
     ).confidence_interval
-    p_value = float(sps.mannwhitneyu(after, before, alternative="two-sided").pvalue)
-    delta = cliffs_delta(before, after)
+    if paired:
+        differences = other - one
+        # all pairs equal: no difference at all (the test is undefined on zeros alone)
+        p_value = float(sps.wilcoxon(differences).pvalue) if differences.any() else 1.0
+        delta = float(np.mean(np.sign(differences)))
+    else:
+        p_value = float(sps.mannwhitneyu(after, before, alternative="two-sided").pvalue)
+        delta = cliffs_delta(before, after)
     if p_value < ALPHA and abs(delta) >= NEGLIGIBLE_DELTA:
         verdict = "faster" if median_after < median_before else "slower"
     else:
@@ -178,4 +196,6 @@ def compare(before: np.ndarray, after: np.ndarray) -> Comparison:
         p_value,
         delta,
         verdict,
+        "wilcoxon" if paired else "mann-whitney",
+        len(one) if paired else 0,
     )

@@ -98,7 +98,7 @@ class Evidence:
                   gap: float) -> None:
         s = target.scenario
         sample.run_id, sample.seq, sample.scenario = self.run_id, planned.seq, planned.scenario
-        sample.warmup, sample.idle_gap_s = planned.warmup, gap
+        sample.warmup, sample.idle_gap_s, sample.prompt_index = planned.warmup, gap, planned.prompt_index
         sample.keep_alive = None if s.keep_alive is None else str(s.keep_alive)
         bundled = self.study.bundled_ollama
         if s.keep_alive is None and bundled is not None and self.study.on_bundled_ollama(s):  # ours: its default known

@@ -65,6 +65,10 @@ class Sample:
     # it does not say (Ollama 0.5.4 counts the whole prompt, cached or not: analyse/conversation.py infers it)
     processed_tokens: int | None = None
     prompt_chars: int = 0
+    # the prompt's place in the study's prompts, the same for every scenario (unless `prompt_order: continue`): two
+    # scenarios' requests with the same index were sent the same prompt, the pairs a paired comparison takes; None
+    # where not recorded (a run from before it, a conversation's turn)
+    prompt_index: int | None = None
     ok: bool = True
     error_kind: str | None = None
     error: str | None = None

@@ -175,6 +175,9 @@ class WorkloadSpec(_Spec):
     unique_prefix: bool = Field(
         True, description="make every prompt unique so the prompt cache cannot flatter warm requests"
     )
+    prompt_order: Literal["same", "continue"] = Field(
+        "same", description="same: every scenario is sent the same prompts in the same order, so that scenarios "
+        "differ by their settings, not their prompts; continue: the prompts run on across the run's requests")
     idle_gap_s: float = Field(0.0, ge=0, description="pause before each request")
     order: Literal["interleaved", "blocked", "random"] = "interleaved"
     order_seed: int = Field(0, description="seed of the random order")

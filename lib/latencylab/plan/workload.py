@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from array import array
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from typing import overload
 
@@ -31,13 +33,17 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Prompts:
-    """The prompts of a plan, taken in turn; with `run_id`, each begins with a line unique to its request."""
+    """The prompts of a plan, taken in turn; with `run_id`, each begins with a line unique to its request.
+    `per_scenario`: each scenario takes them from the first, so that scenarios differ by their settings and not
+    by their prompts (else they run on across the run's requests)."""
 
     texts: tuple[str, ...]
     run_id: str | None = None
+    per_scenario: bool = True
 
-    def of(self, seq: int) -> str:
-        prompt = self.texts[seq % len(self.texts)]
+    def of(self, index: int, seq: int) -> str:
+        """The `index`-th prompt (they cycle), for the request `seq`."""
+        prompt = self.texts[index % len(self.texts)]
         # A unique first line defeats prefix caching, which would flatter warm requests.
         return prompt if self.run_id is None else f"Request {seq} of run {self.run_id}.\n{prompt}"
 
@@ -59,10 +65,13 @@ class PlannedRequest:
     think_s: float | None = None  # the pause after the previous turn's answer
     due_s: float | None = None  # a replayed trace's arrival, in seconds after the replay starts
     max_tokens: int | None = None  # the answer's length where the request sets its own (a trace's output_length)
+    # the prompt's place in the prompts: two scenarios' requests with the same index were sent the same prompt (the
+    # pairs of a paired comparison); None: the seq's
+    prompt_index: int | None = None
 
     @property
     def prompt(self) -> str:
-        return self.prompts.of(self.seq)
+        return self.prompts.of(self.seq if self.prompt_index is None else self.prompt_index, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +87,15 @@ class Kind:
 
 
 class Plan(Sequence[PlannedRequest]):
-    """A run's requests in the order sent, each `PlannedRequest` made when asked for: a plan holds 10 bytes a
-    request (its seq and its kind), so that a million of them are no million objects held while they are sent."""
+    """A run's requests in the order sent, each `PlannedRequest` made when asked for: a plan holds 14 bytes a
+    request (its seq, its kind and its prompt's index), so that a million of them are no million objects held
+    while they are sent."""
 
     def __init__(self, prompts: Prompts, kinds: Sequence[Kind] = (), seqs: Iterable[int] = (),
-                 kind_of: Iterable[int] = ()) -> None:
+                 kind_of: Iterable[int] = (), prompt_of: Iterable[int] = ()) -> None:
         self.prompts, self.kinds = prompts, list(kinds)  # each kind that some request of the plan has
-        self._seqs, self._kind_of = array("q", seqs), array("H", kind_of)
+        self._seqs, self._kind_of, self._prompt_of = array("q", seqs), array("H", kind_of), array("I", prompt_of)
+        self._taken: Counter[str] = Counter()  # prompts each scenario has taken so far (`Prompts.per_scenario`)
 
     def extend(self, kinds: Sequence[Kind], slots: Sequence[int]) -> None:
         """One request per slot, of kind `kinds[slot]`, at the end, numbered on from the last."""
@@ -96,6 +107,15 @@ class Plan(Sequence[PlannedRequest]):
         start = len(self._seqs)
         self._kind_of.extend(index[slot] for slot in slots)
         self._seqs.extend(range(start, len(self._kind_of)))
+        if not self.prompts.per_scenario:
+            self._prompt_of.extend(range(start, len(self._kind_of)))
+            return
+        # each request the next prompt of its own scenario, warm-ups included
+        counters = {name: count(self._taken[name]) for name in {kinds[used].scenario for used in index}}
+        take = {used: counters[kinds[used].scenario].__next__ for used in index}
+        self._prompt_of.extend(take[slot]() for slot in slots)
+        for name, counter in counters.items():
+            self._taken[name] = next(counter)  # the next prompt it will take
 
     def where(self, keep: Callable[[Kind], bool]) -> Plan:
         """The requests whose kind `keep` accepts, in order."""
@@ -115,11 +135,13 @@ class Plan(Sequence[PlannedRequest]):
         for i in positions:
             chosen._seqs.append(self._seqs[i])
             chosen._kind_of.append(self._kind_of[i])
+            chosen._prompt_of.append(self._prompt_of[i])
         used = list(dict.fromkeys(chosen._kind_of))  # only the kinds left, in the order they come
         renumber = array("H", [0] * len(self.kinds))
         for new, old in enumerate(used):
             renumber[old] = new
-        return Plan(self.prompts, [self.kinds[k] for k in used], chosen._seqs, (renumber[k] for k in chosen._kind_of))
+        return Plan(self.prompts, [self.kinds[k] for k in used], chosen._seqs, (renumber[k] for k in chosen._kind_of),
+                    chosen._prompt_of)
 
     def __len__(self) -> int:
         return len(self._seqs)
@@ -133,7 +155,7 @@ class Plan(Sequence[PlannedRequest]):
             return self._subset(iter(range(len(self))[index]))
         kind = self.kinds[self._kind_of[index]]
         return PlannedRequest(self._seqs[index], kind.scenario, self.prompts, kind.warmup, kind.concurrency,
-                              kind.level, kind.rate_per_s, kind.sweep_pass)
+                              kind.level, kind.rate_per_s, kind.sweep_pass, prompt_index=self._prompt_of[index])
 
     def __iter__(self) -> Iterator[PlannedRequest]:
         return (self[i] for i in range(len(self)))
@@ -232,7 +254,7 @@ def plan_requests(study: StudySpec, run_id: str, rates: dict[str, list[float]] |
 def _prompts(study: StudySpec, run_id: str) -> Prompts:
     workload = study.workload
     texts = BUILTIN_PROMPTS if workload.prompts == "builtin" else tuple(workload.prompts)
-    return Prompts(texts, run_id if workload.unique_prefix else None)
+    return Prompts(texts, run_id if workload.unique_prefix else None, workload.prompt_order == "same")
 
 
 def _session_plan(study: StudySpec, run_id: str) -> Listed:
@@ -271,7 +293,7 @@ def _trace_plan(study: StudySpec) -> Listed:
             plan.append(PlannedRequest(seq=len(plan), scenario=scenario.name, warmup=False,
                                        prompts=Prompts((trace_prompt(r, trace.block_tokens, index),)),
                                        due_s=(r.timestamp_ms - start) / 1000 * trace.time_scale,
-                                       max_tokens=r.output_length))
+                                       max_tokens=r.output_length, prompt_index=index))
     return Listed(plan)
 
 
