@@ -109,3 +109,12 @@ def test_a_ctrl_c_while_an_asyncio_step_runs_cancels_its_tasks_and_is_raised_onc
         assert {s: signal.getsignal(s) for s in handlers} == handlers
     finally:
         loop.close()
+
+
+def test_inside_a_running_loop_such_as_a_notebook_s_kernel_the_signal_handlers_are_left_alone():
+    async def inside() -> bool:
+        before = signal.getsignal(signal.SIGINT)
+        with render._interrupts_cancel_the_loop():
+            return signal.getsignal(signal.SIGINT) is before
+
+    assert asyncio.run(inside())

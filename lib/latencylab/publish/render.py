@@ -62,7 +62,9 @@ def _interrupts_cancel_the_loop() -> Iterator[None]:
     kernel's shutdown that follows runs the same loop: where that took over a second (a busy kernel, a loaded
     machine), the poll woke after the kernel had died and ended the cell's task with DeadKernelError, a task no
     one awaited any more, and Python printed 'Task exception was never retrieved' with a traceback at exit."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+    # Signal handlers are the main thread's. Inside a running loop (a notebook's kernel, whose tasks are not ours to
+    # cancel) papermill runs its steps on a thread of its own, out of the signals' way.
+    if threading.current_thread() is not threading.main_thread() or _running_loop() is not None:
         yield
         return
     previous: dict[int, Callable[[int, FrameType | None], Any]] = {
@@ -70,10 +72,7 @@ def _interrupts_cancel_the_loop() -> Iterator[None]:
     caught: list[int] = []
 
     def cancel(signum: int, frame: FrameType | None) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = _running_loop()
         if loop is None or caught:
             previous[signum](signum, frame)
             return
@@ -95,6 +94,13 @@ def _interrupts_cancel_the_loop() -> Iterator[None]:
             signal.signal(signum, handler)
     if caught:
         raise KeyboardInterrupt(f"signal {caught[0]}")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def report_name(run_ids: list[str]) -> str:
