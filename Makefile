@@ -34,6 +34,11 @@ STUDY_NEEDS := $(if $(STUDY_FILE),\
   $(if $(shell grep -qE '^backend:[[:space:]]*"?(ollama|openai|llamacpp)' $(STUDY_FILE) && \
     ! grep -qE '^[[:space:]-]+backend:[[:space:]]*"?embedded' $(STUDY_FILE) || echo engine),$(ENGINE_STAMP)))
 
+# JupyterLab will not run as root (a container, a CI machine) unless told it may; as anyone else, nothing is added.
+LAB_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
+# More JupyterLab options, e.g. in a container: LAB_ARGS="--ip 0.0.0.0 --no-browser"
+LAB_ARGS ?=
+
 .PHONY: report test lab install engine ollama browser clean-venv
 
 report: $(STAMP) $(STUDY_NEEDS)  ## run a study (the bundled Ollama's demo by default) and publish its HTML report
@@ -42,8 +47,8 @@ report: $(STAMP) $(STUDY_NEEDS)  ## run a study (the bundled Ollama's demo by de
 test: $(STAMP) $(ENGINE_STAMP) ollama browser  ## run the whole test suite (unit, protocol, engine and real-Ollama integration, notebooks, browser)
 	$(BIN)/python -m pytest
 
-lab: $(STAMP)  ## open JupyterLab on notebooks/ with the project's environment
-	$(BIN)/jupyter lab notebooks/
+lab: $(STAMP)  ## open JupyterLab on notebooks/ with the project's environment (Ctrl-C twice stops it)
+	$(BIN)/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/
 
 install: $(STAMP) $(ENGINE_STAMP) ollama
 

@@ -39,6 +39,26 @@ PROBE = ("import atexit, json, os, runpy, sys\n"
          "sys.argv = ['latencylab', *sys.argv[1:]]\n"
          "runpy.run_module('latencylab.cli', run_name='__main__')\n")
 
+# The CLI with what made a Ctrl-C in a notebook cell end with "Task exception was never retrieved" and a traceback
+# now and then (issue 32) made certain: the kernel takes 1.2 s longer to stop, as a busy kernel on a loaded machine
+# does (the cell's one-second liveness poll then wakes after it died), and a file says when the report notebook's
+# imports cell (its third, seconds long) has started.
+SLOW_STOP = ("import asyncio, os, pathlib, sys\n"
+             "from jupyter_client.manager import AsyncKernelManager\n"
+             "from papermill.clientwrap import PapermillNotebookClient\n"
+             "cleanup, execute = AsyncKernelManager._async_cleanup_resources, PapermillNotebookClient.execute_cell\n"
+             "async def slow_cleanup(self, restart=False):\n"
+             "    await asyncio.sleep(1.2)\n"
+             "    await cleanup(self, restart=restart)\n"
+             "def marked(self, cell, index, *args, **kwargs):\n"
+             "    if index == 2:\n"
+             "        pathlib.Path(os.environ['CELL_STARTED']).touch()\n"
+             "    return execute(self, cell, index, *args, **kwargs)\n"
+             "AsyncKernelManager._async_cleanup_resources = AsyncKernelManager.cleanup_resources = slow_cleanup\n"
+             "PapermillNotebookClient.execute_cell = marked\n"
+             "from latencylab import cli\n"
+             "sys.exit(cli.main(sys.argv[1:]))\n")
+
 
 def _env(home: Path, **more: str) -> dict[str, str]:
     return {**os.environ, paths.HOME_ENV: str(home), **more}
@@ -190,16 +210,24 @@ def test_ctrl_c_during_a_model_load_keeps_a_consistent_interrupted_run(tmp_path)
     assert not (tmp_path / "reports").exists()
 
 
-@pytest.mark.parametrize("moment", ["imports", "notebook"])
+@pytest.mark.parametrize("moment", ["imports", "notebook", "cell-slow-stop"])
 def test_ctrl_c_while_a_report_is_published_leaves_no_half_written_report(tmp_path, moment):
     run_id = json.loads((FIXTURE_RUN / "run.json").read_text())["run_id"]
     shutil.copytree(FIXTURE_RUN, tmp_path / "data" / "runs" / run_id)
-    reports = tmp_path / "reports"
-    cli = _started(["report", run_id], _env(tmp_path))
+    reports, started = tmp_path / "reports", tmp_path / "cell-started"
+    if moment == "cell-slow-stop":
+        cli = subprocess.Popen([sys.executable, "-c", SLOW_STOP, "report", run_id],
+                               env=_env(tmp_path, CELL_STARTED=str(started)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    else:
+        cli = _started(["report", run_id], _env(tmp_path))
     if moment == "imports":
         time.sleep(0.5)  # importing papermill, nbconvert and the analysis
-    else:
+    elif moment == "notebook":
         _wait_for(lambda: reports.exists() and any(reports.iterdir()))  # the notebook is being executed
         time.sleep(1.0)
+    else:
+        _wait_for(started.exists)
+        time.sleep(0.3)  # inside the imports cell: its tasks wait on the kernel
     _interrupted(cli)
     assert not reports.exists() or not any(reports.iterdir()), sorted(reports.rglob("*"))

@@ -1,6 +1,7 @@
 import asyncio
 import importlib
 import inspect
+import os
 import pickle
 import pkgutil
 import signal
@@ -85,3 +86,35 @@ def test_a_failed_notebook_cell_is_a_notebook_failed_in_one_line(monkeypatch, tm
     assert str(info.value) == ("ValueError: parameter run_ids must be a list (in notebook cell 3; the executed "
                                f"notebook is {tmp_path / 'out.ipynb'})")
     assert isinstance(info.value.__cause__, PapermillExecutionError)
+
+
+def test_a_ctrl_c_while_an_asyncio_step_runs_cancels_its_tasks_and_is_raised_once_the_step_is_out():
+    """As nbclient runs a cell: a task awaited and a poll no one awaits. Raised inside the loop, the interrupt left
+    both pending; cancelled, each ends there and then, and the interrupt comes after (issue 32)."""
+    loop = asyncio.new_event_loop()
+    left: list[asyncio.Task[None]] = []
+
+    async def cell() -> None:
+        left.append(asyncio.ensure_future(asyncio.sleep(3600)))  # the liveness poll
+        reply = asyncio.ensure_future(asyncio.sleep(3600))
+        loop.call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
+        await reply
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(KeyboardInterrupt), render._interrupts_cancel_the_loop():
+            loop.run_until_complete(cell())
+        loop.run_until_complete(asyncio.sleep(0))  # a cancellation is delivered when the loop next runs
+        assert left[0].cancelled() and not asyncio.all_tasks(loop)
+        assert {s: signal.getsignal(s) for s in handlers} == handlers
+    finally:
+        loop.close()
+
+
+def test_inside_a_running_loop_such_as_a_notebook_s_kernel_the_signal_handlers_are_left_alone():
+    async def inside() -> bool:
+        before = signal.getsignal(signal.SIGINT)
+        with render._interrupts_cancel_the_loop():
+            return signal.getsignal(signal.SIGINT) is before
+
+    assert asyncio.run(inside())

@@ -45,8 +45,8 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
              targets: dict[str, Any] | None = None, external: str | None = None,
              checks: dict[str, list[dict[str, Any]]] | None = None, phases: pd.DataFrame | None = None) -> Findings:
     """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric;
-    `checks` are the findings of each run's check.json, by run id; `phases` is the per-scenario and phase table when
-    the caller made its own (the report notebook's), else `tables.phase_summary`'s."""
+    `checks` are the findings of each run's check.json, by run id; `phases` is `tables.phase_summary`'s table where the
+    caller has it already (the report notebook shows it before the findings), not computed twice."""
     targets = dict(targets or {})
     metric = targets.get("metric") or "ttfb_ms"
     frame = keyed(samples, {r.run_id: r.label for r in runs})

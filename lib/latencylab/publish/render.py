@@ -4,11 +4,17 @@ imports it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 # jsonschema builds a Lark grammar for the "iri" formats at import when rfc3987_syntax is installed (jupyter-events
@@ -33,16 +39,68 @@ def execute(notebook: Path, output: Path, parameters: dict[str, Any], *, progres
     when a cell fails: papermill's save after every cell cost a second of the demo's report)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(
-            str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-            progress_bar=progress, cwd=str(paths.PROJECT_ROOT), request_save_on_cell_execute=False,
-            # The kernel's own log (TCP transport notice, shutdown interrupt) is noise to a user.
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
+        with _interrupts_cancel_the_loop():
+            papermill.execute_notebook(
+                str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
+                progress_bar=progress, cwd=str(paths.PROJECT_ROOT), request_save_on_cell_execute=False,
+                # The kernel's own log (TCP transport notice, shutdown interrupt) is noise to a user.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            )
     except PapermillExecutionError as exc:  # one line; the traceback stays in the executed notebook
         raise NotebookFailed(f"{exc.ename}: {exc.evalue} (in notebook cell {exc.exec_count}; the executed "
                              f"notebook is {output})") from exc
     return output
+
+
+@contextlib.contextmanager
+def _interrupts_cancel_the_loop() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM, which the CLI makes one) while papermill runs: what runs on nbclient's asyncio loop is
+    cancelled, as `asyncio.run` does, and KeyboardInterrupt raised once papermill is out. One while no loop runs
+    (nothing is left pending then), or a second one, raises it at once.
+
+    Raised inside the loop, it left a cell's tasks pending there, its one-second liveness poll among them. The
+    kernel's shutdown that follows runs the same loop: where that took over a second (a busy kernel, a loaded
+    machine), the poll woke after the kernel had died and ended the cell's task with DeadKernelError, a task no
+    one awaited any more, and Python printed 'Task exception was never retrieved' with a traceback at exit."""
+    # Signal handlers are the main thread's. Inside a running loop (a notebook's kernel, whose tasks are not ours to
+    # cancel) papermill runs its steps on a thread of its own, out of the signals' way.
+    if threading.current_thread() is not threading.main_thread() or _running_loop() is not None:
+        yield
+        return
+    previous: dict[int, Callable[[int, FrameType | None], Any]] = {
+        signum: handler for signum in (signal.SIGINT, signal.SIGTERM) if callable(handler := signal.getsignal(signum))}
+    caught: list[int] = []
+
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        loop = _running_loop()
+        if loop is None or caught:
+            previous[signum](signum, frame)
+            return
+        caught.append(signum)
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.call_soon_threadsafe(lambda: None)  # wakes the loop where it waits in select()
+
+    for signum in previous:
+        signal.signal(signum, cancel)
+    try:
+        yield
+    except BaseException:
+        if caught:  # whatever the cancelled step raised (nbclient's cell: DeadKernelError), it was the interrupt
+            raise KeyboardInterrupt(f"signal {caught[0]}") from None
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught:
+        raise KeyboardInterrupt(f"signal {caught[0]}")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def report_name(run_ids: list[str]) -> str:
