@@ -164,7 +164,7 @@ def overlaps(fig: Figure) -> list[str]:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     found = []
-    for axes in fig.axes:
+    for axes in [*fig.axes, *(child for axes in fig.axes for child in axes.child_axes)]:  # (secondary axes)
         for axis in (axes.xaxis, axes.yaxis):
             low, high = sorted(axis.get_view_interval())
             boxes = [(tick.label1.get_text(), tick.label1.get_window_extent(renderer))
