@@ -94,6 +94,7 @@ def _scenarios(n: int, each: int = 3) -> object:
     (80, 3000, [100, 200, 500, 1000, 2000]),  # (1, 2, 3, 5, 7) × 10ⁿ would be 8 ticks, more than 7: (1, 2, 5)
     (40, 700, [50, 70, 100, 200, 300, 500, 700]),
     (0.2, 30_000, [1, 10, 100, 1000, 10_000]),
+    (104, 520, [200, 300, 400, 500]),
     (450, 700, [500, 600, 700]),  # under 2×: evenly spaced
 ])
 def test_a_log_axis_is_labelled_at_round_numbers_in_the_language_s_format(low, high, ticks):

@@ -104,8 +104,8 @@ def small(f: Findings) -> bool:
 
 
 class _Readable(mticker.Locator):
-    """A log axis's labelled ticks at round numbers, as many as fit: 1, 2, 3, 5 and 7 times the powers of ten, or
-    fewer of them (1, 2, 5; 1, 3; 1), or one power in two or more; evenly spaced ones on a span under 2×."""
+    """A log axis's labelled ticks at round numbers, as many as fit: 1 to 9 times the powers of ten, or fewer of
+    them (1, 2, 3, 5, 7; 1, 2, 5; 1, 3; 1), or one power in two or more; evenly spaced ones on a span under 2×."""
 
     def __init__(self, most: int) -> None:
         self.most = most
@@ -119,7 +119,7 @@ class _Readable(mticker.Locator):
         if high / low < 2:
             return list(mticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high))
         first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-        for subs in ((1, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,)):
+        for subs in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,)):
             ticks = [s * 10.0**e for e in range(first, last + 1) for s in subs if low <= s * 10.0**e <= high * 1.000001]
             if len(ticks) <= self.most:
                 return ticks
