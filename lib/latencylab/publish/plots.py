@@ -1,5 +1,5 @@
 """What the report notebook's figure cells share: one colour per scenario in every figure, the colours of states,
-parts, targets and residency, the scenarios' order, the finish of every figure, the rate levels the capacity
+parts, phases, targets and residency, the scenarios' order, the finish of every figure, the rate levels the capacity
 figures draw.
 
 The figures themselves are drawn in the cells of notebooks/2.0-latency-report.ipynb, one a cell, so that changing a
@@ -29,6 +29,8 @@ PART_COLOURS = {"client_network_ms": "#bcbd22", "server_wait_ms": "#ff7f0e", "lo
 PART_WORDS = {"client_network_ms": "col_client_network", "server_wait_ms": "col_server_wait",
               "loading_ms": "col_loading", "prompt_ms": "col_prompt", "first_token_ms": "col_first_token",
               "unattributed_ms": "col_unattributed"}
+# Phases in greys: a hue in a figure of scenarios would read as a scenario's colour.
+PHASE_COLOURS = {"first": "#8c8c8c", "subsequent": "#262626"}
 TARGET_COLOURS = {"pass": "#2ca02c", "fail": "#d62728", "inconclusive": "#ff7f0e", "no_evidence": "#7f7f7f"}
 RESIDENCY_COLOURS = {"gpu": "#2ca02c", "partial": "#ff7f0e", "cpu": "#d62728", "unknown": "#7f7f7f"}
 # A figure with a point per request draws at most about this many: past it the points only overlap, and drawing
