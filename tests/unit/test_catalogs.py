@@ -75,7 +75,7 @@ def spanish(workdir: Path) -> str:
     words = []
     for d in (doc, own):  # every section, and every figure's title and alt text (without drawing them)
         words += [d.markdown(name) for name in document.SECTIONS]
-        words += [" ".join(figures.words(d.findings, spec.name, "es")) for spec in figures.REGISTRY]
+        words += [" ".join(figures.words(d.findings, spec.name, "es")) for spec in figures.FIGURES]
     return "\n".join(words)
 
 

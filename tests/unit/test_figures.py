@@ -27,11 +27,11 @@ CELLS = [c.source for c in nbformat.read(paths.REPORT_NOTEBOOK, as_version=4).ce
 
 
 def test_every_figure_s_section_is_a_section_of_the_document_and_its_words_are_in_both_catalogs():
-    names = [spec.name for spec in figures.REGISTRY]
+    names = [spec.name for spec in figures.FIGURES]
     assert len(names) == len(set(names))
-    assert all(spec.section in document.SECTIONS for spec in figures.REGISTRY)
+    assert all(spec.section in document.SECTIONS for spec in figures.FIGURES)
     for lang in i18n.LANGS:
-        missing = [(spec.name, key) for spec in figures.REGISTRY for key in spec.keys if key not in i18n.catalog(lang)]
+        missing = [(spec.name, key) for spec in figures.FIGURES for key in spec.keys if key not in i18n.catalog(lang)]
         assert not missing, (lang, missing)
     # the cause first: the timeline on the first screen (the summary), the waterfall in the diagnosis after it
     assert [figures.named(n).section for n in ("timeline", "waterfall")] == ["summary", "diagnosis"]
@@ -55,14 +55,14 @@ def _show_cell(section: str) -> int:
 
 def test_the_notebook_draws_each_figure_in_its_own_cell_before_its_section_is_shown_in_the_document_s_order():
     drawn = [re.findall(r'doc\.add_figure\("(\w+)"', source) for source in CELLS]
-    assert sorted(name for names in drawn for name in names) == sorted(spec.name for spec in figures.REGISTRY)
+    assert sorted(name for names in drawn for name in names) == sorted(spec.name for spec in figures.FIGURES)
     assert all(len(names) <= 1 for names in drawn)  # one figure a cell
     for i, names in enumerate(drawn):
         if names:
             assert CELLS[i].startswith(f'if doc.drawable("{names[0]}"):')
     shown = [_show_cell(section) for section in document.SECTIONS]
     assert shown == sorted(shown)  # the cells show the sections in the document's order (the HTML's)
-    for spec in figures.REGISTRY:  # each figure's cell just before its section's words, in the registry's order
+    for spec in figures.FIGURES:  # each figure's cell just before its section's words, in the registry's order
         cell = next(i for i, names in enumerate(drawn) if names == [spec.name])
         before = max((s for s in shown if s < cell), default=-1)
         assert before < cell <= _show_cell(spec.section) and _show_cell(spec.section) == min(s for s in shown

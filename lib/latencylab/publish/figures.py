@@ -1,7 +1,7 @@
 """The registry of the report's figures: for each, the section it supports, when the findings can draw it, what to
 conclude from it, the catalog keys of its words and whether it draws a sample of the requests.
 
-It is the one list that the document (`document.Report`: which figures a section shows, their titles and alt
+`FIGURES` is the one list that the document (`document.Report`: which figures a section shows, their titles and alt
 text) and the report notebook (`doc.drawable("…")`, `doc.title("…")` in each figure's own cell) read. Adding a
 figure is an entry here, its words in catalogs/{en,es}.yaml and its cell in notebooks/2.0-latency-report.ipynb;
 a name with no entry is an `UnknownFigure` that names it.
@@ -144,7 +144,7 @@ def _prompts_vary(f: Findings) -> bool:
 MEDIANS = ("conclude_medians", "conclude_one")
 KNEE = ("conclude_knee", "conclude_knee_none")
 # In the document's order within each section (document.SECTIONS orders the sections).
-REGISTRY: tuple[FigureSpec, ...] = (
+FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("timeline", "summary", "fig_timeline", _paid, ("conclude_paid",), sampled=True),
     FigureSpec("waterfall", "diagnosis", "fig_waterfall", _waterfall, ("conclude_waterfall",),
                when=lambda f: "metric_ms" in f.requests and bool(f.requests["metric_ms"].notna().any())),
@@ -170,7 +170,7 @@ REGISTRY: tuple[FigureSpec, ...] = (
                when=lambda f: not f.capacity.empty),
     FigureSpec("sweep", "sweep", "fig_sweep", _sweep, ("conclude_sweep",), when=lambda f: not f.sweep.empty),
 )
-_BY_NAME = {spec.name: spec for spec in REGISTRY}
+_BY_NAME = {spec.name: spec for spec in FIGURES}
 
 
 def named(name: str) -> FigureSpec:
@@ -184,7 +184,7 @@ def named(name: str) -> FigureSpec:
 
 def of_section(section: str) -> tuple[FigureSpec, ...]:
     """The figures of `section`, in the order shown."""
-    return tuple(spec for spec in REGISTRY if spec.section == section)
+    return tuple(spec for spec in FIGURES if spec.section == section)
 
 
 def words(f: Findings, name: str, lang: str) -> tuple[str, str]:
