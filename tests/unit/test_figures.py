@@ -62,11 +62,9 @@ def test_the_notebook_draws_each_figure_in_its_own_cell_before_its_section_is_sh
             assert CELLS[i].startswith(f'if doc.drawable("{names[0]}"):')
     shown = [_show_cell(section) for section in document.SECTIONS]
     assert shown == sorted(shown)  # the cells show the sections in the document's order (the HTML's)
-    for spec in figures.FIGURES:  # each figure's cell just before its section's words, in the registry's order
+    for spec in figures.FIGURES:  # each figure's cell among its section's: the first section shown after it
         cell = next(i for i, names in enumerate(drawn) if names == [spec.name])
-        before = max((s for s in shown if s < cell), default=-1)
-        assert before < cell <= _show_cell(spec.section) and _show_cell(spec.section) == min(s for s in shown
-                                                                                               if s >= cell)
+        assert min(s for s in shown if s >= cell) == _show_cell(spec.section), spec.name
     for section in document.SECTIONS:
         cells = [names[0] for names in drawn if names and figures.named(names[0]).section == section]
         assert cells == [spec.name for spec in figures.of_section(section)]
@@ -113,8 +111,9 @@ def test_a_log_axis_is_labelled_at_round_numbers_in_the_language_s_format(low, h
 
 
 def _drawn(found: Findings, lang: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Every figure the notebook's cells draw of `found`, run here in-process as test_document does, with what
-    `plots.overlaps` finds in each as it is handed to the document."""
+    """Every figure the notebook's cells draw of `found`, with what `plots.overlaps` finds in each as it is handed
+    to the document: the cells' own sources, run here in-process as test_document does (papermill runs the same
+    sources in a kernel; the PNG is drawn from the same matplotlib figure)."""
     problems: dict[str, list[str]] = {}
     add = document.Report.add_figure
 
