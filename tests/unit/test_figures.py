@@ -17,6 +17,7 @@ import pytest
 from latencylab.analyse import compute
 from latencylab.analyse.findings import Findings, RunInfo
 from latencylab.core import paths
+from latencylab.core.errors import UnknownFigure
 from latencylab.publish import document, figures, i18n, plots, report
 
 from test_document import RUN, _rate_levels_and_prompts, _sweep_and_concurrency
@@ -41,10 +42,10 @@ def test_every_figure_s_section_is_a_section_of_the_document_and_its_words_are_i
 def test_a_figure_the_registry_lacks_is_an_error_that_names_it():
     found = compute.findings(_sweep_and_concurrency(), [RUN])
     doc = document.Report(found)
-    with pytest.raises(figures.UnknownFigure, match="'histogram'"):
+    with pytest.raises(UnknownFigure, match="'histogram'"):
         doc.drawable("histogram")
     fig, _ = plt.subplots()
-    with pytest.raises(figures.UnknownFigure, match="'pie'"):
+    with pytest.raises(UnknownFigure, match="'pie'"):
         doc.add_figure("pie", fig)
     plt.close(fig)
 

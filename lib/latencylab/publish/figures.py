@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from latencylab.analyse.attribution import PARTS
 from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.findings import Findings
+from latencylab.core.errors import UnknownFigure
 from latencylab.publish import i18n, plots
-
-
-class UnknownFigure(LookupError):
-    """A figure name that the registry does not hold."""
 
 
 @dataclass(frozen=True)
