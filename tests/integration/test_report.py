@@ -18,19 +18,21 @@ from nbconvert.filters.markdown_mistune import markdown2html_mistune
 from latencylab.analyse import compute
 from latencylab.core import paths
 from latencylab.publish import document, i18n, render, report
+from latencylab.publish import figures as registry
 from latencylab.publish.exporters import index_html, latency_md, summary_json
 from latencylab.runs import store
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 SECTIONS = {
-    "en": ["Summary", "Hardware and server", "Baseline — baseline", "Analysis", "Optimisation applied",
-           "TTFB per scenario and phase", "Results: baseline → optimised", "Targets", "Next steps", "Errors"],
-    "es": ["Resumen", "Hardware y servidor", "Baseline — baseline", "Análisis", "Optimización aplicada",
-           "TTFB por escenario y fase", "Resultados: baseline → optimizado", "Objetivos", "Próximos pasos", "Errores"],
+    "en": ["The answer", "Diagnosis", "Next steps", "Targets", "Results: baseline → optimised", "Hardware and server",
+           "Optimisation applied", "How TTFB is distributed", "TTFB per scenario and phase", "Analysis", "Errors"],
+    "es": ["La respuesta", "Diagnóstico", "Próximos pasos", "Objetivos", "Resultados: baseline → optimizado",
+           "Hardware y servidor", "Optimización aplicada", "Cómo se distribuye el TTFB", "TTFB por escenario y fase",
+           "Análisis", "Errores"],
 }
 # Each figure in the section it supports, in the document's order (the report notebook draws each in a cell).
-FIGURES = ["histogram", "timeline", "decomposition", "waterfall", "decode", "ecdf", "box", "variability", "targets"]
+FIGURES = ["timeline", "waterfall", "targets", "variability", "ecdf", "box", "distribution", "decomposition", "decode"]
 TITLES = {"en": "Latency documentation — fixture", "es": "Documentación de latencias — fixture"}
 
 
@@ -66,12 +68,11 @@ def test_the_document_has_every_section_in_each_language(fixture_run, lang):
     doc = report.document_of([fixture_run], lang=lang)
     text = doc.text()
     positions = [text.index(f"## {section}") for section in SECTIONS[lang]]
-    assert positions == sorted(positions)  # the summary first, then the seed's sections in order
+    assert positions == sorted(positions)  # the answer first (summary, what to do, targets), then the measurements
     # outside the notebook no cell drew a figure: the document names those its sections would show, and words them
     figures = [figure for name in document.SECTIONS for figure in doc.figure_names(name)]
     assert figures == FIGURES and not any(doc.figures(name) for name in document.SECTIONS)
-    assert all(alt and alt != figure for figure in figures for _, alt in [document.figure_words(doc.findings, figure,
-                                                                                                lang)])
+    assert all(alt and alt != figure for figure in figures for _, alt in [registry.words(doc.findings, figure, lang)])
     next_steps = doc.markdown("next_steps")
     assert "keep_alive: -1" in next_steps  # every baseline request paid a load
     # the baseline model sits 60 % on the GPU (gpu_share 0.6 in the fixture's samples)
@@ -282,13 +283,13 @@ def _embedded(html: str) -> list[bytes]:
 
 
 def test_a_changed_figure_cell_changes_the_published_figure(fixture_run, tmp_path):
-    """Each figure is drawn by a cell of the report notebook: a red line added in the histogram's cell is in the
-    published figures/histogram.png, which latency.md links and the HTML embeds (the same bytes)."""
+    """Each figure is drawn by a cell of the report notebook: a red line added in the distribution's cell is in the
+    published figures/distribution.png, which latency.md links and the HTML embeds (the same bytes)."""
     import matplotlib.image
     import nbformat
 
     notebook = nbformat.read(paths.REPORT_NOTEBOOK, as_version=4)
-    cell = next(c for c in notebook.cells if c.source.startswith('if doc.drawable("histogram"):'))
+    cell = next(c for c in notebook.cells if c.source.startswith('if doc.drawable("distribution"):'))
     line = '    ax.axvline(525, color="red", lw=6)\n'  # at the baseline's median
     cell.source = cell.source.replace("    doc.add_figure(", line + "    doc.add_figure(")
     assert 'axvline(525, color="red"' in cell.source
@@ -299,13 +300,13 @@ def test_a_changed_figure_cell_changes_the_published_figure(fixture_run, tmp_pat
     before = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
     page = render.publish([fixture_run], notebook=changed)
     after = {p.stem: p.read_bytes() for p in figures.glob("*.png")}
-    assert sorted(after) == sorted(FIGURES) and after["histogram"] != before["histogram"]
+    assert sorted(after) == sorted(FIGURES) and after["distribution"] != before["distribution"]
     assert after["ecdf"] == before["ecdf"] and after["timeline"] == before["timeline"]  # the other cells' figures
 
     def red(png: bytes) -> int:
         pixels = matplotlib.image.imread(io.BytesIO(png))
         return int(((pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.1) & (pixels[..., 2] < 0.1)).sum())
 
-    assert red(before["histogram"]) == 0 and red(after["histogram"]) > 1000  # a 6-point line across the plot
+    assert red(before["distribution"]) == 0 and red(after["distribution"]) > 1000  # a 6-point line across the plot
     assert sorted(_embedded(page.read_text())) == sorted(after.values())  # the HTML shows the files' figures
-    assert "](figures/histogram.png)" in (page.parent / "latency.md").read_text()
+    assert "](figures/distribution.png)" in (page.parent / "latency.md").read_text()

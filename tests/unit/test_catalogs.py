@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from latencylab.core import paths
-from latencylab.publish import document, i18n, report
+from latencylab.publish import document, figures, i18n, report
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
 # Words the issue found in the Spanish report (issue 10), matched as whole words, case-sensitively.
@@ -75,8 +75,7 @@ def spanish(workdir: Path) -> str:
     words = []
     for d in (doc, own):  # every section, and every figure's title and alt text (without drawing them)
         words += [d.markdown(name) for name in document.SECTIONS]
-        words += [" ".join(document.figure_words(d.findings, fig, "es")) for figs in document.FIGURES.values()
-                  for fig in figs]
+        words += [" ".join(figures.words(d.findings, spec.name, "es")) for spec in figures.FIGURES]
     return "\n".join(words)
 
 

@@ -12,7 +12,7 @@ from nbconvert.filters.markdown_mistune import markdown2html_mistune
 from latencylab.analyse import compute
 from latencylab.analyse.findings import RunInfo
 from latencylab.core import paths
-from latencylab.publish import document
+from latencylab.publish import document, figures
 from latencylab.runs.columnar import samples_frame
 
 RUN = RunInfo(run_id="r", label="r", study="shapes", sweep=True)
@@ -39,7 +39,7 @@ def test_sweep_and_concurrency_sections_and_titles(lang):
     assert concurrency.startswith("## ") and "| 4 |" in concurrency
     assert "keep_alive" in document.section(found, "sweep", lang)
     assert "TTFT" in document.section(found, "phases", lang) and "TTFB" not in document.section(found, "phases", lang)
-    title, alt = document.figure_words(found, "concurrency", lang)
+    title, alt = figures.words(found, "concurrency", lang)
     assert "4" in title.splitlines()[0] and alt
 
 
@@ -105,10 +105,10 @@ def test_the_notebook_s_cells_draw_every_figure_a_section_supports(shape, lang):
     exec(f"{imports}\n{axis}", namespace)  # the notebook's own imports and axis label
     for source in FIGURE_CELLS:
         exec(source.replace("doc.show(", "print("), namespace)  # showing needs a notebook's display
-    expected = {"sweep": ["histogram", "timeline", "decomposition", "waterfall", "ecdf", "box", "targets",
+    expected = {"sweep": ["timeline", "waterfall", "targets", "ecdf", "box", "distribution", "decomposition",
                           "concurrency", "sweep"],
-                "capacity": ["histogram", "timeline", "decomposition", "waterfall", "prefill", "decode", "ecdf", "box",
-                             "latency_throughput", "goodput"]}[shape]
+                "capacity": ["timeline", "waterfall", "ecdf", "box", "distribution", "decomposition", "prefill",
+                             "decode", "latency_throughput", "goodput"]}[shape]
     assert [name for section in document.SECTIONS for name in doc.figure_names(section)] == expected
     drawn = [fig for section in document.SECTIONS for fig in doc.figures(section)]
     assert [fig.name for fig in drawn] == expected
@@ -117,5 +117,5 @@ def test_the_notebook_s_cells_draw_every_figure_a_section_supports(shape, lang):
 
 def test_every_figure_has_its_cell_in_the_report_notebook():
     named = [re.match(r'if doc\.drawable\("(\w+)"\):', source).group(1) for source in FIGURE_CELLS]
-    assert sorted(named) == sorted(name for figures in document.FIGURES.values() for name in figures)
+    assert sorted(named) == sorted(spec.name for spec in figures.FIGURES)
     assert len(named) == 15  # one figure a cell (the turns of a conversation: issue 27)

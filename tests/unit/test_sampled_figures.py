@@ -8,7 +8,7 @@ import pytest
 
 from latencylab.analyse import compute, tables
 from latencylab.analyse.findings import Findings, RunInfo
-from latencylab.publish import document, plots
+from latencylab.publish import figures, plots
 from latencylab.runs.columnar import samples_frame
 
 
@@ -25,7 +25,7 @@ def test_up_to_the_limit_every_request_is_drawn(monkeypatch: pytest.MonkeyPatch)
     found = _found(400)
     assert plots.drawn(found, "timeline") == (400, 400)
     pd.testing.assert_frame_equal(plots.sample(found, "timeline"), found.samples)
-    assert "random sample" not in document.figure_words(found, "timeline", "en")[0]
+    assert "random sample" not in figures.words(found, "timeline", "en")[0]
 
 
 def test_past_it_each_group_keeps_its_share_and_a_rare_state_keeps_its_floor(monkeypatch: pytest.MonkeyPatch):
@@ -40,10 +40,10 @@ def test_past_it_each_group_keeps_its_share_and_a_rare_state_keeps_its_floor(mon
     assert counts[("cold", "b")] == 31 and counts[("warm", "a")] == 200 and counts[("warm", "b")] == 192
     assert shown["warmup"].sum() == 2 and shown.index.is_monotonic_increasing  # drawn in the order they were sent
     pd.testing.assert_frame_equal(shown, plots.sample(found, "timeline"))  # seeded: the same sample each time
-    title, alt = document.figure_words(found, "timeline", "en")
+    title, alt = figures.words(found, "timeline", "en")
     assert "(a random sample of 423 of the 4,000 requests drawn)" in title and "423" in alt
     assert "(se dibuja una muestra aleatoria de 423 de las 4.000 peticiones)" in \
-        document.figure_words(found, "timeline", "es")[0]
+        figures.words(found, "timeline", "es")[0]
 
 
 def test_the_box_summarises_every_request_and_draws_a_sample_of_points(monkeypatch: pytest.MonkeyPatch):

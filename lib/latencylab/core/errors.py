@@ -97,6 +97,10 @@ class NotebookFailed(LatencyLabError):
     """A cell of a report notebook raised (papermill's PapermillExecutionError, in one line)."""
 
 
+class UnknownFigure(LatencyLabError, LookupError):
+    """A figure name that the registry of figures (publish/figures.py) does not hold."""
+
+
 # Outside the family on purpose: a run stopped mid-request is cancellation, not an error. It stays an
 # asyncio.CancelledError (a BaseException) so that the cancellation passes every `except Exception` and
 # `except LatencyLabError` on its way up (a backend's turns errors into failed samples) to the runner.

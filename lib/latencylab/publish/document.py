@@ -19,9 +19,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from latencylab.analyse.answer import share_of
-from latencylab.analyse.attribution import PARTS
 from latencylab.analyse.capacity import ACHIEVED_SHARE, SLO_METRICS
-from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.causes.offload import OffloadValues
 from latencylab.analyse.conversation import scenario_turns
 from latencylab.analyse.findings import (
@@ -38,17 +36,12 @@ from latencylab.analyse.findings import (
     Verdict,
 )
 from latencylab.plan.check import MEMORY_RULES, Finding
-from latencylab.publish import check_text, i18n, plots, templating
+from latencylab.publish import check_text, figures, i18n, templating
 
-SECTIONS = ("summary", "setup", "baseline", "analysis", "diagnosis", "conversation", "optimisation", "phases",
-            "measured", "results", "runs", "targets", "next_steps", "concurrency", "capacity", "sweep", "errors")
-# The figures of each section, in the order shown. The report notebook draws each in a cell of its own and hands it
-# to `Report.add_figure`; the document words them (`figure_words`) and says which the data supports (`drawable`).
-FIGURES = {"baseline": ("histogram",), "analysis": ("timeline", "decomposition"), "diagnosis": ("waterfall",),
-           "measured": ("prefill", "decode"), "results": ("ecdf", "box"), "targets": ("variability", "targets"),
-           "concurrency": ("concurrency",), "conversation": ("turns",), "capacity": ("latency_throughput", "goodput"),
-           "sweep": ("sweep",)}
-SAMPLED = ("timeline", "box", "prefill", "decode")  # figures of a point per request: a sample beyond plots.POINTS_MAX
+# The document's order: the answer first (the summary with the figure of the cause, the diagnosis, what to do and the
+# targets), then the measurements and how they were made. The figures of each section: publish/figures.py.
+SECTIONS = ("summary", "diagnosis", "next_steps", "targets", "results", "setup", "optimisation", "baseline", "phases",
+            "analysis", "measured", "conversation", "concurrency", "capacity", "sweep", "runs", "errors")
 
 
 def step_words(step: Step, labels: dict[Key, str], lang: str, metric: str = "ttfb_ms",
@@ -97,11 +90,7 @@ def slo_words(run: RunInfo, lang: str) -> Markup:
     return i18n.t("capacity_slo", lang, limits=Markup(", ").join(limits), **values)
 
 
-def rate_words(value: float | None, lang: str) -> str:
-    """A rate in requests per second: two decimals below 10, one below 100, none above."""
-    if i18n.missing(value):
-        return "–"
-    return i18n.number(value, lang, 2 if value < 10 else 1 if value < 100 else 0)
+rate_words = i18n.rate  # (the capacity section's rates and the figures' conclusions write them alike)
 
 
 def saturation_words(point: Saturation, labels: dict[Key, str], lang: str) -> Markup:
@@ -450,86 +439,6 @@ class Figure:
         return f'<img alt="{escape(self.alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
-def _title(lang: str, conclusion: str, what: str) -> str:
-    return f"{conclusion}\n{what}" if conclusion else what
-
-
-def figure_words(f: Findings, name: str, lang: str) -> tuple[str, str] | None:
-    """(title, alt text) of one figure: what to conclude, then what is drawn; None where it has nothing to say."""
-    x, metric = f.facts, i18n.text(f"metric_{f.metric}", lang)
-    label = f.labels.get
-    serialised = next((step for step in f.steps if step.kind == "serialised"), None)
-    medians = ""
-    if x.fastest and x.slowest and x.fastest != x.slowest:
-        medians = i18n.text("conclude_medians", lang, fastest=label(x.fastest), slowest=label(x.slowest),
-                            fast=i18n.ms(x.medians[x.fastest], lang), slow=i18n.ms(x.medians[x.slowest], lang))
-    elif x.fastest:
-        medians = i18n.text("conclude_one", lang, metric=metric, scenario=label(x.fastest),
-                            median=i18n.ms(x.medians[x.fastest], lang))
-    conclusion = {
-        "histogram": medians, "ecdf": medians, "box": medians,
-        "timeline": i18n.text("conclude_paid", lang, paid=i18n.number(x.paid, lang), n=i18n.number(x.measured, lang)),
-        "decomposition": i18n.text("conclude_decomposition", lang, scenario=label(x.load_share_of_ttft[0]),
-                                   share=i18n.percent(x.load_share_of_ttft[1], lang)) if x.load_share_of_ttft else "",
-        "variability": i18n.text("conclude_cv", lang, k=x.cv_below_goal, n=x.cv_count,
-                                 goal=i18n.percent(f.goals.get("cv"), lang))
-        if x.cv_below_goal is not None else "",
-        "targets": i18n.text("conclude_targets", lang, k=x.targets_passed, n=x.targets_judged),
-        "concurrency": i18n.text("conclude_concurrency", lang, scenario=label(serialised.key),
-                                 factor=i18n.number(serialised.values["factor"], lang, 1),
-                                 low=serialised.values["low"], high=serialised.values["high"]) if serialised else "",
-        "sweep": i18n.text("conclude_sweep", lang, share=i18n.percent(x.paid_share, lang)),
-        "prefill": _prefill_conclusion(f, lang), "decode": _decode_conclusion(f, lang),
-        "waterfall": _waterfall_conclusion(f, lang), "turns": "",
-        "latency_throughput": _knee_conclusion(f, lang), "goodput": _knee_conclusion(f, lang),
-    }[name]
-    what = i18n.text({"histogram": "fig_hist", "variability": "fig_cv"}.get(name, f"fig_{name}"), lang, metric=metric)
-    if name in SAMPLED and (shown := plots.drawn(f, name))[0] < shown[1]:
-        what += " " + i18n.text("fig_sampled", lang, shown=i18n.number(shown[0], lang), n=i18n.number(shown[1], lang))
-    return _title(lang, conclusion, what), i18n.text("figure_alt", lang, what=what, conclusion=conclusion).strip()
-
-
-def _knee_conclusion(f: Findings, lang: str) -> str:
-    held = [p for p in f.saturation if p.rate is not None]
-    if not held:
-        return i18n.text("conclude_knee_none", lang) if f.saturation else ""
-    return "; ".join(i18n.text("conclude_knee", lang, scenario=f.labels.get((p.run, p.scenario), p.scenario),
-                               rate=rate_words(p.rate, lang)) for p in held)
-
-
-def _prefill_conclusion(f: Findings, lang: str) -> str:
-    growing = [(v.key, v.values.slope) for v in f.diagnosis.verdicts
-               if isinstance(v.values, FloorValues) and v.values.significant]
-    if not growing:
-        return i18n.text("conclude_prefill_flat", lang)
-    key, slope = max(growing, key=lambda found: found[1])
-    return i18n.text("conclude_prefill", lang, scenario=f.labels.get(key, key[1]),
-                     slope=f"{i18n.number(slope, lang, 2)} ms")
-
-
-def _waterfall_conclusion(f: Findings, lang: str) -> str:
-    """The slowest request after a cold start, and the part that took most of it."""
-    table = f.diagnosis.attribution
-    slow = f.requests[~f.requests["cold_start"].astype(bool)] if "cold_start" in f.requests else f.requests
-    slow = slow[slow["metric_ms"].notna()] if "metric_ms" in slow else slow.iloc[:0]
-    if table.empty or slow.empty:
-        return ""
-    worst = slow.loc[slow["metric_ms"].idxmax()]
-    parts = {p: float(worst[p]) for p in PARTS if not i18n.missing(worst[p])}
-    part = max(parts, key=parts.get)
-    return i18n.text("conclude_waterfall", lang, scenario=f.labels.get((worst["run"], worst["scenario"]), ""),
-                     total=i18n.ms(worst["metric_ms"], lang), part=i18n.text(plots.PART_WORDS[part], lang),
-                     ms=i18n.ms(parts[part], lang))
-
-
-def _decode_conclusion(f: Findings, lang: str) -> str:
-    speeds = f.diagnosis.decode_by_residency
-    spilled = speeds.get("partial") if not i18n.missing(speeds.get("partial")) else speeds.get("cpu")
-    if not i18n.missing(speeds.get("gpu")) and not i18n.missing(spilled):
-        return i18n.text("conclude_decode", lang, gpu=_tps(speeds["gpu"], lang), spilled=_tps(spilled, lang))
-    return i18n.text("conclude_decode_one", lang, speed=_tps(f.requests["decode_tps"].median(), lang))
-
-
 @dataclass
 class Report:
     """The document of some findings in one language, section by section, with the figures the notebook drew."""
@@ -546,11 +455,11 @@ class Report:
 
     def figure_names(self, name: str) -> list[str]:
         """The figures that support section `name` where the data can draw them, in the order shown."""
-        return [figure for figure in FIGURES.get(name, ()) if self.drawable(figure)]
+        return [spec.name for spec in figures.of_section(name) if spec.drawable(self.findings)]
 
     def figures(self, name: str) -> list[Figure]:
         """The figures of section `name` that the notebook handed in, in the order shown."""
-        return [self._figures[figure] for figure in FIGURES.get(name, ()) if figure in self._figures]
+        return [self._figures[spec.name] for spec in figures.of_section(name) if spec.name in self._figures]
 
     def drawn(self) -> list[Figure]:
         """Every figure the notebook handed in."""
@@ -560,14 +469,26 @@ class Report:
         """A catalog message as plain text in the report's language (axis labels, legend titles)."""
         return i18n.text(key, self.lang, **values)
 
+    def number(self, value: float, decimals: int = 0) -> str:
+        """A number as the report's language writes it (figures' labels: 0.62, 0,62)."""
+        return i18n.number(value, self.lang, decimals)
+
+    def ms(self, value: float) -> str:
+        """A duration as the document writes it (1,234 ms; 1.234 ms)."""
+        return i18n.ms(value, self.lang)
+
+    def percent(self, value: float) -> str:
+        """A share as the document writes it (47%, 47 %)."""
+        return i18n.percent(value, self.lang)
+
     def title(self, name: str) -> str:
         """The title of figure `name`: what to conclude, then what is drawn."""
-        return figure_words(self.findings, name, self.lang)[0]
+        return figures.words(self.findings, name, self.lang)[0]
 
     def add_figure(self, name: str, figure: plt.Figure) -> None:
         """Figure `name` as a notebook cell drew it, for its section (the HTML and latency.md); drawn again, it
-        replaces the earlier one."""
-        _, alt = figure_words(self.findings, name, self.lang)  # a KeyError for a name no section shows
+        replaces the earlier one. A name the registry (publish/figures.py) lacks is an `UnknownFigure`."""
+        _, alt = figures.words(self.findings, name, self.lang)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
@@ -575,17 +496,7 @@ class Report:
 
     def drawable(self, name: str) -> bool:
         """Whether the findings hold what figure `name` draws (none where every request failed)."""
-        f = self.findings
-        return f.has_latency and {
-            "decomposition": f.facts.has_ttft, "variability": f.facts.cv_below_goal is not None,  # needs a goal
-            "targets": f.facts.targets_measured,
-            "concurrency": not f.concurrency.empty, "sweep": not f.sweep.empty, "turns": not f.conversation.empty,
-            "latency_throughput": not f.capacity.empty, "goodput": not f.capacity.empty,
-            "prefill": not f.requests.empty
-            and f.requests.loc[f.requests["ttft_ms"].notna(), "prompt_tokens"].nunique() >= 2,
-            "decode": not f.requests.empty and bool(f.requests["decode_tps"].notna().any()),
-            "waterfall": "metric_ms" in f.requests and bool(f.requests["metric_ms"].notna().any()),
-        }.get(name, True)
+        return figures.named(name).drawable(self.findings)
 
     def show(self, name: str) -> None:
         """Display section `name` in a notebook: its text and tables, then the figures its cells drew."""

@@ -124,3 +124,10 @@ def seconds(value: float | None, lang: str) -> str:
 def ratio(value: float | None, lang: str) -> str:
     """A ratio of medians (0.33×)."""
     return DASH if missing(value) else f"{number(value, lang, 2)}×"
+
+
+def rate(value: float | None, lang: str) -> str:
+    """A rate in requests per second: two decimals below 10, one below 100, none above."""
+    if missing(value):
+        return DASH
+    return number(value, lang, 2 if value < 10 else 1 if value < 100 else 0)
