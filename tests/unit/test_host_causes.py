@@ -98,7 +98,7 @@ def test_cpu_taken_by_other_processes_against_the_quiet_requests_of_the_same_mod
     assert busy.verdict == "confirmed" and busy.values.contended_n == 3 and busy.values.quiet_n == 4
     assert busy.values.amount_ms == pytest.approx(310.0) and busy.values.contended_others == 0.5
     assert _verdict(found, "cpu", "calm").verdict == "refuted"
-    assert "CPU taken by other processes" in document.waste_words(("r1", "busy"), found, "en")
+    assert "CPU taken by other processes" in document.wasted(("r1", "busy"), found, "en")
     alone = compute.findings(samples_frame([r for r in rows if r["scenario"] == "busy"]), [RUN], targets={})
     uncompared = _verdict(alone, "cpu", "busy")  # no quiet request: not guessed
     assert uncompared.verdict == "present" and "cannot be told" in document.verdict_words(uncompared, alone, "en")
@@ -144,7 +144,7 @@ def test_a_scenario_that_meets_its_targets_confirms_nothing():
     v = _verdict(judged, "storage", "disk")
     assert v.verdict == "present" and v.reason == "targets_met"
     assert "targets are met" in document.verdict_words(v, judged, "en")
-    assert "nothing wasted" in document.waste_words(("r1", "disk"), judged, "en")
+    assert document.wasted(("r1", "disk"), judged, "en") == "none"
     missed = compute.findings(samples, [RUN], targets={"first_ms": 1000})  # 4,100 ms: failed
     assert _verdict(missed, "storage", "disk").verdict == "confirmed"
 

@@ -14,7 +14,7 @@ import yaml
 
 from latencylab.analyse.findings import Findings
 from latencylab.core import paths
-from latencylab.publish import document, i18n, report, templating
+from latencylab.publish import document, figures, i18n, report, templating
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixture-run"
 GLOSSARY = yaml.safe_load((i18n.CATALOGS / "glossary-es.yaml").read_text(encoding="utf-8"))
@@ -96,8 +96,7 @@ def spanish(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, lis
         parts = []
         for doc in docs:
             parts += [doc.markdown(name) for name in document.SECTIONS]
-            parts += [" ".join(document.figure_words(doc.findings, fig, "es")) for figs in document.FIGURES.values()
-                      for fig in figs]
+            parts += [" ".join(figures.words(doc.findings, spec.name, "es")) for spec in figures.FIGURES]
         yield "\n".join(parts), [s for doc in docs for s in _data(doc.findings)]
 
 

@@ -9,7 +9,9 @@ cell changes the published figure; their titles and axis words come from the doc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import matplotlib.font_manager as mfont
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
@@ -107,23 +109,45 @@ def small(f: Findings) -> bool:
 
 class _Readable(mticker.Locator):
     """A log axis's labelled ticks at round numbers, as many as fit: 1 to 9 times the powers of ten, or fewer of
-    them (1, 2, 3, 5, 7; 1, 2, 5; 1, 3; 1), or one power in two or more; evenly spaced ones on a span under 2×."""
+    them (1, 2, 3, 5, 7; 1, 2, 5; 1, 3; 1), or one power in two or more; evenly spaced ones on a span under 2×.
+    "Fit" is measured on the drawn axes where it is known: each label's room on the axis (its width on an x axis,
+    its height on a y axis) between it and the next; else at most `most` of them."""
+
+    SUBS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,))
 
     def __init__(self, most: int) -> None:
         self.most = most
 
     def __call__(self) -> list[float]:
-        return self.tick_values(*self.axis.get_view_interval())
+        low, high = sorted(float(v) for v in self.axis.get_view_interval())
+        return self.tick_values(low, high, self._fits(low, high))
 
-    def tick_values(self, vmin: float, vmax: float) -> list[float]:
+    def _fits(self, low: float, high: float) -> Callable[[list[float]], bool] | None:
+        """Whether a set of ticks has room for its labels on the drawn axes (None: the axes are not laid out)."""
+        axes = self.axis.axes
+        length = axes.bbox.width if self.axis.axis_name == "x" else axes.bbox.height
+        if not length or low <= 0 or high <= low:
+            return None
+        font = mfont.FontProperties(size=plt.rcParams[f"{self.axis.axis_name}tick.labelsize"]).get_size_in_points()
+        pixels = font * axes.figure.dpi / 72
+        per_decade = length / math.log10(high / low)
+
+        def room(a: float, b: float) -> float:  # what two neighbouring labels need between their ticks
+            if self.axis.axis_name == "y":
+                return 1.3 * pixels
+            return 0.65 * pixels * (len(f"{a:,.0f}") + len(f"{b:,.0f}")) / 2 + pixels
+
+        return lambda ticks: all(math.log10(b / a) * per_decade >= room(a, b) for a, b in zip(ticks, ticks[1:]))
+
+    def tick_values(self, vmin: float, vmax: float, fits: Callable[[list[float]], bool] | None = None) -> list[float]:
         low, high = sorted((float(vmin), float(vmax)))
         low = max(low, high * 1e-12, 1e-300)
         if high / low < 2:
             return list(mticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high))
         first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-        for subs in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,)):
+        for subs in self.SUBS:
             ticks = [s * 10.0**e for e in range(first, last + 1) for s in subs if low <= s * 10.0**e <= high * 1.000001]
-            if len(ticks) <= self.most:
+            if len(ticks) <= self.most and (fits is None or fits(ticks)):
                 return ticks
         every = math.ceil((last - first + 1) / self.most)
         return [10.0**e for e in range(first, last + 1) if e % every == 0]
