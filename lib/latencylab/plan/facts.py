@@ -90,6 +90,11 @@ class ServerFacts(_Facts):
         key = full_name(name) if self.kind == "ollama" else name
         return next((m for m in self.models if m.name == key), None)
 
+    def loaded_model(self, name: str) -> LoadedModel | None:
+        """`name` as `/api/ps` listed it, where it was resident."""
+        key = full_name(name) if self.kind == "ollama" else name
+        return next((m for m in self.loaded if full_name(m.name) == key), None)
+
 
 class GpuUser(_Facts):
     """A process that holds memory on the GPU, other than the study's servers (NVML)."""
