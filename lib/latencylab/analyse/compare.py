@@ -154,6 +154,7 @@ MODEL_FIELDS = ("family", "parameter_size", "quantization_level", "context_lengt
 
 
 UNCOMPARED = {("gpu", "memory_used_bytes")}  # shown, never a difference: it changes from minute to minute
+CONFIG_UNKNOWN = "unknown"  # an Ollama server's configuration where its start log was not readable (publish words it)
 
 
 def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
@@ -169,6 +170,8 @@ def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
         kind = str(server.get("kind"))
         name = kind if kinds.count(kind) == 1 else f"{kind} {server.get('base_url') or ''}".strip()
         facts[("server", name)] = {"version": server.get("version"), "reachable": server.get("reachable")}
+        if kind == "ollama":  # its start log's settings (the bundled server's), else unknown: never the defaults
+            facts[("server", name)]["config"] = server.get("config") or CONFIG_UNKNOWN
         if kind == "embedded":  # facts.json has its GGUF files; run.json the engine's version and build
             facts[("server", name)].update({**engine, "version": server.get("version") or engine["version"]})
         for model in server.get("models") or []:
@@ -207,7 +210,7 @@ def fact_differences(facts: dict[str, dict[tuple[str, str], dict[str, Any]]], re
             for name in dict.fromkeys([*old, *new]):
                 if (subject[0], name) in UNCOMPARED or old.get(name) == new.get(name):
                     continue
-                if old.get(name) is None or new.get(name) is None:
+                if old.get(name) in (None, CONFIG_UNKNOWN) or new.get(name) in (None, CONFIG_UNKNOWN):
                     continue  # one run's record says nothing of it: unknown, not a difference
                 rows.append((run, reference, *subject, name, old.get(name), new.get(name)))
     return pd.DataFrame(rows, columns=["run", "reference", "kind", "name", "field", "before", "after"])

@@ -24,6 +24,25 @@ from latencylab.core.sample import Sample
 from latencylab.plan.facts import LoadedModel
 
 NS_PER_MS = 1e6
+# The settings of the server's start log that decide what a request waits for (envconfig/config.go `AsMap`):
+# OLLAMA_CONTEXT_LENGTH is logged from v0.5.13 on, the others at least since 0.5.4.
+CONFIG_KEYS = ("OLLAMA_FLASH_ATTENTION", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS",
+               "OLLAMA_KEEP_ALIVE", "OLLAMA_CONTEXT_LENGTH")
+# server/routes.go `Serve`: slog.Info("server config", "env", envconfig.Values()), a Go map printed as
+# env="map[KEY:value KEY:value …]" after `INFO server config` (0.5.4's default logger) or `msg="server config"`
+# (logutil/logutil.go's slog text handler, current); a value holds no space except lists (OLLAMA_ORIGINS), not read.
+_CONFIG_LINE = re.compile(r'server config"? env="?map\[(.*)\]')
+_CONFIG_ENTRY = re.compile(r"(?:^| )(OLLAMA_[A-Z_]+):(\S*)")
+
+
+def server_config(log: str) -> dict[str, str] | None:
+    """The configuration an Ollama server printed when it started (the last start in `log`): CONFIG_KEYS as
+    written (an empty value is the server's default); None when the log has no such line."""
+    lines = [m for line in log.splitlines() if (m := _CONFIG_LINE.search(line))]
+    if not lines:
+        return None
+    entries = dict(_CONFIG_ENTRY.findall(lines[-1].group(1)))
+    return {key: entries[key] for key in CONFIG_KEYS if key in entries}
 
 
 def _stopping(expires_at: str | None, now: datetime) -> bool:
