@@ -78,13 +78,15 @@ def test_host_facts_and_loopback_detection():
 
 # The bundled 0.5.4's start line (its own log, data/runs/…/ollama.log), and a current server's as logutil/logutil.go's
 # slog text handler writes it (server/routes.go at v0.32.15 logs the same envconfig.Values()).
-LOG_054 = ('2026/12/07 18:11:27 routes.go:1259: INFO server config env="map[CUDA_VISIBLE_DEVICES: HTTPS_PROXY:http://'
-           '127.0.0.1:9 OLLAMA_DEBUG:false OLLAMA_FLASH_ATTENTION:false OLLAMA_GPU_OVERHEAD:0 OLLAMA_HOST:http://127.0.0.'
-           '1:36131 OLLAMA_KEEP_ALIVE:2s OLLAMA_KV_CACHE_TYPE: OLLAMA_MAX_LOADED_MODELS:0 OLLAMA_NUM_PARALLEL:1 '
-           'OLLAMA_ORIGINS:[http://localhost https://localhost http://127.0.0.1] ROCR_VISIBLE_DEVICES:]"')
+LOG_054 = ('2026/12/07 18:11:27 routes.go:1259: INFO server config env="map[CUDA_VISIBLE_DEVICES: HTTPS_PROXY:'
+           'http://127.0.0.1:9 OLLAMA_DEBUG:false OLLAMA_FLASH_ATTENTION:false OLLAMA_GPU_OVERHEAD:0 OLLAMA_HOST:'
+           'http://127.0.0.1:36131 OLLAMA_KEEP_ALIVE:2s OLLAMA_KV_CACHE_TYPE: OLLAMA_MAX_LOADED_MODELS:0 '
+           'OLLAMA_NUM_PARALLEL:1 OLLAMA_ORIGINS:[http://localhost https://localhost http://127.0.0.1] '
+           'ROCR_VISIBLE_DEVICES:]"')
 LOG_CURRENT = ('time=2026-08-21T10:00:00.000Z level=INFO source=routes.go:1951 msg="server config" env="map['
-               'OLLAMA_CONTEXT_LENGTH:8192 OLLAMA_FLASH_ATTENTION:true OLLAMA_KEEP_ALIVE:5m0s OLLAMA_KV_CACHE_TYPE:q8_0 '
-               'OLLAMA_MAX_LOADED_MODELS:0 OLLAMA_NUM_PARALLEL:1 OLLAMA_ORIGINS:[http://localhost https://x]]"')
+               'OLLAMA_CONTEXT_LENGTH:8192 OLLAMA_FLASH_ATTENTION:true OLLAMA_KEEP_ALIVE:5m0s '
+               'OLLAMA_KV_CACHE_TYPE:q8_0 OLLAMA_MAX_LOADED_MODELS:0 OLLAMA_NUM_PARALLEL:1 '
+               'OLLAMA_ORIGINS:[http://localhost https://x]]"')
 
 
 def test_an_ollama_server_s_configuration_is_read_from_its_start_log_where_it_printed_it():
