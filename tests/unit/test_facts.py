@@ -110,11 +110,11 @@ def test_the_configuration_shows_in_the_setup_where_known_and_is_unknown_never_a
         return RunInfo(run_id=label, label=label, facts={"before": {"servers": [server]}})
 
     known, remote = server_facts(run("a", server_config(LOG_054))), server_facts(run("b", None))
-    assert known[("server", "ollama")]["config"]["OLLAMA_NUM_PARALLEL"] == "1"
-    assert remote[("server", "ollama")]["config"] == CONFIG_UNKNOWN
+    assert known[("config", "ollama")]["config"]["OLLAMA_NUM_PARALLEL"] == "1"
+    assert remote[("config", "ollama")]["config"] == CONFIG_UNKNOWN
     assert fact_differences({"a": known, "b": remote}, "a").empty  # unknown is not a change
     changed = server_facts(run("c", server_config(LOG_CURRENT)))
     assert list(fact_differences({"a": known, "c": changed}, "a")["field"]) == ["config"]
-    shown = fact_value(known[("server", "ollama")]["config"], "config", "en")
+    shown = fact_value(known[("config", "ollama")]["config"], "config", "en")
     assert shown == "FLASH_ATTENTION=false, KV_CACHE_TYPE=default, NUM_PARALLEL=1, MAX_LOADED_MODELS=0, KEEP_ALIVE=2s"
     assert fact_value(CONFIG_UNKNOWN, "config", "es") == "desconocida (su registro no es legible aquí)"

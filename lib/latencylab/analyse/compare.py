@@ -158,8 +158,8 @@ CONFIG_UNKNOWN = "unknown"  # an Ollama server's configuration where its start l
 
 
 def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
-    """A run's server facts by subject, (kind, name) → field → value: each server (version, engine build),
-    each model, each GPU and the host; from facts.json (`before`, else `after`) and run.json."""
+    """A run's server facts by subject, (kind, name) → field → value: each server (version, engine build), an
+    Ollama server's configuration (`config`), each model, each GPU and the host; from facts.json (`before`, else `after`) and run.json."""
     moment = run.facts.get("before") or run.facts.get("after") or {}
     facts: dict[tuple[str, str], dict[str, Any]] = {}
     engine = {"version": run.server_version.removeprefix("version: ") or None,  # run.json's, for the embedded engine
@@ -171,7 +171,7 @@ def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
         name = kind if kinds.count(kind) == 1 else f"{kind} {server.get('base_url') or ''}".strip()
         facts[("server", name)] = {"version": server.get("version"), "reachable": server.get("reachable")}
         if kind == "ollama":  # its start log's settings (the bundled server's), else unknown: never the defaults
-            facts[("server", name)]["config"] = server.get("config") or CONFIG_UNKNOWN
+            facts[("config", name)] = {"config": server.get("config") or CONFIG_UNKNOWN}
         if kind == "embedded":  # facts.json has its GGUF files; run.json the engine's version and build
             facts[("server", name)].update({**engine, "version": server.get("version") or engine["version"]})
         for model in server.get("models") or []:
