@@ -102,7 +102,7 @@ class OllamaParser(StreamParser):
         sample.prompt_tokens = number(f.get("prompt_eval_count", 0), "prompt_eval_count")
         # Newer servers count the prompt tokens served from the KV cache (llama-server's cache_n carried through);
         # prompt_eval_count still counts the whole prompt. `omitempty` too: absent is zero on such a server, and
-        # unknown on one that never reports it (0.5.4), which analyse/conversation.py tells apart by the run.
+        # unknown on one that never reports it (0.5.4), which analyse/conversation.py tells apart by the scenario.
         if "prompt_eval_cached_count" in f:
             sample.cached_tokens = number(f["prompt_eval_cached_count"], "prompt_eval_cached_count")
             sample.processed_tokens = max(sample.prompt_tokens - sample.cached_tokens, 0)
