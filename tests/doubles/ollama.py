@@ -24,7 +24,8 @@ disagreed the double now follows the real server:
   `model 'x' not found`).
 Its memory model follows llm/memory.go as the real server's `size` confirmed it (weights and KV cache, a spare
 layer, the compute graph). Still only the double's: the GPU (VRAM budget, partial offload, `size_vram` > 0),
-`context_length` in `/api/ps` (newer servers; 0.5.4 has none), the 503 of a full queue, durations in
+`context_length` in `/api/ps` (newer servers, v0.10.0 on; 0.5.4 has none), `prompt_eval_cached_count` with
+`reports_cached` (`current_ollama()`: a server built from the commit named there), the 503 of a full queue, durations in
 nanoseconds (0.5.4 reports prompt and eval durations in whole milliseconds), and a pull that succeeds.
 Not modelled: two tags of one GGUF share one runner on the real server (it keys runners by blob).
 """
@@ -245,6 +246,12 @@ class OllamaDouble:
     load_s_per_gb: float = 0.0  # added to load_delay_s per 10^9 bytes of weights
     cpu_decode_penalty: float = 3.0  # a token takes (1 + this × the CPU share) × token_delay_s
     version: str = "0.33.0"
+    # A current Ollama's own cache count: `prompt_eval_cached_count` on the final chunk, `omitempty` (the tokens
+    # its runner served from the KV cache; prompt_eval_count still counts them). From ollama/ollama commit
+    # 6e65d95ef "server: add cached eval metric to response" (api/types.go `Metrics.PromptEvalCachedCount`,
+    # server/routes.go GenerateHandler and ChatHandler, llm/llama_server.go `timings.cache_n`), on the branch
+    # brucemacd/cache-metrics: no release tag through v0.33.0-rc2 holds it. Off: the bundled 0.5.4's behaviour.
+    reports_cached: bool = False
 
     def __post_init__(self) -> None:
         self.models = {full_name(k): _spec(v) for k, v in self.models.items()}
@@ -558,6 +565,8 @@ class _Handler(BaseHTTPRequestHandler):
         metrics = {"total_duration": time.perf_counter_ns() - t0, "load_duration": load_ns,
                    "prompt_eval_count": len(words), "prompt_eval_duration": prompt_ns,
                    "eval_count": len(out), "eval_duration": eval_ns}
+        if d.reports_cached:
+            metrics["prompt_eval_cached_count"] = cached
         final.update({k: v for k, v in metrics.items() if v})  # omitempty
         with d.cond:
             r.cache = words + out
@@ -620,6 +629,14 @@ PHI3_MINI_Q4_K_M = ModelSpec(size=2_393_232_672, family="phi3", context_length=4
                              embedding_length=3072, head_count=32, head_count_kv=32, parameter_size="3.8B",
                              quantization_level="Q4_K_M")
 SEED_VRAM_BYTES = 3 * 2**30
+
+
+def current_ollama(**kwargs: Any) -> OllamaDouble:
+    """The double as a current Ollama reports its evidence: `prompt_eval_cached_count` on the final chunk
+    (commit 6e65d95ef, above) and `context_length` in `/api/ps`, the context its runner was loaded with
+    (api/types.go `ProcessModelResponse.ContextLength` since v0.10.0; server/routes.go `PsHandler` at v0.32.15
+    reports the scheduler's `contextLength`, what the runner says it has: num_ctx clamped to the trained one)."""
+    return OllamaDouble(**{"reports_cached": True, **kwargs})
 
 
 def seed_machine(**kwargs: Any) -> OllamaDouble:

@@ -114,6 +114,23 @@ def test_omitted_metrics_read_as_zero() -> None:
     assert s.load_ms > 0 and s.total_ms > 0
 
 
+@pytest.mark.parametrize("endpoint", ["generate", "chat"])
+def test_a_current_ollama_s_cached_count_is_read_and_the_bundled_version_s_absence_is_unknown(endpoint: str) -> None:
+    # The same prompt twice: a current Ollama serves all of it but one token from the KV cache the second time and
+    # says so (prompt_eval_cached_count, omitted while it is zero); Ollama 0.5.4 says nothing of it.
+    reqs = [request(), request()]
+    with double(reports_cached=True) as server:
+        first, second = asyncio.run(_measure_many(server, endpoint, reqs))
+        finals = server.finals[-2:]
+    assert "prompt_eval_cached_count" not in finals[0]  # omitempty: a zero is not written
+    assert first.cached_tokens is None and first.processed_tokens is None
+    assert second.cached_tokens == finals[1]["prompt_eval_cached_count"] == second.prompt_tokens - 1
+    assert second.processed_tokens == 1
+    with double() as server:
+        samples = asyncio.run(_measure_many(server, endpoint, reqs))
+    assert [s.cached_tokens for s in samples] == [None, None]
+
+
 def test_num_predict_limit_gives_length() -> None:
     with double() as server:
         s = measure(server, max_tokens=3)

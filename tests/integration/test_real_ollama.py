@@ -195,6 +195,7 @@ def test_show_and_version_facts(ollama):
     assert (q4.head_count, q4.head_count_kv, q4.embedding_length, q4.family) == (9, 3, 576, "llama")
     assert q8.quantization_level == "Q8_0" and q8.size_bytes > q4.size_bytes
     assert q4.size_bytes == 98_363_007  # /api/tags: the blob and its config
+    assert server.config is None  # no log given: its configuration is unknown, not its defaults
 
 
 def test_one_request_at_a_time_queues_inside_total_duration_not_load(ollama):
@@ -283,6 +284,8 @@ def test_cli_run_on_the_bundled_ollama_leaves_nothing_running(workdir, models, t
         (server,) = facts[moment]["servers"]
         (model,) = server["models"]
         assert server["version"] == VERSION and (model["name"], model["context_length"]) == (Q4, 8192)
+        # its configuration, as its own start log printed it (0.5.4 logs no OLLAMA_CONTEXT_LENGTH)
+        assert server["config"]["OLLAMA_NUM_PARALLEL"] == "1" and "OLLAMA_CONTEXT_LENGTH" not in server["config"]
     assert facts["before"]["servers"][0]["base_url"] == facts["after"]["servers"][0]["base_url"]
     assert "Listening on 127.0.0.1:" in (run_dir / "ollama.log").read_text()  # its log, kept with the run
     assert _ours(scratch) == [] and list(scratch.iterdir()) == []  # stopped, and its folder removed

@@ -8,7 +8,7 @@ import pytest
 
 from latencylab.plan import check
 from latencylab.plan.check import Plan, evaluate
-from latencylab.plan.facts import Facts, HostFacts, ModelFacts, ServerFacts
+from latencylab.plan.facts import Facts, HostFacts, LoadedModel, ModelFacts, ServerFacts
 from latencylab.plan.study import parse_study
 from latencylab.publish import check_text, i18n
 
@@ -99,6 +99,21 @@ def test_ollamas_default_context_follows_the_vram_and_is_clamped_to_the_trained_
     long = PHI3.model_copy(update={"context_length": 131072})
     plan = Plan(study([{"name": "a", "model": "phi3:mini"}], gpu={"vram_gb": 24}), facts(long))
     assert plan.num_ctx(plan.study.scenarios[0]) == 32768
+
+
+def test_the_context_a_loaded_model_has_in_api_ps_wins_over_the_guessed_default():
+    # /api/ps context_length (v0.10.0 on) is what the server gave the runner (OLLAMA_CONTEXT_LENGTH included): the
+    # guess from the version and the VRAM is only for a model not resident; a scenario's own num_ctx still rules
+    long = PHI3.model_copy(update={"context_length": 131072})
+    known = facts(long)
+    server = known.servers[0].model_copy(update={"loaded": [LoadedModel(
+        name="phi3:mini", size_bytes=3 * GIB, vram_bytes=3 * GIB, context_length=8192)]})
+    known = known.model_copy(update={"servers": [server]})
+    spec = study([{"name": "a", "model": "phi3:mini"}, {"name": "b", "model": "phi3:mini",
+                                                        "options": {"num_ctx": 2048}}], gpu={"vram_gb": 24})
+    plan = Plan(spec, known)
+    assert [plan.num_ctx(s) for s in spec.scenarios] == [8192, 2048]
+    assert Plan(spec, facts(long)).num_ctx(spec.scenarios[0]) == 32768  # not resident: the 0.33.0 default
 
 
 def test_two_models_that_cannot_be_resident_together_thrash_when_interleaved():

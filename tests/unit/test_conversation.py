@@ -125,6 +125,17 @@ def test_the_server_s_cached_tokens_win_over_the_timing():
     assert table["cache_source"].tolist() == ["server", "server"] and table["cached"].iloc[1] == 82
 
 
+def test_a_current_ollama_s_omitted_cached_count_is_a_zero_where_it_reported_one_and_unknown_where_it_never_did():
+    # prompt_eval_cached_count is omitempty: turn 0 (nothing cached) and a missed turn carry none, turns that hit do
+    cached = [np.nan, 106, np.nan, 245]
+    table = turns(_turns([(42, 87), (112, 30), (183, 360), (251, 40)], cached=cached))
+    assert table["cache_source"].tolist() == ["server"] * 4
+    assert table["cached"].tolist() == [0.0, 106.0, 0.0, 245.0]
+    assert table["missed"].iloc[2] == table["reusable"].iloc[2]  # the server's zero, not the timing's guess
+    never = turns(_turns([(42, 87), (112, 30)]))  # Ollama 0.5.4: inferred from the prompt time
+    assert never["cache_source"].tolist()[1] == "timing"
+
+
 def test_the_check_warns_of_a_conversation_that_outgrows_num_ctx_and_of_think_times_past_keep_alive():
     study = parse_study({"name": "s", "backend": "ollama", "bundled_ollama": {"keep_alive": "2s"}, "workload": {
         "max_tokens": 40, "prompts": ["x" * 80], "sessions": {"turns": 10, "think_time_s": [1, 3]}},

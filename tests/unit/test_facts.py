@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from latencylab.analyse.compare import CONFIG_UNKNOWN, fact_differences, server_facts
+from latencylab.analyse.findings import RunInfo
 from latencylab.collect import gather
+from latencylab.collect.backends.ollama import server_config
 from latencylab.core.errors import GGUFError
 from latencylab.core.gguf import read_metadata
 from latencylab.plan import facts
+from latencylab.publish.templating import fact_value
 
 
 def _string(text: str) -> bytes:
@@ -70,3 +74,47 @@ def test_host_facts_and_loopback_detection():
     assert host.cores_logical and host.ram_bytes and host.python
     assert facts.is_local("http://127.0.0.1:11434") and facts.is_local("http://localhost:1") and facts.is_local(None)
     assert not facts.is_local("http://gpu-box:11434") and not facts.is_local("http://10.0.0.2:11434")
+
+
+# The bundled 0.5.4's start line (its own log, data/runs/…/ollama.log), and a current server's as logutil/logutil.go's
+# slog text handler writes it (server/routes.go at v0.32.15 logs the same envconfig.Values()).
+LOG_054 = ('2026/12/07 18:11:27 routes.go:1259: INFO server config env="map[CUDA_VISIBLE_DEVICES: HTTPS_PROXY:'
+           'http://127.0.0.1:9 OLLAMA_DEBUG:false OLLAMA_FLASH_ATTENTION:false OLLAMA_GPU_OVERHEAD:0 OLLAMA_HOST:'
+           'http://127.0.0.1:36131 OLLAMA_KEEP_ALIVE:2s OLLAMA_KV_CACHE_TYPE: OLLAMA_MAX_LOADED_MODELS:0 '
+           'OLLAMA_NUM_PARALLEL:1 OLLAMA_ORIGINS:[http://localhost https://localhost http://127.0.0.1] '
+           'ROCR_VISIBLE_DEVICES:]"')
+LOG_CURRENT = ('time=2026-08-21T10:00:00.000Z level=INFO source=routes.go:1951 msg="server config" env="map['
+               'OLLAMA_CONTEXT_LENGTH:8192 OLLAMA_FLASH_ATTENTION:true OLLAMA_KEEP_ALIVE:5m0s '
+               'OLLAMA_KV_CACHE_TYPE:q8_0 OLLAMA_MAX_LOADED_MODELS:0 OLLAMA_NUM_PARALLEL:1 '
+               'OLLAMA_ORIGINS:[http://localhost https://x]]"')
+
+
+def test_an_ollama_server_s_configuration_is_read_from_its_start_log_where_it_printed_it():
+    assert server_config(f"starting\n{LOG_054}\nListening on 127.0.0.1:1") == {
+        "OLLAMA_FLASH_ATTENTION": "false", "OLLAMA_KV_CACHE_TYPE": "", "OLLAMA_NUM_PARALLEL": "1",
+        "OLLAMA_MAX_LOADED_MODELS": "0", "OLLAMA_KEEP_ALIVE": "2s"}  # 0.5.4 logs no OLLAMA_CONTEXT_LENGTH
+    current = server_config(f"{LOG_054}\n{LOG_CURRENT}")  # the last start counts
+    assert current["OLLAMA_CONTEXT_LENGTH"] == "8192" and current["OLLAMA_KV_CACHE_TYPE"] == "q8_0"
+    assert server_config("no such line") is None
+
+
+def test_the_configuration_shows_in_the_setup_where_known_and_is_unknown_never_a_difference_where_not(tmp_path):
+    log = tmp_path / "ollama.log"
+    log.write_text(LOG_054)
+    assert gather._config(log)["OLLAMA_KEEP_ALIVE"] == "2s"
+    assert gather._config(None) is None and gather._config(tmp_path / "gone.log") is None
+
+    def run(label, config):
+        server = {"kind": "ollama", "base_url": "http://127.0.0.1:1", "reachable": True, "version": "0.5.4",
+                  **({"config": config} if config is not None else {})}
+        return RunInfo(run_id=label, label=label, facts={"before": {"servers": [server]}})
+
+    known, remote = server_facts(run("a", server_config(LOG_054))), server_facts(run("b", None))
+    assert known[("config", "ollama")]["config"]["OLLAMA_NUM_PARALLEL"] == "1"
+    assert remote[("config", "ollama")]["config"] == CONFIG_UNKNOWN
+    assert fact_differences({"a": known, "b": remote}, "a").empty  # unknown is not a change
+    changed = server_facts(run("c", server_config(LOG_CURRENT)))
+    assert list(fact_differences({"a": known, "c": changed}, "a")["field"]) == ["config"]
+    shown = fact_value(known[("config", "ollama")]["config"], "config", "en")
+    assert shown == "FLASH_ATTENTION=false, KV_CACHE_TYPE=default, NUM_PARALLEL=1, MAX_LOADED_MODELS=0, KEEP_ALIVE=2s"
+    assert fact_value(CONFIG_UNKNOWN, "config", "es") == "desconocida (su registro no es legible aquí)"

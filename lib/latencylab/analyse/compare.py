@@ -176,11 +176,12 @@ MODEL_FIELDS = ("family", "parameter_size", "quantization_level", "context_lengt
 
 
 UNCOMPARED = {("gpu", "memory_used_bytes")}  # shown, never a difference: it changes from minute to minute
+CONFIG_UNKNOWN = "unknown"  # an Ollama server's configuration where its start log was not readable (publish words it)
 
 
 def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
-    """A run's server facts by subject, (kind, name) → field → value: each server (version, engine build),
-    each model, each GPU and the host; from facts.json (`before`, else `after`) and run.json."""
+    """A run's server facts by subject, (kind, name) → field → value: each server (version, engine build), an
+    Ollama server's configuration (`config`), each model, each GPU and the host; from facts.json (`before`, else `after`) and run.json."""
     moment = run.facts.get("before") or run.facts.get("after") or {}
     facts: dict[tuple[str, str], dict[str, Any]] = {}
     engine = {"version": run.server_version.removeprefix("version: ") or None,  # run.json's, for the embedded engine
@@ -191,6 +192,8 @@ def server_facts(run: RunInfo) -> dict[tuple[str, str], dict[str, Any]]:
         kind = str(server.get("kind"))
         name = kind if kinds.count(kind) == 1 else f"{kind} {server.get('base_url') or ''}".strip()
         facts[("server", name)] = {"version": server.get("version"), "reachable": server.get("reachable")}
+        if kind == "ollama":  # its start log's settings (the bundled server's), else unknown: never the defaults
+            facts[("config", name)] = {"config": server.get("config") or CONFIG_UNKNOWN}
         if kind == "embedded":  # facts.json has its GGUF files; run.json the engine's version and build
             facts[("server", name)].update({**engine, "version": server.get("version") or engine["version"]})
         for model in server.get("models") or []:
@@ -229,7 +232,7 @@ def fact_differences(facts: dict[str, dict[tuple[str, str], dict[str, Any]]], re
             for name in dict.fromkeys([*old, *new]):
                 if (subject[0], name) in UNCOMPARED or old.get(name) == new.get(name):
                     continue
-                if old.get(name) is None or new.get(name) is None:
+                if old.get(name) in (None, CONFIG_UNKNOWN) or new.get(name) in (None, CONFIG_UNKNOWN):
                     continue  # one run's record says nothing of it: unknown, not a difference
                 rows.append((run, reference, *subject, name, old.get(name), new.get(name)))
     return pd.DataFrame(rows, columns=["run", "reference", "kind", "name", "field", "before", "after"])

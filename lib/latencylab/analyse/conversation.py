@@ -2,7 +2,8 @@
 had to process, and where the history outgrew the context (issue 27).
 
 Where the server says what it reused (llama-server `timings.cache_n`, OpenAI `usage.prompt_tokens_details.
-cached_tokens`), that is the figure ("server"). Ollama 0.5.4 does not: its `prompt_eval_count` is the whole prompt,
+cached_tokens`, a newer Ollama's `prompt_eval_cached_count`: README's version table), that is the figure
+("server"). Ollama 0.5.4 does not: its `prompt_eval_count` is the whole prompt,
 cached or not (the runner's `numPromptInputs` is counted before `LoadCacheSlot` cuts off the cached prefix), while
 `prompt_eval_duration` covers only the tokens it processed. So a turn is read as "reused" ("timing") when its prompt
 time is nearer what its new tokens alone would take than what the whole prompt would, at the session's first turns'
@@ -63,7 +64,7 @@ def turns(data: pd.DataFrame) -> pd.DataFrame:
     ms_per_token = speed.groupby([rows["run"], rows["scenario"]], sort=False).transform("median")
     new = prompt - reusable
     by_time = prompt_ms < ms_per_token * (prompt + new) / 2  # nearer the new tokens' time than the whole prompt's
-    server = numeric(rows["cached_tokens"])
+    server = _server_cached(rows, prompt)
     # a cut history no longer starts as the cached one did: nothing of it reused (the system prompt at most)
     timed = server.isna() & prompt_ms.notna() & ms_per_token.notna() & ((reusable >= MIN_REUSABLE) | truncated)
     cached = server.where(server.notna(), reusable.where(by_time, 0.0).where(timed))
@@ -76,6 +77,15 @@ def turns(data: pd.DataFrame) -> pd.DataFrame:
     out["overflow"] = first_cut
     out["history_tokens"] = _history(prompt, output, user, truncated, rows["turn"] == 0)
     return out
+
+
+def _server_cached(rows: pd.DataFrame, prompt: pd.Series) -> pd.Series:
+    """The cached tokens the server reported. A newer Ollama writes `prompt_eval_cached_count` only when it is not
+    zero (`omitempty`): in a scenario (one server) where the server reported it on some turn, a turn without it
+    cached nothing; in one where it never did (Ollama 0.5.4), it is unknown."""
+    server = numeric(rows["cached_tokens"])
+    reports = server.notna().groupby([rows["run"], rows["scenario"]], sort=False).transform("any")
+    return server.where(server.notna() | ~reports | prompt.isna(), 0.0)
 
 
 def _history(prompt: pd.Series, output: pd.Series, user: pd.Series, truncated: pd.Series,

@@ -84,8 +84,12 @@ class Evidence:
             sample.gpu_mem_used_bytes, sample.gpu_util_pct = peak.mem_used_bytes, peak.util_pct
 
     def _num_ctx(self, s: ScenarioSpec, sample: Sample) -> int | None:
-        """The context the request was served with, where known: the scenario's num_ctx, the engine's context,
-        the bundled Ollama's default, or what the server's residency probe reported."""
+        """The context the request was served with, where known: what an Ollama server's residency probe reported
+        (`/api/ps` `context_length`, v0.10.0 on: the context its runner was loaded with, num_ctx clamped to the
+        trained one), else the scenario's num_ctx, the engine's context, the bundled Ollama's default (0.5.4
+        reports none), or what another server's probe reported."""
+        if sample.context_length and self.study.backend_of(s) == "ollama":
+            return sample.context_length
         if isinstance(s.options.get("num_ctx"), int):
             return int(s.options["num_ctx"])
         if self.study.backend_of(s) == "embedded":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import psutil
 from latencylab.collect import gpu
 from latencylab.collect.backends import Timeouts, make_backend
 from latencylab.collect.backends.llamacpp import LlamaCppBackend
-from latencylab.collect.backends.ollama import OllamaBackend
+from latencylab.collect.backends.ollama import OllamaBackend, server_config
 from latencylab.collect.host import listening_pid, tree
 from latencylab.core import paths
 from latencylab.core.errors import GGUFError, ServerError
@@ -161,14 +162,24 @@ async def _ask(kind: str, backend: Any, client: httpx.AsyncClient, models: list[
     return {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
 
 
-async def _server(kind: str, url: str, models: list[str], api_key: str | None) -> ServerFacts:
+def _config(log: Path | None) -> dict[str, str] | None:
+    """An Ollama server's configuration from its start log, where latencylab has that log (the bundled server)."""
+    try:
+        return server_config(log.read_text(errors="replace")) if log else None
+    except OSError:
+        return None
+
+
+async def _server(kind: str, url: str, models: list[str], api_key: str | None, log: Path | None = None) -> ServerFacts:
     backend = make_backend(kind, url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
+    config = _config(log) if kind == "ollama" else None
     try:
         async with backend.client() as client:
             found = await asyncio.wait_for(_ask(kind, backend, client, models), FACTS_TIMEOUT_S)
     except (httpx.HTTPError, ServerError, ValueError, TimeoutError) as exc:
-        return ServerFacts(kind=kind, base_url=url, reachable=False, error=f"{type(exc).__name__}: {exc}")
-    return ServerFacts(kind=kind, base_url=url, reachable=True, **found)
+        return ServerFacts(kind=kind, base_url=url, reachable=False, error=f"{type(exc).__name__}: {exc}",
+                           config=config)
+    return ServerFacts(kind=kind, base_url=url, reachable=True, config=config, **found)
 
 
 async def _embedded(models: list[str], models_dir: Path, engine_url: str | None,
@@ -189,17 +200,18 @@ async def _embedded(models: list[str], models_dir: Path, engine_url: str | None,
 
 
 async def gather(study: StudySpec, moment: Moment = "before", api_key: str | None = None,
-                 models_dir: Path | None = None, engine_url: str | None = None, engine_key: str | None = None) -> Facts:
+                 models_dir: Path | None = None, engine_url: str | None = None, engine_key: str | None = None,
+                 logs: Mapping[str, Path] | None = None) -> Facts:
     """The facts of every server the study names, the GPU and the host (servers in parallel).
 
     `engine_url`, `engine_key`: the embedded engine's address and key while it runs (its `/props`); without
-    them, its GGUF files only.
+    them, its GGUF files only. `logs`: the log file of each server latencylab started, by its base URL.
     """
     by_server: dict[tuple[str, str | None], list[str]] = {}
     for scenario in study.scenarios:
         by_server.setdefault((study.backend_of(scenario), study.base_url_of(scenario)), []).append(scenario.model)
     servers = await asyncio.gather(*(
-        _server(kind, url, models, api_key) if kind != "embedded" and url else
+        _server(kind, url, models, api_key, (logs or {}).get(url)) if kind != "embedded" and url else
         _embedded(models, models_dir or paths.MODELS_DIR, engine_url, engine_key)
         for (kind, url), models in by_server.items()))
     return Facts(moment=moment, taken_at=datetime.now(UTC).isoformat(timespec="seconds"), servers=list(servers),
@@ -230,9 +242,10 @@ async def _pull_probes(study: StudySpec, facts: Facts, api_key: str | None) -> d
 
 
 async def check_study(study: StudySpec, api_key: str | None = None, facts: Facts | None = None,
-                      moment: Moment = "check") -> CheckResult:
-    """Gather the servers' facts (unless given), probe the tags a pull would need, and evaluate every rule."""
-    facts = facts or await gather(study, moment, api_key)
+                      moment: Moment = "check", logs: Mapping[str, Path] | None = None) -> CheckResult:
+    """Gather the servers' facts (unless given; `logs` as `gather`'s), probe the tags a pull would need, and
+    evaluate every rule."""
+    facts = facts or await gather(study, moment, api_key, logs=logs)
     plan = Plan(study, facts, await _pull_probes(study, facts, api_key))
     return CheckResult(evaluate(plan), facts, plan.budget)
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,6 +74,11 @@ def with_bundled_url(study: StudySpec, server: BundledOllama | None) -> StudySpe
     # As the study's base_url (not validated again: it keeps bundled_ollama), so the scenarios it serves are
     # still those that name no server of their own.
     return study.model_copy(update={"base_url": server.base_url})
+
+
+def server_logs(server: BundledOllama | None) -> dict[str, Path]:
+    """The log of the bundled Ollama by its URL (where it serves), for the facts that only its log says."""
+    return {server.base_url: server.log_path} if server is not None and server.log_path else {}
 
 
 def engine_models(study: StudySpec) -> set[str]:

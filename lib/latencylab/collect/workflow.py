@@ -54,15 +54,16 @@ def serving(spec: StudySpec) -> Iterator[BundledOllama | None]:
 async def check_served(spec: StudySpec) -> CheckResult:
     """`check` of a study as it will run: on the bundled Ollama (started for the check) when it asks for it."""
     with serving(spec) as server:
-        return await check(servers.with_bundled_url(spec, server))
+        return await check(servers.with_bundled_url(spec, server), ollama=server)
 
 
-async def check(spec: StudySpec, moment: str = "check") -> CheckResult:
+async def check(spec: StudySpec, moment: str = "check", ollama: BundledOllama | None = None) -> CheckResult:
     """The plan checked against its servers' facts (the embedded engine's models are put in place first: the
-    check reads their GGUF metadata)."""
+    check reads their GGUF metadata; the bundled Ollama's log, its configuration)."""
     if spec.uses_engine:
         prepare_models(only=servers.engine_models(spec))
-    return await gather.check_study(spec, api_key(), moment=moment)  # type: ignore[arg-type]
+    return await gather.check_study(spec, api_key(), moment=moment,  # type: ignore[arg-type]
+                                    logs=servers.server_logs(ollama))
 
 
 async def create(spec: StudySpec, raw: dict[str, Any] | None = None, run_id: str | None = None, *,
@@ -77,7 +78,7 @@ async def create(spec: StudySpec, raw: dict[str, Any] | None = None, run_id: str
     with servers.bundled_ollama_for(spec, given=ollama) as server:
         served = servers.with_bundled_url(spec, server)
         await preflight.check(served, api_key())
-        checked = await check(served, moment="before")
+        checked = await check(served, moment="before", ollama=server)
     run_id = runner.create_run(spec, raw, run_id)
     store.save_check(checked, run_id)
     if checked.facts is not None:
@@ -111,7 +112,8 @@ async def _facts_after(run_id: str, ollama: BundledOllama | None = None) -> None
     if meta.study is None:
         return
     before = store.read_facts(run_id).get("before")
-    after: Facts = await gather.gather(servers.with_bundled_url(meta.study, ollama), "after", api_key())
+    after: Facts = await gather.gather(servers.with_bundled_url(meta.study, ollama), "after", api_key(),
+                                       logs=servers.server_logs(ollama))
     store.save_facts(RunFacts(before=Facts.model_validate(before) if before else None, after=after), run_id)
 
 

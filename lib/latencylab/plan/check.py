@@ -154,6 +154,11 @@ class Plan:
             wanted = self.study.engine.ctx_size
         elif kind == "ollama":
             server = self.server(s)
+            loaded = server.loaded_model(s.model) if server else None
+            # the server's default as it applied it (/api/ps, v0.10.0 on; OLLAMA_CONTEXT_LENGTH included), unless
+            # another client loaded it with a num_ctx of its own: still what the server has, not a guess
+            if loaded and loaded.context_length:
+                return loaded.context_length
             wanted = ollama_default_num_ctx(server.version if server else None,
                                             self.budget.bytes if self.budget else 0)
         else:

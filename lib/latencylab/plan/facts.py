@@ -85,10 +85,18 @@ class ServerFacts(_Facts):
     missing: list[str] = []  # the study's models the server does not have
     loaded: list[LoadedModel] = []
     props: dict[str, Any] = {}  # llama-server /props: n_ctx, total_slots, build_info, model_path
+    # Ollama's configuration as its start log printed it (OLLAMA_FLASH_ATTENTION, …); None where its log is not
+    # readable (a server latencylab did not start): unknown, never guessed from the defaults
+    config: dict[str, str] | None = None
 
     def model(self, name: str) -> ModelFacts | None:
         key = full_name(name) if self.kind == "ollama" else name
         return next((m for m in self.models if m.name == key), None)
+
+    def loaded_model(self, name: str) -> LoadedModel | None:
+        """`name` as `/api/ps` listed it, where it was resident."""
+        key = full_name(name) if self.kind == "ollama" else name
+        return next((m for m in self.loaded if full_name(m.name) == key), None)
 
 
 class GpuUser(_Facts):

@@ -74,6 +74,10 @@ def fact_value(value: Any, name: str, lang: str) -> str:
         return i18n.mib(value, lang)
     if name == "digest":
         return str(value).removeprefix("sha256:")[:12]
+    if name == "config":  # an Ollama server's start log: KEY=value, the server's default where it printed none
+        if not isinstance(value, dict):
+            return i18n.t("config_unknown", lang)
+        return ", ".join(f"{k.removeprefix('OLLAMA_')}={v or i18n.t('config_default', lang)}" for k, v in value.items())
     if isinstance(value, int):
         return i18n.number(value, lang)
     if isinstance(value, float):

@@ -24,6 +24,25 @@ from latencylab.core.sample import Sample
 from latencylab.plan.facts import LoadedModel
 
 NS_PER_MS = 1e6
+# The settings of the server's start log that decide what a request waits for (envconfig/config.go `AsMap`):
+# OLLAMA_CONTEXT_LENGTH is logged from v0.5.13 on, the others at least since 0.5.4.
+CONFIG_KEYS = ("OLLAMA_FLASH_ATTENTION", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS",
+               "OLLAMA_KEEP_ALIVE", "OLLAMA_CONTEXT_LENGTH")
+# server/routes.go `Serve`: slog.Info("server config", "env", envconfig.Values()), a Go map printed as
+# env="map[KEY:value KEY:value …]" after `INFO server config` (0.5.4's default logger) or `msg="server config"`
+# (logutil/logutil.go's slog text handler, current); a value holds no space except lists (OLLAMA_ORIGINS), not read.
+_CONFIG_LINE = re.compile(r'server config"? env="?map\[(.*)\]')
+_CONFIG_ENTRY = re.compile(r"(?:^| )(OLLAMA_[A-Z_]+):(\S*)")
+
+
+def server_config(log: str) -> dict[str, str] | None:
+    """The configuration an Ollama server printed when it started (the last start in `log`): CONFIG_KEYS as
+    written (an empty value is the server's default); None when the log has no such line."""
+    lines = [m for line in log.splitlines() if (m := _CONFIG_LINE.search(line))]
+    if not lines:
+        return None
+    entries = dict(_CONFIG_ENTRY.findall(lines[-1].group(1)))
+    return {key: entries[key] for key in CONFIG_KEYS if key in entries}
 
 
 def _stopping(expires_at: str | None, now: datetime) -> bool:
@@ -81,6 +100,12 @@ class OllamaParser(StreamParser):
         ):
             setattr(sample, column, number(f.get(key, 0), key) / NS_PER_MS)
         sample.prompt_tokens = number(f.get("prompt_eval_count", 0), "prompt_eval_count")
+        # Newer servers count the prompt tokens served from the KV cache (llama-server's cache_n carried through);
+        # prompt_eval_count still counts the whole prompt. `omitempty` too: absent is zero on such a server, and
+        # unknown on one that never reports it (0.5.4), which analyse/conversation.py tells apart by the scenario.
+        if "prompt_eval_cached_count" in f:
+            sample.cached_tokens = number(f["prompt_eval_cached_count"], "prompt_eval_cached_count")
+            sample.processed_tokens = max(sample.prompt_tokens - sample.cached_tokens, 0)
         if "eval_count" in f or sample.done_reason in ("stop", "length"):
             sample.output_tokens, sample.output_tokens_source = number(f.get("eval_count", 0), "eval_count"), "server"
 
