@@ -56,9 +56,14 @@ class RealCondition:
     throughout: bool = False  # planted before the first request of its one scenario: no control in the run
 
     @property
+    def loads_each(self) -> bool:
+        """Every request loads the model (nothing kept loaded), from storage: planted throughout on storage or memory."""
+        return self.throughout and self.plant in ("drop", "slow_storage", "memory_limit")
+
+    @property
     def cold_each(self) -> bool:
-        """Every request loads the model from storage: the page cache dropped before each, nothing kept loaded."""
-        return self.throughout and self.plant in ("drop", "slow_storage")
+        """The page cache dropped before each request (a memory limit needs no drop: the cache cannot keep the file)."""
+        return self.loads_each and self.plant != "memory_limit"
 
     @property
     def expected(self) -> frozenset[str]:
@@ -70,12 +75,12 @@ class RealCondition:
         return self.planted | ({"no_gpu"} if on_cpu else set())
 
     def study(self, model: str) -> dict[str, Any]:
-        workload = {"requests": 3 if self.cold_each or not self.throughout else 6, "warmup": 0, "max_tokens": 4,
+        workload = {"requests": 3 if self.loads_each or not self.throughout else 6, "warmup": 0, "max_tokens": 4,
                     "idle_gap_s": 0, "order": "blocked", **({"prompts": self.prompts} if self.prompts else {})}
         # llama-server maps the model file: its instances sleep (unload, unmap) soon after their last request
         sleep = {"keep_alive": f"{ENGINE_SLEEP_S}s"} if self.server == "engine" else {}
         if self.throughout:
-            keep = sleep or ({"keep_alive": 0} if self.cold_each else {})
+            keep = sleep or ({"keep_alive": 0} if self.loads_each else {})
             return {"name": self.name, "cold_protocol": "first_only", "workload": workload, "targets": NO_TARGETS,
                     "scenarios": [{"name": "whole-run", "model": model, **keep}]}
         return {"name": self.name, "cold_protocol": "first_only", "workload": workload, "targets": NO_TARGETS,
@@ -100,6 +105,8 @@ REAL_CONDITIONS: tuple[RealCondition, ...] = (
     RealCondition("whole-slow-storage", frozenset({"storage", "reloads"}), "bundled_ollama", "slow_storage",
                   throughout=True),
     RealCondition("whole-cpu-hog", frozenset({"cpu"}), "bundled_ollama", "cpu_hog", LONG, throughout=True),
+    RealCondition("whole-memory-limit", frozenset({"storage", "memory", "reloads"}), "bundled_ollama", "memory_limit",
+                  throughout=True),
     RealCondition("whole-engine-slow-storage", frozenset({"storage", "reloads"}), "engine", "slow_storage",
                   throughout=True),
 )
@@ -296,5 +303,9 @@ def run_condition(condition: RealCondition) -> str:
         blob = Path(next(line[5:].strip() for line in shown.splitlines() if line.startswith("FROM /")))
         study = parse_study({**condition.study(Q4), "backend": "ollama", "bundled_ollama": True})
         with Planter(condition, server.pids, blob) as planter:
+            if condition.throughout and condition.plant == "memory_limit":  # the limit: its runner's memory, loaded
+                httpx.post(f"{server.base_url}/api/generate", json={"model": Q4, "keep_alive": -1}, timeout=120)
+                planter.peak_rss = _rss(server.pids()[1:])
+                httpx.post(f"{server.base_url}/api/generate", json={"model": Q4, "keep_alive": 0}, timeout=120)
             planter.start()
             return runner.run_study(study, ollama=server, progress=False, on_sample=planter.on_sample)

@@ -391,3 +391,13 @@ def test_memory_pressure_is_confirmed_by_the_kernels_memory_stall_where_the_serv
     for lang, said in (("en", "waited for memory"), ("es", "esperó por la memoria")):
         assert said in document.verdict_words(v, found, lang)
     assert _verdict(found, "memory", "others").verdict == "refuted"
+
+
+def test_a_cache_that_could_not_keep_the_model_is_judged_by_the_stall_where_no_load_came_from_memory():
+    """A memory limit for the whole run: every load after the first read the file from a slow disk again, memory
+    short, no load from memory anywhere to compare with: the kernel's I/O stall says how much slower."""
+    rows = _loads_alone("limited", 7100.0, 6500.0, mem_available_bytes=30 * MB)
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    v = _verdict(found, "memory", "limited")
+    assert (v.verdict, v.values.reread_n, v.values.extra_ms) == ("confirmed", 2, 6500.0)
+    assert _verdict(found, "storage", "limited").verdict == "confirmed"

@@ -1,5 +1,6 @@
 """Memory pressure: the page cache could not keep the model, so a load read it from storage again after it had
-been loaded (waste, where that made the loads materially slower), with the machine short of memory (what the
+been loaded (waste, where that made the loads materially slower than loads from memory, or, with none in the
+report, where they waited for storage most of the time: `storage.stalled`), with the machine short of memory (what the
 server could still use below the model file's size: MemAvailable, or its memory cgroup's room) or swapping. Or, by
 the kernel's own accounting (issue 33), with or without a load to compare: the server's requests waited for memory
 (the memory pressure stall of its cgroup, or of the machine) for a material part of their first byte while its
@@ -14,7 +15,7 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from latencylab.analyse.causes.base import Cause, Context, count, key_of, median, mib, missing, ms, share
-from latencylab.analyse.causes.storage import loads, slower
+from latencylab.analyse.causes.storage import StorageValues, loads, slower, stalled
 from latencylab.analyse.findings import Phrase, Values, Verdict
 from latencylab.analyse.stats import numeric
 
@@ -87,6 +88,9 @@ class Memory(Cause):
         extra, latency = math.nan, math.nan
         if len(again):
             _, _, extra, latency = slower(again, context.data, context.metric)
+        if len(again) and missing(extra):  # no load from memory to compare with: what the kernel says they waited
+            waited, _ = stalled(again, context.data, context.metric, StorageValues())
+            extra, latency = waited.extra_ms, median(again[context.metric])
         values = MemoryValues(
             reread_n=len(again), extra_ms=extra, share=extra / latency if latency else math.nan,
             available=float(available.min()) if available.notna().any() else math.nan, file_bytes=median(file_bytes),
