@@ -184,21 +184,22 @@ STALLS = (("cpu", b"some"), ("io", b"some"), ("io", b"full"), ("memory", b"some"
 
 
 def stall_totals(pid: int) -> tuple[str, tuple[int, ...]] | None:
-    """The pressure stall totals (µs, in `STALLS`' order) of the cgroup v2 group `pid` is in, where that is a group
-    of its own ("cgroup"), else of the machine ("system"); None where the kernel has no PSI (before 4.20, or
-    disabled: the files are missing or refuse reading)."""
+    """The pressure stall totals (µs, in `STALLS`' order) of the cgroup v2 group `pid` is in where it is not the
+    hierarchy's root ("cgroup": its own, where latencylab started it or it runs as a service), else of the machine
+    ("system"); None where the kernel has no PSI (before 4.20, or disabled: the files are missing or refuse
+    reading)."""
     own = cgroups.group_of(pid)
     folder, scope = (own, "cgroup") if own is not None and (own / "cpu.pressure").exists() else \
         (PROC / "pressure", "system")
-    totals = []
+    found: dict[tuple[str, bytes], int] = {}
     try:
-        for resource, kind in STALLS:
+        for resource in dict.fromkeys(r for r, _ in STALLS):
             with open(folder / (f"{resource}.pressure" if scope == "cgroup" else resource), "rb") as f:
-                line = next(line for line in f if line.startswith(kind))
-            totals.append(int(line.rsplit(b"total=", 1)[1]))
-    except (OSError, StopIteration, IndexError, ValueError):
+                for line in f:
+                    found[resource, line.split(maxsplit=1)[0]] = int(line.rsplit(b"total=", 1)[1])
+        return scope, tuple(found[key] for key in STALLS)
+    except (OSError, IndexError, KeyError, ValueError):
         return None
-    return scope, tuple(totals)
 
 
 def _busy_s() -> float:
