@@ -401,3 +401,14 @@ def test_a_cache_that_could_not_keep_the_model_is_judged_by_the_stall_where_no_l
     v = _verdict(found, "memory", "limited")
     assert (v.verdict, v.values.reread_n, v.values.extra_ms) == ("confirmed", 2, 6500.0)
     assert _verdict(found, "storage", "limited").verdict == "confirmed"
+
+
+def test_the_kernels_stall_stands_where_loads_from_memory_slowed_by_a_busy_cpu_hide_what_storage_cost():
+    """A load from memory slowed to 5 s by a busy CPU makes a 7.1 s load from a slow disk look 2.1 s slower; the
+    kernel counted 6.5 s of it waiting for storage: that is what storage cost."""
+    rows = _loads_alone("slow", 7100.0, 6500.0)
+    _scenario(rows, "memory", 10, 5000.0, 1.0, file="/s.gguf", **KERNEL)
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    v = _verdict(found, "storage", "slow")
+    assert (v.verdict, v.values.by_stall, v.values.extra_ms, v.values.memory_n) == ("confirmed", True, 6500.0, 1)
+    assert "the kernel's I/O pressure stall" in document.verdict_words(v, found, "en")

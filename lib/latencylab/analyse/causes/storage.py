@@ -81,6 +81,7 @@ class StorageValues(Values):
     reference_rate: float = math.nan
     reference: str = ""
     scope: str = ""
+    by_stall: bool = False  # judged by the kernel's stall (no load from memory, or it showed more lost than they did)
 
     def phrase(self, verdict: str, reason: str) -> Phrase:
         if verdict == "no_evidence":
@@ -91,7 +92,7 @@ class StorageValues(Values):
             return Phrase("dx_storage_refuted", {"n": count(self.n), "memory": memory})
         read = {"storage_n": count(self.storage_n), "n": count(self.n), "cached": share(self.cached),
                 "read": mib(self.read_bytes), "rate": Quantity(self.read_rate, "mbps"), "load": ms(self.storage_ms)}
-        if missing(self.memory_ms) and not missing(self.stall_ms):
+        if self.by_stall:
             return Phrase("dx_storage_stalled" if verdict == "confirmed" else "dx_storage_unstalled", {
                 **read, "stall": ms(self.stall_ms), "cover": share(self.cover), "scope": Phrase(f"dx_psi_{self.scope}"),
                 "reference": Phrase(f"dx_storage_reference_{self.reference}",
@@ -145,7 +146,8 @@ class Storage(Cause):
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """Confirmed when the loads that read the model from storage took longer than loads of the same file from
         the page cache by a material part of the scenario's mean first byte (spread over its requests); without
-        such loads to compare with, by the time the loads waited for storage (`stalled`), where the kernel says."""
+        such loads to compare with, or where it shows more, by the time the loads waited for storage (`stalled`),
+        where the kernel says."""
         every = loads(g)
         if every.empty:
             return Verdict(self.name, key_of(g), "no_evidence", StorageValues(), "no_host_loads")
@@ -161,8 +163,11 @@ class Storage(Cause):
                          read_rate=median(read["read_rate"]), storage_ms=storage_ms, extra_ms=extra,
                          share=extra / latency if latency else math.nan)
         total = extra * len(read)
-        if memory.empty:
-            values, total = stalled(read, context.data, context.metric, values)
+        kernel, waited = stalled(read, context.data, context.metric, values)
+        # the kernel's wait for storage where nothing compares, or where it shows more lost than the loads from
+        # memory do (a busy CPU slows those too, and the difference then hides what storage cost)
+        if not missing(waited) and (memory.empty or missing(total) or waited > total):
+            values, total = replace(kernel, by_stall=True), waited
         # material as a reload is: over the scenario's requests (a load from storage once in thirty is not why
         # its requests are slow), against its mean first byte
         requests = numeric(g[context.metric]).dropna()
