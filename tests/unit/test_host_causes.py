@@ -412,3 +412,13 @@ def test_the_kernels_stall_stands_where_loads_from_memory_slowed_by_a_busy_cpu_h
     v = _verdict(found, "storage", "slow")
     assert (v.verdict, v.values.by_stall, v.values.extra_ms, v.values.memory_n) == ("confirmed", True, 6500.0, 1)
     assert "the kernel's I/O pressure stall" in document.verdict_words(v, found, "en")
+
+
+def test_no_cgroup_is_made_where_it_would_change_how_the_server_is_scheduled(tmp_path: Path, monkeypatch):
+    """On a host on cgroup v2 alone the root hands controllers to its children: a new group beside the machine's
+    slices would get a CPU weight of its own, so none is made (the server's own group is read instead)."""
+    from latencylab.collect import cgroups
+
+    (tmp_path / "cgroup.subtree_control").write_text("cpu io memory\n")
+    monkeypatch.setattr(cgroups, "v2_root", lambda: tmp_path)
+    assert cgroups.own_group(os.getpid(), "engine") is None and not list(tmp_path.glob("latencylab-*"))

@@ -2,9 +2,11 @@
 times the host evidence reads (collect/host.py) are the server's, not the whole machine's: a machine's "some"
 counts every other process's waits, and is weighted by the CPUs that were busy (on a 2-core machine with the other
 core busy, a reader throttled for its whole life showed half of it). A server a user runs under systemd has a group
-of its own already. Made only where this process may (root, or a hierarchy delegated to it); elsewhere nothing is
-made and the evidence is the machine's, which says so (`psi_scope`). Controllers are never enabled: the group only
-counts, it limits nothing.
+of its own already. Made only where this process may (root, or a hierarchy delegated to it) and where the group
+would only count: where the hierarchy's root hands controllers to its children (a host on cgroup v2 alone), a new
+group would get a CPU and I/O weight of its own beside the machine's slices and change how the server is scheduled,
+so none is made there and the server's own group (a service's, a session's) is read instead. Where none is made,
+the evidence says whose it is (`psi_scope`).
 """
 
 from __future__ import annotations
@@ -45,9 +47,13 @@ def group_of(pid: int) -> Path | None:
 
 def own_group(pid: int, name: str) -> Path | None:
     """Move `pid` (a server just started: the processes it starts later follow it) into a new group of the cgroup v2
-    hierarchy's root; None where that cannot be done (not root, no cgroup v2, no pressure files there)."""
+    hierarchy's root; None where that cannot be done (not root, no cgroup v2, no pressure files there) or would do
+    more than count (controllers handed to the root's children)."""
     root = v2_root()
-    if root is None or not (root / "cgroup.procs").exists():
+    try:
+        if root is None or (root / "cgroup.subtree_control").read_text().split():  # it would change scheduling
+            return None
+    except OSError:
         return None
     folder = root / f"latencylab-{name}-{pid}"
     try:
