@@ -3,7 +3,7 @@
 loads materially slower than loads from memory; a load that read from storage and was no slower (a fast disk)
 confirms nothing, and the report says so. Host evidence (collect/host.py): the file's share in the page cache
 before the request, the bytes the server read from storage. Where the run holds no load of the file from memory to
-compare with, the kernel's own accounting judges (issue 33): a load that read most of the file at a rate far below
+compare with (or where it shows more than they do), the kernel's own accounting judges (issue 33): a load that read most of the file at a rate far below
 what the page cache gives (this machine's, measured once by latencylab; else a stated physical reference), and
 waited for storage most of its time (the I/O pressure stall in its window), was slowed by storage by that wait.
 Planted on the real servers: slow storage (the page cache dropped, reads throttled by a cgroup), and its control
@@ -73,7 +73,7 @@ class StorageValues(Values):
     share: float = math.nan
     threshold_ms: float = math.nan
     threshold_share: float = math.nan
-    # the kernel's evidence (no load from memory to compare with): the I/O stall of a load from storage, the part of
+    # the kernel's evidence (`stalled`): the I/O stall of a load from storage, the part of
     # the load it covers, the page cache's rate (`reference`: "measured" by latencylab, or "stated") and what the
     # load would take from memory; `scope`: whose stall it is (the server's cgroup, or the machine's)
     stall_ms: float = math.nan
@@ -113,7 +113,7 @@ def reference_rate(files: pd.Series, data: pd.DataFrame) -> tuple[float, str]:
 
 def stalled(read: pd.DataFrame, data: pd.DataFrame, metric: str,
             values: StorageValues) -> tuple[StorageValues, float]:
-    """The kernel's verdict on loads from storage with no load from memory to compare with: each load slowed by
+    """The kernel's verdict on loads from storage, which needs no load from memory to compare with: each load slowed by
     storage (most of its file read, at a rate far below the page cache's, waiting for storage most of its time) lost
     the time it waited (its I/O stall, no more than the load less what the page cache would take); `values` with the
     medians of those figures, and the total lost (NaN where the kernel kept no stall: the cause is not guessed)."""
