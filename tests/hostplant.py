@@ -57,7 +57,7 @@ class RealCondition:
 
     @property
     def loads_each(self) -> bool:
-        """Every request loads the model (nothing kept loaded), from storage: planted throughout on storage or memory."""
+        """Every request loads the model (nothing kept loaded) from storage: planted throughout on storage or memory."""
         return self.throughout and self.plant in ("drop", "slow_storage", "memory_limit")
 
     @property

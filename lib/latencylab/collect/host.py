@@ -283,9 +283,9 @@ def listening_pid(base_url: str) -> int | None:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The host at one instant: the server's processes (pid → CPU s, major faults, bytes read, its threads' schedstat),
-    the machine's busy CPU, latencylab's own CPU, memory and swap, the pressure stall totals, the model file's share
-    in the page cache, the GPU's others."""
+    """The host at one instant: the server's processes (pid → CPU s, major faults, bytes read, its threads'
+    schedstat), the machine's busy CPU, latencylab's own CPU, memory and swap, the pressure stall totals, the model
+    file's share in the page cache, the GPU's others."""
 
     at: float
     processes: dict[int, tuple[float, int, int, Threads | None]]

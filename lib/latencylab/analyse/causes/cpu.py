@@ -85,8 +85,9 @@ class CpuValues(Values):
             "amount": ms(self.amount_ms)})
         if self.source and verdict != "refuted":
             return Phrase(f"dx_cpu_waited_{verdict}", {
-                "others": share(self.contended_others), "cores": count(self.cores), "contended": count(self.contended_n),
-                "n": count(self.n), "waited": ms(self.waited_ms), "waited_share": share(self.waited_share),
+                "others": share(self.contended_others), "cores": count(self.cores),
+                "contended": count(self.contended_n), "n": count(self.n), "waited": ms(self.waited_ms),
+                "waited_share": share(self.waited_share),
                 "source": Phrase(f"dx_cpu_source_{self.source}"), "amount": ms(self.waited_amount_ms),
                 "share": share(self.share), "quiet": quiet})
         if verdict == "refuted":

@@ -3,9 +3,10 @@
 loads materially slower than loads from memory; a load that read from storage and was no slower (a fast disk)
 confirms nothing, and the report says so. Host evidence (collect/host.py): the file's share in the page cache
 before the request, the bytes the server read from storage. Where the run holds no load of the file from memory to
-compare with (or where it shows more than they do), the kernel's own accounting judges (issue 33): a load that read most of the file at a rate far below
-what the page cache gives (this machine's, measured once by latencylab; else a stated physical reference), and
-waited for storage most of its time (the I/O pressure stall in its window), was slowed by storage by that wait.
+compare with (or where it shows more than they do), the kernel's own accounting judges (issue 33): a load that read
+most of the file at a rate far below what the page cache gives (this machine's, measured once by latencylab; else a
+stated physical reference), and waited for storage most of its time (the I/O pressure stall in its window), was
+slowed by storage by that wait.
 Planted on the real servers: slow storage (the page cache dropped, reads throttled by a cgroup), and its control
 (dropped, not throttled)."""
 
