@@ -18,7 +18,8 @@ the first token — is never confirmed: it is the floor, a finding only where it
 
 `--real` runs tests/hostplant.py's conditions instead (root and cgroup v1: the page cache dropped, reads
 throttled, a memory limit, busy processes on every core; on the bundled Ollama and the embedded llama-server), in
-this process, each planted for real and undone after it.
+this process, each planted for real and undone after it: after two scenarios of four (`real-*`), or for the whole of
+a one-scenario run with no control in it (`whole-*`, issue 33: judged on the kernel's own accounting).
 """
 
 from __future__ import annotations

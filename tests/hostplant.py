@@ -9,6 +9,11 @@ requests from before it to compare with. The server is the bundled Ollama 0.5.4 
 runner reads the whole model file on a load, `--no-mmap`) or the embedded llama-server (`server: engine`, which maps
 it). Planting needs root and cgroup v1 (`why_not` says what is missing); whatever is planted is undone on every
 exit path: the processes moved back to the cgroups they came from, the cgroups removed, the busy processes ended.
+
+A condition planted `throughout` (issue 33) is the user's case instead: one scenario, the condition there from its
+first request to its last, no control in the run — every load from a throttled disk with the page cache dropped
+before each request (keep_alive 0), or busy processes on every core with the model kept loaded — judged by the
+kernel's own accounting alone; and its controls (a quiet run, the page cache dropped alone).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ CGROUP_V1 = Path("/sys/fs/cgroup")
 AFTER = 6  # samples before the condition is planted: the first two scenarios, three requests each
 ENGINE_SLEEP_S = 1  # the embedded engine's instances unload this long after their last request
 THROTTLE_BPS = 25 * 10**6  # 25 MB/s: the 98 MB SmolLM2 Q4_1 file in about 4 s
+SLOW_BPS = 14 * 10**6  # planted throughout: a slow disk (issue 33's), the file in about 7 s
 # No targets: what is material is then a quarter of the latency and 50 ms, and no floor is judged against a goal.
 NO_TARGETS = dict.fromkeys(("first_ms", "subsequent_ms", "mean_ms", "mean_stretch_ms", "cv", "fits_in_vram"))
 # The memory limit: a runner's memory with the model loaded, and this much beside (less than the model file: the
@@ -47,6 +53,17 @@ class RealCondition:
     server: Literal["bundled_ollama", "engine"]
     plant: Literal["none", "drop", "slow_storage", "memory_limit", "cpu_hog"]
     prompts: list[str] = field(default_factory=list)  # none: the builtin prompts (short: little prefill to slow)
+    throughout: bool = False  # planted before the first request of its one scenario: no control in the run
+
+    @property
+    def loads_each(self) -> bool:
+        """Every request loads the model (nothing kept loaded) from storage: planted throughout on storage or memory."""
+        return self.throughout and self.plant in ("drop", "slow_storage", "memory_limit")
+
+    @property
+    def cold_each(self) -> bool:
+        """The page cache dropped before each request (a memory limit needs no drop: the cache cannot keep the file)."""
+        return self.loads_each and self.plant != "memory_limit"
 
     @property
     def expected(self) -> frozenset[str]:
@@ -58,10 +75,14 @@ class RealCondition:
         return self.planted | ({"no_gpu"} if on_cpu else set())
 
     def study(self, model: str) -> dict[str, Any]:
-        workload = {"requests": 3, "warmup": 0, "max_tokens": 4, "idle_gap_s": 0, "order": "blocked",
-                    **({"prompts": self.prompts} if self.prompts else {})}
+        workload = {"requests": 3 if self.loads_each or not self.throughout else 6, "warmup": 0, "max_tokens": 4,
+                    "idle_gap_s": 0, "order": "blocked", **({"prompts": self.prompts} if self.prompts else {})}
         # llama-server maps the model file: its instances sleep (unload, unmap) soon after their last request
         sleep = {"keep_alive": f"{ENGINE_SLEEP_S}s"} if self.server == "engine" else {}
+        if self.throughout:
+            keep = sleep or ({"keep_alive": 0} if self.loads_each else {})
+            return {"name": self.name, "cold_protocol": "first_only", "workload": workload, "targets": NO_TARGETS,
+                    "scenarios": [{"name": "whole-run", "model": model, **keep}]}
         return {"name": self.name, "cold_protocol": "first_only", "workload": workload, "targets": NO_TARGETS,
                 "scenarios": [{"name": f"{when}-{i}", "model": model, **sleep} for when in ("before", "after")
                               for i in (1, 2)]}
@@ -77,6 +98,17 @@ REAL_CONDITIONS: tuple[RealCondition, ...] = (
     RealCondition("real-memory-limit", frozenset({"storage", "memory"}), "bundled_ollama", "memory_limit"),
     RealCondition("real-cpu-hog", frozenset({"cpu"}), "bundled_ollama", "cpu_hog", LONG),
     RealCondition("real-engine-slow-storage", frozenset({"storage"}), "engine", "slow_storage"),
+    # issue 33: the condition for the whole run, no control in it, and the controls
+    # (nothing kept loaded, so that every load comes from storage: the reloads are planted too, and confirmed)
+    RealCondition("whole-quiet", frozenset(), "bundled_ollama", "none", throughout=True),
+    RealCondition("whole-drop-caches", frozenset({"reloads"}), "bundled_ollama", "drop", throughout=True),
+    RealCondition("whole-slow-storage", frozenset({"storage", "reloads"}), "bundled_ollama", "slow_storage",
+                  throughout=True),
+    RealCondition("whole-cpu-hog", frozenset({"cpu"}), "bundled_ollama", "cpu_hog", LONG, throughout=True),
+    RealCondition("whole-memory-limit", frozenset({"storage", "memory", "reloads"}), "bundled_ollama", "memory_limit",
+                  throughout=True),
+    RealCondition("whole-engine-slow-storage", frozenset({"storage", "reloads"}), "engine", "slow_storage",
+                  throughout=True),
 )
 
 
@@ -180,7 +212,8 @@ def _rss(pids: list[int]) -> int:
 
 class Planter:
     """Plants one condition on a running server (`pids`: its processes; `model_file`: what it loads) once `AFTER`
-    samples exist (`on_sample`), and undoes it all on `close`, whatever happened."""
+    samples exist (`on_sample`), or at `start` where it is planted throughout, and undoes it all on `close`,
+    whatever happened."""
 
     def __init__(self, condition: RealCondition, pids: Callable[[], list[int]], model_file: Path) -> None:
         self.condition, self.pids, self.model_file = condition, pids, model_file
@@ -188,23 +221,35 @@ class Planter:
         self.stack = contextlib.ExitStack()
         self.peak_rss = 0  # the server's runners with the model loaded, before the condition
 
+    def start(self) -> None:
+        """Plant a condition planted throughout, before the first request: on the bundled Ollama's processes; on
+        the embedded engine, which the run starts, on this process (the engine's processes start in its cgroups)."""
+        if self.condition.throughout:
+            self.plant(self.pids() if self.condition.server == "bundled_ollama" else [os.getpid()])
+
     def on_sample(self, sample: Any) -> None:
         self.seen += 1
+        if self.condition.cold_each:
+            self.drop()  # before the next request
+        if self.condition.throughout:
+            return
         if self.seen < AFTER:  # the runners alone: what the server already holds stays charged to its own group
             self.peak_rss = max(self.peak_rss, _rss(self.pids()[1:]))
         if self.seen == AFTER:
-            self.plant()
+            self.plant(self.pids())
 
-    def plant(self) -> None:
+    def drop(self) -> None:
+        if self.condition.server == "engine":  # a drop keeps the pages of a file mapped: let the instance sleep first
+            time.sleep(ENGINE_SLEEP_S + 1.5)
+        drop_caches()
+
+    def plant(self, pids: list[int]) -> None:
         plant, name = self.condition.plant, self.condition.name
         if plant == "cpu_hog":
             self.stack.enter_context(busy_processes())
             return
         if plant == "none":
             return
-        if self.condition.server == "engine":  # a drop keeps the pages of a file mapped: let the instance sleep first
-            time.sleep(ENGINE_SLEEP_S + 1.5)
-        pids = self.pids()
         if plant == "memory_limit":
             memory = Cgroup("memory", name)
             self.stack.callback(memory.close)
@@ -213,9 +258,10 @@ class Planter:
         if plant in ("slow_storage", "memory_limit"):
             blkio = Cgroup("blkio", name)
             self.stack.callback(blkio.close)
-            blkio.set("blkio.throttle.read_bps_device", f"{disk_of(self.model_file)} {THROTTLE_BPS}")
+            rate = SLOW_BPS if self.condition.throughout else THROTTLE_BPS
+            blkio.set("blkio.throttle.read_bps_device", f"{disk_of(self.model_file)} {rate}")
             blkio.add(pids)
-        drop_caches()
+        self.drop()
 
     def close(self) -> None:
         self.stack.close()
@@ -250,10 +296,16 @@ def run_condition(condition: RealCondition) -> str:
     if condition.server == "engine":
         study = parse_study({**condition.study(ENGINE_MODEL), "backend": "embedded"})
         with Planter(condition, _engine_pids, paths.MODELS_DIR / f"{ENGINE_MODEL}.gguf") as planter:
+            planter.start()
             return runner.run_study(study, progress=False, on_sample=planter.on_sample)
     with BundledOllama(models=(Q4,)) as server:
         shown = httpx.post(f"{server.base_url}/api/show", json={"model": Q4}, timeout=30).json()["modelfile"]
         blob = Path(next(line[5:].strip() for line in shown.splitlines() if line.startswith("FROM /")))
         study = parse_study({**condition.study(Q4), "backend": "ollama", "bundled_ollama": True})
         with Planter(condition, server.pids, blob) as planter:
+            if condition.throughout and condition.plant == "memory_limit":  # the limit: its runner's memory, loaded
+                httpx.post(f"{server.base_url}/api/generate", json={"model": Q4, "keep_alive": -1}, timeout=120)
+                planter.peak_rss = _rss(server.pids()[1:])
+                httpx.post(f"{server.base_url}/api/generate", json={"model": Q4, "keep_alive": 0}, timeout=120)
+            planter.start()
             return runner.run_study(study, ollama=server, progress=False, on_sample=planter.on_sample)

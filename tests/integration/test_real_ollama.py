@@ -160,11 +160,21 @@ def test_a_healthy_server_confirms_nothing_its_prompt_processing_is_the_floor(ol
     no_targets = dict.fromkeys(("first_ms", "subsequent_ms", "mean_ms", "mean_stretch_ms", "cv", "fits_in_vram"))
     study = _study([{"name": "healthy", "model": Q4, "keep_alive": -1, "preload": True}],
                    workload={"requests": 8, "max_tokens": 8}, targets=no_targets)
-    doc = report.document_of([runner.run_study(study, ollama=ollama, progress=False)])
+    from latencylab.analyse.causes.base import host_share
+    from latencylab.analyse.causes.cpu import CONTENDED
+    from latencylab.runs import store
+
+    run_id = runner.run_study(study, ollama=ollama, progress=False)
+    doc = report.document_of([run_id])
     verdicts = {v.cause: v.verdict for v in doc.findings.diagnosis.verdicts}
-    assert "confirmed" not in verdicts.values(), verdicts
+    # CPU taken by other processes is real on a shared machine (issue 33: the server's run-queue wait shows it):
+    # allowed only where the samples show others using a quarter of the cores or more; on a quiet one, nothing
+    contended = bool((host_share(store.load_run(run_id)) >= CONTENDED).any())
+    confirmed = {cause for cause, verdict in verdicts.items() if verdict == "confirmed"}
+    assert not confirmed - ({"cpu"} if contended else set()), verdicts
     assert verdicts["prompt"] == "floor" and verdicts["offload"] == "no_gpu"  # CPU build: no GPU used, no fault
-    assert "**healthy** — nothing wasted" in doc.markdown("diagnosis")
+    if not confirmed:
+        assert "**healthy** — nothing wasted" in doc.markdown("diagnosis")
 
 
 def test_a_tag_the_server_lacks_and_cannot_pull(ollama):

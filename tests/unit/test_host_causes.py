@@ -165,10 +165,15 @@ def test_the_page_cache_share_of_a_file_is_read_without_reading_it(tmp_path: Pat
 
 def test_a_runner_started_during_the_request_counts_from_zero_and_others_exclude_server_and_client():
     probe = host.HostProbe(lambda: [], None, on_gpu=False)
-    before = host.Snapshot(at=10.0, processes={1: (5.0, 3, 100)}, busy_s=100.0, own_s=2.0, mem_available=900,
-                           swap=(4, 4), cached_share=0.25)
-    after = host.Snapshot(at=11.0, processes={1: (5.2, 3, 100), 2: (0.5, 7, 4000)}, busy_s=101.5, own_s=2.1,
-                          mem_available=700, swap=(6, 4))
+    ms = 1_000_000  # schedstat's ns
+    before = host.Snapshot(at=10.0, processes={1: (5.0, 3, 100, {1: (10 * ms, 2 * ms), 11: (0, 0)})}, busy_s=100.0,
+                           own_s=2.0,
+                           mem_available=900, swap=(4, 4), cached_share=0.25,
+                           stalls=("cgroup", (1_000, 2_000, 1_000, 0, 0)))
+    after = host.Snapshot(at=11.0, processes={1: (5.2, 3, 100, {1: (20 * ms, 5 * ms), 11: (ms, ms // 2)}),
+                                              2: (0.5, 7, 4000, {2: (ms, ms)})},
+                          busy_s=101.5, own_s=2.1, mem_available=700, swap=(6, 4),
+                          stalls=("cgroup", (51_000, 302_000, 101_000, 500, 0)))
     sample = Sample()
     probe.fill(sample, before, after)
     assert sample.host == "local" and sample.host_window_ms == 1000.0
@@ -176,6 +181,26 @@ def test_a_runner_started_during_the_request_counts_from_zero_and_others_exclude
     assert sample.others_cpu_ms == pytest.approx(700.0)  # 1.5 s busy − 0.7 s server − 0.1 s latencylab
     assert (sample.major_faults, sample.read_bytes, sample.cached_share) == (7, 4000, 0.25)
     assert (sample.mem_available_bytes, sample.swap_in_pages, sample.swap_out_pages) == (700, 2, 0)
+    # the thread that waited longest: 3 ms of the 13 ms it was runnable (not the sum: 4.5 ms with the others)
+    assert (sample.runqueue_ms, sample.runqueue_share) == (3.0, pytest.approx(3 / 13))
+    assert sample.psi_scope == "cgroup"  # PSI totals in µs, the deltas in ms
+    assert (sample.cpu_stall_ms, sample.io_stall_ms, sample.io_full_ms) == (50.0, 300.0, 100.0)
+    assert (sample.memory_stall_ms, sample.memory_full_ms) == (0.5, 0.0)
+    unknown = Sample()  # no schedstat for a process, a scope that changed in the window: nothing, never a mix
+    probe.fill(unknown, before, host.Snapshot(**{**after.__dict__, "processes": {1: (5.2, 3, 100, None)},
+                                                 "stalls": ("system", (0, 0, 0, 0, 0))}))
+    assert unknown.runqueue_ms is None and unknown.psi_scope is None and unknown.cpu_stall_ms is None
+
+
+def test_the_kernels_own_accounting_is_read_where_it_is_kept():
+    """PSI and schedstat on this machine's kernel (both are, on Linux ≥ 4.20 with PSI on): this process's own."""
+    found = host.stall_totals(os.getpid())
+    if found is None:
+        pytest.skip("no PSI on this kernel")
+    scope, totals = found
+    assert scope in ("cgroup", "system") and len(totals) == len(host.STALLS) and min(totals) >= 0
+    threads = host._threads(os.getpid())
+    assert threads is None or (os.getpid() in threads and min(min(t) for t in threads.values()) >= 0)
 
 
 class FakeNvml:
@@ -281,3 +306,119 @@ def test_one_load_from_storage_in_thirty_requests_is_present_not_why_they_are_sl
     found = compute.findings(samples_frame(rows), [RUN], targets={})
     v = _verdict(found, "storage", "baseline")
     assert (v.verdict, v.values.storage_n, v.values.memory_n) == ("present", 1, 29)
+
+
+KERNEL = {"psi_scope": "cgroup", "page_cache_bps": 3e9}
+
+
+def _loads_alone(name: str, load_ms: float, stall_ms: float | None, **each) -> list[dict]:
+    """A scenario in which every one of 3 requests loaded the 100 MB /s.gguf from storage in `load_ms`, waiting
+    `stall_ms` for it (the kernel's I/O stall), with no load of that file from memory anywhere in the report."""
+    rows: list[dict] = []
+    for i in range(3):
+        _scenario(part := [], name, i, load_ms, 0.0, file="/s.gguf", n=1, io_stall_ms=stall_ms, **{**KERNEL, **each})
+        part[0].update(phase="first" if i == 0 else "subsequent")
+        rows += part
+    return rows
+
+
+def test_loads_from_a_slow_disk_are_confirmed_by_the_kernels_stall_without_a_load_from_memory():
+    """Issue 33: 100 MB at 14 MB/s, 6.5 s of the 7.1 s load waiting for storage; the page cache gives the file at
+    3 GB/s (33 ms): no load from memory in the run is needed."""
+    found = compute.findings(samples_frame(_loads_alone("slow", 7100.0, 6500.0)), [RUN], targets={})
+    v = _verdict(found, "storage", "slow")
+    assert (v.verdict, v.values.memory_n, v.values.reference) == ("confirmed", 0, "measured")
+    assert v.values.extra_ms == 6500.0 and v.values.cover == pytest.approx(6500 / 7100)
+    for lang, said in (("en", "waited"), ("es", "esperaron")):
+        words = document.verdict_words(v, found, lang)
+        assert said in words and "\u00a0GB/s" in words and "14\u00a0MB/s" in words and "600\u00a0ms" in words
+    assert "cgroup" in document.verdict_words(v, found, "en")
+
+
+def test_a_fast_disk_waited_little_and_a_kernel_without_psi_is_not_guessed_at():
+    fast = compute.findings(samples_frame(_loads_alone("fast", 500.0, 30.0)), [RUN], targets={})
+    v = _verdict(fast, "storage", "fast")  # 200 MB/s, far below 3 GB/s, but 30 ms of 500 ms waiting for storage
+    assert v.verdict == "present" and "not slowed" in document.verdict_words(v, fast, "en")
+    blind = compute.findings(samples_frame(_loads_alone("blind", 7100.0, None, psi_scope=None)), [RUN], targets={})
+    v = _verdict(blind, "storage", "blind")
+    assert v.verdict == "present" and "cannot be told" in document.verdict_words(v, blind, "en")
+    stated = compute.findings(samples_frame(_loads_alone("slow", 7100.0, 6500.0, page_cache_bps=None)), [RUN],
+                              targets={})
+    v = _verdict(stated, "storage", "slow")  # never measured: the stated reference, said to be one
+    assert (v.verdict, v.values.reference, v.values.reference_rate) == ("confirmed", "stated", 1e9)
+    assert "a stated reference" in document.verdict_words(v, stated, "en")
+
+
+def test_cpu_taken_by_others_is_confirmed_by_the_servers_run_queue_wait_without_a_quiet_request():
+    """Others used half the machine; the server's longest-waiting thread waited 150 ms of a 250 ms first byte
+    (60 % of its runnable time): confirmed with no quiet request; a double that sleeps, waiting 5 ms of what little
+    it ran, is not."""
+    busy = {"others_cpu_ms": 1000.0, "ttfb_ms": 250.0, "ttft_ms": 250.0}
+    rows: list[dict] = []
+    _scenario(rows, "busy", 0, 300.0, 1.0, n=4, runqueue_ms=150.0, runqueue_share=0.6, **busy)
+    _scenario(rows, "sleepy", 10, 300.0, 1.0, n=4, model="d", runqueue_ms=5.0, runqueue_share=0.9, **busy)
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    v = _verdict(found, "cpu", "busy")
+    assert (v.verdict, v.values.source, v.values.quiet_n) == ("confirmed", "runqueue", 0)
+    assert v.values.waited_amount_ms == pytest.approx(150.0) and v.values.share == pytest.approx(0.6)
+    for lang, said in (("en", "run-queue wait"), ("es", "cola de ejecución")):
+        assert said in document.verdict_words(v, found, lang)
+    sleepy = _verdict(found, "cpu", "sleepy")
+    assert sleepy.verdict == "present" and sleepy.values.waited_amount_ms == pytest.approx(5.0)
+
+
+def test_quiet_requests_that_disagree_with_the_kernel_leave_cpu_present():
+    rows: list[dict] = []
+    _scenario(rows, "calm", 0, 300.0, 1.0, n=4)  # 1,000 tok/s when quiet
+    # contended, the server waited 100 ms of each 200 ms, yet prefilled as fast as when quiet: not agreed
+    _scenario(rows, "busy", 10, 300.0, 1.0, n=4, others_cpu_ms=1000.0, ttfb_ms=200.0, ttft_ms=200.0,
+              runqueue_ms=100.0, runqueue_share=0.5)
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    v = _verdict(found, "cpu", "busy")
+    assert v.verdict == "present" and v.values.amount_ms == 0.0 and v.values.waited_amount_ms == 100.0
+    assert "quiet requests" in document.verdict_words(v, found, "en")
+
+
+def test_memory_pressure_is_confirmed_by_the_kernels_memory_stall_where_the_server_faulted():
+    rows: list[dict] = []
+    _scenario(rows, "pressed", 0, 300.0, 1.0, n=4, memory_stall_ms=200.0, major_faults=500, ttfb_ms=300.0,
+              ttft_ms=300.0, **KERNEL)
+    _scenario(rows, "others", 10, 300.0, 1.0, n=4, memory_stall_ms=200.0, major_faults=0, ttfb_ms=300.0,
+              ttft_ms=300.0, **KERNEL)  # a stall in which the server faulted nothing is not the server's
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    v = _verdict(found, "memory", "pressed")
+    assert v.verdict == "confirmed" and v.values.stalled and v.values.faults == 4 * 500
+    for lang, said in (("en", "waited for memory"), ("es", "esperó por la memoria")):
+        assert said in document.verdict_words(v, found, lang)
+    assert _verdict(found, "memory", "others").verdict == "refuted"
+
+
+def test_a_cache_that_could_not_keep_the_model_is_judged_by_the_stall_where_no_load_came_from_memory():
+    """A memory limit for the whole run: every load after the first read the file from a slow disk again, memory
+    short, no load from memory anywhere to compare with: the kernel's I/O stall says how much slower."""
+    rows = _loads_alone("limited", 7100.0, 6500.0, mem_available_bytes=30 * MB)
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    v = _verdict(found, "memory", "limited")
+    assert (v.verdict, v.values.reread_n, v.values.extra_ms) == ("confirmed", 2, 6500.0)
+    assert _verdict(found, "storage", "limited").verdict == "confirmed"
+
+
+def test_the_kernels_stall_stands_where_loads_from_memory_slowed_by_a_busy_cpu_hide_what_storage_cost():
+    """A load from memory slowed to 5 s by a busy CPU makes a 7.1 s load from a slow disk look 2.1 s slower; the
+    kernel counted 6.5 s of it waiting for storage: that is what storage cost."""
+    rows = _loads_alone("slow", 7100.0, 6500.0)
+    _scenario(rows, "memory", 10, 5000.0, 1.0, file="/s.gguf", **KERNEL)
+    found = compute.findings(samples_frame(rows), [RUN], targets={})
+    v = _verdict(found, "storage", "slow")
+    assert (v.verdict, v.values.by_stall, v.values.extra_ms, v.values.memory_n) == ("confirmed", True, 6500.0, 1)
+    assert "the kernel's I/O pressure stall" in document.verdict_words(v, found, "en")
+
+
+def test_no_cgroup_is_made_where_it_would_change_how_the_server_is_scheduled(tmp_path: Path, monkeypatch):
+    """On a host on cgroup v2 alone the root hands controllers to its children: a new group beside the machine's
+    slices would get a CPU weight of its own, so none is made (the server's own group is read instead)."""
+    from latencylab.collect import cgroups
+
+    (tmp_path / "cgroup.subtree_control").write_text("cpu io memory\n")
+    monkeypatch.setattr(cgroups, "v2_root", lambda: tmp_path)
+    assert cgroups.own_group(os.getpid(), "engine") is None and not list(tmp_path.glob("latencylab-*"))

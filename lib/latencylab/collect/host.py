@@ -6,13 +6,18 @@ runners and model instances included: /proc/PID/stat, /proc/PID/io), the share o
 cache before the request (mincore over a mapping of it, which reads nothing), the CPU time every other process
 used (/proc/stat's busy time less the server's and latencylab's own), the memory the server could still use
 (MemAvailable, or less where its memory cgroup limits it), the machine's swap-ins and -outs (/proc/vmstat) and, on
-an NVIDIA GPU, the memory and utilisation of the other processes on the server's GPU (NVML). A server that is not
-on this machine gets none (`host = "remote"`), never a guess. Linux only.
+an NVIDIA GPU, the memory and utilisation of the other processes on the server's GPU (NVML). The kernel's own
+accounting too (issue 33): the pressure stall totals (PSI, Linux ≥ 4.20 where enabled) of the server's cgroup v2
+group, or of the machine where it has none of its own, and the time the server's threads waited in a run queue
+(/proc/PID/task/TID/schedstat, where the kernel keeps it); and, once per model file, how fast the page cache gives
+it (read where it is wholly cached: that reads nothing from storage). A server that is not on this machine gets
+none (`host = "remote"`), never a guess. Linux only.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import os
 import re
@@ -25,7 +30,7 @@ from urllib.parse import urlparse
 import httpx
 import psutil
 
-from latencylab.collect import gpu
+from latencylab.collect import cgroups, gpu
 from latencylab.collect.backends.llamacpp import LlamaCppBackend
 from latencylab.collect.backends.ollama import OllamaBackend
 from latencylab.collect.engine import Engine
@@ -86,9 +91,81 @@ def cached_share(path: Path) -> float | None:
         os.close(fd)
 
 
-def _process(pid: int) -> tuple[float, int, int] | None:
-    """One process's CPU time (its reaped children's included, s), major faults (likewise) and bytes read from
-    storage; None when it is gone or unreadable."""
+WARM = 0.99  # a file this much in the page cache is read from memory: its rate there can be measured
+_CACHE_RATES: dict[Path, float] = {}  # each model file's page-cache rate, measured once a process
+
+
+def page_cache_rate(path: Path) -> float | None:
+    """How fast this machine's page cache gives `path` (bytes/s: the faster of two reads), measured once and only
+    where the file is wholly cached already (so the reads touch no storage, and latencylab never warms a cache a
+    run is measuring); None until then."""
+    if path in _CACHE_RATES:
+        return _CACHE_RATES[path]
+    share = cached_share(path)
+    if share is None or share < WARM:
+        return None
+    chunk = bytearray(8 * 2**20)
+    best, size = math.inf, 0
+    try:
+        for _ in range(2):
+            started, size = time.perf_counter(), 0
+            with open(path, "rb", buffering=0) as f:
+                while read := f.readinto(chunk):
+                    size += read
+            best = min(best, time.perf_counter() - started)
+    except OSError:
+        return None
+    if not size or best <= 0:
+        return None
+    _CACHE_RATES[path] = size / best
+    return _CACHE_RATES[path]
+
+
+Threads = dict[int, tuple[int, int]]  # thread id → (time on a CPU, time runnable but waiting for one), ns
+
+
+def _threads(pid: int) -> Threads | None:
+    """Each thread of `pid`'s time on a CPU and time waiting in a run queue (schedstat's first two fields, ns); None
+    where the kernel keeps no schedstat."""
+    found: Threads = {}
+    try:
+        tasks = os.listdir(PROC / str(pid) / "task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(PROC / str(pid) / "task" / task / "schedstat", "rb") as f:
+                run, wait = f.read().split()[:2]
+            found[int(task)] = int(run), int(wait)
+        except FileNotFoundError:  # the thread ended, or no schedstat at all
+            if task == str(pid):
+                return None
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def longest_wait(before: dict[int, Threads | None], after: dict[int, Threads | None]) -> tuple[float, float] | None:
+    """The longest any one thread waited for a CPU between two snapshots (ms), and the share of the time it was
+    runnable that this was; None where schedstat is not kept. One thread, not their sum: a server's many threads
+    that wake briefly all wait on a busy machine, and their sum is no time the request lost; the thread that waited
+    most (the compute threads of a prompt advance together) is a time it lost at least."""
+    best: tuple[float, float] | None = None
+    for pid, threads in after.items():
+        if threads is None:
+            return None
+        start = before.get(pid) or {}
+        for tid, (run, wait) in threads.items():
+            run0, wait0 = start.get(tid, (0, 0))  # a thread started in the window: from 0
+            waited, ran = max(0, wait - wait0), max(0, run - run0)
+            if best is None or waited / 1e6 > best[0]:
+                best = waited / 1e6, waited / (waited + ran) if waited + ran else 0.0
+    return best
+
+
+def _process(pid: int) -> tuple[float, int, int, Threads | None] | None:
+    """One process's CPU time (its reaped children's included, s), major faults (likewise), bytes read from
+    storage and its threads' schedstat (None where unknown); None when it is gone or unreadable."""
     try:
         stat = (PROC / str(pid) / "stat").read_bytes()
         io = (PROC / str(pid) / "io").read_bytes()
@@ -98,7 +175,31 @@ def _process(pid: int) -> tuple[float, int, int] | None:
     # after the name: state ppid … minflt cminflt majflt cmajflt utime stime cutime cstime (proc(5), fields 3–17)
     majflt, cmajflt, utime, stime, cutime, cstime = (int(fields[i]) for i in (7, 8, 9, 10, 11, 12))
     found = re.search(rb"^read_bytes: (\d+)", io, re.M)
-    return (utime + stime + cutime + cstime) * TICK_S, majflt + cmajflt, int(found.group(1)) if found else 0
+    return ((utime + stime + cutime + cstime) * TICK_S, majflt + cmajflt, int(found.group(1)) if found else 0,
+            _threads(pid))
+
+
+# PSI (Documentation/accounting/psi.rst): "some" and "full" totals in µs; what a request's window records
+STALLS = (("cpu", b"some"), ("io", b"some"), ("io", b"full"), ("memory", b"some"), ("memory", b"full"))
+
+
+def stall_totals(pid: int) -> tuple[str, tuple[int, ...]] | None:
+    """The pressure stall totals (µs, in `STALLS`' order) of the cgroup v2 group `pid` is in where it is not the
+    hierarchy's root ("cgroup": its own, where latencylab started it or it runs as a service), else of the machine
+    ("system"); None where the kernel has no PSI (before 4.20, or disabled: the files are missing or refuse
+    reading)."""
+    own = cgroups.group_of(pid)
+    folder, scope = (own, "cgroup") if own is not None and (own / "cpu.pressure").exists() else \
+        (PROC / "pressure", "system")
+    found: dict[tuple[str, bytes], int] = {}
+    try:
+        for resource in dict.fromkeys(r for r, _ in STALLS):
+            with open(folder / (f"{resource}.pressure" if scope == "cgroup" else resource), "rb") as f:
+                for line in f:
+                    found[resource, line.split(maxsplit=1)[0]] = int(line.rsplit(b"total=", 1)[1])
+        return scope, tuple(found[key] for key in STALLS)
+    except (OSError, IndexError, KeyError, ValueError):
+        return None
 
 
 def _busy_s() -> float:
@@ -182,16 +283,18 @@ def listening_pid(base_url: str) -> int | None:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The host at one instant: the server's processes (pid → CPU s, major faults, bytes read), the machine's busy
-    CPU, latencylab's own CPU, memory and swap, the model file's share in the page cache, the GPU's others."""
+    """The host at one instant: the server's processes (pid → CPU s, major faults, bytes read, its threads'
+    schedstat), the machine's busy CPU, latencylab's own CPU, memory and swap, the pressure stall totals, the model
+    file's share in the page cache, the GPU's others."""
 
     at: float
-    processes: dict[int, tuple[float, int, int]]
+    processes: dict[int, tuple[float, int, int, Threads | None]]
     busy_s: float
     own_s: float
     mem_available: int
     swap: tuple[int, int]
     cached_share: float | None = None
+    stalls: tuple[str, tuple[int, ...]] | None = None
     gpu_free: int | None = None
     gpu_others: list[gpu.GpuProcess] = field(default_factory=list)
 
@@ -212,6 +315,7 @@ class HostProbe:
         memory = _keyed(PROC / "meminfo", (b"MemAvailable",)).get(b"MemAvailable", 0) * 1024
         room = _cgroup_room(pids[0]) if pids else None
         vm = _keyed(PROC / "vmstat", (b"pswpin", b"pswpout"))
+        stalls = stall_totals(pids[0]) if pids else None
         share = cached_share(self.model_file) if before and self.model_file else None
         free, others = None, []
         if before and self.on_gpu:
@@ -222,11 +326,12 @@ class HostProbe:
             others = [p for p in on_gpu if p.index == index and p.pid not in mine]
         return Snapshot(time.monotonic(), processes, _busy_s(), time.process_time(),
                         memory if room is None else min(memory, room), (vm.get(b"pswpin", 0), vm.get(b"pswpout", 0)),
-                        share, free, others)
+                        share, stalls, free, others)
 
     def fill(self, sample: Sample, before: Snapshot, after: Snapshot) -> None:
-        """The request's host evidence: what changed from `before` to `after`, and what `before` saw."""
-        start = {pid: before.processes.get(pid, (0.0, 0, 0)) for pid in after.processes}  # a new runner: from 0
+        """The request's host evidence: what changed from `before` to `after`, and what `before` saw; and the model
+        file's page-cache rate once it can be measured (after the request: outside its window)."""
+        start = {pid: before.processes.get(pid, (0.0, 0, 0, {})) for pid in after.processes}  # a new runner: from 0
         server_s = sum(a[0] - start[pid][0] for pid, a in after.processes.items())
         sample.host = "local"
         sample.host_window_ms = (after.at - before.at) * 1000
@@ -235,12 +340,20 @@ class HostProbe:
         sample.others_cpu_ms = max(0.0, (after.busy_s - before.busy_s) - server_s - (after.own_s - before.own_s)) * 1000
         sample.major_faults = max(0, sum(a[1] - start[pid][1] for pid, a in after.processes.items()))
         sample.read_bytes = max(0, sum(a[2] - start[pid][2] for pid, a in after.processes.items()))
+        if (waited := longest_wait({p: t[3] for p, t in start.items()}, {p: a[3] for p, a in after.processes.items()})):
+            sample.runqueue_ms, sample.runqueue_share = waited
+        if before.stalls is not None and after.stalls is not None and before.stalls[0] == after.stalls[0]:
+            sample.psi_scope = after.stalls[0]
+            (sample.cpu_stall_ms, sample.io_stall_ms, sample.io_full_ms, sample.memory_stall_ms,
+             sample.memory_full_ms) = (max(0, a - b) / 1000 for a, b in zip(after.stalls[1], before.stalls[1],
+                                                                             strict=True))
         if self.model_file is not None:
             sample.model_file = str(self.model_file)
             try:
                 sample.model_file_bytes = self.model_file.stat().st_size
             except OSError:
                 pass
+            sample.page_cache_bps = page_cache_rate(self.model_file)
         sample.cached_share = before.cached_share
         sample.mem_available_bytes = min(before.mem_available, after.mem_available)
         sample.swap_in_pages = after.swap[0] - before.swap[0]

@@ -130,6 +130,17 @@ class Sample:
     mem_available_bytes: int | None = None  # what the server could still use (MemAvailable, its cgroup's limit)
     swap_in_pages: int | None = None  # the machine's swap-ins and -outs in that window (/proc/vmstat)
     swap_out_pages: int | None = None
+    # the kernel's own accounting in that window (issue 33): pressure stall time (PSI totals' deltas, ms) of the
+    # server's cgroup v2 group where it has its own ("cgroup"), else of the machine ("system"); None: no PSI
+    psi_scope: str | None = None
+    cpu_stall_ms: float | None = None  # some: time some task waited for a CPU
+    io_stall_ms: float | None = None  # some: time some task waited for storage
+    io_full_ms: float | None = None  # full: time every runnable task waited for it
+    memory_stall_ms: float | None = None  # some: time some task waited for memory (reclaim, refaults, swap-ins)
+    memory_full_ms: float | None = None
+    runqueue_ms: float | None = None  # the longest one of the server's threads waited in a run queue (schedstat)
+    runqueue_share: float | None = None  # that thread's share of its runnable time spent waiting so
+    page_cache_bps: float | None = None  # the model file read from the page cache by latencylab, once (bytes/s)
     gpu_free_bytes: int | None = None  # the server's GPU, before the request (NVML)
     gpu_others_bytes: int | None = None  # GPU memory held by other processes on it
     gpu_others_util_pct: float | None = None  # their utilisation

@@ -25,6 +25,7 @@ from typing import Any, Self
 import httpx
 import psutil
 
+from latencylab.collect import cgroups
 from latencylab.collect.engine import logs
 from latencylab.collect.engine.install import build_backend, find_binary
 from latencylab.core import paths
@@ -114,6 +115,7 @@ class Supervised(ABC):
     process: subprocess.Popen[bytes] | None
     log_path: Path | None
     _tmp: tempfile.TemporaryDirectory[str] | None
+    _group: Path | None = None  # its cgroup v2 group (collect/cgroups.py), where one was made
 
     def _spawn(self, command: list[str], env: dict[str, str], ready: Callable[[], None]) -> None:
         """Start `command`, then call `ready` (waits until it answers); stopped again if that fails."""
@@ -123,6 +125,8 @@ class Supervised(ABC):
                 command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_die_with_parent,
             )
+        # its own cgroup v2 group, where we may: the pressure stall times of the host evidence are then its own
+        self._group = cgroups.own_group(self.process.pid, type(self).__name__.lower())
         atexit.register(self.stop)
         try:
             ready()
@@ -133,6 +137,8 @@ class Supervised(ABC):
     def _stopped(self) -> None:
         """After `stop` ended the processes: forget them and remove the temporary folder."""
         self.process = None
+        cgroups.release(self._group)
+        self._group = None
         atexit.unregister(self.stop)
         if self._tmp is not None:
             self._tmp.cleanup()
