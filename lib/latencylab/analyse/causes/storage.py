@@ -47,8 +47,9 @@ def slower(read: pd.DataFrame, data: pd.DataFrame, metric: str) -> tuple[float, 
 @dataclass(frozen=True)
 class StorageValues(Values):
     """The scenario's loads with host evidence (`n`), those from storage with the share of the file they found
-    cached, the bytes read, the read rate and their median load; those from memory (the report's, of the same
-    file) with their rate and median load; how much slower storage made a load and its share of the metric."""
+    cached, the bytes read, the read rate and their median load; the report's loads of the same file from memory
+    (`memory_n`: every scenario's, the scenario's own among them) with their rate and median load; how much slower
+    storage made a load and its share of the metric."""
 
     n: int = 0
     storage_n: int = 0
@@ -64,16 +65,21 @@ class StorageValues(Values):
     threshold_ms: float = math.nan
     threshold_share: float = math.nan
 
+    def quantities(self) -> dict[str, float]:
+        return {"loads_host": self.n, "loads_storage": self.storage_n, "loads_memory_report": self.memory_n}
+
     def phrase(self, verdict: str, reason: str) -> Phrase:
         if verdict == "no_evidence":
             return Phrase(f"dx_none_{reason}")
-        memory = Phrase("dx_storage_memory", {"n": count(self.memory_n), "rate": Quantity(self.memory_rate, "gbps"),
+        if verdict == "refuted":  # its own loads, every one from memory: the report's others compare nothing here
+            return Phrase("dx_storage_refuted", {"n": count(self.n, "loads_host"), "memory": None})
+        memory = Phrase("dx_storage_memory", {"n": count(self.memory_n, "loads_memory_report"),
+                                               "rate": Quantity(self.memory_rate, "gbps"),
                                                "load": ms(self.memory_ms)}) if self.memory_n else None
-        if verdict == "refuted":
-            return Phrase("dx_storage_refuted", {"n": count(self.n), "memory": memory})
         key = f"dx_storage_{verdict}" if not missing(self.memory_ms) else "dx_storage_uncompared"
         return Phrase(key, {
-            "storage_n": count(self.storage_n), "n": count(self.n), "cached": share(self.cached),
+            "storage_n": count(self.storage_n, "loads_storage"), "n": count(self.n, "loads_host"),
+            "cached": share(self.cached),
             "read": mib(self.read_bytes), "rate": Quantity(self.read_rate, "mbps"), "load": ms(self.storage_ms),
             "memory": memory, "extra": ms(self.extra_ms), "share": share(self.share)})
 

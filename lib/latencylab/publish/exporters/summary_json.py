@@ -62,6 +62,7 @@ def summary(f: Findings, lang: str | None = None) -> dict[str, Any]:
             **{k: row[k] for k in ("mean", "median", "min", "max", "std", "cv", "p90", "p95", "p99")},
             "median_ci": [ci["median_low"], ci["median_high"]], "p95_ci": [ci["p95_low"], ci["p95_high"]],
             "paid_load_share": None if load is None else load["paid_load_share"],
+            "quantities": f.quantities(key),  # each labelled quantity's one value (findings.LABELS say what it is)
         })
     h = f.headline
     document = {
