@@ -109,7 +109,8 @@ def test_the_reloads_cause_and_the_load_table_state_one_load(found):
                 assert _same(said, row[table]), (v.key, table)
             # the mean over the later requests is the mean over those that loaded, spread over all of them
             if row["loads_later"]:
-                assert _same(row["load_per_request"], row["load_mean_loaded"] * row["loads_later"] / row["requests_later"])
+                spread = row["load_mean_loaded"] * row["loads_later"] / row["requests_later"]
+                assert _same(row["load_per_request"], spread)
     # no request of the warm keep_alive scenario loaded, in the tables as in the text
     keepalive = found.load.loc[(found.baseline[0], "keepalive")]
     assert keepalive["loads_later"] == 0 and keepalive["load_per_request"] == 0
