@@ -116,6 +116,22 @@ def test_the_reloads_cause_and_the_load_table_state_one_load(found):
     assert keepalive["loads_later"] == 0 and keepalive["load_per_request"] == 0
 
 
+def test_the_summarys_medians_are_those_of_every_request_and_say_so(found):
+    """The headline and the comparisons state the median over every measured request (their interval and test are
+    of those); a prediction, the floor and the target for later requests state the later requests' median."""
+    h = found.headline
+    assert _same(h.median_before, found.quantities(found.baseline)["metric_median_all"])
+    assert _same(h.median_after, found.quantities(h.scenario)["metric_median_all"])
+    for c in found.comparisons.itertuples():
+        assert _same(c.median_after, found.quantities((c.run, c.scenario))["metric_median_all"])
+    for v in found.diagnosis.verdicts:
+        if isinstance(v.values, FloorValues):
+            assert _same(v.values.now_ms, found.quantities(v.key)["metric_median_later"])
+    later = found.targets[found.targets["target"] == "subsequent_ms"]
+    for t in later.itertuples():
+        assert _same(t.measured, found.quantities((t.run, t.scenario))["metric_median_later"])
+
+
 def test_tokens_over_rate_is_the_time_stated(found):
     floors = [v for v in found.diagnosis.verdicts if isinstance(v.values, FloorValues) and v.verdict != "no_evidence"]
     assert floors

@@ -22,9 +22,10 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
     for key, count in errors.groupby(KEY, sort=False)["count"].sum().items():
         kinds = errors[(errors["run"] == key[0]) & (errors["scenario"] == key[1])].set_index("kind")["count"]
         steps.append(Step("errors", key, {"share": count / attempted[key], "kinds": kinds.to_dict()}))
-    for key, row in load.iterrows():
-        if row["paid_load_share"] >= PAID_LOAD_STEP:
-            steps.append(Step("keep_loaded", key, {"share": row["paid_load_share"], "load": row["load_mean_loaded"],
+    for key, row in load.iterrows():  # the later requests' loads, as the reloads cause counts them
+        share = row["loads_later"] / row["requests_later"] if row["requests_later"] else 0.0
+        if share >= PAID_LOAD_STEP:
+            steps.append(Step("keep_loaded", key, {"share": share, "load": row["load_mean_loaded"],
                                                    "explained": row["load_share"]}))
     for key, row in residency_table.iterrows():
         if pd.notna(row["gpu_share"]) and row["gpu_share"] < 1:
