@@ -338,13 +338,16 @@ class Findings:
     def quantities(self, key: Key) -> dict[str, float]:
         """One scenario's labelled quantities (`LABELS`), each from the one place that computes it: the phase table's
         medians, the load table (`attribution.load_figures`, the reloads cause's too) and the causes' own."""
+        def number(value: Any) -> float:
+            return float("nan") if pd.isna(value) else float(value)  # a scenario whose requests all failed: <NA>
+
         out = {}
         for phase, label in (("all", "metric_median_all"), ("subsequent", "metric_median_later")):
             if (*key, phase) in self.phases.index:
-                out[label] = float(self.phases.loc[(*key, phase), "median"])
+                out[label] = number(self.phases.loc[(*key, phase), "median"])
         if key in self.load.index:
             row = self.load.loc[key]
-            out.update({label: float(row[label]) for label in LABELS if label in row.index})
+            out.update({label: number(row[label]) for label in LABELS if label in row.index})
         for v in self.diagnosis.verdicts:
             if v.key == key:
                 out.update(v.values.quantities())
