@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from latencylab.analyse import compute
+from latencylab.analyse.causes.cpu import CpuValues
 from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.causes.reloads import ReloadValues
 from latencylab.analyse.findings import LABELS, Findings, Phrase, Phrases, Quantity, run_info
@@ -144,6 +145,18 @@ def test_tokens_over_rate_is_the_time_stated(found):
         assert abs(tokens / rate * 1000 - x.floor_ms) <= 0.5 / rate * 1000 + 0.05 / rate * x.floor_ms + 0.5
         # growth is of the server's prompt time (Ollama reports it), on the tokens it processed
         assert x.growth_of == "prompt_ms"
+
+
+def test_a_prefill_rate_said_twice_of_the_same_requests_is_one_value(found):
+    """The floor's prefill and the CPU cause's (of the contended requests) are one definition: where every later
+    request was contended, the same rate."""
+    compared = 0
+    for v in found.diagnosis.verdicts:
+        if isinstance(v.values, CpuValues) and v.verdict != "refuted" and v.values.contended_n == v.values.n:
+            floor = next(x.values for x in found.diagnosis.verdicts if x.cause == "prompt" and x.key == v.key)
+            assert _same(v.values.prefill, floor.prefill_tps), v.key
+            compared += 1
+    assert compared
 
 
 def test_a_prediction_is_measured_as_it_was_predicted(found):

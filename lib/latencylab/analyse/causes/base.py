@@ -161,6 +161,15 @@ def processed_tokens(g: pd.DataFrame) -> pd.Series:
     return numeric(g["processed"]).fillna(tokens) if "processed" in g else tokens
 
 
+def prefill_rate(g: pd.DataFrame) -> tuple[float, float, float]:
+    """The prefill of a typical request of `g`: the median tokens processed, the median prompt time (ms) and their
+    ratio in tokens/s, over the requests the server timed the prompt of — a rate that, stated beside those two, says
+    tokens / rate = time (a median of each request's rate would not). NaN where no prompt was timed."""
+    timed = g[numeric(g["prompt_ms"]).notna()]
+    tokens, time = median(processed_tokens(timed)), median(timed["prompt_ms"])
+    return tokens, time, tokens / time * 1000 if time > 0 else math.nan
+
+
 def own_work(g: pd.DataFrame, context: Context) -> pd.DataFrame:
     """`g`'s requests that no cause named so far owns (a conversation's turns that re-processed a history, or
     loaded, are that cause's waste); all of them where every one is owned."""

@@ -24,6 +24,7 @@ from latencylab.analyse.causes.base import (
     missing,
     ms,
     own_work,
+    prefill_rate,
     processed_tokens,
     share,
     tps,
@@ -141,13 +142,11 @@ class Floor(Cause):
         grows = significant and scale.material(added, max(latency, added))
         cached = g[numeric(g["cached_tokens"]).notna()]
         prompt_sum = numeric(cached["prompt_tokens"]).sum()
-        timed = work[numeric(work["prompt_ms"]).notna()]
-        new = processed_tokens(timed)
         half = float((numeric(after[metric]) - prompt.fillna(0.0) / 2).median()) if prompt.notna().any() else math.nan
-        typical, tokens = median(timed["prompt_ms"]), median(new)
+        tokens, typical, rate = prefill_rate(work)
         values = FloorValues(
             typical_ms=typical, floor_ms=floor, share=floor / latency if latency else math.nan,
-            new_tokens=tokens, prefill_tps=tokens / typical * 1000 if typical > 0 else math.nan, **growth,
+            new_tokens=tokens, prefill_tps=rate, **growth,
             growth_of="prompt_ms" if timed_after else metric,
             significant=significant, grows=grows,
             material=grows or (not math.isnan(floor) and scale.material(floor, latency)), cache_known=len(cached),
