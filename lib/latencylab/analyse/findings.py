@@ -270,7 +270,7 @@ class Modes:
     ashman_d: float
     agreement: float  # share of requests the best prompt-token threshold puts in their mode (NaN: unknown)
     threshold: float  # that threshold: more tokens than this → the slow mode
-    low_tokens: float  # median prompt tokens of each mode
+    low_tokens: float  # median prompt tokens processed of each mode
     high_tokens: float
     by_prompt: bool
     beyond_n: int = 0  # slower requests beyond both modes (when the modes are those of the faster requests)
