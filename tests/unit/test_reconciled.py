@@ -22,7 +22,7 @@ from latencylab.analyse.causes.cpu import CpuValues
 from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.causes.reloads import ReloadValues
 from latencylab.analyse.findings import LABELS, Findings, Phrase, Phrases, Quantity, run_info
-from latencylab.publish import document
+from latencylab.publish import document, i18n
 from latencylab.publish.exporters import summary_json
 from latencylab.runs import columnar
 from latencylab.runs.columnar import samples_frame
@@ -191,3 +191,11 @@ def test_the_documents_words_carry_the_one_value(found):
         row = found.load.loc[(found.baseline[0], "baseline")]
         load = str(document.UNITS["ms"](row["load_mean_loaded"], lang))
         assert load in analysis and load in diagnosis
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_every_label_has_its_words(lang):
+    """A template prints what a number is beside it: `q_<label>` in each catalog, for every label and no other."""
+    words = {key[2:] for key in i18n.catalog(lang) if key.startswith("q_")}
+    assert words == set(LABELS)
+    assert all(i18n.t(f"q_{label}", lang, metric="TTFB") for label in LABELS)
