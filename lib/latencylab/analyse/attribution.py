@@ -96,6 +96,7 @@ def load_figures(g: pd.DataFrame, metric: str) -> dict[str, float]:
     and those that made the server load, the mean load over those, the mean over every later request and its share
     of their mean `metric`; the cold start's load and its `metric`. The load table and the reloads cause read these,
     so that a load said twice is said with one value."""
+    g = g[[c for c in ("phase", "cold_start", "loaded", "loading_ms", metric) if c in g]]  # a copy of these only
     after = later(g)
     loaded = after[after["loaded"].to_numpy(dtype=bool)]
     latency = _mean(after[metric])

@@ -187,8 +187,9 @@ def load_share(requests: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     requests, those that loaded, the mean load over those and over every later request, its share of their mean
     `metric`, the cold start's load and `metric`); the median `metric` of the later requests that loaded
     (`median_paid`) and of those that did not (`median_warm`)."""
-    rows = {}
-    for key, group in requests.groupby(KEY, sort=False):
+    columns = [*KEY, "phase", "state", "backend", "load_ms_source", metric, "loaded", "cold_start", "loading_ms"]
+    rows = {}  # a group at a time, of the columns read here only (each group is a copy of what it holds)
+    for key, group in Groups(requests[[c for c in columns if c in requests]], KEY).items():
         paid = group["state"].isin(["cold", "reload"])
         after = later(group)
         loaded = after["loaded"].to_numpy(dtype=bool)

@@ -165,8 +165,9 @@ def prefill_rate(g: pd.DataFrame) -> tuple[float, float, float]:
     """The prefill of a typical request of `g`: the median tokens processed, the median prompt time (ms) and their
     ratio in tokens/s, over the requests the server timed the prompt of — a rate that, stated beside those two, says
     tokens / rate = time (a median of each request's rate would not). NaN where no prompt was timed."""
-    timed = g[numeric(g["prompt_ms"]).notna()]
-    tokens, time = median(processed_tokens(timed)), median(timed["prompt_ms"])
+    time = numeric(g["prompt_ms"])  # columns, not a filtered copy of `g`: it may be every request of a model
+    timed = time.notna()
+    tokens, time = median(processed_tokens(g)[timed]), median(time[timed])
     return tokens, time, tokens / time * 1000 if time > 0 else math.nan
 
 
