@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from latencylab.analyse import tables, targets
+from latencylab.analyse import attribution, tables, targets
 from latencylab.runs.columnar import samples_frame
 
 
@@ -65,11 +65,21 @@ def test_decomposition_adds_up_to_ttft_and_flags_a_negative_rest():
 
 
 def test_load_share_counts_who_paid_a_load():
-    row = tables.load_share(_evidence_frame()).loc[("", "a")]
+    frame = tables.keyed(_evidence_frame().assign(run_id="r", model="m", started_at=[0.0, 10.0, 20.0], e2e_ms=600.0))
+    requests = pd.concat([frame, attribution.attribute(frame, "ttfb_ms")], axis=1)
+    row = tables.load_share(requests).loc[("r", "a")]
     assert (row["n"], row["cold"], row["reload"]) == (3, 1, 0)
-    assert row["paid_load_share"] == pytest.approx(1 / 3) and row["mean_load_ms"] == 400.0
-    assert row["median_paid"] == 600.0 and row["median_warm"] == 150.0
-    assert row["load_share_of_total"] == pytest.approx(400 / 900)
+    assert row["paid_load_share"] == pytest.approx(1 / 3)
+    # the cold start paid the only load: none of the 2 later requests loaded (their 2 ms are the scheduler's)
+    assert (row["requests_later"], row["loads_later"], row["load_per_request"]) == (2, 0, 0.0)
+    assert (row["load_cold_start"], row["metric_cold_start"], row["median_warm"]) == (400.0, 600.0, 150.0)
+    assert pd.isna(row["load_mean_loaded"]) and pd.isna(row["median_paid"])
+
+
+def test_a_resident_models_few_ms_of_load_are_no_load_in_any_table():
+    # Ollama reports load_duration of a few ms for a resident model: the scheduler's, not a load (issue 32)
+    parts = tables.decompose(_evidence_frame())
+    assert list(parts["load"]) == [400.0, 0.0, 0.0]
 
 
 def test_targets_pass_fail_and_no_evidence():

@@ -36,15 +36,15 @@ def test_an_unknown_language_is_refused():
 
 
 def test_placeholders_are_escaped_and_the_catalog_is_not():
-    assert i18n.t("load_none", "en", scenario="<b>") == "**&lt;b&gt;**: every request found the model loaded " \
-                                                       "(no request paid a load)."
+    assert i18n.t("load_none", "en", scenario="<b>") == "**&lt;b&gt;**: no request after the first made the " \
+                                                       "server load the model."
     assert "Cliff's" in i18n.t("verdict_faster", "en", p="< 0.01", delta="-1")
 
 
 def test_markdown_shows_each_character_and_backslash_escapes_only_what_would_be_html():
     escaped = str(i18n.t("load_none", "en", scenario="it's <b> & p < 1 &amp; a > b"))
-    assert i18n.markdown(escaped) == "**it's \\<b> & p < 1 \\&amp; a > b**: every request found the model loaded " \
-                                     "(no request paid a load)."
+    assert i18n.markdown(escaped) == "**it's \\<b> & p < 1 \\&amp; a > b**: no request after the first made the " \
+                                     "server load the model."
     assert i18n.markdown("&gt; quoted") == "\\> quoted"  # not a block quote at a line's start
     assert i18n.plain(i18n.t("load_none", "en", scenario="<b>")).startswith("**<b>**")
 

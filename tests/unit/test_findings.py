@@ -58,9 +58,16 @@ def test_phase_figures_match_hand_computed_values(found):
 
 def test_loads_paid_are_counted_and_explained(found):
     load = found.load.loc[("r1", "base")]
-    # 2 of 4 cold; mean load (700 + 300) / 2; loads are 1000 of the 2000 ms of TTFB
-    assert (load["cold"], load["paid_load_share"], load["mean_load_ms"]) == (2, 0.5, 500.0)
-    assert (load["median_paid"], load["median_warm"], load["load_share_of_total"]) == (800.0, 200.0, 0.5)
+    # 2 of 4 cold: the cold start (a 700 ms load, TTFB 1000) and 1 of the 3 later requests (300 of 600 ms): the
+    # reloads cause's figures, 300 ms a load, 100 ms a later request, of their mean TTFB (600 + 200 + 200) / 3
+    assert (load["cold"], load["paid_load_share"], load["load_mean_loaded"]) == (2, 0.5, 300.0)
+    assert (load["requests_later"], load["loads_later"], load["load_per_request"]) == (3, 1, 100.0)
+    assert (load["load_cold_start"], load["metric_cold_start"]) == (700.0, 1000.0)
+    assert (load["median_paid"], load["median_warm"]) == (600.0, 200.0)
+    assert load["load_share"] == pytest.approx(0.3)
+    reloads = next(v.values for v in found.diagnosis.verdicts if v.cause == "reloads" and v.key == ("r1", "base"))
+    assert (reloads.load_ms, reloads.amount_ms, reloads.share, reloads.cold_start_ms) == (
+        load["load_mean_loaded"], load["load_per_request"], load["load_share"], load["load_cold_start"])
     assert found.load.loc[("r1", "fast"), "paid_load_share"] == 0.0
 
 
@@ -117,7 +124,7 @@ def test_an_unknown_load_is_unknown_not_zero():
                               for i, v in enumerate([100.0, 200.0])])
     parts = tables.decomposition_table(external)
     assert pd.isna(parts.iloc[0]["load"]) and pd.isna(parts.iloc[0]["rest"])
-    assert bool(tables.load_share(external).iloc[0]["external"])
+    assert bool(compute.findings(external, []).load.iloc[0]["external"])
 
 
 def test_run_info_reads_run_json():

@@ -54,15 +54,13 @@ def attribute(data: pd.DataFrame, metric: str) -> pd.DataFrame:
     unknown)."""
     value = numeric(data[metric])
     state = data["state"].astype(str)
-    paid = state.isin(PAID)
     reported = numeric(data["load_ms"])
     from_server = data["load_ms_source"].astype(str) == "server"
     prompt = numeric(data["prompt_eval_ms"])
     total, eval_ms = numeric(data["total_ms"]), numeric(data["eval_ms"]).fillna(0.0)
-    # The scheduler's time on a request that loaded nothing is waiting, not loading (Ollama's load_duration).
-    # A resident model loaded nothing; where residency is unknown, so is the load.
     warm = state == "warm"
-    load = reported.where(paid, pd.Series(0.0, index=data.index).where(warm))
+    load = loading(state, reported)
+    # the scheduler's time on a request that loaded nothing is waiting (Ollama's load_duration on a resident model)
     scheduler = reported.where(warm & from_server, 0.0).fillna(0.0)
     held = (total - reported.fillna(0.0) - prompt - eval_ms).clip(lower=0.0)
     wait = (held + scheduler).where(total.notna() & prompt.notna())
@@ -74,6 +72,46 @@ def attribute(data: pd.DataFrame, metric: str) -> pd.DataFrame:
     _close(out)
     out = out.join(_load_events(data, value))
     return out
+
+
+def loading(state: pd.Series, reported: pd.Series) -> pd.Series:
+    """The load each request paid, one definition for every table: the server's figure where the model was not
+    resident (cold, reload); 0 where it was (warm): Ollama's load_duration of a few ms on a resident model is the
+    scheduler's time, waiting, not a load; unknown (NaN) where residency is unknown."""
+    return reported.where(state.isin(PAID), pd.Series(0.0, index=state.index).where(state == "warm"))
+
+
+def later(g: pd.DataFrame) -> pd.DataFrame:
+    """The requests after the scenario's first and its cold start (the phase table's `subsequent`; a load that
+    several requests waited for is the cold start of each): all of them where nothing is left."""
+    after = ~g["cold_start"].to_numpy(dtype=bool)
+    if "phase" in g:
+        after &= (g["phase"] != "first").to_numpy(dtype=bool, na_value=True)
+    after = g[after]
+    return after if len(after) else g
+
+
+def load_figures(g: pd.DataFrame, metric: str) -> dict[str, float]:
+    """One scenario's loads (`attribute`'s rows of it), the quantities `findings.LABELS` names: the later requests
+    and those that made the server load, the mean load over those, the mean over every later request and its share
+    of their mean `metric`; the cold start's load and its `metric`. The load table and the reloads cause read these,
+    so that a load said twice is said with one value."""
+    g = g[[c for c in ("phase", "cold_start", "loaded", "loading_ms", metric) if c in g]]  # a copy of these only
+    after = later(g)
+    loaded = after[after["loaded"].to_numpy(dtype=bool)]
+    latency = _mean(after[metric])
+    amount = float(after["loading_ms"].fillna(0.0).mean()) if len(loaded) else 0.0
+    cold = g[g["cold_start"].to_numpy(dtype=bool)]
+    return {"requests_later": len(after), "loads_later": len(loaded), "load_mean_loaded": _mean(loaded["loading_ms"]),
+            "load_per_request": amount, "metric_mean_later": latency,
+            "load_share": amount / latency if latency else math.nan,
+            "load_cold_start": _mean(cold.loc[cold["loaded"].to_numpy(dtype=bool), "loading_ms"]),
+            "metric_cold_start": float(numeric(cold[metric]).median()) if len(cold) else math.nan}
+
+
+def _mean(values: pd.Series) -> float:
+    known = numeric(values).dropna()
+    return float(known.mean()) if len(known) else math.nan
 
 
 def _derive_waits(out: pd.DataFrame, data: pd.DataFrame) -> None:

@@ -24,7 +24,7 @@ from latencylab.analyse.compare import (
 from latencylab.analyse.conversation import turn_table
 from latencylab.analyse.diagnosis import diagnose
 from latencylab.analyse.findings import Findings, RunInfo
-from latencylab.analyse.steps import agree_with, beside_measured, figure_facts, headline, next_steps
+from latencylab.analyse.steps import agree_with, beside_measured, figure_facts, headline, next_steps, serialised
 from latencylab.analyse.tables import (
     KEY,
     concurrency_table,
@@ -59,10 +59,9 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     target_table = evaluate_targets(frame, targets, metric) if targets else evaluate_targets(frame.iloc[:0], {})
     comparisons = compare_to(frame, base, metric)
     changes = setting_changes(runs, keys, base)
-    load, where = load_share(frame, metric), residency(frame)
+    where = residency(frame)
     concurrency, errors = concurrency_table(frame), errors_table(frame)
     attempted = frame[~frame["warmup"].fillna(False)].groupby(KEY, sort=False).size()
-    steps = next_steps(load, where, target_table, comparisons, concurrency, errors, attempted)
     phases = phase_summary(frame, metric) if phases is None else phases
     decomposition = decomposition_table(frame)
     reference = base[0] if external is None or len(runs) == 0 else runs[0].label
@@ -70,7 +69,10 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
     fact_reference = next((r.run_id if r.pooled else r.label for r in runs if r.label == reference),
                           runs[0].label if runs else "")
     labelled = {r.label: (checks or {})[r.run_id] for r in runs if r.run_id in (checks or {})}
-    measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, steps, labelled, target_table)
+    measured_figures, diagnosis, requests = diagnose(frame, keys, metric, targets, serialised(concurrency), labelled,
+                                                     target_table)
+    load = load_share(requests, metric)  # the loads as the diagnosis counts them
+    steps = next_steps(load, where, target_table, comparisons, concurrency, errors, attempted)
     claims = [h for r in runs for h in r.hypotheses]
     diagnosis = dataclasses.replace(diagnosis, hypotheses=[h for i, h in enumerate(claims) if h not in claims[:i]])
     steps = agree_with(steps, diagnosis)

@@ -179,7 +179,8 @@ def _by_prompt(tokens: np.ndarray, in_high: np.ndarray) -> tuple[float, float]:
 
 def modes(g: pd.DataFrame, metric: str) -> Modes | None:
     """Two modes of `metric` (the split of log values with the least spread, Ashman's D ≥ 2), and whether a
-    prompt-token threshold sorts the requests into them; None when the distribution is not bimodal.
+    threshold on the prompt tokens processed (the floor's growth is on those too) sorts the requests into them;
+    None when the distribution is not bimodal.
 
     When prompt length does not explain the two modes but does explain two modes within the faster one, those
     are the modes named, and the slower requests beyond them are counted apart (other work on the machine,
@@ -190,7 +191,7 @@ def modes(g: pd.DataFrame, metric: str) -> Modes | None:
         return None
     values = numeric(g[metric]).to_numpy()
     order = np.argsort(values, kind="stable")
-    values, tokens = values[order], numeric(g["prompt_tokens"]).to_numpy()[order]
+    values, tokens = values[order], base.processed_tokens(g).to_numpy(dtype=float, na_value=np.nan)[order]
     smallest = math.ceil(TAIL * len(values))
     found = _split(np.log(values), smallest)
     if found is None:

@@ -161,13 +161,46 @@ class FigureFacts:
 Unit = Literal["ms", "fine_ms", "share", "count", "tps", "mib", "rho", "p", "slope", "mbps", "gbps", "text"]
 
 
+# What a labelled number is: one name per quantity and the requests it is taken over, one definition each, so that
+# a quantity stated in several places has one value (tests/unit/test_reconciled.py holds them to it). "Later
+# requests" are those after a scenario's first and its cold start (`attribution.later`): the seed's "subsecuente",
+# the phase table's `subsequent`. The catalogs word each as `q_<name>`, what a template prints beside the number.
+LABELS = {
+    "metric_median_all": "the metric's median over every measured request",
+    "metric_median_later": "the metric's median over the later requests",
+    "metric_mean_later": "the metric's mean over the later requests",
+    "metric_cold_start": "the metric of the cold start's request",
+    "load_cold_start": "the load the cold start paid",
+    "load_mean_loaded": "the mean load over the later requests that made the server load",
+    "load_per_request": "the mean load over every later request (0 where it loaded nothing)",
+    "load_share": "load_per_request over metric_mean_later",
+    "loads_later": "how many later requests made the server load",
+    "requests_later": "how many later requests there are",
+    "prompt_median": "the median server prompt time (with the first token's) of the later requests no other cause "
+                     "owns: the floor",
+    "tokens_median": "the median prompt tokens processed (cached ones left out) of those requests",
+    "prefill_rate": "tokens_median over prompt_median, so that tokens / rate = time",
+    "growth_slope": "the Theil–Sen slope of the server's prompt time (the metric where there is none) on the tokens "
+                    "processed, ms per token",
+    "loads_host": "the scenario's loads with host evidence",
+    "loads_storage": "those of the scenario's loads that read the model from storage",
+    "loads_memory_report": "the report's loads of the same model file from memory, every scenario's",
+}
+
+
 @dataclass(frozen=True)
 class Quantity:
     """A number a sentence states, with the unit `document` writes it in (fine_ms: two decimals; rho: a
-    correlation; p: a p-value; slope: ms per token; mbps, gbps: bytes/s as MB/s, GB/s; text: a name as it is)."""
+    correlation; p: a p-value; slope: ms per token; mbps, gbps: bytes/s as MB/s, GB/s; text: a name as it is)
+    and, where it is one of them, the quantity it is (a name of `LABELS`)."""
 
     value: float | str | None
     unit: Unit
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None and self.label not in LABELS:
+            raise ValueError(f"unknown quantity label {self.label!r}")
 
 
 @dataclass(frozen=True)
@@ -198,6 +231,11 @@ class Values:
     def phrase(self, verdict: str, reason: str) -> Phrase:
         """The sentence of this verdict (its placeholders scenario, verdict and metric are the report's)."""
         raise NotImplementedError
+
+    def quantities(self) -> dict[str, float]:
+        """The labelled quantities (`LABELS`) this cause alone computes; those it shares with a table are the
+        table's (`Findings.quantities`)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -233,7 +271,7 @@ class Modes:
     ashman_d: float
     agreement: float  # share of requests the best prompt-token threshold puts in their mode (NaN: unknown)
     threshold: float  # that threshold: more tokens than this → the slow mode
-    low_tokens: float  # median prompt tokens of each mode
+    low_tokens: float  # median prompt tokens processed of each mode
     high_tokens: float
     by_prompt: bool
     beyond_n: int = 0  # slower requests beyond both modes (when the modes are those of the faster requests)
@@ -298,6 +336,24 @@ class Findings:
     conversation: pd.DataFrame = field(default_factory=pd.DataFrame)  # a conversation's turns (conversation.py)
     saturation: list[Saturation] = field(default_factory=list)
     answer: Answer | None = None  # what the report leads with (answer.py)
+
+    def quantities(self, key: Key) -> dict[str, float]:
+        """One scenario's labelled quantities (`LABELS`), each from the one place that computes it: the phase table's
+        medians, the load table (`attribution.load_figures`, the reloads cause's too) and the causes' own."""
+        def number(value: Any) -> float:
+            return float("nan") if pd.isna(value) else float(value)  # a scenario whose requests all failed: <NA>
+
+        out = {}
+        for phase, label in (("all", "metric_median_all"), ("subsequent", "metric_median_later")):
+            if (*key, phase) in self.phases.index:
+                out[label] = number(self.phases.loc[(*key, phase), "median"])
+        if key in self.load.index:
+            row = self.load.loc[key]
+            out.update({label: number(row[label]) for label in LABELS if label in row.index})
+        for v in self.diagnosis.verdicts:
+            if v.key == key:
+                out.update(v.values.quantities())
+        return out
 
     @property
     def has_latency(self) -> bool:

@@ -6,7 +6,6 @@ from typing import Any
 
 import pandas as pd
 
-from latencylab.analyse.answer import later_medians
 from latencylab.analyse.causes.floor import FloorValues
 from latencylab.analyse.findings import Diagnosis, FigureFacts, Headline, Key, Step
 from latencylab.analyse.tables import KEY, measured
@@ -23,20 +22,15 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
     for key, count in errors.groupby(KEY, sort=False)["count"].sum().items():
         kinds = errors[(errors["run"] == key[0]) & (errors["scenario"] == key[1])].set_index("kind")["count"]
         steps.append(Step("errors", key, {"share": count / attempted[key], "kinds": kinds.to_dict()}))
-    for key, row in load.iterrows():
-        if row["paid_load_share"] >= PAID_LOAD_STEP:
-            steps.append(Step("keep_loaded", key, {"share": row["paid_load_share"], "load": row["mean_load_ms"],
-                                                   "explained": row["load_share_of_total"]}))
+    for key, row in load.iterrows():  # the later requests' loads, as the reloads cause counts them
+        share = row["loads_later"] / row["requests_later"] if row["requests_later"] else 0.0
+        if share >= PAID_LOAD_STEP:
+            steps.append(Step("keep_loaded", key, {"share": share, "load": row["load_mean_loaded"],
+                                                   "explained": row["load_share"]}))
     for key, row in residency_table.iterrows():
         if pd.notna(row["gpu_share"]) and row["gpu_share"] < 1:
             steps.append(Step("vram", key, {"share": row["gpu_share"]}))
-    if not concurrency.empty:
-        for key, group in concurrency.reset_index().groupby(KEY, sort=False):
-            low, high = group.iloc[0], group.iloc[-1]
-            if low["p50"] and high["p50"] / low["p50"] > 2:
-                steps.append(Step("serialised", key, {"factor": high["p50"] / low["p50"],
-                                                      "low": int(low["concurrency"]),
-                                                      "high": int(high["concurrency"])}))
+    steps += serialised(concurrency)
     for row in targets[(targets["target"] == "cv") & (targets["status"] == "fail")].itertuples():
         steps.append(Step("variance", (row.run, row.scenario), {"cv": row.measured, "goal": row.goal}))
     for row in comparisons[comparisons["verdict"].isin(["no_difference", "too_few"])].itertuples():
@@ -45,6 +39,19 @@ def next_steps(load: pd.DataFrame, residency_table: pd.DataFrame, targets: pd.Da
         if (group["status"] == "pass").all():
             steps.append(Step("all_met", key))
     return sorted(steps, key=_rank)
+
+
+def serialised(concurrency: pd.DataFrame) -> list[Step]:
+    """The scenarios whose median TTFT grows more than twice from the fewest requests in flight to the most."""
+    steps = []
+    if not concurrency.empty:
+        for key, group in concurrency.reset_index().groupby(KEY, sort=False):
+            low, high = group.iloc[0], group.iloc[-1]
+            if low["p50"] and high["p50"] / low["p50"] > 2:
+                steps.append(Step("serialised", key, {"factor": high["p50"] / low["p50"],
+                                                      "low": int(low["concurrency"]),
+                                                      "high": int(high["concurrency"])}))
+    return steps
 
 
 def _rank(step: Step) -> int:
@@ -88,9 +95,16 @@ def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: 
                     baseline: Key, phases: pd.DataFrame) -> list[Step]:
     """Each predicted gain with what was measured where the fix was tried: the scenarios compared with the one it
     was predicted for (when that is the baseline) that changed a setting of that fix, and the same scenario in
-    the other runs compared (whatever changed between the runs). A prediction is of the median of the requests
-    after the cold start, and so is what it is set beside (the `subsequent` phase), against the same median now."""
-    later = later_medians(phases)
+    the other runs compared (whatever changed between the runs). Measured as it was predicted: the median of the
+    later requests (`phases`' subsequent; all of them where there is none), its change against the prediction's
+    `now`."""
+
+    def later_median(key: Key) -> float:
+        for phase in ("subsequent", "all"):
+            if (*key, phase) in phases.index and pd.notna(value := phases.loc[(*key, phase), "median"]):
+                return float(value)
+        return float("nan")
+
     out = []
     for step in predictions:
         fixed = changes[changes["setting"].isin(FIX_SETTINGS.get(step.kind, set()))]
@@ -101,9 +115,9 @@ def beside_measured(predictions: list[Step], comparisons: pd.DataFrame, across: 
         if not across.empty:
             tried = pd.concat([tried, across[(across["reference"] == step.key[0])
                                              & (across["scenario"] == step.key[1])]])
-        measured = [{"key": (r.run, r.scenario), "median": median, "change_pct": 100 * (median / step.values["now"] - 1)}
-                    for r in tried.itertuples()
-                    if (median := float(later.get((r.run, r.scenario), r.median_after))) == median]
+        now = step.values["now"]
+        measured = [{"key": (r.run, r.scenario), "median": (m := later_median((r.run, r.scenario))),
+                     "change_pct": 100 * (m / now - 1)} for r in tried.itertuples()]
         out.append(Step(step.kind, step.key, {**step.values, "measured": measured}))
     return out
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from latencylab.analyse import stats
+from latencylab.analyse.attribution import later, load_figures, loading
 from latencylab.analyse.findings import Key
 
 KEY = ["run", "scenario"]
@@ -139,7 +140,8 @@ def intervals(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
 def decompose(samples: pd.DataFrame) -> pd.DataFrame:
     """Each successful sample's TTFT split into load, prompt processing, first token and the rest.
 
-    A load is unknown (NaN), not zero, unless the server reported it or the model was resident (warm). The
+    A load is `attribution.loading`'s: the server's figure where the model was not resident, 0 where it was (the
+    few ms Ollama reports then are the scheduler's, in the rest), unknown (NaN) where residency is unknown. The
     first token is sampled from the prompt's own logits (Ollama's runner and llama-server both end their prompt
     time there): no decode step comes before it, so it is 0 wherever the prompt time is known.
     The rest (queueing, network, client) is computed, never measured: `rest_negative` flags samples where
@@ -148,7 +150,7 @@ def decompose(samples: pd.DataFrame) -> pd.DataFrame:
     ok = keyed(samples)
     ok = ok[ok["ok"].fillna(False)]
     first_token = pd.Series(0.0, index=ok.index).where(ok["prompt_eval_ms"].notna())
-    load = ok["load_ms"].astype("Float64").where(ok["load_ms"].notna() | (ok["state"] != "warm"), 0.0)
+    load = loading(ok["state"].astype(str), stats.numeric(ok["load_ms"]))  # the attribution's load: 0 when resident
     parts = pd.DataFrame(
         {
             "run": ok["run"],
@@ -178,27 +180,31 @@ def decomposition_table(samples: pd.DataFrame) -> pd.DataFrame:
     return _sorted(table, keyed(samples))
 
 
-def load_share(samples: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
-    """Per key: how many measured requests paid a model load, their mean load, cold vs warm medians."""
-    data = measured(keyed(samples), [*KEY, metric, "state", "backend", "load_ms", "load_ms_source"])
-    rows = {}
-    for key, group in data.groupby(KEY, sort=False):
-        paid = group[group["state"].isin(["cold", "reload"])]
-        warm = group[group["state"] == "warm"]
-        total = group[metric].sum()
+def load_share(requests: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
+    """Per key, of the measured requests with their attribution (`diagnosis.diagnose`'s): how many found the model
+    unloaded (cold, reload: `paid`, of `n`; `paid_load_share`), whether residency is unknown or the samples
+    external, and the loads as `attribution.load_figures` counts them, the reloads cause's figures (the later
+    requests, those that loaded, the mean load over those and over every later request, its share of their mean
+    `metric`, the cold start's load and `metric`); the median `metric` of the later requests that loaded
+    (`median_paid`) and of those that did not (`median_warm`)."""
+    columns = [*KEY, "phase", "state", "backend", "load_ms_source", metric, "loaded", "cold_start", "loading_ms"]
+    rows = {}  # a group at a time, of the columns read here only (each group is a copy of what it holds)
+    for key, group in Groups(requests[[c for c in columns if c in requests]], KEY).items():
+        paid = group["state"].isin(["cold", "reload"])
+        after = later(group)
+        loaded = after["loaded"].to_numpy(dtype=bool)
         rows[key] = {
             "n": len(group),
             "cold": int((group["state"] == "cold").sum()),
             "reload": int((group["state"] == "reload").sum()),
-            "paid": len(paid),
+            "paid": int(paid.sum()),
             "unknown": int((group["state"] == "unknown").sum()),
             "external": bool((group["backend"] == "external").all()),
-            "paid_load_share": len(paid) / len(group) if len(group) else np.nan,
-            "mean_load_ms": paid["load_ms"].mean() if len(paid) else np.nan,
-            "load_source": ", ".join(sorted(paid["load_ms_source"].dropna().unique())),
-            "median_paid": paid[metric].median() if len(paid) else np.nan,
-            "median_warm": warm[metric].median() if len(warm) else np.nan,
-            "load_share_of_total": paid["load_ms"].sum() / total if total else np.nan,
+            "paid_load_share": float(paid.mean()) if len(group) else np.nan,
+            "load_source": ", ".join(sorted(group.loc[paid, "load_ms_source"].dropna().unique())),
+            **load_figures(group, metric),
+            "median_paid": after.loc[loaded, metric].median() if loaded.any() else np.nan,
+            "median_warm": after.loc[~loaded, metric].median() if (~loaded).any() else np.nan,
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     if rows:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from latencylab.analyse.attribution import later
 from latencylab.analyse.findings import Key, Quantity, Step, Verdict
 from latencylab.analyse.stats import numeric
 
@@ -106,12 +107,6 @@ def key_of(g: pd.DataFrame) -> Key:
     return g["run"].iloc[0], g["scenario"].iloc[0]
 
 
-def later(g: pd.DataFrame) -> pd.DataFrame:
-    """The requests after the scenario's cold start (all of them when there was none, or nothing after it)."""
-    after = g[~g["cold_start"]]
-    return after if len(after) else g
-
-
 def median(series: pd.Series) -> float:
     values = numeric(series).dropna()
     return float(values.median()) if len(values) else math.nan
@@ -135,28 +130,28 @@ def gain_step(kind: str, g: pd.DataFrame, metric: str, after: float) -> Step | N
     return Step(kind, key_of(g), {"now": now, "after": after, "saved": now - after})
 
 
-def ms(value: float | None) -> Quantity:
-    return Quantity(value, "ms")
+def ms(value: float | None, label: str | None = None) -> Quantity:
+    return Quantity(value, "ms", label)
 
 
-def fine_ms(value: float | None) -> Quantity:
-    return Quantity(value, "fine_ms")
+def fine_ms(value: float | None, label: str | None = None) -> Quantity:
+    return Quantity(value, "fine_ms", label)
 
 
-def share(value: float | None) -> Quantity:
-    return Quantity(value, "share")
+def share(value: float | None, label: str | None = None) -> Quantity:
+    return Quantity(value, "share", label)
 
 
-def count(value: float | None) -> Quantity:
-    return Quantity(value, "count")
+def count(value: float | None, label: str | None = None) -> Quantity:
+    return Quantity(value, "count", label)
 
 
-def tps(value: float | None) -> Quantity:
-    return Quantity(value, "tps")
+def tps(value: float | None, label: str | None = None) -> Quantity:
+    return Quantity(value, "tps", label)
 
 
-def mib(value: float | None) -> Quantity:
-    return Quantity(value, "mib")
+def mib(value: float | None, label: str | None = None) -> Quantity:
+    return Quantity(value, "mib", label)
 
 
 def processed_tokens(g: pd.DataFrame) -> pd.Series:
@@ -164,6 +159,16 @@ def processed_tokens(g: pd.DataFrame) -> pd.Series:
     history (`conversation.turns`), else the prompt less the tokens the server says it had cached."""
     tokens = numeric(g["prompt_tokens"]) - numeric(g["cached_tokens"]).fillna(0)
     return numeric(g["processed"]).fillna(tokens) if "processed" in g else tokens
+
+
+def prefill_rate(g: pd.DataFrame) -> tuple[float, float, float]:
+    """The prefill of a typical request of `g`: the median tokens processed, the median prompt time (ms) and their
+    ratio in tokens/s, over the requests the server timed the prompt of — a rate that, stated beside those two, says
+    tokens / rate = time (a median of each request's rate would not). NaN where no prompt was timed."""
+    time = numeric(g["prompt_ms"])  # columns, not a filtered copy of `g`: it may be every request of a model
+    timed = time.notna()
+    tokens, time = median(processed_tokens(g)[timed]), median(time[timed])
+    return tokens, time, tokens / time * 1000 if time > 0 else math.nan
 
 
 def own_work(g: pd.DataFrame, context: Context) -> pd.DataFrame:

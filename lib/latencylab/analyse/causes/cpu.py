@@ -24,6 +24,7 @@ from latencylab.analyse.causes.base import (
     later,
     median,
     ms,
+    prefill_rate,
     processed_tokens,
     share,
     tps,
@@ -126,12 +127,12 @@ class Cpu(Cause):
                            threshold_ms=context.scale.ms, threshold_share=context.scale.share)
         if contended.empty:
             return Verdict(self.name, key_of(g), "refuted", values)
-        quiet_tps = median(quiet["prefill_tps"])
+        quiet_tps = prefill_rate(quiet)[2]  # the floor's definition: a typical request's tokens over its time
         tokens = processed_tokens(contended)
         slowed = (numeric(contended["prompt_ms"]) - tokens / quiet_tps * 1000).clip(lower=0)
         amount = float(slowed.fillna(0).sum() / len(after)) if not math.isnan(quiet_tps) else math.nan
         latency = float(numeric(after[context.metric]).mean())
-        values = replace(values, prefill=median(contended["prefill_tps"]), prefill_quiet=quiet_tps,
+        values = replace(values, prefill=prefill_rate(contended)[2], prefill_quiet=quiet_tps,
                          decode=median(contended["decode_tps"]), decode_quiet=median(quiet["decode_tps"]),
                          amount_ms=amount, share=amount / latency if latency else math.nan)
         material = not math.isnan(amount) and context.scale.material(amount, latency)

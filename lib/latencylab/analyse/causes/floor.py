@@ -24,6 +24,7 @@ from latencylab.analyse.causes.base import (
     missing,
     ms,
     own_work,
+    prefill_rate,
     processed_tokens,
     share,
     tps,
@@ -32,6 +33,7 @@ from latencylab.analyse.findings import Phrase, Quantity, Values, Verdict
 from latencylab.analyse.stats import numeric
 
 SLOPE_POINTS_MAX = 1000
+MIN_GROWTH_N = 3  # fewer prompt times than this: the growth is the metric's
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,14 @@ class FloorValues(Values):
     floor_ms: float = math.nan  # median prompt time plus first token
     share: float = math.nan  # of the median metric
     new_tokens: float = math.nan  # median prompt tokens processed (cached ones left out)
+    # new_tokens / typical_ms: the pair a sentence states says tokens / rate = time (a median of per-request rates
+    # would not; the measured figures' prefill speed is that median, over every request)
     prefill_tps: float = math.nan
     rho: float = math.nan
     p: float = math.nan
     significant: bool = False
-    slope: float = math.nan  # ms per prompt token
+    slope: float = math.nan  # ms per prompt token processed, of `growth_of`
+    growth_of: str = ""  # what grows: prompt_ms (the server's prompt time) or the metric where the server has none
     intercept: float = math.nan
     added_ms: float = math.nan  # the slope over the prompts sent
     tokens_min: float = math.nan
@@ -66,26 +71,31 @@ class FloorValues(Values):
     threshold_ms: float = math.nan
     threshold_share: float = math.nan
 
+    def quantities(self) -> dict[str, float]:
+        return {"prompt_median": self.floor_ms, "tokens_median": self.new_tokens, "prefill_rate": self.prefill_tps,
+                "growth_slope": self.slope}
+
     def phrase(self, verdict: str, reason: str) -> Phrase:
         if verdict == "no_evidence":
             return Phrase(f"dx_none_{reason}")
         prefill = None if missing(self.new_tokens) or missing(self.prefill_tps) else \
-            Phrase("dx_prefill", {"tokens": count(self.new_tokens), "tps": tps(self.prefill_tps)})
+            Phrase("dx_prefill", {"tokens": count(self.new_tokens, "tokens_median"),
+                                  "tps": tps(self.prefill_tps, "prefill_rate")})
         growth = None
         if not missing(self.p):
             key = "dx_no_growth" if not self.significant else "dx_growth" if self.grows else "dx_growth_small"
-            growth = Phrase(key, {"slope": Quantity(self.slope, "slope"), "added": ms(self.added_ms),
+            growth = Phrase(key, {"slope": Quantity(self.slope, "slope", "growth_slope"), "added": ms(self.added_ms),
                                   "rho": Quantity(self.rho, "rho"), "p": Quantity(self.p, "p"),
                                   "min": count(self.tokens_min), "max": count(self.tokens_max)})
         cache = None if not self.cache_known else \
             Phrase("dx_cache", {"hits": share(self.cache_hits), "cached": share(self.cached_share)})
         said = self.material or verdict == "floor_above_target"  # what would lower it, where it matters
         lower = said and not missing(self.half_ms) and self.half_ms < self.now_ms
-        levers = Phrase("dx_floor_levers", {"after": ms(self.half_ms), "now": ms(self.now_ms),
+        levers = Phrase("dx_floor_levers", {"after": ms(self.half_ms), "now": ms(self.now_ms, "metric_median_later"),
                                             "saved": ms(self.now_ms - self.half_ms)}) if lower else None
         return Phrase(f"dx_prompt_{verdict}", {
-            "floor": ms(self.floor_ms), "share": share(self.share), "prefill": prefill, "growth": growth,
-            "cache": cache, "levers": levers, "goal": ms(self.goal),
+            "floor": ms(self.floor_ms, "prompt_median"), "share": share(self.share), "prefill": prefill,
+            "growth": growth, "cache": cache, "levers": levers, "goal": ms(self.goal),
             "target": Phrase(f"t_{self.target}") if self.target else None})
 
 
@@ -119,22 +129,25 @@ class Floor(Cause):
         # the server's own work: the requests no cause named above owns (a cut or evicted history is waste)
         work = own_work(after, context)
         floor = median(numeric(work["prompt_ms"]) + numeric(work["first_token_ms"]))
-        # Growth is the TTFT's (what the prefill figure draws): Theil–Sen's slope is robust to the minority of
-        # requests slowed by a wait or a stall, whatever their prompt length.
-        known = after[numeric(after["prompt_tokens"]).notna()]
-        y = numeric(known["ttft_ms"])
-        growth = _growth(numeric(known["prompt_tokens"])[y.notna()].to_numpy(), y[y.notna()].to_numpy())
+        # Growth is the server's prompt time on the tokens it processed, where it times the prompt: the first byte
+        # adds loads and waits that hide it (the metric only where the server reports no prompt time). Theil–Sen's
+        # slope is robust to the minority of requests slowed by a stall, whatever their prompt length.
+        timed_after = numeric(after["prompt_ms"]).notna().sum() >= MIN_GROWTH_N
+        y = numeric(after["prompt_ms"] if timed_after else after[metric])
+        x = processed_tokens(after)
+        fit = x.notna() & y.notna()
+        growth = _growth(x[fit].to_numpy(), y[fit].to_numpy())
         significant = bool(growth.get("p", math.nan) < stats.ALPHA and growth.get("rho", math.nan) > 0)
         added = growth.get("added_ms", math.nan)
         grows = significant and scale.material(added, max(latency, added))
         cached = g[numeric(g["cached_tokens"]).notna()]
         prompt_sum = numeric(cached["prompt_tokens"]).sum()
-        timed = work[numeric(work["prompt_ms"]).notna()]
-        new = processed_tokens(timed)
         half = float((numeric(after[metric]) - prompt.fillna(0.0) / 2).median()) if prompt.notna().any() else math.nan
+        tokens, typical, rate = prefill_rate(work)
         values = FloorValues(
-            typical_ms=median(work["prompt_ms"]), floor_ms=floor, share=floor / latency if latency else math.nan,
-            new_tokens=median(new), prefill_tps=median(timed["prefill_tps"]), **growth,
+            typical_ms=typical, floor_ms=floor, share=floor / latency if latency else math.nan,
+            new_tokens=tokens, prefill_tps=rate, **growth,
+            growth_of="prompt_ms" if timed_after else metric,
             significant=significant, grows=grows,
             material=grows or (not math.isnan(floor) and scale.material(floor, latency)), cache_known=len(cached),
             cache_hits=float((numeric(cached["cached_tokens"]) > 0).mean()) if len(cached) else math.nan,

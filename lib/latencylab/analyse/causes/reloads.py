@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from latencylab.analyse.attribution import load_figures
 from latencylab.analyse.causes.base import (
     Cause,
     Context,
@@ -15,7 +16,6 @@ from latencylab.analyse.causes.base import (
     gain_step,
     key_of,
     later,
-    mean,
     median,
     missing,
     ms,
@@ -27,9 +27,10 @@ from latencylab.analyse.stats import numeric
 
 @dataclass(frozen=True)
 class ReloadValues(Values):
-    """`later_paid` of `later_n` requests after the cold start made the server load (`waited`: those that waited
-    for another's load), the load per request on average and its share of the mean metric, each load, the cold
-    start, why each reload happened."""
+    """`later_paid` of `later_n` later requests made the server load (`waited`: those that waited for another's
+    load), the mean load over those (`load_ms`), over every later request (`amount_ms`) and its share of their mean
+    metric; the cold start and its load; why each reload happened. The load figures are `attribution.load_figures`'s,
+    the load table's too."""
 
     later_paid: int | None = None
     later_n: int | None = None
@@ -46,14 +47,15 @@ class ReloadValues(Values):
     def phrase(self, verdict: str, reason: str) -> Phrase:
         if verdict == "no_evidence":
             return Phrase(f"dx_none_{reason}")
-        cold = [Phrase("dx_cold_start", {"load": ms(self.cold_start_ms)})] \
+        cold = [Phrase("dx_cold_start", {"load": ms(self.cold_start_ms, "load_cold_start")})] \
             if self.cold_start and not missing(self.cold_start_ms) else []
         if self.waited:
             cold.append(Phrase("dx_cold_waited", {"n": count(self.waited)}))
         reasons = Phrases(tuple(Phrase(f"dx_reason_{r}", {"n": count(n)}) for r, n in self.reasons.items()), ", ")
         return Phrase(f"dx_reloads_{verdict}", {
-            "later_paid": count(self.later_paid), "later_n": count(self.later_n), "load": ms(self.load_ms),
-            "amount": ms(self.amount_ms), "share": share(self.share),
+            "later_paid": count(self.later_paid, "loads_later"), "later_n": count(self.later_n, "requests_later"),
+            "load": ms(self.load_ms, "load_mean_loaded"), "amount": ms(self.amount_ms, "load_per_request"),
+            "share": share(self.share, "load_share"),
             "reasons": Phrase("dx_reasons", {"reasons": reasons}) if self.reasons else None,
             "cold": Phrases(tuple(cold))})
 
@@ -72,18 +74,17 @@ class Reloads(Cause):
             return Verdict(self.name, key_of(g), "no_evidence", ReloadValues(), "no_state")
         after = later(g)
         loaded = after[after["loaded"]]
-        cold = g[g["cold_start"]]
-        latency = mean(after[context.metric])
-        amount = float(after["loading_ms"].fillna(0.0).mean()) if len(loaded) else 0.0
+        x = load_figures(g, context.metric)
         values = ReloadValues(
-            later_paid=len(loaded), later_n=len(after), waited=int((after["load_event"] > 0).sum() - len(loaded)),
-            amount_ms=amount, share=amount / latency if latency else math.nan, load_ms=mean(loaded["load_ms"]),
-            cold_start=bool(len(cold)), cold_start_ms=mean(cold.loc[cold["loaded"], "load_ms"]),
+            later_paid=x["loads_later"], later_n=x["requests_later"],
+            waited=int((after["load_event"] > 0).sum() - len(loaded)),
+            amount_ms=x["load_per_request"], share=x["load_share"], load_ms=x["load_mean_loaded"],
+            cold_start=bool(g["cold_start"].any()), cold_start_ms=x["load_cold_start"],
             reasons={str(k): int(v) for k, v in loaded["reload_reason"].fillna("unknown").value_counts().items()},
             threshold_ms=context.scale.ms, threshold_share=context.scale.share)
         if not len(loaded):
             return Verdict(self.name, key_of(g), "refuted", values)
-        material = context.scale.material(amount, latency)
+        material = context.scale.material(x["load_per_request"], x["metric_mean_later"])
         return Verdict(self.name, key_of(g), "confirmed" if material else "present", values)
 
     def gain(self, g: pd.DataFrame, metric: str) -> Step | None:

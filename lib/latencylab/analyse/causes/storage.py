@@ -58,8 +58,9 @@ def slower(read: pd.DataFrame, data: pd.DataFrame, metric: str) -> tuple[float, 
 @dataclass(frozen=True)
 class StorageValues(Values):
     """The scenario's loads with host evidence (`n`), those from storage with the share of the file they found
-    cached, the bytes read, the read rate and their median load; those from memory (the report's, of the same
-    file) with their rate and median load; how much slower storage made a load and its share of the metric."""
+    cached, the bytes read, the read rate and their median load; the report's loads of the same file from memory
+    (`memory_n`: every scenario's, the scenario's own among them) with their rate and median load; how much slower
+    storage made a load and its share of the metric."""
 
     n: int = 0
     storage_n: int = 0
@@ -84,15 +85,19 @@ class StorageValues(Values):
     scope: str = ""
     by_stall: bool = False  # judged by the kernel's stall (no load from memory, or it showed more lost than they did)
 
+    def quantities(self) -> dict[str, float]:
+        return {"loads_host": self.n, "loads_storage": self.storage_n, "loads_memory_report": self.memory_n}
+
     def phrase(self, verdict: str, reason: str) -> Phrase:
         if verdict == "no_evidence":
             return Phrase(f"dx_none_{reason}")
-        memory = Phrase("dx_storage_memory", {"n": count(self.memory_n), "rate": Quantity(self.memory_rate, "gbps"),
+        if verdict == "refuted":  # its own loads, every one from memory: the report's others compare nothing here
+            return Phrase("dx_storage_refuted", {"n": count(self.n, "loads_host"), "memory": None})
+        memory = Phrase("dx_storage_memory", {"n": count(self.memory_n, "loads_memory_report"),
+                                               "rate": Quantity(self.memory_rate, "gbps"),
                                                "load": ms(self.memory_ms)}) if self.memory_n else None
-        if verdict == "refuted":
-            return Phrase("dx_storage_refuted", {"n": count(self.n), "memory": memory})
-        read = {"storage_n": count(self.storage_n), "n": count(self.n), "cached": share(self.cached),
-                "read": mib(self.read_bytes), "rate": Quantity(self.read_rate, "mbps"), "load": ms(self.storage_ms)}
+        read = {"storage_n": count(self.storage_n, "loads_storage"), "n": count(self.n, "loads_host"),
+                "cached": share(self.cached), "read": mib(self.read_bytes), "rate": Quantity(self.read_rate, "mbps"), "load": ms(self.storage_ms)}
         if self.by_stall:
             return Phrase("dx_storage_stalled" if verdict == "confirmed" else "dx_storage_unstalled", {
                 **read, "stall": ms(self.stall_ms), "cover": share(self.cover), "scope": Phrase(f"dx_psi_{self.scope}"),

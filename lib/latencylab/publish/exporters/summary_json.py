@@ -65,6 +65,7 @@ def summary(f: Findings, lang: str | None = None) -> dict[str, Any]:
             "median_ci": [ci["median_low"], ci["median_high"]], "p95_ci": [ci["p95_low"], ci["p95_high"]],
             "paid_load_share": None if load is None else load["paid_load_share"],
             "first_ms": first, "later_median_ms": later,
+            "quantities": f.quantities(key),  # each labelled quantity's one value (findings.LABELS say what it is)
         })
     a = f.answer
     h = f.headline
