@@ -183,14 +183,14 @@ def test_the_storage_counts_say_whose_loads_they_are(found):
 
 
 def test_the_documents_words_carry_the_one_value(found):
-    """The Markdown is the lead's to check; here, the one sentence per scenario that states its loads in the
-    Analysis and the Diagnosis' own both print the load table's mean load."""
+    """The Markdown is the lead's to check (test_document_answer.py); here, the load the answer and the Diagnosis
+    state is the load table's mean load."""
     for lang in ("en", "es"):
-        analysis = document.section(found, "analysis", lang)
+        summary = document.section(found, "summary", lang)
         diagnosis = document.section(found, "diagnosis", lang)
         row = found.load.loc[(found.baseline[0], "baseline")]
         load = str(document.UNITS["ms"](row["load_mean_loaded"], lang))
-        assert load in analysis and load in diagnosis
+        assert load in summary and load in diagnosis
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])

@@ -50,8 +50,8 @@ class Answer:
 
     slow: list[Key]  # the scenarios that fail a target (none judged: the slowest, where it is not the only one)
     confirmed: list[Confirmed]  # waste confirmed, the cause explaining the largest share first
-    fix: Step | None  # the predicted gain of the main fix, with what was measured where it was tried; else the step
-    # that matters most (a floor above the target, failures)
+    fix: Step | None  # the predicted gain of the main fix, with what was measured where it was tried (the document
+    # says which of those a busy host disturbed); else the step that matters most (a floor above the target, failures)
     disturbed: dict[Key, list[str]]  # scenarios with a confirmed host cause, and which
     run_wide: dict[str, str]  # cause → verdict that every scenario shares and is said once (no_gpu)
     hypotheses: list[Hypothesis] = field(default_factory=list)
@@ -88,8 +88,7 @@ def answer(diagnosis: Diagnosis, keys: Sequence[Key], targets: pd.DataFrame, med
     slow = list(dict.fromkeys(zip(failing["run"], failing["scenario"], strict=True))) if len(failing) else []
     if not slow and not len(targets) and len(medians) > 1:
         slow = [max(medians, key=medians.get)]
-    fix = next((s for s in steps if s.kind.startswith("predict_") and s.key not in disturbed),
-               next((s for s in steps if s.kind in LEADING), None))
+    fix = next((s for s in steps if s.kind.startswith("predict_")), next((s for s in steps if s.kind in LEADING), None))
     return Answer(slow=slow, confirmed=ranked, fix=fix, disturbed=disturbed, run_wide=_run_wide(verdicts, keys),
                   hypotheses=hypotheses(diagnosis, verdicts), matrix=_matrix(verdicts, keys))
 

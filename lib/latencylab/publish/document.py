@@ -320,7 +320,7 @@ def matrix_cells(cause: str, f: Findings, lang: str) -> list[Markup]:
         v = next(x for x in f.diagnosis.verdicts if x.key == key and x.cause == cause)
         mark = i18n.t(f"dx_mark_{verdict}", lang)
         part = share_of(v)
-        cells.append(mark + (Markup(" {}").format(i18n.percent(part, lang)) if part and verdict in ("confirmed", "present")
+        cells.append(mark + (Markup(" {}").format(i18n.percent(part, lang)) if part > 0 and verdict in ("confirmed", "present")
                              else ""))
     return cells
 
@@ -350,10 +350,11 @@ def next_lines(f: Findings, lang: str) -> list[Markup]:
     for s in [*f.diagnosis.predictions, *f.steps]:
         if fix is not None and s.kind == fix.kind and s.key == fix.key:
             continue
-        action = ACTIONS.get(s.kind, s.kind)
-        grouped.setdefault(action if s.kind.startswith("predict_") else str(step_words(s, {**f.labels, s.key: "\\x00"} if
-                                                                                      s.key else f.labels, lang,
-                                                                                      f.metric)), []).append(s)
+        if s.kind.startswith("predict_") or f"next_group_{s.kind}" in i18n.catalog(lang):
+            said = ACTIONS.get(s.kind, s.kind)  # one line for every scenario it holds for, each with its numbers
+        else:
+            said = str(step_words(s, {**f.labels, s.key: "\x00"} if s.key else f.labels, lang, f.metric))
+        grouped.setdefault(said, []).append(s)
     for said, steps in grouped.items():
         first = steps[0]
         if first.kind.startswith("predict_"):
@@ -363,6 +364,8 @@ def next_lines(f: Findings, lang: str) -> list[Markup]:
             also = fix is not None and ACTIONS.get(fix.kind) == said
             lines.append(i18n.t("next_gain_also" if also else "next_gain", lang, action=i18n.t(f"action_{said}", lang),
                                 metric=metric, list=items))
+        elif f"next_group_{first.kind}" in i18n.catalog(lang) and len(steps) > 1:
+            lines.append(GROUPS[first.kind](steps, f, lang))
         elif first.key is None:
             lines.append(step_words(first, f.labels, lang, f.metric))
         else:
@@ -373,6 +376,28 @@ def next_lines(f: Findings, lang: str) -> list[Markup]:
             who = i18n.t("every_scenario", lang) if len(keys) == len(f.keys) > 1 else names(keys, f, lang)
             lines.append(step_words(first, {**f.labels, first.key: who}, lang, f.metric))
     return lines
+
+
+def _by_causes(disturbed: dict[Key, list[str]]) -> list[tuple[tuple[str, ...], list[Key]]]:
+    """The scenarios a busy host disturbed, grouped by what disturbed them."""
+    groups: dict[tuple[str, ...], list[Key]] = {}
+    for key, causes in disturbed.items():
+        groups.setdefault(tuple(causes), []).append(key)
+    return list(groups.items())
+
+
+def _floors(steps: list[Step], f: Findings, lang: str) -> Markup:
+    """Floors above the target in several scenarios, as one step: each scenario with what its prompts need."""
+    metric = i18n.t(f"metric_{f.metric}", lang)
+    items = Markup("; ").join(i18n.t("next_group_item_floor_above_target", lang, scenario=f.labels.get(s.key, ""),
+                                     floor=i18n.ms(s.values["floor"], lang)) for s in steps)
+    v = steps[0].values
+    return i18n.t("next_group_floor_above_target", lang, list=items, goal=i18n.ms(v["goal"], lang),
+                  target=i18n.t(f"t_{v['target']}", lang, metric=metric))
+
+
+# Steps of one kind that several scenarios share with numbers of their own: one line, each scenario with its numbers.
+GROUPS: dict[str, Callable[[list[Step], Findings, str], Markup]] = {"floor_above_target": _floors}
 
 
 # The action each predicted gain stands for: predictions of one action are one next step.
@@ -409,6 +434,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "interval_ratio": lambda low, high: "–" if i18n.missing(low) else Markup("{} – {}").format(
             i18n.ratio(low, lang), i18n.ratio(high, lang)),
         "grouped": lambda cause: grouped_verdicts(cause, f, lang),
+        "disturbed_groups": lambda: _by_causes(f.answer.disturbed),
         "target_row": lambda key, name: next((r for r in f.targets.itertuples() if (r.run, r.scenario, r.target)
                                               == (key[0], key[1], name)), None),
         "target_goal": lambda name: f.targets.loc[f.targets["target"] == name, "goal"].iloc[0], "next_lines": lambda: next_lines(f, lang),
