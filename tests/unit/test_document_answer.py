@@ -1,7 +1,7 @@
 """The document a person reads in a minute (issue 32): the answer first, each fact once, one value per quantity.
 
-Read on a real run of the demo (tests/data/ollama-demo-run: `latencylab run ollama-demo` on the bundled Ollama 0.5.4),
-in English and in Spanish, as latency.md says it.
+Read on a real run of the demo (tests/data/ollama-demo-run: `make report` on a fresh clone, the bundled Ollama 0.5.4,
+13 requests a scenario, its samples' text left out), in English and in Spanish, as latency.md says it.
 """
 
 from __future__ import annotations
@@ -141,11 +141,14 @@ def test_one_value_per_scenario_and_quantity(documents: dict) -> None:
 
 
 def test_prompt_rate_and_time_agree(documents: dict) -> None:
-    """Where a sentence says N tokens at R tokens/s take T ms, T is N / R."""
+    """Where a sentence says N tokens at R tokens/s take T ms, T is N / R (as far as the rounding of N, R and T
+    allows: a median of 48.5 tokens is written 48)."""
     text = documents["en"][0]
     found = re.findall(r"(\d+) new prompt tokens at ([\d.,]+) tokens/s\) takes ([\d,]+)\s?ms", text)
+    assert found
     for tokens, rate, took in found:
-        assert abs(float(took.replace(",", "")) - 1000 * float(tokens) / float(rate.replace(",", ""))) <= 2
+        n, r, t = float(tokens), float(rate.replace(",", "")), float(took.replace(",", ""))
+        assert 1000 * (n - 0.5) / (r + 0.05) - 0.5 <= t <= 1000 * (n + 0.5) / (r - 0.05) + 0.5, (n, r, t)
 
 
 def test_a_disturbed_scenario_is_flagged(documents: dict) -> None:

@@ -1,7 +1,8 @@
 """One value per (scenario, quantity) across Findings' tables, summary.json and the diagnosis (issue 32, item 3), on a
-real run: tests/data/ollama-demo-run is `latencylab run studies/ollama-demo.yaml` on the bundled Ollama 0.5.4
-(2 cores shared with other work: loads, a warm keep_alive scenario, host evidence), its samples kept whole but for
-the chunk gaps, the text, connection details and the model files' paths.
+real run: tests/data/ollama-demo-busy-run is `latencylab run studies/ollama-demo.yaml` (8 requests a scenario, as
+the demo was then) on the bundled Ollama 0.5.4 while other work took the 2 cores — loads, a warm keep_alive
+scenario, host evidence, CPU taken by others confirmed —, its samples kept whole but for the chunk gaps, the text,
+connection details and the model files' paths.
 
 Every number a diagnosis sentence states with a label (`findings.LABELS`) is the value `Findings.quantities` and
 summary.json give that quantity; the tables that state it again agree; tokens / rate = time where a sentence says
@@ -28,7 +29,7 @@ from latencylab.runs import columnar
 from latencylab.runs.columnar import samples_frame
 from latencylab.runs.store import RunMeta
 
-RUN = Path(__file__).parents[1] / "data" / "ollama-demo-run"
+RUN = Path(__file__).parents[1] / "data" / "ollama-demo-busy-run"
 
 
 @pytest.fixture(scope="module")

@@ -176,8 +176,8 @@ LABELS = {
     "load_share": "load_per_request over metric_mean_later",
     "loads_later": "how many later requests made the server load",
     "requests_later": "how many later requests there are",
-    "prompt_median": "the median server prompt time (with the first token's) of the later requests no other cause "
-                     "owns: the floor",
+    "prompt_median": "the median server prompt time of the later requests no other cause owns (the floor adds the "
+                     "first token's)",
     "tokens_median": "the median prompt tokens processed (cached ones left out) of those requests",
     "prefill_rate": "tokens_median over prompt_median, so that tokens / rate = time",
     "growth_slope": "the Theil–Sen slope of the server's prompt time (the metric where there is none) on the tokens "

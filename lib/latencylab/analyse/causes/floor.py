@@ -72,7 +72,7 @@ class FloorValues(Values):
     threshold_share: float = math.nan
 
     def quantities(self) -> dict[str, float]:
-        return {"prompt_median": self.floor_ms, "tokens_median": self.new_tokens, "prefill_rate": self.prefill_tps,
+        return {"prompt_median": self.typical_ms, "tokens_median": self.new_tokens, "prefill_rate": self.prefill_tps,
                 "growth_slope": self.slope}
 
     def phrase(self, verdict: str, reason: str) -> Phrase:
@@ -93,8 +93,11 @@ class FloorValues(Values):
         lower = said and not missing(self.half_ms) and self.half_ms < self.now_ms
         levers = Phrase("dx_floor_levers", {"after": ms(self.half_ms), "now": ms(self.now_ms, "metric_median_later"),
                                             "saved": ms(self.now_ms - self.half_ms)}) if lower else None
+        # a typical request's prompt time beside the rate it is the time of; where the floor alone is above the
+        # target, the floor (with the first token's) that the verdict held to it
+        floor = ms(self.floor_ms) if verdict == "floor_above_target" else ms(self.typical_ms, "prompt_median")
         return Phrase(f"dx_prompt_{verdict}", {
-            "floor": ms(self.floor_ms, "prompt_median"), "share": share(self.share), "prefill": prefill,
+            "floor": floor, "share": share(self.share), "prefill": prefill,
             "growth": growth, "cache": cache, "levers": levers, "goal": ms(self.goal),
             "target": Phrase(f"t_{self.target}") if self.target else None})
 
