@@ -28,8 +28,7 @@ WORDS = {
            "spilled: will not fit: about 60% on the GPU",  # the check's share in the report's format
            "The check predicted about 60% on the GPU before the run",
            "measured: 62% on the GPU, so the prediction is confirmed",
-           "“The model does not fit in the GPU” — put to the test by this run: spilled: ✅ confirmed; resident: ❌ "
-           "refuted"),
+           "| The model does not fit in the GPU | ✅ confirmed (spilled) | 62% of the model in VRAM |"),
     "es": ("**spilled** — ✅ confirmada: no cabe: el 62\u00a0% del modelo en la GPU (62\u00a0MiB de 100\u00a0MiB), el "
            "resto en la CPU",
            "**resident** — ❌ refutada: el modelo entero está en la GPU (100\u00a0MiB)",
@@ -37,7 +36,7 @@ WORDS = {
            "spilled: no cabe: cerca del 60\u00a0% en la GPU",
            "La comprobación previa predijo cerca del 60\u00a0% en la GPU",
            "medido: 62\u00a0% en la GPU, así que la predicción queda confirmada",
-           "«The model does not fit in the GPU» — puesta a prueba en esta ejecución: spilled: ✅ confirmada"),
+           "| The model does not fit in the GPU | ✅ confirmada (spilled) | 62\u00a0% del modelo en VRAM |"),
 }
 
 
@@ -63,7 +62,8 @@ def test_a_partial_offload_is_confirmed_with_its_numbers_and_a_resident_model_re
     # the double decodes (1 + 3 × 0.38) times slower with 38 % on the CPU
     assert spilled.values.decode_spilled < 0.7 * spilled.values.decode_gpu
     for lang, expected in WORDS.items():
-        text = report.document_of([run_id], lang=lang).markdown("diagnosis")
+        doc = report.document_of([run_id], lang=lang)
+        text = doc.markdown("summary") + doc.markdown("diagnosis")  # the hypotheses, side by side on the first screen
         missing = [words for words in expected if words not in text]
         assert not missing, (missing, text)
         assert "phi3" not in text  # the seed's claims belong to the seed's study, not to every report

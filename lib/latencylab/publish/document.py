@@ -288,6 +288,10 @@ def slow_list(f: Findings, lang: str) -> Markup:
         missed.setdefault(row.target, []).append(row)
     groups = []
     for target, rows in missed.items():
+        if target in ("cv", "fits_in_vram"):  # a goal that is no duration: the scenarios that miss it, named
+            groups.append(i18n.t("answer_slow_target", lang, scenario=names([(r.run, r.scenario) for r in rows], f, lang),
+                                 target=i18n.t(f"t_{target}", lang, metric=metric)))
+            continue
         unit = (lambda v: i18n.percent(v, lang)) if target == "cv" else (lambda v: i18n.ms(v, lang))
         said = [i18n.t("answer_slow_value", lang, scenario=f.labels[(r.run, r.scenario)], measured=unit(r.measured))
                 for r in rows]
@@ -374,7 +378,9 @@ def next_lines(f: Findings, lang: str) -> list[Markup]:
                 lines.append(i18n.t(f"next_{first.kind}_run", lang))  # a fact of the whole run, said once
                 continue
             who = i18n.t("every_scenario", lang) if len(keys) == len(f.keys) > 1 else names(keys, f, lang)
-            lines.append(step_words(first, {**f.labels, first.key: who}, lang, f.metric))
+            many = len(keys) > 1 and f"next_{first.kind}_many" in i18n.catalog(lang)  # a sentence whose verb agrees
+            step = Step(f"{first.kind}_many", first.key, first.values) if many else first
+            lines.append(step_words(step, {**f.labels, first.key: who}, lang, f.metric))
     return lines
 
 

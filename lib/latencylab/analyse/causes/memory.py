@@ -89,7 +89,7 @@ class Memory(Cause):
         if len(again):
             _, _, extra, latency = slower(again, context.data, context.metric)
         if len(again) and missing(extra):  # no load from memory to compare with: what the kernel says they waited
-            waited, _ = stalled(again, context.data, context.metric, StorageValues())
+            waited, _, _ = stalled(again, context.data, context.metric, StorageValues())
             extra, latency = waited.extra_ms, median(again[context.metric])
         values = MemoryValues(
             reread_n=len(again), extra_ms=extra, share=extra / latency if latency else math.nan,

@@ -118,18 +118,20 @@ def reference_rate(files: pd.Series, data: pd.DataFrame) -> tuple[float, str]:
 
 
 def stalled(read: pd.DataFrame, data: pd.DataFrame, metric: str,
-            values: StorageValues) -> tuple[StorageValues, float]:
+            values: StorageValues) -> tuple[StorageValues, float, float]:
     """The kernel's verdict on loads from storage, which needs no load from memory to compare with: each load slowed by
     storage (most of its file read, at a rate far below the page cache's, waiting for storage most of its time) lost
     the time it waited (its I/O stall, no more than the load less what the page cache would take); `values` with the
-    medians of those figures, and the total lost (NaN where the kernel kept no stall: the cause is not guessed)."""
+    medians of those figures, the total lost, and the most storage can have cost them at all — the time they
+    waited for it, every load counted (NaN where the kernel kept no stall: the cause is not guessed)."""
     stall = numeric(read["io_stall_ms"]) if "io_stall_ms" in read else pd.Series(math.nan, index=read.index)
     if stall.isna().all():
-        return values, math.nan
+        return values, math.nan, math.nan
     rate, source = reference_rate(read["model_file"], data)
     load = numeric(read["load_ms"])
     from_memory_ms = numeric(read["read_bytes"]) / rate * 1000
     lost = pd.concat([stall, (load - from_memory_ms).clip(lower=0)], axis=1).min(axis=1)
+    most = float(lost.sum())
     slowed = ((numeric(read["read_bytes"]) >= MOST * numeric(read["model_file_bytes"]))
               & (numeric(read["read_rate"]) <= FAR_BELOW * rate) & (stall >= MOST * load))
     lost = lost.where(slowed, 0.0)
@@ -137,7 +139,7 @@ def stalled(read: pd.DataFrame, data: pd.DataFrame, metric: str,
     scope = read["psi_scope"].dropna()
     return replace(values, stall_ms=median(stall), cover=median(stall / load), reference_rate=rate, reference=source,
                    scope=str(scope.mode().iloc[0]) if len(scope) else "system", extra_ms=median(lost),
-                   share=median(lost) / latency if latency else math.nan), float(lost.sum())
+                   share=median(lost) / latency if latency else math.nan), float(lost.sum()), most
 
 
 class Storage(Cause):
@@ -151,9 +153,9 @@ class Storage(Cause):
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """Confirmed when the loads that read the model from storage took longer than loads of the same file from
-        the page cache by a material part of the scenario's mean first byte (spread over its requests); without
-        such loads to compare with, or where it shows more, by the time the loads waited for storage (`stalled`),
-        where the kernel says."""
+        the page cache by a material part of the scenario's mean first byte (spread over its requests), no more
+        than they waited for storage where the kernel says; without such loads to compare with, or where it shows
+        more, by the time the loads waited for storage (`stalled`)."""
         every = loads(g)
         if every.empty:
             return Verdict(self.name, key_of(g), "no_evidence", StorageValues(), "no_host_loads")
@@ -169,11 +171,16 @@ class Storage(Cause):
                          read_rate=median(read["read_rate"]), storage_ms=storage_ms, extra_ms=extra,
                          share=extra / latency if latency else math.nan)
         total = extra * len(read)
-        kernel, waited = stalled(read, context.data, context.metric, values)
+        kernel, waited, most = stalled(read, context.data, context.metric, values)
         # the kernel's wait for storage where nothing compares, or where it shows more lost than the loads from
-        # memory do (a busy CPU slows those too, and the difference then hides what storage cost)
+        # memory do (a busy CPU slows those too, and the difference then hides what storage cost); and where it
+        # says less, no more than it: what the loads did not wait for storage is not storage's (the first load after
+        # the server started took twice as long from the page cache too, and a load from storage after it as long)
         if not missing(waited) and (memory.empty or missing(total) or waited > total):
             values, total = replace(kernel, by_stall=True), waited
+        elif not missing(most) and not missing(total) and most < total:
+            values, total = replace(values, extra_ms=most / len(read), share=most / len(read) / latency
+                                    if latency else math.nan), most
         # material as a reload is: over the scenario's requests (a load from storage once in thirty is not why
         # its requests are slow), against its mean first byte
         requests = numeric(g[context.metric]).dropna()
