@@ -266,11 +266,16 @@ def gist(v: Verdict | None, f: Findings, lang: str, why: bool = True) -> Markup:
     if phrase is None:
         return Markup("–")
     said = phrase_words(phrase, lang, metric=i18n.t(f"metric_{f.metric}", lang))
+    return said + Markup("; ") + reasons if why and (reasons := reason_words(v, lang)) else said
+
+
+def reason_words(v: Verdict, lang: str) -> Markup:
+    """Why a reload happened, in a few words ('' for a cause that records no reason)."""
     reasons = getattr(v.values, "reasons", None)
-    if why and v.cause == "reloads" and reasons:
-        said += Markup("; ") + phrase_words(Phrase("gist_why", {"why": Phrases(tuple(
-            Phrase(f"gist_reason_{r}") for r in reasons), ", ")}), lang)
-    return said
+    if v.cause != "reloads" or not reasons:
+        return Markup("")
+    return phrase_words(Phrase("gist_why", {"why": Phrases(tuple(Phrase(f"gist_reason_{r}") for r in reasons),
+                                                              ", ")}), lang)
 
 
 def slow_list(f: Findings, lang: str) -> Markup:
@@ -432,7 +437,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "saturation_line": lambda point: saturation_words(point, f.labels, lang),
         "turns": lambda: scenario_turns(f.conversation),
         "slow_list": lambda: slow_list(f, lang), "names": lambda keys: names(keys, f, lang),
-        "gist": lambda v, why=True: gist(v, f, lang, why), "wasted": lambda key: wasted(key, f, lang),
+        "gist": lambda v, why=True: gist(v, f, lang, why), "reasons": lambda v: reason_words(v, lang), "wasted": lambda key: wasted(key, f, lang),
         "comparison": lambda key: next((c for c in f.comparisons.itertuples() if (c.run, c.scenario) == tuple(key)), None),
         "signed": lambda v: signed(v, lang), "cells": lambda cause: matrix_cells(cause, f, lang),
         "cause_names": lambda causes: Markup(", ").join(i18n.t(f"dx_waste_{c}", lang) for c in causes),
