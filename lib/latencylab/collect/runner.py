@@ -5,6 +5,7 @@ records besides its times is `evidence`'s; where requests go, `servers`'."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from latencylab.collect import gather, gpu, host, loops, servers, strategies
+from latencylab.collect import gather, gpu, host, loops, scrape, servers, strategies
 from latencylab.collect.engine import Engine
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.collect.evidence import Evidence
@@ -53,6 +54,7 @@ class Collector:
         self.passes: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self.progress = progress
         self.pool: WorkerPool | None = None  # worker processes that send the timed requests, when the study asks
+        self.scraper: scrape.Scraper | None = None  # the server's own metrics, where it publishes them
         self.gc = loops.HeldGc()  # no collection while requests are in flight, but at quiet points or past a budget
         self.bar = tqdm(total=0, desc=run_id, unit=words.text("progress_unit", lang), disable=not progress)
 
@@ -118,10 +120,11 @@ class Collector:
         window_start = time.monotonic()
         try:
             request = servers.request_for(self.study, target, planned, history)
-            if self.pool is not None:
-                sample = await self.pool.measure(planned.scenario, request)
-            else:
-                sample = await backend.measure(client, request)
+            with self.scraper.sending() if self.scraper is not None else contextlib.nullcontext():
+                if self.pool is not None:
+                    sample = await self.pool.measure(planned.scenario, request)
+                else:
+                    sample = await backend.measure(client, request)
         except RequestInterrupted as stop:  # kept with the times it reached; a resume sends it again
             self.evidence.peaks(stop.sample, window_start, time.monotonic())
             self.evidence.stamp(stop.sample, planned, scheduled_at)
@@ -337,10 +340,13 @@ async def collect(run_id: str, *, on_sample: Callable[[Sample], None] | None = N
             if engine is not None:
                 writer.update(server={**writer.meta.server, "command": engine.command()})
             targets = servers.targets(study, engine, bundled)
-            async with servers.clients(targets, study), servers.pool(targets, study) as pool:
+            router = engine.process.pid if engine is not None and engine.process is not None else None
+            async with servers.clients(targets, study), servers.pool(targets, study) as pool, \
+                    scrape.during(study, targets, router, run_id) as (scraper, scraped):
+                writer.update(server_metrics=scraped)
                 collector = Collector(study, targets, writer, run_id, engine, on_sample, progress, lang or study.lang,
                                       bundled)
-                collector.pool = pool
+                collector.pool, collector.scraper = pool, scraper
                 collector.restore(done)
                 await collector.prepare()
                 while plan:  # a rate sweep's plan grows as its passes find each scenario's rates

@@ -17,12 +17,14 @@ class Capabilities:
     residency: bool = False  # say whether a model is loaded, without loading it
     list_models: bool = False  # say whether it has a model (has_model)
     pull: bool = False  # fetch a model it lacks (ensure_model(pull=True))
+    metrics: tuple[str, ...] = ()  # where it publishes its own state (Prometheus /metrics, llama-server's /slots)
 
 
 CAPABILITIES: dict[str, Capabilities] = {
     "ollama": Capabilities(load_unload=True, residency=True, list_models=True, pull=True),
-    "openai": Capabilities(),
-    "llamacpp": Capabilities(load_unload=True, residency=True),  # router mode; a single-model server has no load
+    "openai": Capabilities(metrics=("/metrics",)),  # vLLM, SGLang…: kept where it answers with names latencylab reads
+    # router mode; a single-model server has no load
+    "llamacpp": Capabilities(load_unload=True, residency=True, metrics=("/metrics", "/slots")),
 }
 
 

@@ -272,6 +272,13 @@ class GpuSpec(_Spec):
         False, description="scenarios that will not fit are what the study measures: a note, not a warning")
 
 
+class ServerMetricsSpec(_Spec):
+    """The server's own metrics (llama-server's /metrics and /slots, vLLM's /metrics), scraped while the run collects."""
+
+    scrape: bool = Field(True, description="scrape them where the server publishes them")
+    interval_s: float = Field(0.25, ge=0.05, le=60, description="seconds between two scrapes")
+
+
 class PrepareSpec(_Spec):
     """Steps before measuring."""
 
@@ -313,6 +320,7 @@ class StudySpec(_Spec):
     slo: SloSpec = SloSpec()
     workload: WorkloadSpec = WorkloadSpec()
     prepare: PrepareSpec = PrepareSpec()
+    server_metrics: ServerMetricsSpec = ServerMetricsSpec()
     gpu: GpuSpec | None = None
     cold_protocol: Literal["none", "unload_before_each", "first_only"] = "none"
     sweep: SweepSpec | None = None

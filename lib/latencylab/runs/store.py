@@ -70,6 +70,8 @@ class RunMeta(BaseModel):
     # Python's garbage collections while collecting (collect.loops.HeldGc): at quiet points between levels, and
     # forced while requests were in flight (each a pause of the stamps); None for runs before issue 20
     gc_collections: dict[str, int] | None = None
+    # the server's own metrics (collect.scrape): the interval, each endpoint's scenarios, why others were not scraped
+    server_metrics: dict[str, Any] = Field(default_factory=dict)
     gpus: list[dict[str, Any]] = Field(default_factory=list)  # NVIDIA GPUs NVML saw at creation (gpu.GpuDevice)
     resumes: list[Resume] = Field(default_factory=list)
 
@@ -208,10 +210,13 @@ class RunWriter:
             self._samples.close()
             from latencylab.runs import columnar
 
-            try:
-                columnar.write(self.dir)
-            except (OSError, ValueError) as exc:  # the next load builds it from the journal, and says why not
-                warnings.warn(f"{self.dir / columnar.PARQUET} not written: {exc}", stacklevel=2)
+            from latencylab.runs import server_metrics
+
+            for copy in (columnar, server_metrics):
+                try:
+                    copy.write(self.dir)
+                except (OSError, ValueError) as exc:  # the next load builds it from the journal, and says why not
+                    warnings.warn(f"{self.dir / copy.PARQUET} not written: {exc}", stacklevel=2)
         finally:
             self.release()
 

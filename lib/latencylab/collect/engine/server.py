@@ -207,7 +207,8 @@ class Engine(Supervised):
     def command(self) -> list[str]:
         """The llama-server command line (loopback only; no shell)."""
         cmd = [str(find_binary("llama-server")), "--host", "127.0.0.1", "--port", str(self.port),
-               "--models-dir", str(self.models_dir), "--models-max", str(self.models_max), "--no-webui"]
+               "--models-dir", str(self.models_dir), "--models-max", str(self.models_max), "--no-webui",
+               "--metrics"]  # its instances' /metrics, which latencylab scrapes during a run (collect.scrape)
         # Defaults go in the presets' `[*]` section: flags on the command line would override every preset.
         defaults: dict[str, Any] = {"ctx-size": self.ctx_size}
         if self.sleep_idle_seconds is not None:
