@@ -24,6 +24,7 @@ from latencylab.analyse.compare import (
 from latencylab.analyse.conversation import turn_table
 from latencylab.analyse.diagnosis import diagnose
 from latencylab.analyse.findings import Findings, RunInfo
+from latencylab.analyse.server_metrics import per_request
 from latencylab.analyse.steps import agree_with, beside_measured, figure_facts, headline, next_steps, serialised
 from latencylab.analyse.tables import (
     KEY,
@@ -43,13 +44,17 @@ from latencylab.analyse.targets import evaluate_targets
 
 def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | None = None,
              targets: dict[str, Any] | None = None, external: str | None = None,
-             checks: dict[str, list[dict[str, Any]]] | None = None, phases: pd.DataFrame | None = None) -> Findings:
+             checks: dict[str, list[dict[str, Any]]] | None = None, phases: pd.DataFrame | None = None,
+             server_metrics: pd.DataFrame | None = None) -> Findings:
     """Everything a report states about `samples` (from `runs`), computed once; `targets` decide the metric;
     `checks` are the findings of each run's check.json, by run id; `phases` is `tables.phase_summary`'s table where the
-    caller has it already (the report notebook shows it before the findings), not computed twice."""
+    caller has it already (the report notebook shows it before the findings), not computed twice; `server_metrics`
+    the servers' own metrics scraped during the runs (`runs.server_metrics.load`), where they published any."""
     targets = dict(targets or {})
     metric = targets.get("metric") or "ttfb_ms"
-    frame = keyed(samples, {r.run_id: r.label for r in runs})
+    labels_of = {r.run_id: r.label for r in runs}
+    series = pd.DataFrame() if server_metrics is None else server_metrics
+    frame = keyed(per_request(samples, series, metric), labels_of)
     keys = scenario_order(frame)
     base = resolve_baseline(keys, labelled_baseline(runs, baseline))
     names = [k[1] for k in keys]
@@ -96,4 +101,7 @@ def findings(samples: pd.DataFrame, runs: Sequence[RunInfo], *, baseline: str | 
         measured_figures=measured_figures, diagnosis=diagnosis, requests=requests, capacity=levels,
         saturation=saturation, conversation=turn_table(requests, metric),
         answer=answer(diagnosis, keys, target_table, later, diagnosis.predictions + steps),
+        server_metrics=series.assign(label=[labels.get((labels_of.get(run, run), scenario), scenario)
+                                            for run, scenario in zip(series["run"], series["scenario"], strict=True)])
+        if len(series) else series,
     )

@@ -335,6 +335,8 @@ class Findings:
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
     conversation: pd.DataFrame = field(default_factory=pd.DataFrame)  # a conversation's turns (conversation.py)
     saturation: list[Saturation] = field(default_factory=list)
+    # the server's own metrics scraped during the runs (runs.server_metrics.LOADED), with `label`
+    server_metrics: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     answer: Answer | None = None  # what the report leads with (answer.py)
 
     def quantities(self, key: Key) -> dict[str, float]:

@@ -15,7 +15,7 @@ import pandas as pd
 from latencylab.analyse.findings import Key, RunInfo, run_info
 from latencylab.core import paths
 from latencylab.core.errors import BadLabel
-from latencylab.runs import store
+from latencylab.runs import server_metrics, store
 from latencylab.runs.baselines import read_baseline_csv
 
 if TYPE_CHECKING:
@@ -146,5 +146,5 @@ def document_of(run_ids: list[str], *, baseline: str = "", lang: str = "", targe
     runs = read_runs(run_ids, labels, pool)
     samples, baseline, external = load_samples(run_ids, baseline)
     found = compute.findings(samples, runs, baseline=baseline or None, targets={**runs[0].targets, **(targets or {})},
-                              external=external, checks=read_checks(run_ids))
+                              external=external, checks=read_checks(run_ids), server_metrics=server_metrics.load(run_ids))
     return Report(found, lang or runs[0].lang)

@@ -4,7 +4,7 @@ scrape of one endpoint, and its columnar copy server_metrics.parquet, a row per 
     run, t (Unix seconds, the scrape's middle), endpoint, quantity, value, source (the server's metric name)
 
 An endpoint is one server (or one model's instance of the embedded engine); run.json's `server_metrics` says which
-scenarios each serves and why one was not scraped."""
+scenarios each serves and why one was not scraped. `load` gives each row once per scenario its endpoint serves."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from latencylab.core import paths
 JOURNAL = "server_metrics.jsonl"
 PARQUET = "server_metrics.parquet"
 COLUMNS = ["run", "t", "endpoint", "quantity", "value", "source"]
+LOADED = ["run", "scenario", "t", "endpoint", "quantity", "value", "source"]
 SCHEMA = pa.schema([("run", pa.string()), ("t", pa.float64()), ("endpoint", pa.string()), ("quantity", pa.string()),
                     ("value", pa.float64()), ("source", pa.string())])
 
@@ -54,15 +55,24 @@ def write(folder: Path) -> Path | None:
 
 
 def load(run_ids: Iterable[str]) -> pd.DataFrame:
-    """The runs' scrapes (`COLUMNS`), from the columnar copy where it is as new as the journal."""
+    """The runs' scrapes (`LOADED`): from the columnar copy where it is as new as the journal, each row once per
+    scenario its endpoint serves (run.json's `server_metrics.endpoints`)."""
+    from latencylab.runs.store import load_meta
+
     frames = []
     for run_id in run_ids:
         folder = paths.run_dir(run_id)
         journal, columnar = folder / JOURNAL, folder / PARQUET
         if columnar.exists() and (not journal.exists() or columnar.stat().st_mtime >= journal.stat().st_mtime):
-            frames.append(pq.read_table(columnar, schema=SCHEMA).to_pandas())
+            table = pq.read_table(columnar, schema=SCHEMA)
         elif journal.exists():
-            frames.append(pa.table(_rows(journal, run_id), schema=SCHEMA).to_pandas())
+            table = pa.table(_rows(journal, run_id), schema=SCHEMA)
+        else:
+            continue
+        served = load_meta(run_id).server_metrics.get("endpoints", {})
+        scenarios = pd.DataFrame([(key, name) for key, names in served.items() for name in names],
+                                 columns=["endpoint", "scenario"])
+        frames.append(table.to_pandas().merge(scenarios, on="endpoint")[LOADED])
     if not frames:
-        return pd.DataFrame({name: pd.Series(dtype=str if name not in ("t", "value") else float) for name in COLUMNS})
+        return pd.DataFrame({name: pd.Series(dtype=float if name in ("t", "value") else str) for name in LOADED})
     return pd.concat(frames, ignore_index=True)

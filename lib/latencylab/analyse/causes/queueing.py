@@ -1,5 +1,8 @@
 """Queueing: a typical request waited before the server worked on it — behind this run's other requests (too few
-slots) or other clients' work — or in the client (waste). Planted: one-slot-concurrency-4, other-clients."""
+slots) or other clients' work — or in the client (waste). Where the server counts the requests it holds waiting for a
+slot (llama-server's `requests_deferred`, vLLM's `num_requests_waiting`, scraped during the run), its count decides
+whether a wait on the server was a queue. Planted: one-slot-concurrency-4, other-clients; real: a one-slot
+llama-server at four requests at once (tests/integration/test_server_metrics.py)."""
 
 from __future__ import annotations
 
@@ -22,9 +25,11 @@ from latencylab.analyse.causes.base import (
     share,
 )
 from latencylab.analyse.findings import Phrase, Step, Values, Verdict
+from latencylab.analyse.server_metrics import SCRAPES, WAITING, WAITING_SOURCE
 from latencylab.analyse.stats import numeric
 
 PRESENT_MS = 1.0  # a median wait under a millisecond is no wait at all
+MIN_COUNTED = 3  # later requests with a scrape of the server's queue inside their wait: fewer say nothing
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,12 @@ class QueueingValues(Values):
     overlap_share: float = math.nan
     serialised: bool = False
     faulted: float = math.nan  # the share of the waiting requests in which the server's processes faulted pages in
+    # the server's own count of requests waiting for a slot, scraped inside later requests' waits: the most, the
+    # share of those requests that saw one, how many scrapes, and the metric
+    queued: float = math.nan
+    queued_share: float = math.nan
+    scrapes: int = 0
+    queue_metric: str = ""
     threshold_ms: float = math.nan
     threshold_share: float = math.nan
 
@@ -58,8 +69,27 @@ class QueueingValues(Values):
             "wait": fine_ms(self.wait_ms), "share": share(self.share),
             "source": Phrase("dx_wait_derived") if self.source == "derived" else None, "who": who,
             "client": Phrase("dx_client", {"client": fine_ms(self.client_ms)}) if self.client_ms >= 1 else None,
-            "serialised": Phrase("dx_serialised") if self.serialised else None,
+            "serialised": Phrase("dx_serialised") if self.serialised and not self.queued == 0 else None,
+            "counted": self._counted(),
             "memory": Phrase("dx_wait_memory", {"faulted": share(self.faulted)}) if reason == "memory" else None})
+
+
+    def _counted(self) -> Phrase | None:
+        if missing(self.queued):
+            return None
+        if self.queued == 0:
+            return Phrase("dx_counted_none", {"scrapes": count(self.scrapes), "metric": self.queue_metric})
+        return Phrase("dx_counted_some", {"most": count(self.queued), "share": share(self.queued_share),
+                                          "metric": self.queue_metric})
+
+
+def _server_count(after: pd.DataFrame) -> dict[str, float | int | str]:
+    """The server's own count of requests waiting for a slot during `after`'s waits, where enough was scraped."""
+    seen = numeric(after.get(WAITING, pd.Series(dtype=float))).dropna()
+    if len(seen) < MIN_COUNTED:
+        return {}
+    return {"queued": float(seen.max()), "queued_share": float((seen > 0).mean()),
+            "scrapes": int(numeric(after[SCRAPES]).sum()), "queue_metric": str(after[WAITING_SOURCE].dropna().iloc[0])}
 
 
 def _slots(g: pd.DataFrame, metric: str) -> int:
@@ -77,7 +107,7 @@ class Queueing(Cause):
     name = "queueing"
     words = ("dx_h_queueing", "dx_waste_queueing", "dx_queueing_confirmed", "dx_queueing_present",
              "dx_queueing_refuted", "dx_wait_derived", "dx_who_others", "dx_who_slots", "dx_who_one_slot",
-             "dx_client", "dx_serialised", "dx_none_no_wait", "dx_wait_memory")
+             "dx_client", "dx_serialised", "dx_none_no_wait", "dx_wait_memory", "dx_counted_some", "dx_counted_none")
     findings = {"confirmed": "queueing"}
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
@@ -96,7 +126,10 @@ class Queueing(Cause):
             slots=_slots(g, metric) if concurrency > 1 else math.nan,
             source="+".join(sorted(after["wait_source"].dropna().unique())),
             overlap_share=float(g["overlapped"].astype(bool).mean()), serialised=key in context.serialised,
-            threshold_ms=scale.ms, threshold_share=scale.share)
+            threshold_ms=scale.ms, threshold_share=scale.share, **_server_count(after))  # type: ignore[arg-type]
+        if values.queued == 0:  # the server held none waiting: what it took beyond its work was no queue of its own
+            values = replace(values, serialised=False)
+            wait = 0.0
         if math.isnan(wait) and not values.serialised:
             return Verdict(self.name, key, "no_evidence", values, "no_wait")
         amount = max(0.0 if math.isnan(wait) else wait, client)
