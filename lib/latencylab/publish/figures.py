@@ -130,6 +130,16 @@ def _decode(f: Findings, lang: str) -> str:
     return i18n.text("conclude_decode_one", lang, speed=i18n.number(f.requests["decode_tps"].median(), lang, 1))
 
 
+def _server(f: Findings, lang: str) -> str:
+    waiting = f.server_metrics[f.server_metrics["quantity"] == "waiting"]
+    if waiting.empty:
+        return ""
+    most, metric = waiting["value"].max(), waiting["source"].iloc[0]
+    if most == 0:
+        return i18n.text("conclude_server_none", lang, n=i18n.number(len(waiting), lang), metric=metric)
+    return i18n.text("conclude_server", lang, most=i18n.number(most, lang), metric=metric)
+
+
 def _nothing(f: Findings, lang: str) -> str:
     return ""
 
@@ -145,6 +155,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("timeline", "summary", "fig_timeline", _paid, ("conclude_paid",), sampled=True),
     FigureSpec("waterfall", "diagnosis", "fig_waterfall", _waterfall, ("conclude_waterfall",),
                when=lambda f: "metric_ms" in f.requests and bool(f.requests["metric_ms"].notna().any())),
+    FigureSpec("server", "diagnosis", "fig_server", _server, ("conclude_server", "conclude_server_none"),
+               when=lambda f: not f.server_metrics.empty, sampled=True),
     FigureSpec("targets", "targets", "fig_targets", _targets, ("conclude_targets",),
                when=lambda f: f.facts.targets_measured),
     FigureSpec("variability", "targets", "fig_cv", _cv, ("conclude_cv",),

@@ -49,6 +49,8 @@ def _scattered(f: Findings, name: str) -> tuple[pd.DataFrame, np.ndarray, list[s
     sample keeps apart. Rows, not a filtered copy: of 10⁶ requests, a copy of every column is gigabytes."""
     if name == "timeline":
         frame, keep, by = f.samples, f.samples["ok"].fillna(False), ["state", "label", "warmup"]
+    elif name == "server":
+        frame, keep, by = f.samples, f.samples["ok"].fillna(False), ["label"]
     elif name in ("box", "distribution"):
         frame, by = f.samples, ["label", "phase"] if name == "box" else ["label"]
         keep = f.samples["ok"].fillna(False) & ~f.samples["warmup"].fillna(False)
@@ -217,6 +219,18 @@ def rate_levels(f: Findings) -> list[tuple[str, pd.DataFrame, float | None, floa
         point = points.get(key)
         found.append((f.labels.get(key, key[1]), rates, point.rate if point else None, point.high if point else None))
     return found
+
+
+def server_in_use(f: Findings) -> tuple[pd.DataFrame, str]:
+    """What the server figure's lowest panel draws: per endpoint and scrape, the share of the server's KV cache in use
+    (vLLM), else of its slots busy (llama-server's /slots, read while requests were in flight); with the catalog key
+    of its axis ("" where the server published neither)."""
+    wide = f.server_metrics.pivot_table(index=["label", "endpoint", "t"], columns="quantity", values="value")
+    if "kv_used" in wide:
+        return wide["kv_used"].dropna().rename("in_use").reset_index(), "ax_server_kv"
+    if {"slots_busy", "slots_total"} <= set(wide.columns):
+        return (wide["slots_busy"] / wide["slots_total"]).dropna().rename("in_use").reset_index(), "ax_server_slots"
+    return pd.DataFrame(columns=["label", "endpoint", "t", "in_use"]), ""
 
 
 def by_residency(f: Findings) -> bool:

@@ -24,7 +24,7 @@ from latencylab.analyse.causes.base import (
     missing,
     share,
 )
-from latencylab.analyse.findings import Phrase, Step, Values, Verdict
+from latencylab.analyse.findings import Phrase, Quantity, Step, Values, Verdict
 from latencylab.analyse.server_metrics import SCRAPES, WAITING, WAITING_SOURCE
 from latencylab.analyse.stats import numeric
 
@@ -78,9 +78,10 @@ class QueueingValues(Values):
         if missing(self.queued):
             return None
         if self.queued == 0:
-            return Phrase("dx_counted_none", {"scrapes": count(self.scrapes), "metric": self.queue_metric})
+            return Phrase("dx_counted_none", {"scrapes": count(self.scrapes), "gauge": Quantity(self.queue_metric,
+                                                                                                 "text")})
         return Phrase("dx_counted_some", {"most": count(self.queued), "share": share(self.queued_share),
-                                          "metric": self.queue_metric})
+                                          "gauge": Quantity(self.queue_metric, "text")})
 
 
 def _server_count(after: pd.DataFrame) -> dict[str, float | int | str]:
