@@ -58,6 +58,7 @@ Bounded: binds 127.0.0.1 only, stops by itself after `--lifetime` seconds or whe
 `--loop uvloop` runs it on uvloop instead of asyncio's loop: it accepts and reads a request sooner, so less of
 its own lag lands in what a client is compared with (benchmarks/README.md measures how much).
 
+GET /metrics answers vLLM's scheduler gauges, so that latencylab scrapes it during a run as it would a vLLM.
 `serve(log_path)` (a context manager) starts it in its own process and yields the port.
 """
 
@@ -250,6 +251,8 @@ class GroundTruthServer:
         raw = await reader.readexactly(length)
         received = time.perf_counter_ns()
         path = target.split("?", 1)[0]
+        if method == "GET" and path == "/metrics":
+            return await self.metrics(writer)
         forms = {"/api/generate": "ollama", "/api/chat": "ollama", "/v1/chat/completions": "openai"}
         if method != "POST" or path not in forms:
             return await self.error(writer, 404, f"no {method} {path} here")
@@ -307,6 +310,20 @@ class GroundTruthServer:
         self.log.write(json.dumps(record) + "\n")
         self.log.flush()
         return keep
+
+    async def metrics(self, writer: asyncio.StreamWriter) -> bool:
+        """vLLM's scheduler gauges, as its /metrics gives them, so that latencylab scrapes this server during a run
+        as it would a vLLM (issue 34): the benchmark then measures the client's error with the scraper running."""
+        body = ("# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+                "# TYPE vllm:num_requests_running gauge\n"
+                f'vllm:num_requests_running{{model_name="ground-truth"}} {max(0, self.in_flight - 1)}.0\n'
+                "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+                "# TYPE vllm:num_requests_waiting gauge\n"
+                'vllm:num_requests_waiting{model_name="ground-truth"} 0.0\n').encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        return False
 
     async def error(self, writer: asyncio.StreamWriter, status: int, message: str) -> bool:
         body = json.dumps({"error": message}).encode()

@@ -155,7 +155,8 @@ class Latencylab(Client):
         workload["connection"] = args.mode
         workload.update(self.extra_workload(args))
         study = {"name": tag, "backend": "openai", "base_url": f"http://127.0.0.1:{port}",
-                 "workload": workload, "scenarios": [{"name": "gt", "model": MODEL}]}
+                 "workload": workload, "scenarios": [{"name": "gt", "model": MODEL}],
+                 "server_metrics": {"scrape": not args.no_scrape}}  # the server answers vLLM's gauges
         path = work / f"{tag}.yaml"
         path.write_text(yaml.safe_dump(study))
         env = {**os.environ, "LATENCYLAB_HOME": str(work / "home")}
@@ -513,6 +514,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--e-ms", type=float, default=135.0)
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--aggregate-tok-s", type=float, default=10_000.0)
+    parser.add_argument("--no-scrape", action="store_true",
+                        help="latencylab does not scrape the server's /metrics during its runs (issue 34's baseline)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep-work", type=Path, default=None, help="copy the studies, logs and runs here")
     args = parser.parse_args(argv)

@@ -21,16 +21,17 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from latencylab.collect.servers import Target
 from latencylab.core import paths
-from latencylab.plan.study import StudySpec
-from latencylab.runs.server_metrics import JOURNAL
+
+if TYPE_CHECKING:  # the scraper process imports this module: it needs none of the run's machinery
+    from latencylab.collect.servers import Target
+    from latencylab.plan.study import StudySpec
 
 # quantity → the server metrics that give it, the first a server publishes chosen; a metric's label sets are summed
 QUANTITIES: dict[str, tuple[str, ...]] = {
@@ -195,7 +196,7 @@ async def endpoints(study: StudySpec, targets: dict[str, Target], router_pid: in
             continue
         slots = "/slots" in backend.capabilities.metrics
         if study.backend_of(target.scenario) == "embedded" and router_pid is not None:
-            key = f"{backend.base_url} {target.model}"
+            key = f"embedded {target.model}"  # the same after a resume, on an engine at another port
             endpoint = found.get(key) or Endpoint(key, (), headers=backend.headers(), slots=slots,
                                                   router_pid=router_pid, model=target.model)
         else:
@@ -239,6 +240,8 @@ async def during(study: StudySpec, targets: dict[str, Target], router_pid: int |
     if not found:
         yield None, record
         return
+    from latencylab.runs.server_metrics import JOURNAL
+
     with Scraper(found, study.server_metrics.interval_s, paths.run_dir(run_id) / JOURNAL) as scraper:
         yield scraper, record
 
