@@ -12,6 +12,7 @@ from latencylab.collect.backends.base import (
     parse_json_line,
 )
 from latencylab.core.errors import ServerError
+from latencylab.core.protocols import CAPABILITIES
 from latencylab.core.sample import Sample
 
 
@@ -72,6 +73,7 @@ class OpenAIBackend(Backend):
     """`POST {base_url}/v1/chat/completions`; a base URL that already ends in `/v1` is accepted."""
 
     kind = "openai"
+    capabilities = CAPABILITIES["openai"]
 
     def url(self, path: str) -> str:
         if self.base_url.endswith("/v1") and path.startswith("/v1/"):
