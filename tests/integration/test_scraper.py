@@ -115,7 +115,6 @@ def _state(pid: int) -> str:
         return "Z"
 
 
-def test_a_run_that_read_no_metrics_loads_as_an_empty_series(tmp_path: Path,
-                                                                                  workdir: Path) -> None:
+def test_a_run_that_read_no_metrics_loads_as_an_empty_series(workdir: Path) -> None:
     frame = server_metrics.load(["no-such-run"])
     assert list(frame.columns) == server_metrics.LOADED and frame.empty
