@@ -24,10 +24,12 @@ def _windows(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.n
 
 def per_request(samples: pd.DataFrame, series: pd.DataFrame, metric: str = "ttfb_ms") -> pd.DataFrame:
     """`samples` with the server's own account of each request (`WAITING`, `SCRAPES`, `PREEMPTED`)."""
-    out = samples.assign(**{WAITING: np.nan, SCRAPES: 0.0, PREEMPTED: np.nan,
-                            WAITING_SOURCE: None, PREEMPTED_SOURCE: None})
-    if series.empty or samples.empty:
-        return out
+    if series.empty or samples.empty:  # no server published any: the samples as they are, not a copy
+        return samples
+    out = samples.copy(deep=False)  # copy-on-write: the columns added here are its own, the rest is shared
+    for column, empty in ((WAITING, np.nan), (SCRAPES, 0.0), (PREEMPTED, np.nan), (WAITING_SOURCE, None),
+                          (PREEMPTED_SOURCE, None)):
+        out[column] = empty
     by_key = {key: rows for key, rows in series.groupby(["run", "scenario", "quantity"], sort=False)}
     for (run, scenario), g in samples.groupby(["run_id", "scenario"], sort=False):
         start, first, end = _windows(g, metric)
