@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from latencylab.collect.backends.base import (
     Backend,
     GenerationRequest,
@@ -94,3 +96,10 @@ class OpenAIBackend(Backend):
 
     def parser(self) -> StreamParser:
         return OpenAIParser()
+
+    async def facts(self, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+        """The models it serves (`/v1/models`: their ids only): those of `models` it lacks."""
+        response = await client.get(self.url("/v1/models"))
+        response.raise_for_status()
+        ids = {m.get("id") for m in response.json().get("data") or []}
+        return {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
