@@ -3,7 +3,7 @@ import random
 import pytest
 
 from latencylab.collect import strategies
-from latencylab.collect.strategies import WORKER_STAGGER_S, ClosedLoop, OpenLoop
+from latencylab.collect.strategies import WORKER_STAGGER_S, ClosedLoop, OpenLoop, staggered
 from latencylab.plan.study import parse_study
 from latencylab.plan.workload import plan_requests
 
@@ -15,7 +15,7 @@ def _study(**workload):
 
 def _phases(study, rates=None):
     plan = plan_requests(study, "run", rates)
-    return plan, strategies.phases(plan, study.workload)
+    return plan, strategies.phases(plan, study)
 
 
 def test_an_open_loop_is_due_at_seeded_exponential_gaps():
@@ -37,7 +37,7 @@ def test_an_open_loops_gaps_average_one_over_its_rate():
 
 
 def test_a_closed_loops_workers_start_staggered():
-    assert ClosedLoop([], 3).worker_starts() == pytest.approx([0.0, WORKER_STAGGER_S, 2 * WORKER_STAGGER_S])
+    assert staggered(3) == pytest.approx([0.0, WORKER_STAGGER_S, 2 * WORKER_STAGGER_S])
 
 
 def test_a_closed_study_is_one_closed_loop_per_concurrency_level_in_turn():
@@ -68,4 +68,4 @@ def test_a_sweeps_passes_are_closed_loops_and_its_found_rates_open_ones():
 
 
 def test_nothing_to_send_is_no_phase():
-    assert strategies.phases([], _study(mode="open", rate_per_s=2.0).workload) == []
+    assert strategies.phases([], _study(mode="open", rate_per_s=2.0)) == []
