@@ -123,7 +123,7 @@ def test_an_open_loop_sends_each_request_when_due_never_before():
     due = dict((p.seq, d) for d, p in loop.arrivals())
     assert [seq for seq, *_ in server.sent] == [p.seq for p in plan]  # in order, whatever is in flight
     for seq, at, scheduled, _ in server.sent:
-        assert at >= start_loop + due[seq] and scheduled == pytest.approx(start_wall + due[seq], abs=0.005)
+        assert at >= start_loop + due[seq] and scheduled == pytest.approx(start_wall + due[seq], abs=0.02)
     assert server.most > 1
 
 
