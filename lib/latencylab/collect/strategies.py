@@ -12,7 +12,7 @@ sends what a strategy gives it without asking which strategy it is.
 - `Replay`: a recorded trace, each request due at its own time, whatever is in flight;
 - `phases`: a plan cut into the strategies that send it, one after the other.
 
-Their schedules (`worker_starts`, `arrivals`, `sessions`) are plain data, the same with or without a server. A
+Their schedules (`staggered`, `arrivals`, `sessions`) are plain data, the same with or without a server. A
 stopped run (Ctrl-C, SIGTERM: the task is cancelled) or a failed request ends every worker and waits for each
 request in flight, which writes its sample, before `run` returns.
 """
@@ -30,7 +30,7 @@ from latencylab.core.sample import Sample
 from latencylab.plan.study import StudySpec
 from latencylab.plan.workload import PlannedRequest, RequestPlan, plan_levels
 
-WORKER_STAGGER_S = 0.002  # between the first requests of closed-loop workers
+WORKER_STAGGER_S = 0.002  # between the first requests of a closed loop's or conversations' workers
 
 
 class Send(Protocol):

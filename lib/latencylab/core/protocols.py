@@ -10,6 +10,7 @@ backend's class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ServerKind:
     resident_limit: str | None = None
     # When it unloads an idle model by itself: "default" (after a keep_alive, the server's own when the scenario
     # sets none), "asked" (only after a keep_alive the scenario sets), None (never, as far as latencylab knows).
-    idle_unload: str | None = None
+    idle_unload: Literal["default", "asked"] | None = None
 
 
 _LLAMA_SERVER = "latencylab.collect.backends.llamacpp:LlamaCppBackend"
