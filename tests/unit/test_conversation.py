@@ -34,7 +34,7 @@ def test_sessions_plan_each_session_s_turns_in_order_with_seeded_think_times():
     assert all(1 <= p.think_s <= 2 for p in plan if p.think_s is not None)
     assert [p.think_s for p in plan] == [p.think_s for p in plan_requests(study, "run")]  # seeded
     assert plan[0].prompt != plan[3].prompt  # each session starts from its own place in the prompts
-    phases = strategies.phases(plan, study.workload)
+    phases = strategies.phases(plan, study)
     assert len(phases) == 1 and isinstance(phases[0], strategies.Conversations) and phases[0].concurrent == 2
     assert [[p.turn for p in s] for s in phases[0].sessions()] == [[0, 1, 2], [0, 1, 2]]
 
@@ -49,7 +49,7 @@ def test_a_scenario_s_own_sessions_replace_the_workload_s_and_are_checked_on_the
     plan = plan_requests(study, "run")
     assert [(p.scenario, p.session, p.turn) for p in plan] == [
         *(("shared", s, t) for s in range(3) for t in range(2)), *(("alone", 0, t) for t in range(6))]
-    phases = strategies.phases(plan, study.workload)
+    phases = strategies.phases(plan, study)
     assert [(len(p.sessions()), p.concurrent) for p in phases] == [(3, 2), (1, 1)]
     # the check estimates each scenario's own conversation: two turns fit 256 tokens (about 126), six do not (470)
     found = [f for f in check.evaluate(check.Plan(study, None)) if f.rule == "conversation-overflow"]

@@ -10,6 +10,7 @@ import pytest
 from latencylab.analyse.compare import CONFIG_UNKNOWN, fact_differences, server_facts
 from latencylab.analyse.findings import RunInfo
 from latencylab.collect import gather
+from latencylab.collect.backends import make_backend
 from latencylab.collect.backends.ollama import server_config
 from latencylab.core.errors import GGUFError
 from latencylab.core.gguf import read_metadata
@@ -101,8 +102,10 @@ def test_an_ollama_server_s_configuration_is_read_from_its_start_log_where_it_pr
 def test_the_configuration_shows_in_the_setup_where_known_and_is_unknown_never_a_difference_where_not(tmp_path):
     log = tmp_path / "ollama.log"
     log.write_text(LOG_054)
-    assert gather._config(log)["OLLAMA_KEEP_ALIVE"] == "2s"
-    assert gather._config(None) is None and gather._config(tmp_path / "gone.log") is None
+    ollama = make_backend("ollama", "http://127.0.0.1:1")
+    assert gather._config(ollama, log)["OLLAMA_KEEP_ALIVE"] == "2s"
+    assert gather._config(ollama, None) is None and gather._config(ollama, tmp_path / "gone.log") is None
+    assert gather._config(make_backend("openai", "http://127.0.0.1:1"), log) is None  # its log says nothing
 
     def run(label, config):
         server = {"kind": "ollama", "base_url": "http://127.0.0.1:1", "reachable": True, "version": "0.5.4",

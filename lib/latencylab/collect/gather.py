@@ -17,14 +17,12 @@ import httpx
 import psutil
 
 from latencylab.collect import gpu
-from latencylab.collect.backends import Timeouts, make_backend
-from latencylab.collect.backends.llamacpp import LlamaCppBackend
-from latencylab.collect.backends.ollama import OllamaBackend, server_config
+from latencylab.collect.backends import Backend, Timeouts, make_backend
 from latencylab.collect.host import listening_pid, tree
 from latencylab.core import paths
 from latencylab.core.errors import GGUFError, ServerError
 from latencylab.core.gguf import read_metadata
-from latencylab.core.protocols import full_name
+from latencylab.core.protocols import capabilities
 from latencylab.plan.check import CheckResult, Plan, evaluate
 from latencylab.plan.facts import (
     Facts,
@@ -34,14 +32,12 @@ from latencylab.plan.facts import (
     ModelFacts,
     Moment,
     ServerFacts,
-    as_int,
     is_local,
     model_facts,
 )
 from latencylab.plan.study import StudySpec
 
 FACTS_TIMEOUT_S = 30.0  # a server that answers none of its facts in this time counts as unreachable
-PROPS_KEYS = ("build_info", "model_path", "total_slots", "model_alias", "is_sleeping", "role", "max_instances")
 
 
 def host_facts() -> HostFacts:
@@ -97,85 +93,20 @@ def gguf_facts(name: str, path: Path) -> ModelFacts | None:
         return None
 
 
-async def _ollama(backend: OllamaBackend, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
-    tags = {full_name(t.get("name") or t.get("model", "")): t for t in await backend.tag_list(client)}
-    found: list[ModelFacts] = []
-    for model in dict.fromkeys(full_name(m) for m in models):
-        if model not in tags:
-            continue
-        tag = tags[model]
-        try:
-            shown = await backend.show(client, model)
-        except ServerError:
-            shown = {}
-        details = {**(tag.get("details") or {}), **(shown.get("details") or {})}
-        found.append(model_facts(model, "ollama", shown.get("model_info") or {}, family=details.get("family"),
-                                 parameter_size=details.get("parameter_size"),
-                                 quantization_level=details.get("quantization_level"),
-                                 size_bytes=tag.get("size"), digest=tag.get("digest")))
-    try:  # older or proxied servers may lack these two; the rest still stands
-        loaded = await backend.ps(client)
-        version = await backend.version(client)
-    except (httpx.HTTPStatusError, ServerError, ValueError):
-        loaded, version = [], None
-    return {"version": version, "models": found, "loaded": loaded,
-            "missing": sorted({full_name(m) for m in models} - tags.keys())}
-
-
-async def _llamacpp(backend: LlamaCppBackend, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+def _config(backend: Backend, log: Path | None) -> dict[str, str] | None:
+    """The server's configuration from its start log, where latencylab has that log (a server it started)."""
     try:
-        props = await backend.props(client)
-    except (ServerError, ValueError):
-        props = {}
-    settings = props.get("default_generation_settings") or {}
-    kept = {k: props[k] for k in PROPS_KEYS if k in props}
-    if settings.get("n_ctx"):  # a router says 0: each model has its own
-        kept["n_ctx"] = settings["n_ctx"]
-    try:
-        entries = await backend.model_entries(client)
-    except (httpx.HTTPError, ValueError):
-        entries = {}
-    found = []
-    for model in dict.fromkeys(models):
-        meta = (entries.get(model) or {}).get("meta") or {}  # a router gives it for loaded models only
-        params = as_int(meta.get("n_params"))
-        if model in entries:
-            found.append(ModelFacts(
-                name=model, source="llama-server", size_bytes=as_int(meta.get("size")),
-                context_length=as_int(meta.get("n_ctx_train")), embedding_length=as_int(meta.get("n_embd")),
-                quantization_level=meta.get("ftype"),
-                parameter_size=None if params is None else f"{params / 1e9:.1f}B" if params >= 1e9
-                else f"{params / 1e6:.0f}M"))
-    return {"version": props.get("build_info"), "props": kept, "models": found,
-            "missing": [m for m in dict.fromkeys(models) if entries and m not in entries]}
-
-
-async def _ask(kind: str, backend: Any, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
-    """The facts a server of protocol `kind` can give (the study names the protocol)."""
-    if kind == "ollama":
-        return await _ollama(backend, client, models)
-    if kind == "llamacpp":
-        return await _llamacpp(backend, client, models)
-    response = await client.get(backend.url("/v1/models"))  # an OpenAI-compatible server: its model ids only
-    response.raise_for_status()
-    ids = {m.get("id") for m in response.json().get("data") or []}
-    return {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
-
-
-def _config(log: Path | None) -> dict[str, str] | None:
-    """An Ollama server's configuration from its start log, where latencylab has that log (the bundled server)."""
-    try:
-        return server_config(log.read_text(errors="replace")) if log else None
+        return backend.config_from_log(log.read_text(errors="replace")) if log else None
     except OSError:
         return None
 
 
 async def _server(kind: str, url: str, models: list[str], api_key: str | None, log: Path | None = None) -> ServerFacts:
     backend = make_backend(kind, url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
-    config = _config(log) if kind == "ollama" else None
+    config = _config(backend, log)
     try:
         async with backend.client() as client:
-            found = await asyncio.wait_for(_ask(kind, backend, client, models), FACTS_TIMEOUT_S)
+            found = await asyncio.wait_for(backend.facts(client, models), FACTS_TIMEOUT_S)
     except (httpx.HTTPError, ServerError, ValueError, TimeoutError) as exc:
         return ServerFacts(kind=kind, base_url=url, reachable=False, error=f"{type(exc).__name__}: {exc}",
                            config=config)
@@ -189,9 +120,9 @@ async def _embedded(models: list[str], models_dir: Path, engine_url: str | None,
     props: dict[str, Any] = {}
     if engine_url:
         try:
-            backend = LlamaCppBackend(engine_url, api_key=engine_key, timeouts=Timeouts(connect_s=5.0))
+            backend = make_backend("embedded", engine_url, api_key=engine_key, timeouts=Timeouts(connect_s=5.0))
             async with backend.client() as client:
-                props = (await asyncio.wait_for(_llamacpp(backend, client, []), FACTS_TIMEOUT_S))["props"]
+                props = (await asyncio.wait_for(backend.facts(client, []), FACTS_TIMEOUT_S))["props"]
         except (httpx.HTTPError, ServerError, ValueError, TimeoutError):
             props = {}
     return ServerFacts(kind="embedded", base_url=None, reachable=True, models=found,
@@ -224,14 +155,15 @@ def collect(study: StudySpec, moment: Moment = "before", api_key: str | None = N
 
 
 async def _pull_probes(study: StudySpec, facts: Facts, api_key: str | None) -> dict[str, tuple[str | None, int | None]]:
-    """For a study that may pull: ask each Ollama server for the tags it lacks, up to the manifest."""
+    """For a study that may pull: ask each server that can pull for the models it lacks, up to the manifest."""
     probes: dict[str, tuple[str | None, int | None]] = {}
     if not study.prepare.pull:
         return probes
     for server in facts.servers:
-        if server.kind != "ollama" or not server.reachable or not server.missing:
+        if server.base_url is None or not capabilities(server.kind).pull or not server.reachable \
+                or not server.missing:
             continue
-        backend = OllamaBackend(server.base_url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
+        backend = make_backend(server.kind, server.base_url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
         async with backend.client() as client:
             for model in server.missing:
                 try:

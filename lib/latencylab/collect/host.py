@@ -31,8 +31,7 @@ import httpx
 import psutil
 
 from latencylab.collect import cgroups, gpu
-from latencylab.collect.backends.llamacpp import LlamaCppBackend
-from latencylab.collect.backends.ollama import OllamaBackend
+from latencylab.collect.backends import Backend
 from latencylab.collect.engine import Engine
 from latencylab.collect.engine.ollama import BundledOllama
 from latencylab.collect.servers import Target
@@ -373,23 +372,14 @@ def _name(pid: int) -> str:
         return "?"
 
 
-def _blob(modelfile: str) -> Path | None:
-    """The file an Ollama model is loaded from: its modelfile's `FROM /path` (`/api/show`)."""
-    found = re.search(r"^FROM (/\S.*)$", modelfile or "", re.M)
-    return Path(found.group(1).strip()) if found and Path(found.group(1).strip()).is_file() else None
-
-
-async def model_file(backend: object, client: httpx.AsyncClient, model: str) -> Path | None:
-    """The file a server loads `model` from, as the server says (Ollama `/api/show`, llama-server `/props`)."""
+async def model_file(backend: Backend, client: httpx.AsyncClient, model: str) -> Path | None:
+    """The file a server loads `model` from, as the server says (`Backend.model_path`: Ollama `/api/show`,
+    llama-server `/props`), where that file is on this machine."""
     try:
-        if isinstance(backend, OllamaBackend):
-            return _blob((await backend.show(client, model)).get("modelfile", ""))
-        if isinstance(backend, LlamaCppBackend):
-            path = (await backend.props(client)).get("model_path")
-            return Path(path) if path and Path(path).is_file() else None
+        path = await backend.model_path(client, model)
     except (httpx.HTTPError, ServerError, ValueError):
         return None
-    return None
+    return Path(path) if path and Path(path).is_file() else None
 
 
 def _of(server: Engine | BundledOllama) -> Callable[[], list[int]]:

@@ -8,10 +8,8 @@ import httpx
 from latencylab.collect.backends import Backend, Timeouts, make_backend
 from latencylab.collect.engine import find_binary
 from latencylab.core.errors import PreflightError
+from latencylab.core.protocols import server_kind
 from latencylab.plan.study import StudySpec
-
-# A cheap GET that every server of the kind answers (any HTTP status proves it is there).
-HEALTH_PATH = {"ollama": "/api/version", "openai": "/v1/models", "llamacpp": "/health"}
 
 
 async def check(study: StudySpec, api_key: str | None = None) -> None:
@@ -22,13 +20,13 @@ async def check(study: StudySpec, api_key: str | None = None) -> None:
     seen: set[tuple[str, str]] = set()
     for scenario in study.scenarios:
         kind, url = study.backend_of(scenario), study.base_url_of(scenario)
-        if kind == "embedded" or url is None:
+        if server_kind(kind).started or url is None:
             continue
         backend = make_backend(kind, url, timeouts=Timeouts(connect_s=5.0), api_key=api_key)
         async with backend.client() as client:
             if (kind, url) not in seen:
                 seen.add((kind, url))
-                await _reachable(client, backend.url(HEALTH_PATH[kind]), kind, url)
+                await _reachable(client, backend.url(server_kind(kind).health_path), kind, url)
             if backend.capabilities.list_models and not study.prepare.pull:
                 await _has_model(client, backend, scenario.model, url)
 

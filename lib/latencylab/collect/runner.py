@@ -1,6 +1,7 @@
-"""Executes a run's plan: sends each request when its load strategy says (`strategies`), with the cold protocol
-and preloads, the residency probes around each request; every sample stored the moment it exists. What a sample
-records besides its times is `evidence`'s; where requests go, `servers`'."""
+"""Executes a run's plan: hands each load strategy (`strategies`) its part with `Collector.send`, which sends one
+request with the cold protocol and preloads and the residency probes around it, and stores its sample the moment
+it exists. When each request leaves is the strategy's; what a sample records besides its times is `evidence`'s;
+where requests go, `servers`'."""
 
 from __future__ import annotations
 
@@ -187,109 +188,26 @@ class Collector:
         self.evidence.preloaded(target)
 
     async def run(self, plan: RequestPlan) -> None:
-        """Send `plan`, one strategy after the other (`strategies.phases`), collecting garbage between them."""
+        """Send `plan`, one strategy after the other (`strategies.phases`), collecting garbage between them: each
+        strategy sends its part through `send` at the moments it owns."""
         self.bar.total = self.bar.n + len(plan)
         self.bar.refresh()
         self.evidence.gpu.start()
         try:
             with self.gc.hold():
-                for strategy in strategies.phases(plan, self.study.workload):
+                for strategy in strategies.phases(plan, self.study):
                     first = strategy.plan[0]
                     if first.level is not None:  # a rate sweep's level: a progress bar of its own
                         self.bar.close()
                         label = first.sweep_pass or f"{first.rate_per_s:g}/s"
                         self.bar = tqdm(total=len(strategy.plan), desc=f"{first.scenario} {label}",
                                         unit=words.text("progress_unit", self.lang), disable=not self.progress)
-                    if isinstance(strategy, strategies.Conversations):
-                        await self._conversations(strategy)
-                    elif isinstance(strategy, strategies.OpenLoop | strategies.Replay):
-                        await self._open_loop(strategy)
-                    else:
-                        await self._closed_loop(strategy)
+                    await strategy.run(self.send)
                     self.gc.quiet_point()
         finally:
             self.evidence.gpu.stop()
             self.bar.close()
             self.writer.update(gc_collections=self.gc.counts())
-
-    async def _closed_loop(self, strategy: strategies.ClosedLoop) -> None:
-        """One worker per start the strategy gives; they take its plan in order, each request by one worker."""
-        queue = iter(strategy.plan)
-
-        async def worker(start_s: float) -> None:
-            await asyncio.sleep(start_s)
-            for planned in queue:  # shared iterator: each request is taken by one worker
-                await self.send(planned)
-
-        workers = [asyncio.create_task(worker(start_s)) for start_s in strategy.worker_starts()]
-        try:
-            await asyncio.gather(*workers)
-        finally:  # one failed or the run stopped: the others end too, before the run closes
-            await _cancel_and_wait(workers)
-
-    async def _conversations(self, strategy: strategies.Conversations) -> None:
-        """`concurrent` workers, each taking the next session and sending its turns in order: each turn the whole
-        history (the system prompt, the earlier user turns and the assistant's real answers), after the previous
-        answer and the turn's think time."""
-        queue = iter(strategy.sessions())
-        scenario = next(s for s in self.study.scenarios if s.name == strategy.plan[0].scenario)
-        sessions = self.study.sessions_of(scenario)
-        system = sessions.system_prompt if sessions else None
-
-        async def worker(start_s: float) -> None:
-            await asyncio.sleep(start_s)
-            for turns in queue:  # shared iterator: each session is taken by one worker
-                history = [{"role": "system", "content": system}] if system else []
-                for planned in turns:
-                    if planned.think_s:
-                        await asyncio.sleep(planned.think_s)
-                    sample = await self.send(planned, history=history)
-                    # a failed turn's question stays, unanswered, as a chat client keeps it
-                    history += [{"role": "user", "content": planned.prompt},
-                                {"role": "assistant", "content": sample.text if sample.ok else ""}]
-
-        starts = [index * strategies.WORKER_STAGGER_S for index in range(strategy.concurrent)]
-        workers = [asyncio.create_task(worker(start_s)) for start_s in starts]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            await _cancel_and_wait(workers)
-
-    async def _open_loop(self, strategy: strategies.OpenLoop | strategies.Replay) -> None:
-        """Each request sent as a task of its own the moment it is due, whatever is in flight."""
-        loop = asyncio.get_running_loop()
-        start_loop, start_wall = loop.time(), time.time()
-        # Only the requests in flight are held (a million finished tasks would be kept to the end otherwise);
-        # the first that failed is raised once every request has been sent, as gathering them all did.
-        in_flight: set[asyncio.Task[None]] = set()
-        failed: list[BaseException] = []
-
-        def ended(task: asyncio.Task[None]) -> None:
-            in_flight.discard(task)
-            if not task.cancelled() and (error := task.exception()) is not None:
-                failed.append(error)
-
-        try:
-            for due_s, planned in strategy.arrivals():
-                # a timer may fire a little early (uvloop counts whole milliseconds): a request never leaves
-                # before its time, so its client queueing (sent − due) is never below 0
-                while (left := start_loop + due_s - loop.time()) > 0:
-                    await asyncio.sleep(left)
-                task = asyncio.create_task(self.send(planned, scheduled_at=start_wall + due_s))
-                in_flight.add(task)
-                task.add_done_callback(ended)
-            await asyncio.gather(*in_flight)
-            if failed:
-                raise failed[0]
-        finally:  # stopped: every request in flight writes its sample before the run closes
-            await _cancel_and_wait(list(in_flight))
-
-
-async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel the tasks still running and wait until each has ended (a request in flight writes its sample)."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def create_run(study: StudySpec, study_as_written: dict[str, Any] | None = None, run_id: str | None = None) -> str:

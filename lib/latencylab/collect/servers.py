@@ -110,7 +110,7 @@ def targets(study: StudySpec, engine: Engine | None, bundled: BundledOllama | No
         kind = study.backend_of(s)
         if kind == "embedded":
             assert engine is not None
-            backend = make_backend("llamacpp", engine.base_url, api_key=engine.api_key, timeouts=timeouts,
+            backend = make_backend(kind, engine.base_url, api_key=engine.api_key, timeouts=timeouts,
                                    connection=study.workload.connection)
             model = presets.served_model_id(s)
         else:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from latencylab.core.durations import keep_alive_seconds
-from latencylab.core.protocols import full_name
+from latencylab.core.protocols import full_name, server_kind, unloads_idle
 from latencylab.plan.facts import Facts, ModelFacts, ServerFacts, is_local
 from latencylab.plan.study import ScenarioSpec, SessionsSpec, StudySpec
 from latencylab.plan.workload import BUILTIN_PROMPTS
@@ -278,14 +278,14 @@ def rule_thrashing(plan: Plan) -> Iterator[Finding]:
         return
     by_server: dict[tuple[str, str | None], list[ScenarioSpec]] = {}
     for s in study.scenarios:
-        if study.backend_of(s) in ("ollama", "embedded"):
+        if server_kind(study.backend_of(s)).resident_limit:  # a server whose bound the check knows
             by_server.setdefault((study.backend_of(s), study.base_url_of(s)), []).append(s)
     for (kind, _url), scenarios in by_server.items():
         if kind == "embedded":  # one served model per scenario (embedded.served_model_id); the router keeps models_max
             if len(scenarios) > study.engine.models_max:
                 yield Finding("thrashing-count", "warning", None,
                               {"scenarios": [s.name for s in scenarios], "resident_max": study.engine.models_max,
-                               "setting": "engine.models_max"})
+                               "setting": server_kind(kind).resident_limit})
             continue
         runners: dict[tuple[Any, ...], list[ScenarioSpec]] = {}
         for s in scenarios:
@@ -302,7 +302,7 @@ def rule_thrashing(plan: Plan) -> Iterator[Finding]:
         elif len(runners) > OLLAMA_MODELS_PER_GPU * gpus:
             yield Finding("thrashing-count", "warning", None,
                           {"scenarios": names, "resident_max": OLLAMA_MODELS_PER_GPU * gpus,
-                           "setting": "OLLAMA_MAX_LOADED_MODELS"})
+                           "setting": server_kind(kind).resident_limit})
         else:  # the models whose needs are unknown can only add to the known ones
             total = sum(n.size for n in needs if n) + GPU_RESERVE_BYTES
             if plan.budget and total > plan.budget.bytes:
@@ -329,11 +329,8 @@ def rule_keep_alive(plan: Plan) -> Iterator[Finding]:
         return
     round_s = sum(study.idle_gap_of(s) for s in study.scenarios)  # interleaved: every scenario's gap in between
     for s in study.scenarios:
-        kind = study.backend_of(s)
-        if kind not in ("ollama", "embedded"):
-            continue
-        if s.keep_alive is None and kind == "embedded":
-            continue  # no idle sleep unless the scenario asks for one
+        if not unloads_idle(study.backend_of(s), s.keep_alive is not None):
+            continue  # the embedded engine has no idle sleep unless the scenario asks for one
         keep = server_keep_alive_s(study, s) if s.keep_alive is None else keep_alive_seconds(s.keep_alive)
         gap = study.idle_gap_of(s) if study.workload.order == "blocked" else round_s
         if 0 < keep < gap:
@@ -418,8 +415,7 @@ def rule_conversation(plan: Plan) -> Iterator[Finding]:
             yield Finding("conversation-overflow", "warning", s.name,
                           {"tokens": tokens[-1], "num_ctx": num_ctx, "turn": turn, "needed": needed,
                            "kv_gb": _gb(int(per_token * needed)) if per_token else None})
-        kind = study.backend_of(s)
-        if kind == "ollama" or (kind == "embedded" and s.keep_alive is not None):
+        if unloads_idle(study.backend_of(s), s.keep_alive is not None):
             keep = server_keep_alive_s(study, s) if s.keep_alive is None else keep_alive_seconds(s.keep_alive)
             if 0 < keep < sessions.think_max_s:
                 yield Finding("think-keep-alive", "warning", s.name,

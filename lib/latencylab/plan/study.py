@@ -12,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from latencylab.core import paths
 from latencylab.core.durations import keep_alive_seconds
 from latencylab.core.errors import StudyError
-from latencylab.core.protocols import capabilities
+from latencylab.core.protocols import SERVER_KINDS, capabilities
 from latencylab.core.timeouts import Timeouts
 
-BackendKind = Literal["embedded", "ollama", "openai", "llamacpp"]
+# A study's server kinds are the registry's keys: a Literal built from them, so that pydantic's error and the
+# study's JSON schema name each one.
+BackendKind = Literal[tuple(SERVER_KINDS)]  # type: ignore[valid-type]
 # Ollama options that must be numbers; a string there is an HTTP 500 from the server.
 # Options that make a runner: two scenarios of one model that differ in any of them cannot share it, and
 # Ollama keeps one runner per model, so switching between them reloads (server/sched.go `needsReload`).
@@ -361,13 +363,14 @@ class StudySpec(_Spec):
             if self.on_bundled_ollama(s) and s.model not in BUNDLED_OLLAMA_MODELS:
                 raise ValueError(f"scenario {s.name!r}: the bundled Ollama has no model {s.model!r}; it has "
                                  f"{', '.join(BUNDLED_OLLAMA_MODELS)}")
-            if kind != "embedded" and not (s.base_url or self.base_url or self.on_bundled_ollama(s)):
+            if not SERVER_KINDS[kind].started and not (s.base_url or self.base_url or self.on_bundled_ollama(s)):
                 hint = " (or bundled_ollama: true, to run it on the bundled Ollama)" if kind == "ollama" else ""
                 raise ValueError(f"scenario {s.name!r} uses backend {kind!r} and needs a base_url{hint}")
             if (self.cold_protocol != "none" or s.preload) and not _can_load(kind):
+                *some, last = (k for k in SERVER_KINDS if _can_load(k))
                 raise ValueError(
                     f"scenario {s.name!r}: a {kind} server cannot be told to load or unload; "
-                    "use backend ollama or llamacpp, or cold_protocol: none and preload: false"
+                    f"use backend {', '.join(some)} or {last}, or cold_protocol: none and preload: false"
                 )
             if kind == "embedded" and s.keep_alive is not None and keep_alive_seconds(s.keep_alive) == 0:
                 raise ValueError(

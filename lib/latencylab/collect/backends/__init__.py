@@ -1,28 +1,25 @@
-"""One module per protocol; each turns one request into one `Sample` and knows nothing of studies."""
+"""One module per protocol; each turns one request into one `Sample` and knows nothing of studies. Which class
+serves which server kind is the registry's (`core.protocols.SERVER_KINDS`), not this package's."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from latencylab.collect.backends.base import Backend, GenerationRequest, Timeouts
-from latencylab.collect.backends.llamacpp import LlamaCppBackend
-from latencylab.collect.backends.ollama import OllamaBackend
-from latencylab.collect.backends.openai import OpenAIBackend
+from latencylab.core.protocols import server_kind
 
-BACKENDS: dict[str, type[Backend]] = {
-    "ollama": OllamaBackend,
-    "openai": OpenAIBackend,
-    "llamacpp": LlamaCppBackend,
-}
+
+def backend_class(kind: str) -> type[Backend]:
+    """The class that speaks the protocol of server kind `kind` (its registry entry's `backend`, "module:Class")."""
+    module, name = server_kind(kind).backend.split(":")
+    cls: type[Backend] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def make_backend(kind: str, base_url: str, **kwargs: Any) -> Backend:
-    """The backend for protocol `kind` (`ollama`, `openai` or `llamacpp`) at `base_url`."""
-    try:
-        cls = BACKENDS[kind]
-    except KeyError:
-        raise ValueError(f"unknown backend {kind!r}; expected one of {', '.join(BACKENDS)}") from None
-    return cls(base_url, **kwargs)
+    """The backend for server kind `kind` at `base_url`; ValueError, naming the kinds there are, for another."""
+    return backend_class(kind)(base_url, **kwargs)
 
 
-__all__ = ["BACKENDS", "Backend", "GenerationRequest", "Timeouts", "make_backend"]
+__all__ = ["Backend", "GenerationRequest", "Timeouts", "backend_class", "make_backend"]

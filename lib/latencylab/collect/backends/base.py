@@ -20,7 +20,7 @@ import httpx
 from latencylab.collect.backends.lanes import LaneTransport
 from latencylab.collect.backends.stamped import connect_ns, read_ns
 from latencylab.core.errors import RequestInterrupted, ServerError
-from latencylab.core.protocols import Capabilities
+from latencylab.core.protocols import Capabilities, capabilities
 from latencylab.core.sample import MAX_TEXT_CHARS, Sample, StreamClock
 from latencylab.core.timeouts import Timeouts
 
@@ -276,8 +276,11 @@ class Backend(ABC):
     """A protocol client that turns one `GenerationRequest` into one `Sample`, and asks the server what
     `capabilities` allow (load, unload, residency, models); what it cannot do raises NotImplementedError."""
 
-    kind: ClassVar[str]
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    kind: ClassVar[str]  # the protocol's server kind in `core.protocols.SERVER_KINDS`
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return capabilities(self.kind)
 
     def __init__(
         self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS,
@@ -355,6 +358,24 @@ class Backend(ABC):
     async def has_model(self, client: httpx.AsyncClient, model: str) -> bool | None:
         """Whether the server has `model` (pulled, on disk); None when it cannot say."""
         return None
+
+    @abstractmethod
+    async def facts(self, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+        """What the server says of itself and of `models`, as `plan.facts.ServerFacts` fields (`version`,
+        `models`, `missing`, …): the evidence gathered before and after a run."""
+
+    async def model_path(self, client: httpx.AsyncClient, model: str) -> str | None:
+        """The file the server says it loads `model` from; None when it cannot say."""
+        return None
+
+    def config_from_log(self, log: str) -> dict[str, str] | None:
+        """The server's settings from its start log (kept where latencylab started the server); None when the
+        log does not say them."""
+        return None
+
+    async def pull_probe(self, client: httpx.AsyncClient, model: str) -> tuple[str | None, int | None]:
+        """Whether the server's registry has `model`, before pulling it: (its error, None) or (None, its size)."""
+        raise NotImplementedError(f"a {self.kind} server cannot be told to pull a model")
 
     async def pull(self, client: httpx.AsyncClient, model: str) -> None:
         """Fetch `model` onto the server."""

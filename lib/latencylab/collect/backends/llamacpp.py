@@ -9,14 +9,15 @@ import httpx
 from latencylab.collect.backends.base import GenerationRequest, Residency, StreamParser, error_text, number
 from latencylab.collect.backends.openai import OpenAIBackend, OpenAIParser
 from latencylab.core.errors import ServerError
-from latencylab.core.protocols import CAPABILITIES
 from latencylab.core.sample import Sample
+from latencylab.plan.facts import ModelFacts, as_int
 
 # Ollama's per-request options that llama-server reads under its own names.
 SAMPLING_OPTIONS = {"temperature": "temperature", "seed": "seed", "top_k": "top_k", "top_p": "top_p",
                     "min_p": "min_p", "typical_p": "typical_p", "repeat_penalty": "repeat_penalty",
                     "repeat_last_n": "repeat_last_n", "presence_penalty": "presence_penalty",
                     "frequency_penalty": "frequency_penalty", "stop": "stop", "num_predict": "max_tokens"}
+PROPS_KEYS = ("build_info", "model_path", "total_slots", "model_alias", "is_sleeping", "role", "max_instances")
 
 
 def _status(entry: dict[str, Any]) -> str:
@@ -60,7 +61,6 @@ class LlamaCppBackend(OpenAIBackend):
     """llama-server, single-model or router mode (`/models`, `/models/load`, `/models/unload`)."""
 
     kind = "llamacpp"
-    capabilities = CAPABILITIES["llamacpp"]
 
     def build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         path, body = super().build(request)
@@ -104,6 +104,39 @@ class LlamaCppBackend(OpenAIBackend):
     async def model_entries(self, client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         """`/models` entries by id (status, and `meta` where the server gives it: size, trained context)."""
         return await self._entries(client)
+
+    async def facts(self, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+        """Its build and settings (`/props`), and each of `models` it lists (`/models`, with the facts a router
+        gives of a loaded model)."""
+        try:
+            props = await self.props(client)
+        except (ServerError, ValueError):
+            props = {}
+        settings = props.get("default_generation_settings") or {}
+        kept = {k: props[k] for k in PROPS_KEYS if k in props}
+        if settings.get("n_ctx"):  # a router says 0: each model has its own
+            kept["n_ctx"] = settings["n_ctx"]
+        try:
+            entries = await self.model_entries(client)
+        except (httpx.HTTPError, ValueError):
+            entries = {}
+        found = []
+        for model in dict.fromkeys(models):
+            meta = (entries.get(model) or {}).get("meta") or {}  # a router gives it for loaded models only
+            params = as_int(meta.get("n_params"))
+            if model in entries:
+                found.append(ModelFacts(
+                    name=model, source="llama-server", size_bytes=as_int(meta.get("size")),
+                    context_length=as_int(meta.get("n_ctx_train")), embedding_length=as_int(meta.get("n_embd")),
+                    quantization_level=meta.get("ftype"),
+                    parameter_size=None if params is None else f"{params / 1e9:.1f}B" if params >= 1e9
+                    else f"{params / 1e6:.0f}M"))
+        return {"version": props.get("build_info"), "props": kept, "models": found,
+                "missing": [m for m in dict.fromkeys(models) if entries and m not in entries]}
+
+    async def model_path(self, client: httpx.AsyncClient, model: str) -> str | None:
+        """`/props`' `model_path`."""
+        return (await self.props(client)).get("model_path")
 
     async def _post(self, client: httpx.AsyncClient, action: str, model: str) -> None:
         response = await client.post(self.url(f"/models/{action}"), json={"model": model}, timeout=None)

@@ -19,9 +19,9 @@ from latencylab.collect.backends.base import (
     parse_json_line,
 )
 from latencylab.core.errors import ServerError
-from latencylab.core.protocols import CAPABILITIES, full_name
+from latencylab.core.protocols import full_name
 from latencylab.core.sample import Sample
-from latencylab.plan.facts import LoadedModel
+from latencylab.plan.facts import LoadedModel, ModelFacts, model_facts
 
 NS_PER_MS = 1e6
 # The settings of the server's start log that decide what a request waits for (envconfig/config.go `AsMap`):
@@ -114,7 +114,6 @@ class OllamaBackend(Backend):
     """Ollama's native API; `endpoint` is `generate` (the seed's) or `chat`."""
 
     kind = "ollama"
-    capabilities = CAPABILITIES["ollama"]
 
     def __init__(self, base_url: str, *, endpoint: str = "generate", **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
@@ -227,6 +226,40 @@ class OllamaBackend(Backend):
     async def show(self, client: httpx.AsyncClient, model: str) -> dict[str, Any]:
         """`POST /api/show`: details (family, parameter size, quantization) and `model_info` (GGUF keys)."""
         return await self._get_json(client, "/api/show", {"model": model})
+
+    async def facts(self, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+        """Each of `models` the server has (`/api/tags`, `/api/show`), those it lacks, those loaded (`/api/ps`)
+        and its version."""
+        tags = {full_name(t.get("name") or t.get("model", "")): t for t in await self.tag_list(client)}
+        found: list[ModelFacts] = []
+        for model in dict.fromkeys(full_name(m) for m in models):
+            if model not in tags:
+                continue
+            tag = tags[model]
+            try:
+                shown = await self.show(client, model)
+            except ServerError:
+                shown = {}
+            details = {**(tag.get("details") or {}), **(shown.get("details") or {})}
+            found.append(model_facts(model, "ollama", shown.get("model_info") or {}, family=details.get("family"),
+                                     parameter_size=details.get("parameter_size"),
+                                     quantization_level=details.get("quantization_level"),
+                                     size_bytes=tag.get("size"), digest=tag.get("digest")))
+        try:  # older or proxied servers may lack these two; the rest still stands
+            loaded = await self.ps(client)
+            version = await self.version(client)
+        except (httpx.HTTPStatusError, ServerError, ValueError):
+            loaded, version = [], None
+        return {"version": version, "models": found, "loaded": loaded,
+                "missing": sorted({full_name(m) for m in models} - tags.keys())}
+
+    async def model_path(self, client: httpx.AsyncClient, model: str) -> str | None:
+        """Its modelfile's `FROM /path` (`/api/show`)."""
+        found = re.search(r"^FROM (/\S.*)$", (await self.show(client, model)).get("modelfile") or "", re.M)
+        return found.group(1).strip() if found else None
+
+    def config_from_log(self, log: str) -> dict[str, str] | None:
+        return server_config(log)
 
     async def pull_probe(self, client: httpx.AsyncClient, model: str) -> tuple[str | None, int | None]:
         """Whether the registry has `model`: start a pull and stop reading once its manifest resolves.

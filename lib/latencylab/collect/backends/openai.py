@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from latencylab.collect.backends.base import (
     Backend,
     GenerationRequest,
@@ -12,7 +14,6 @@ from latencylab.collect.backends.base import (
     parse_json_line,
 )
 from latencylab.core.errors import ServerError
-from latencylab.core.protocols import CAPABILITIES
 from latencylab.core.sample import Sample
 
 
@@ -73,7 +74,6 @@ class OpenAIBackend(Backend):
     """`POST {base_url}/v1/chat/completions`; a base URL that already ends in `/v1` is accepted."""
 
     kind = "openai"
-    capabilities = CAPABILITIES["openai"]
 
     def url(self, path: str) -> str:
         if self.base_url.endswith("/v1") and path.startswith("/v1/"):
@@ -96,3 +96,10 @@ class OpenAIBackend(Backend):
 
     def parser(self) -> StreamParser:
         return OpenAIParser()
+
+    async def facts(self, client: httpx.AsyncClient, models: list[str]) -> dict[str, Any]:
+        """The models it serves (`/v1/models`: their ids only): those of `models` it lacks."""
+        response = await client.get(self.url("/v1/models"))
+        response.raise_for_status()
+        ids = {m.get("id") for m in response.json().get("data") or []}
+        return {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
