@@ -30,7 +30,7 @@ class ServerKind:
     without asking it."""
 
     about: str  # what it is, in the README's table of server kinds
-    backend: str  # the class that speaks its protocol, "module:Class" (resolved by collect.backends.make_backend)
+    backend: str  # the module whose `BACKEND` speaks its protocol (resolved by collect.backends.make_backend)
     capabilities: Capabilities
     health_path: str  # a cheap GET every server of the kind answers (any HTTP status proves it is there)
     started: bool = False  # latencylab starts it for the run (no base_url)
@@ -42,7 +42,7 @@ class ServerKind:
     idle_unload: Literal["default", "asked"] | None = None
 
 
-_LLAMA_SERVER = "latencylab.collect.backends.llamacpp:LlamaCppBackend"
+_LLAMA_SERVER = "latencylab.collect.backends.llamacpp"
 # router mode (a single-model server has no load); /metrics and /slots where it runs with --metrics (the embedded
 # engine does)
 _ROUTER = Capabilities(load_unload=True, residency=True, metrics=("/metrics", "/slots"))
@@ -52,11 +52,11 @@ SERVER_KINDS: dict[str, ServerKind] = {
                            "`data/models/` (`make engine`)", _LLAMA_SERVER, _ROUTER, "/health", started=True,
                            resident_limit="engine.models_max", idle_unload="asked"),
     "ollama": ServerKind("an Ollama server (`/api/generate` or `/api/chat`), or the bundled Ollama 0.5.4 with "
-                         "`bundled_ollama:`", "latencylab.collect.backends.ollama:OllamaBackend",
+                         "`bundled_ollama:`", "latencylab.collect.backends.ollama",
                          Capabilities(load_unload=True, residency=True, list_models=True, pull=True),
                          "/api/version", resident_limit="OLLAMA_MAX_LOADED_MODELS", idle_unload="default"),
     "openai": ServerKind("any OpenAI-compatible server (vLLM, LM Studio, Ollama's `/v1`): "
-                         "`/v1/chat/completions`", "latencylab.collect.backends.openai:OpenAIBackend",
+                         "`/v1/chat/completions`", "latencylab.collect.backends.openai",
                          Capabilities(metrics=("/metrics",)), "/v1/models"),  # vLLM's, where it answers
     "llamacpp": ServerKind("a llama-server of your own: llama-server's own timings, and load and unload in "
                            "router mode", _LLAMA_SERVER, _ROUTER, "/health"),

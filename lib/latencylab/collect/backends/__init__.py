@@ -11,9 +11,8 @@ from latencylab.core.protocols import server_kind
 
 
 def backend_class(kind: str) -> type[Backend]:
-    """The class that speaks the protocol of server kind `kind` (its registry entry's `backend`, "module:Class")."""
-    module, name = server_kind(kind).backend.split(":")
-    cls: type[Backend] = getattr(importlib.import_module(module), name)
+    """The class that speaks the protocol of server kind `kind`: the `BACKEND` of its registry entry's module."""
+    cls: type[Backend] = importlib.import_module(server_kind(kind).backend).BACKEND
     return cls
 
 

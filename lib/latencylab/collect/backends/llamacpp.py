@@ -162,3 +162,6 @@ class LlamaCppBackend(OpenAIBackend):
             return
         await self._post(client, "unload", model)
         await self.wait_resident(client, model, False)
+
+
+BACKEND = LlamaCppBackend  # what the registry's entries naming this module speak with (core.protocols)

@@ -306,3 +306,6 @@ class OllamaBackend(Backend):
                         bar.n = event.get("completed", 0)
                     bar.set_postfix_str(event.get("status", ""))
                     bar.refresh()
+
+
+BACKEND = OllamaBackend  # what the registry's entries naming this module speak with (core.protocols)

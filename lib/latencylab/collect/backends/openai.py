@@ -103,3 +103,6 @@ class OpenAIBackend(Backend):
         response.raise_for_status()
         ids = {m.get("id") for m in response.json().get("data") or []}
         return {"missing": [m for m in dict.fromkeys(models) if m not in ids]}
+
+
+BACKEND = OpenAIBackend  # what the registry's entries naming this module speak with (core.protocols)
