@@ -413,7 +413,8 @@ GROUPS: dict[str, Callable[[list[Step], Findings, str], Markup]] = {"floor_above
 
 # The action each predicted gain stands for: predictions of one action are one next step.
 ACTIONS = {"predict_reloads": "keep_loaded", "predict_reloads_each": "keep_loaded", "predict_think": "keep_loaded",
-           "predict_queueing": "queueing", "predict_cache": "cache", "predict_overflow": "overflow"}
+           "predict_queueing": "queueing", "predict_cache": "cache", "predict_overflow": "overflow",
+           "predict_preemption": "preemption"}
 
 
 def section(findings: Findings, name: str, lang: str) -> str:
