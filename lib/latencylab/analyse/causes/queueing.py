@@ -24,7 +24,7 @@ from latencylab.analyse.causes.base import (
     missing,
     share,
 )
-from latencylab.analyse.findings import Phrase, Step, Values, Verdict
+from latencylab.analyse.findings import Phrase, Quantity, Step, Values, Verdict
 from latencylab.analyse.server_metrics import SCRAPES, WAITING, WAITING_SOURCE
 from latencylab.analyse.stats import numeric
 
@@ -78,9 +78,10 @@ class QueueingValues(Values):
         if missing(self.queued):
             return None
         if self.queued == 0:
-            return Phrase("dx_counted_none", {"scrapes": count(self.scrapes), "metric": self.queue_metric})
+            return Phrase("dx_counted_none", {"scrapes": count(self.scrapes),
+                                              "metric": Quantity(self.queue_metric, "text")})
         return Phrase("dx_counted_some", {"most": count(self.queued), "share": share(self.queued_share),
-                                          "metric": self.queue_metric})
+                                          "metric": Quantity(self.queue_metric, "text")})
 
 
 def _server_count(after: pd.DataFrame) -> dict[str, float | int | str]:
@@ -130,6 +131,12 @@ class Queueing(Cause):
         if values.queued == 0:  # the server held none waiting: what it took beyond its work was no queue of its own
             values = replace(values, serialised=False)
             wait = 0.0
+        elif math.isnan(wait) and values.queued > 0:
+            # a server that times nothing of a request (vLLM's responses) but counted requests waiting for a slot:
+            # the wait is what is left beyond the scenario's quickest delivery, as where it times only the prompt
+            taken = numeric(after[metric])
+            wait = float((taken - taken.min()).median())
+            values = replace(values, wait_ms=wait, share=wait / latency if latency else math.nan, source="derived")
         if math.isnan(wait) and not values.serialised:
             return Verdict(self.name, key, "no_evidence", values, "no_wait")
         amount = max(0.0 if math.isnan(wait) else wait, client)
