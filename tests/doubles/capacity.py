@@ -95,7 +95,8 @@ class CapacityServer:
                         owner.waiting -= 1
                         owner.running += 1
                     try:
-                        _sleep_until(time.perf_counter() + owner.admitted(request))
+                        delay = owner.admitted(request)  # it may take some of its time itself
+                        _sleep_until(time.perf_counter() + delay)
                         started = time.perf_counter()
                         self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
                                      "model": model})

@@ -10,12 +10,13 @@ v0.11): the gauges `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vl
 `vllm:time_to_first_token_seconds` and `vllm:e2e_request_latency_seconds` with vLLM's buckets. The text is
 prometheus_client's own (a registry of the double's and `generate_latest`), as vLLM's is.
 
-What can be planted:
+Its first chunk (the role) comes with the first token, after `prefill_s`, as vLLM's does. What can be planted:
 - `preempt_every=N`: every Nth request is preempted once after its admission: the preemption counter rises halfway
   through `preempt_s`, which the request loses before its first token (vLLM's recompute after a preemption).
 - the prefix cache: a request's prompt (its messages as words, each message opened by a role token) counts as
-  queried tokens; its longest common prefix with an earlier prompt, in whole blocks of `block_size` tokens as vLLM's
-  cache holds them, as hits; `cache=False`, no hits ever.
+  queried tokens; its longest common prefix with what an earlier request left in the cache (its prompt, the
+  assistant's role token and its answer), in whole blocks of `block_size` tokens as vLLM's cache holds them, as
+  hits; `cache=False`, no hits ever.
 - `report_cached`: the usage event says `prompt_tokens_details.cached_tokens` (vLLM does with
   `--enable-prompt-tokens-details`; by default it does not).
 """
@@ -43,10 +44,10 @@ def tokens_of(request: dict[str, Any]) -> list[str]:
 
 
 class VllmServer(CapacityServer):
-    def __init__(self, slots: int, service_s: float, *, model: str = "vllm-double", preempt_every: int = 0,
-                 preempt_s: float = 0.3, cache: bool = True, block_size: int = 16, report_cached: bool = False,
-                 **kwargs: Any) -> None:
-        self.model, self.preempt_every, self.preempt_s = model, preempt_every, preempt_s
+    def __init__(self, slots: int, service_s: float, *, model: str = "vllm-double", prefill_s: float = 0.1,
+                 preempt_every: int = 0, preempt_s: float = 0.3, cache: bool = True, block_size: int = 16,
+                 report_cached: bool = False, **kwargs: Any) -> None:
+        self.model, self.prefill_s, self.preempt_every, self.preempt_s = model, prefill_s, preempt_every, preempt_s
         self.cache, self.block_size, self.report_cached = cache, block_size, report_cached
         self.admissions = 0
         self.preempted: list[int] = []  # the admissions (1, 2, …) that were preempted
@@ -70,6 +71,8 @@ class VllmServer(CapacityServer):
             "e2e": Histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
                              buckets=LATENCY_BUCKETS, **labels),
         }
+        for name in self.metrics:  # every series from the start, at 0, as vLLM labels them when it starts
+            self._metric(name)
         self.kv_blocks = 0
         super().__init__(slots, service_s, **kwargs)
 
@@ -77,15 +80,15 @@ class VllmServer(CapacityServer):
         return self.metrics[name].labels(model_name=self.model, engine="0")
 
     def admitted(self, request: dict[str, Any]) -> float:
-        """Count the prompt's prefix-cache queries and hits; every `preempt_every`th request is preempted: the
-        counter rises halfway through the `preempt_s` it loses."""
+        """Count the prompt's prefix-cache queries and hits; the first chunk comes after `prefill_s` (vLLM sends
+        the role with the first token); every `preempt_every`th request is preempted first: the counter rises
+        halfway through the `preempt_s` it loses."""
         tokens = tokens_of(request)
         with self.lock:
             self.admissions += 1
             number = self.admissions
             hit = max((_common(tokens, p) for p in self.prompts), default=0) if self.cache else 0
             hit = min(hit, len(tokens) - 1) // self.block_size * self.block_size  # the last token is always computed
-            self.prompts.append(tokens)
             self.kv_blocks += -(-len(tokens) // self.block_size)
             request["_cached"], request["_blocks"] = hit, -(-len(tokens) // self.block_size)
         self._metric("queries").inc(len(tokens))
@@ -93,20 +96,23 @@ class VllmServer(CapacityServer):
         self._metric("prompt").inc(len(tokens) - hit)
         request["_admitted"] = time.perf_counter()
         if not (self.preempt_every and number % self.preempt_every == 0):
-            return 0.0
+            return self.prefill_s
         _sleep_until(time.perf_counter() + self.preempt_s / 2)
         with self.lock:
             self.preempted.append(number)
         self._metric("preemptions").inc()
-        return self.preempt_s / 2
+        return self.preempt_s / 2 + self.prefill_s
 
     def usage(self, request: dict[str, Any]) -> dict[str, Any]:
-        prompt = len(tokens_of(request))
+        tokens = tokens_of(request)
+        prompt = len(tokens)
         with self.lock:
             self.kv_blocks -= request.get("_blocks", 0)
+            # what the cache holds once the request is done: its prompt, the generation prompt and its answer
+            self.prompts.append([*tokens, "<|assistant|>", *(f"t{k}" for k in range(self.tokens))])
         self._metric("generation").inc(self.tokens)
         took = time.perf_counter() - request.get("_admitted", time.perf_counter())
-        self._metric("ttft").observe(took - self.service_s * 0.9)
+        self._metric("ttft").observe(took - self.service_s * 0.9)  # the first token a tenth into the service
         self._metric("e2e").observe(took)
         usage = {"prompt_tokens": prompt, "completion_tokens": self.tokens, "total_tokens": prompt + self.tokens}
         if self.report_cached:

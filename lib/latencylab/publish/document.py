@@ -252,9 +252,16 @@ def _gist_variance(v: Verdict) -> Phrase | None:
     return Phrase("gist_cv", {"cv": Quantity(getattr(v.values, "cv", None), "share")})
 
 
+def _gist_preemption(v: Verdict) -> Phrase | None:
+    x = v.values
+    return Phrase("gist_preemption", {"preempted": Quantity(x.preempted_n, "count"), "n": Quantity(x.counted_n, "count"),
+                                      "extra": Quantity(x.extra_ms, "ms")})
+
+
 # The one number behind a verdict, by cause: how much of the first byte it is (the default), or what else says it.
 GIST: dict[str, Callable[[Verdict], Phrase | None]] = {
-    "offload": _gist_offload, "prompt": _gist_floor, "storage": _gist_storage, "variance": _gist_variance}
+    "offload": _gist_offload, "prompt": _gist_floor, "storage": _gist_storage, "variance": _gist_variance,
+    "preemption": _gist_preemption}
 
 
 def gist(v: Verdict | None, f: Findings, lang: str, why: bool = True) -> Markup:

@@ -58,10 +58,17 @@ class Preemption(Cause):
              "dx_preemption_uncompared", "dx_preemption_refuted", "dx_none_no_preemption_counter",
              "dx_none_few_preemption_scrapes", "next_predict_preemption")
     findings = {"confirmed": "preemption"}
+    # vLLM times nothing of a request: what a recompute costs lies in no part the server gives figures for
+    part = "unattributed_ms"
 
     def applies(self, g: pd.DataFrame) -> bool:
         """Only where the server's own metrics were scraped (a server that publishes none says nothing of it)."""
         return any(column in g and g[column].notna().any() for column in (WAITING_SOURCE, PREEMPTED_SOURCE))
+
+    def owns(self, g: pd.DataFrame) -> pd.Index:
+        """The requests during which the server preempted."""
+        rises = _rises(g)
+        return rises[rises > 0].index
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
         """Confirmed when the later requests during which the server preempted are materially slower (the difference
@@ -90,10 +97,12 @@ class Preemption(Cause):
         return Verdict(self.name, key, "confirmed" if scale.material(slow - quiet, slow) else "present", values)
 
     def gain(self, g: pd.DataFrame, metric: str) -> Step | None:
-        """The median with each request the server preempted during at the median of those it did not."""
+        """The median with each request the server preempted during at the median of those it did not; none where
+        they are fewer than half: the median is then one of the others already (the fix shows in the tail)."""
         rises = _rises(g)
-        after = later(g)
-        value = numeric(after[metric]).copy()
         hit = rises[rises > 0].index
+        if 2 * len(hit) < len(rises):
+            return None
+        value = numeric(later(g)[metric]).copy()
         value.loc[hit] = median(value.loc[rises[rises == 0].index])
         return gain_step("predict_preemption", g, metric, median(value))
