@@ -131,7 +131,8 @@ def test_a_text_with_no_name_latencylab_reads_gives_nothing():
 
 
 # per_request: each request's window over the scrapes. Requests of run r1, scenario s (Unix seconds):
-#   a: 100.0 → first byte 100.5 → end 101.0;  b: 103.0 → 103.2 → 104.0;  c: 103.5 → 103.6 → 105.0 (overlaps b)
+#   a: 100.0 → first byte 100.5 → end 101.0;  b: 103.0 → 103.2 → 104.0;
+#   c: 103.5 → 103.6 → 105.0 (overlaps b)
 
 
 def _requests() -> pd.DataFrame:

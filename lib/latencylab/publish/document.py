@@ -254,8 +254,8 @@ def _gist_variance(v: Verdict) -> Phrase | None:
 
 def _gist_preemption(v: Verdict) -> Phrase | None:
     x = v.values
-    return Phrase("gist_preemption", {"preempted": Quantity(x.preempted_n, "count"), "n": Quantity(x.counted_n, "count"),
-                                      "extra": Quantity(x.extra_ms, "ms")})
+    return Phrase("gist_preemption", {"preempted": Quantity(x.preempted_n, "count"),
+                                      "n": Quantity(x.counted_n, "count"), "extra": Quantity(x.extra_ms, "ms")})
 
 
 # The one number behind a verdict, by cause: how much of the first byte it is (the default), or what else says it.
