@@ -3,8 +3,9 @@ GET /metrics in the Prometheus text format under vLLM's own V1 metric names, so 
 Diagnosis read it as they would read vLLM.
 
 The names, types and labels (`model_name`, `engine`) are those of vLLM's `PrometheusStatLogger`
-(vllm/v1/metrics/loggers.py, the vllm-project/vllm source at commit 005a810bc40f, the 0.10 line, as the names stand in
-v0.11): the gauges `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`; the counters
+(vllm/v1/metrics/loggers.py of vllm-project/vllm at commit 005a810bc40f, of the 0.10 line: the snapshot at hand, no
+release tag; its deprecated names, which `collect.scrape` reads too, left out): the gauges
+`vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`; the counters
 `vllm:num_preemptions`, `vllm:prefix_cache_queries`, `vllm:prefix_cache_hits`, `vllm:prompt_tokens`,
 `vllm:generation_tokens` (exported with `_total`, as prometheus_client exports every counter); the histograms
 `vllm:time_to_first_token_seconds` and `vllm:e2e_request_latency_seconds` with vLLM's buckets. The text is
