@@ -5,8 +5,8 @@ Where the server says what it reused (llama-server `timings.cache_n`, OpenAI `us
 cached_tokens`, a newer Ollama's `prompt_eval_cached_count`: README's version table), that is the figure
 ("server"). Where it does not, but its cached-tokens counter was scraped (vLLM's `prefix_cache_hits`, llama-server's
 `prompt_tokens_cached`) and the turn was alone in flight between the scrapes around it, the counter's rise is the
-turn's own ("counters": `analyse.server_metrics`). Ollama 0.5.4 gives neither: its `prompt_eval_count` is the whole prompt,
-cached or not (the runner's `numPromptInputs` is counted before `LoadCacheSlot` cuts off the cached prefix), while
+turn's own ("counters": `analyse.server_metrics`). Ollama 0.5.4 gives neither: its `prompt_eval_count` is the whole
+prompt, cached or not (the runner's `numPromptInputs` is counted before `LoadCacheSlot` cuts off the cached prefix), while
 `prompt_eval_duration` covers only the tokens it processed. So a turn is read as "reused" ("timing") when its prompt
 time is nearer what its new tokens alone would take than what the whole prompt would, at the session's first turns'
 speed (ms per prompt token: nothing before them to reuse). On the real 0.5.4 (SmolLM2, num_ctx 512) the two differ
@@ -43,8 +43,8 @@ def is_conversation(data: pd.DataFrame) -> bool:
 
 def turns(data: pd.DataFrame) -> pd.DataFrame:
     """Per turn of a session (rows of `data` with a turn, `data`'s index): `reusable` (tokens of the previous
-    prompt and answer the new prompt starts with), `truncated`, `cached` and its `cache_source` (server, counters, timing),
-    `processed` (prompt tokens the server worked on), `ms_per_token` (the first turns' prompt speed), `missed`
+    prompt and answer the new prompt starts with), `truncated`, `cached` and its `cache_source` (server, counters,
+    timing), `processed` (prompt tokens the server worked on), `ms_per_token` (the first turns' prompt speed), `missed`
     (reusable tokens it processed again), `overflow` (the session's first truncated turn) and `history_tokens`
     (what the whole history would have been, untruncated: an estimate past the overflow)."""
     rows = data[numeric(data["turn"]).notna()] if "turn" in data else data.iloc[:0]
