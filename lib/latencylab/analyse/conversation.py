@@ -6,8 +6,8 @@ cached_tokens`, a newer Ollama's `prompt_eval_cached_count`: README's version ta
 ("server"). Where it does not, but its cached-tokens counter was scraped (vLLM's `prefix_cache_hits`, llama-server's
 `prompt_tokens_cached`) and the turn was alone in flight between the scrapes around it, the counter's rise is the
 turn's own ("counters": `analyse.server_metrics`). Ollama 0.5.4 gives neither: its `prompt_eval_count` is the whole
-prompt, cached or not (the runner's `numPromptInputs` is counted before `LoadCacheSlot` cuts off the cached prefix), while
-`prompt_eval_duration` covers only the tokens it processed. So a turn is read as "reused" ("timing") when its prompt
+prompt, cached or not (the runner's `numPromptInputs` is counted before `LoadCacheSlot` cuts off the cached prefix),
+while `prompt_eval_duration` covers only the tokens it processed. So a turn is read as "reused" ("timing") when its prompt
 time is nearer what its new tokens alone would take than what the whole prompt would, at the session's first turns'
 speed (ms per prompt token: nothing before them to reuse). On the real 0.5.4 (SmolLM2, num_ctx 512) the two differ
 by 5–10× once the history is a few hundred tokens, far beyond the noise of a shared machine.
