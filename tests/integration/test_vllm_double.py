@@ -91,3 +91,11 @@ def test_a_conversation_s_reuse_comes_from_the_prefix_cache_counters(workdir, ca
     else:
         assert (later["cached"] == 0).all()
         assert verdict.values.reasons == {"no_cache": len(later)}, verdict
+
+
+def test_where_the_responses_state_a_turn_s_reuse_the_counters_are_not_read(workdir):
+    sessions = {"count": 1, "turns": 3, "think_time_s": 0.4}
+    with VllmServer(slots=1, service_s=0.05, report_cached=True) as server:  # --enable-prompt-tokens-details
+        _, document = _run(server, {"sessions": sessions})
+    turns = document.findings.conversation
+    assert (turns["cache_source"] == "server").all() and (turns.loc[turns["turn"] > 0, "cached"] > 0).all(), turns
