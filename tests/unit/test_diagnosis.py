@@ -380,9 +380,11 @@ def test_each_cause_has_one_name_and_its_words_in_both_catalogs():
 
 def test_every_finding_of_the_registry_is_planted_and_every_planted_one_is_a_finding():
     findings = {finding for c in CAUSES for finding in c.findings.values()}
-    # on the test double, on the real servers (tests/hostplant.py), and VRAM held by others on an NVML double
-    # (tests/unit/test_host_causes.py: no GPU where it was written)
-    planted = {finding for condition in (*CONDITIONS, *REAL_CONDITIONS) for finding in condition.planted} | {"vram"}
+    # on the test double, on the real servers (tests/hostplant.py), VRAM held by others on an NVML double
+    # (tests/unit/test_host_causes.py: no GPU where it was written) and preemptions on the vLLM double
+    # (tests/integration/test_vllm_double.py: no vLLM here)
+    planted = {finding for condition in (*CONDITIONS, *REAL_CONDITIONS) for finding in condition.planted} | {
+        "vram", "preemption"}
     assert findings == planted
     assert "prompt" not in findings  # the floor is never a cause confirmed, only a finding above a target
 

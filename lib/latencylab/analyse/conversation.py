@@ -3,9 +3,11 @@ had to process, and where the history outgrew the context (issue 27).
 
 Where the server says what it reused (llama-server `timings.cache_n`, OpenAI `usage.prompt_tokens_details.
 cached_tokens`, a newer Ollama's `prompt_eval_cached_count`: README's version table), that is the figure
-("server"). Ollama 0.5.4 does not: its `prompt_eval_count` is the whole prompt,
-cached or not (the runner's `numPromptInputs` is counted before `LoadCacheSlot` cuts off the cached prefix), while
-`prompt_eval_duration` covers only the tokens it processed. So a turn is read as "reused" ("timing") when its prompt
+("server"). Where it does not, but its cached-tokens counter was scraped (vLLM's `prefix_cache_hits`, llama-server's
+`prompt_tokens_cached`) and the turn was alone in flight between the scrapes around it, the counter's rise is the
+turn's own ("counters": `analyse.server_metrics`). Ollama 0.5.4 gives neither: its `prompt_eval_count` is the whole
+prompt, cached or not (the runner's `numPromptInputs` is counted before `LoadCacheSlot` cuts off the cached prefix),
+while `prompt_eval_duration` covers only the tokens it processed. So a turn is read as "reused" ("timing") when its prompt
 time is nearer what its new tokens alone would take than what the whole prompt would, at the session's first turns'
 speed (ms per prompt token: nothing before them to reuse). On the real 0.5.4 (SmolLM2, num_ctx 512) the two differ
 by 5–10× once the history is a few hundred tokens, far beyond the noise of a shared machine.
@@ -24,6 +26,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from latencylab.analyse.server_metrics import CACHED
 from latencylab.analyse.stats import numeric
 
 CHARS_PER_TOKEN = 4.0  # an English text's characters per token, for the new user message only (an estimate)
@@ -40,8 +43,8 @@ def is_conversation(data: pd.DataFrame) -> bool:
 
 def turns(data: pd.DataFrame) -> pd.DataFrame:
     """Per turn of a session (rows of `data` with a turn, `data`'s index): `reusable` (tokens of the previous
-    prompt and answer the new prompt starts with), `truncated`, `cached` and its `cache_source` (server, timing),
-    `processed` (prompt tokens the server worked on), `ms_per_token` (the first turns' prompt speed), `missed`
+    prompt and answer the new prompt starts with), `truncated`, `cached` and its `cache_source` (server, counters,
+    timing), `processed` (prompt tokens the server worked on), `ms_per_token` (the first turns' prompt speed), `missed`
     (reusable tokens it processed again), `overflow` (the session's first truncated turn) and `history_tokens`
     (what the whole history would have been, untruncated: an estimate past the overflow)."""
     rows = data[numeric(data["turn"]).notna()] if "turn" in data else data.iloc[:0]
@@ -65,10 +68,12 @@ def turns(data: pd.DataFrame) -> pd.DataFrame:
     new = prompt - reusable
     by_time = prompt_ms < ms_per_token * (prompt + new) / 2  # nearer the new tokens' time than the whole prompt's
     server = _server_cached(rows, prompt)
+    counted = numeric(rows[CACHED]).where(server.isna()) if CACHED in rows else pd.Series(np.nan, index=rows.index)
     # a cut history no longer starts as the cached one did: nothing of it reused (the system prompt at most)
-    timed = server.isna() & prompt_ms.notna() & ms_per_token.notna() & ((reusable >= MIN_REUSABLE) | truncated)
-    cached = server.where(server.notna(), reusable.where(by_time, 0.0).where(timed))
-    source = np.select([server.notna(), timed], ["server", "timing"], None)
+    timed = (server.isna() & counted.isna() & prompt_ms.notna() & ms_per_token.notna()
+             & ((reusable >= MIN_REUSABLE) | truncated))
+    cached = server.fillna(counted).where(server.notna() | counted.notna(), reusable.where(by_time, 0.0).where(timed))
+    source = np.select([server.notna(), counted.notna(), timed], ["server", "counters", "timing"], None)
     out = pd.DataFrame({"reusable": reusable, "truncated": truncated, "cached": cached, "cache_source": source,
                         "processed": prompt - cached.fillna(0.0), "ms_per_token": ms_per_token,
                         "missed": (reusable - cached).clip(lower=0.0).where(cached.notna() & (reusable > 0))},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ QUANTITIES: dict[str, tuple[str, ...]] = {
     "cache_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
 }
 TIMEOUT_S = 2.0  # a scrape that takes longer is skipped: the next one is due
+READY, READY_S = "ready", 15.0  # the scraper's word once it scraped first; the run waits for it this long at most
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,8 @@ def main() -> None:
 
     threading.Thread(target=listen, daemon=True).start()
     with httpx.Client(timeout=TIMEOUT_S) as client, open(config["journal"], "a", encoding="utf-8") as out:
-        due = time.monotonic()
-        while not ended.is_set():
+
+        def scrape_all() -> None:
             for endpoint in endpoints:
                 began = time.time()
                 values = scrape(client, endpoint, busy.is_set())
@@ -133,8 +135,16 @@ def main() -> None:
                     middle = (began + time.time()) / 2
                     out.write(json.dumps({"t": middle, "endpoint": endpoint.key, "values": values}) + "\n")
                     out.flush()
+
+        due = time.monotonic()
+        while not ended.is_set():
+            scrape_all()
+            if not sys.stdout.closed:  # the first round is done: the run may start
+                print(READY, flush=True)
+                sys.stdout.close()
             due = max(due + interval_s, time.monotonic())  # a slow scrape is not made up for with a burst
             ended.wait(max(0.0, due - time.monotonic()))
+        scrape_all()  # after the run's last request: a counter's rise during it is known only from a scrape after
 
 
 class Scraper:
@@ -150,8 +160,14 @@ class Scraper:
         config = {"endpoints": [dataclasses.asdict(e) for e in self.endpoints], "interval_s": self.interval_s,
                   "journal": str(self.journal)}
         self._process = subprocess.Popen([sys.executable, "-m", "latencylab.collect.scrape"], stdin=subprocess.PIPE,
-                                         start_new_session=True)  # Ctrl-C is ours to pass on, by closing its input
+                                         stdout=subprocess.PIPE, start_new_session=True)  # Ctrl-C is ours to pass on
         self._say(json.dumps(config))
+        # Its imports take a second or more on a busy machine: a run that started at once would go unscraped that
+        # long (a short run wholly). One that never says it is ready costs the run its metrics, not its samples.
+        assert self._process.stdout is not None
+        if select.select([self._process.stdout], [], [], READY_S)[0]:
+            self._process.stdout.readline()
+        self._process.stdout.close()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -252,9 +252,16 @@ def _gist_variance(v: Verdict) -> Phrase | None:
     return Phrase("gist_cv", {"cv": Quantity(getattr(v.values, "cv", None), "share")})
 
 
+def _gist_preemption(v: Verdict) -> Phrase | None:
+    x = v.values
+    return Phrase("gist_preemption", {"preempted": Quantity(x.preempted_n, "count"),
+                                      "n": Quantity(x.counted_n, "count"), "extra": Quantity(x.extra_ms, "ms")})
+
+
 # The one number behind a verdict, by cause: how much of the first byte it is (the default), or what else says it.
 GIST: dict[str, Callable[[Verdict], Phrase | None]] = {
-    "offload": _gist_offload, "prompt": _gist_floor, "storage": _gist_storage, "variance": _gist_variance}
+    "offload": _gist_offload, "prompt": _gist_floor, "storage": _gist_storage, "variance": _gist_variance,
+    "preemption": _gist_preemption}
 
 
 def gist(v: Verdict | None, f: Findings, lang: str, why: bool = True) -> Markup:
@@ -413,7 +420,8 @@ GROUPS: dict[str, Callable[[list[Step], Findings, str], Markup]] = {"floor_above
 
 # The action each predicted gain stands for: predictions of one action are one next step.
 ACTIONS = {"predict_reloads": "keep_loaded", "predict_reloads_each": "keep_loaded", "predict_think": "keep_loaded",
-           "predict_queueing": "queueing", "predict_cache": "cache", "predict_overflow": "overflow"}
+           "predict_queueing": "queueing", "predict_cache": "cache", "predict_overflow": "overflow",
+           "predict_preemption": "preemption"}
 
 
 def section(findings: Findings, name: str, lang: str) -> str:

@@ -16,6 +16,7 @@ from latencylab.analyse.causes.floor import Floor
 from latencylab.analyse.causes.memory import Memory
 from latencylab.analyse.causes.offload import Offload
 from latencylab.analyse.causes.overflow import Overflow
+from latencylab.analyse.causes.preemption import Preemption
 from latencylab.analyse.causes.queueing import Queueing
 from latencylab.analyse.causes.reloads import Reloads
 from latencylab.analyse.causes.storage import Storage
@@ -27,5 +28,5 @@ from latencylab.analyse.causes.vram import Vram
 # host's causes (storage, memory, cpu, vram) are judged only where the host evidence was taken; a conversation's
 # causes (issue 27) come before the floor: what the floor counts as new tokens is what they left.
 CAUSES: tuple[Cause, ...] = (Reloads(), Storage(), Memory(), Offload(), Vram(), ThinkUnload(), Overflow(), CacheMiss(),
-                             Floor(), Queueing(), Cpu(),
+                             Floor(), Queueing(), Preemption(), Cpu(),
                              Variance())

@@ -102,7 +102,8 @@ class CacheMiss(Cause):
         after = later(g)
         latency = mean(after[context.metric])
         amount = float(costs.sum() / len(after)) if len(after) else math.nan
-        no_cache = bool((eligible["cache_source"] == "server").all() and (numeric(eligible["cached"]) == 0).all())
+        no_cache = bool(eligible["cache_source"].isin(["server", "counters"]).all()  # the server's own count
+                        and (numeric(eligible["cached"]) == 0).all())
         reasons: dict[str, int] = {}
         for _, turn in missed.iterrows():
             why = "no_cache" if no_cache else "evicted" if _evicted(g, context.data, turn) else "unknown"

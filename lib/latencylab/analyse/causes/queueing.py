@@ -131,6 +131,12 @@ class Queueing(Cause):
         if values.queued == 0:  # the server held none waiting: what it took beyond its work was no queue of its own
             values = replace(values, serialised=False)
             wait = 0.0
+        elif math.isnan(wait) and values.queued > 0:
+            # a server that times nothing of a request (vLLM's responses) but counted requests waiting for a slot:
+            # the wait is what is left beyond the scenario's quickest delivery, as where it times only the prompt
+            taken = numeric(after[metric])
+            wait = float((taken - taken.min()).median())
+            values = replace(values, wait_ms=wait, share=wait / latency if latency else math.nan, source="derived")
         if math.isnan(wait) and not values.serialised:
             return Verdict(self.name, key, "no_evidence", values, "no_wait")
         amount = max(0.0 if math.isnan(wait) else wait, client)

@@ -85,8 +85,8 @@ class Variance(Cause):
     words = ("dx_h_variance", "dx_waste_variance", "dx_variance_confirmed", "dx_variance_present",
              "dx_variance_floor", "dx_variance_refuted", "dx_tail_loads", "dx_tail_wait", "dx_tail_long_prompt",
              "dx_tail_stall_prompt", "dx_tail_stall_wait", "dx_tail_network", "dx_tail_unattributed",
-             "dx_tail_overflow", "dx_tail_cache", "dx_tail_think", "dx_tail_none", "dx_none_too_few",
-             "dx_cold_start_ms")
+             "dx_tail_overflow", "dx_tail_cache", "dx_tail_think", "dx_tail_preemption", "dx_tail_none",
+             "dx_none_too_few", "dx_cold_start_ms")
     findings = {"confirmed": "stalls"}
 
     def judge(self, g: pd.DataFrame, context: Context) -> Verdict:
