@@ -13,7 +13,7 @@ import pandas as pd
 
 from latencylab.analyse.causes.base import Cause, Context, count, gain_step, key_of, later, median, ms, share
 from latencylab.analyse.findings import Phrase, Quantity, Step, Values, Verdict
-from latencylab.analyse.server_metrics import PREEMPTED, PREEMPTED_SOURCE, WAITING_SOURCE
+from latencylab.analyse.server_metrics import PREEMPTED, PREEMPTED_SOURCE
 from latencylab.analyse.stats import numeric
 
 MIN_COUNTED = 3  # later requests with a scrape before and after them: fewer say nothing of the counter
@@ -55,15 +55,16 @@ def _rises(g: pd.DataFrame) -> pd.Series:
 class Preemption(Cause):
     name = "preemption"
     words = ("dx_h_preemption", "dx_waste_preemption", "dx_preemption_confirmed", "dx_preemption_present",
-             "dx_preemption_uncompared", "dx_preemption_refuted", "dx_none_no_preemption_counter",
+             "dx_preemption_uncompared", "dx_preemption_refuted",
              "dx_none_few_preemption_scrapes", "next_predict_preemption")
     findings = {"confirmed": "preemption"}
     # vLLM times nothing of a request: what a recompute costs lies in no part the server gives figures for
     part = "unattributed_ms"
 
     def applies(self, g: pd.DataFrame) -> bool:
-        """Only where the server's own metrics were scraped (a server that publishes none says nothing of it)."""
-        return any(column in g and g[column].notna().any() for column in (WAITING_SOURCE, PREEMPTED_SOURCE))
+        """Only where the server publishes a preemption count (vLLM): llama-server and Ollama have no such thing to
+        say "no evidence" of, in every report of theirs."""
+        return PREEMPTED_SOURCE in g and bool(g[PREEMPTED_SOURCE].notna().any())
 
     def owns(self, g: pd.DataFrame) -> pd.Index:
         """The requests during which the server preempted."""
@@ -75,11 +76,8 @@ class Preemption(Cause):
         of medians, against their median) than those during which it did not."""
         key, metric = key_of(g), context.metric
         scale = context.scale
-        source = g[PREEMPTED_SOURCE].dropna() if PREEMPTED_SOURCE in g else pd.Series(dtype=object)
-        if source.empty:
-            return Verdict(self.name, key, "no_evidence", PreemptionValues(), "no_preemption_counter")
         rises = _rises(g)
-        counter = str(source.iloc[0])
+        counter = str(g[PREEMPTED_SOURCE].dropna().iloc[0])  # there is one: `applies`
         if len(rises) < MIN_COUNTED:
             return Verdict(self.name, key, "no_evidence", PreemptionValues(counter=counter),
                            "few_preemption_scrapes")
