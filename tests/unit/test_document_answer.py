@@ -169,3 +169,20 @@ def test_a_disturbed_scenario_is_flagged(documents: dict) -> None:
     text = document.section(busy, "summary", "en")
     assert "**keepalive** was measured on a busy host" in text
     assert "Measured in **keepalive**, on a busy host" in text and "**keepalive**: 267" not in text
+
+
+def test_targets_the_data_cannot_decide_are_not_said_to_be_met() -> None:
+    # A scenario whose median's interval crosses its goal (503 ms [500–1,297] against < 500 ms) neither fails nor
+    # meets it: the first screen says so instead of "every scenario meets its targets".
+    import pandas as pd
+
+    from latencylab.analyse.answer import answer
+    from latencylab.analyse.findings import Diagnosis
+
+    key = ("run", "double")
+    targets = pd.DataFrame([{"run": "run", "scenario": "double", "target": "subsequent_ms", "status": "inconclusive"},
+                            {"run": "run", "scenario": "double", "target": "first_ms", "status": "pass"}])
+    found = answer(Diagnosis(), [key], targets, {key: 503.0}, [])
+    assert found.slow == [] and found.undecided == [key]
+    failed = answer(Diagnosis(), [key], targets.assign(status="fail"), {key: 503.0}, [])
+    assert failed.slow == [key] and failed.undecided == []

@@ -56,6 +56,7 @@ class Answer:
     run_wide: dict[str, str]  # cause → verdict that every scenario shares and is said once (no_gpu)
     hypotheses: list[Hypothesis] = field(default_factory=list)
     matrix: pd.DataFrame = field(default_factory=pd.DataFrame)  # scenario × cause → verdict
+    undecided: list[Key] = field(default_factory=list)  # no target failed, but these have one their data cannot decide
 
 
 def later_medians(phases: pd.DataFrame) -> dict[Key, float]:
@@ -88,9 +89,11 @@ def answer(diagnosis: Diagnosis, keys: Sequence[Key], targets: pd.DataFrame, med
     slow = list(dict.fromkeys(zip(failing["run"], failing["scenario"], strict=True))) if len(failing) else []
     if not slow and not len(targets) and len(medians) > 1:
         slow = [max(medians, key=medians.get)]
+    open_ = targets.loc[targets["status"] == "inconclusive", ["run", "scenario"]] if len(targets) else targets
+    undecided = [] if slow else list(dict.fromkeys(zip(open_["run"], open_["scenario"], strict=True)))
     fix = next((s for s in steps if s.kind.startswith("predict_")), next((s for s in steps if s.kind in LEADING), None))
     return Answer(slow=slow, confirmed=ranked, fix=fix, disturbed=disturbed, run_wide=_run_wide(verdicts, keys),
-                  hypotheses=hypotheses(diagnosis, verdicts), matrix=_matrix(verdicts, keys))
+                  hypotheses=hypotheses(diagnosis, verdicts), matrix=_matrix(verdicts, keys), undecided=undecided)
 
 
 def _run_wide(verdicts: Sequence[Verdict], keys: Sequence[Key]) -> dict[str, str]:

@@ -314,6 +314,19 @@ def slow_list(f: Findings, lang: str) -> Markup:
     return Markup("; ").join(groups)
 
 
+def undecided_list(f: Findings, lang: str) -> Markup:
+    """The scenarios whose data cannot decide a target, each with those targets and their values."""
+    metric = i18n.t(f"metric_{f.metric}", lang)
+    said = []
+    for key in f.answer.undecided:
+        rows = [r for r in f.targets.itertuples() if (r.run, r.scenario) == key and r.status == "inconclusive"]
+        values = [i18n.t("answer_undecided_value", lang, target=i18n.t(f"t_{r.target}", lang, metric=metric),
+                         measured=i18n.percent(r.measured, lang) if r.target == "cv" else i18n.ms(r.measured, lang))
+                  for r in rows]
+        said.append(i18n.t("answer_slow_value", lang, scenario=f.labels[key], measured=Markup(", ").join(values)))
+    return Markup("; ").join(said)
+
+
 def wasted(key: Key, f: Findings, lang: str) -> Markup:
     """A scenario's confirmed waste in a table cell: each cause with its share of the first byte."""
     found = [v for v in f.diagnosis.verdicts if v.key == key and v.verdict == "confirmed"]
@@ -444,7 +457,7 @@ def section(findings: Findings, name: str, lang: str) -> str:
         "rate": lambda v: rate_words(v, lang), "slo_line": lambda run: slo_words(run, lang),
         "saturation_line": lambda point: saturation_words(point, f.labels, lang),
         "turns": lambda: scenario_turns(f.conversation),
-        "slow_list": lambda: slow_list(f, lang), "names": lambda keys: names(keys, f, lang),
+        "slow_list": lambda: slow_list(f, lang), "undecided_list": lambda: undecided_list(f, lang), "names": lambda keys: names(keys, f, lang),
         "gist": lambda v, why=True: gist(v, f, lang, why), "reasons": lambda v: reason_words(v, lang), "wasted": lambda key: wasted(key, f, lang),
         "comparison": lambda key: next((c for c in f.comparisons.itertuples() if (c.run, c.scenario) == tuple(key)), None),
         "signed": lambda v: signed(v, lang), "cells": lambda cause: matrix_cells(cause, f, lang),
