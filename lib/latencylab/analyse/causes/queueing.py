@@ -2,7 +2,7 @@
 slots) or other clients' work — or in the client (waste). Where the server counts the requests it holds waiting for a
 slot (llama-server's `requests_deferred`, vLLM's `num_requests_waiting`, scraped during the run), its count decides
 whether a wait on the server was a queue. Planted: one-slot-concurrency-4, other-clients; real: a one-slot
-llama-server at four requests at once (tests/integration/test_server_metrics.py)."""
+llama-server at four requests at once (tests/integration/test_engine_metrics.py)."""
 
 from __future__ import annotations
 
