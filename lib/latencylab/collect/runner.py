@@ -121,7 +121,7 @@ class Collector:
         window_start = time.monotonic()
         try:
             request = servers.request_for(self.study, target, planned, history)
-            with self.scraper.sending() if self.scraper is not None else contextlib.nullcontext():
+            with self.scraper.sending(planned.scenario) if self.scraper is not None else contextlib.nullcontext():
                 if self.pool is not None:
                     sample = await self.pool.measure(planned.scenario, request)
                 else:

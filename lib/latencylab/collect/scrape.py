@@ -111,17 +111,18 @@ def scrape(client: httpx.Client, endpoint: Endpoint, in_flight: bool) -> dict[st
 
 def main() -> None:
     """The scraper process (`python -m latencylab.collect.scrape`): its endpoints and interval on the first line of
-    standard input; then "busy" or "idle" lines as requests of the run start and end; scrapes until its input ends
-    (the collecting process closed it, or is gone)."""
+    standard input; then "busy KEY" or "idle KEY" lines as requests to endpoint KEY start and end; scrapes until its
+    input ends (the collecting process closed it, or is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the collecting process stops us
     config = json.loads(sys.stdin.readline())
     endpoints = [Endpoint(**{**e, "scenarios": tuple(e["scenarios"])}) for e in config["endpoints"]]
     interval_s = float(config["interval_s"])
-    ended, busy = threading.Event(), threading.Event()
+    ended, busy = threading.Event(), set[str]()  # the endpoints with a request of the run in flight
 
     def listen() -> None:
         for line in sys.stdin:
-            (busy.set if line.strip() == "busy" else busy.clear)()
+            state, _, key = line.rstrip("\n").partition(" ")
+            (busy.add if state == "busy" else busy.discard)(key)
         ended.set()
 
     threading.Thread(target=listen, daemon=True).start()
@@ -130,7 +131,7 @@ def main() -> None:
         def scrape_all() -> None:
             for endpoint in endpoints:
                 began = time.time()
-                values = scrape(client, endpoint, busy.is_set())
+                values = scrape(client, endpoint, endpoint.key in busy)
                 if values:
                     middle = (began + time.time()) / 2
                     out.write(json.dumps({"t": middle, "endpoint": endpoint.key, "values": values}) + "\n")
@@ -148,12 +149,14 @@ def main() -> None:
 
 
 class Scraper:
-    """The scraper process of one run; `sending()` around each request tells it when requests are in flight. A process
-    started with `python -m`, not multiprocessing's: spawning re-imports the caller's main module."""
+    """The scraper process of one run; `sending(scenario)` around each request tells it which endpoints have requests
+    in flight (only theirs are awake for sure: another scenario's model may sleep, and its /slots would wake it). A
+    process started with `python -m`, not multiprocessing's: spawning re-imports the caller's main module."""
 
     def __init__(self, endpoints: list[Endpoint], interval_s: float, journal: Path) -> None:
         self.endpoints, self.interval_s, self.journal = endpoints, interval_s, journal
-        self.in_flight = 0
+        self.endpoint_of = {scenario: e.key for e in endpoints for scenario in e.scenarios}
+        self.in_flight: dict[str, int] = {}  # endpoint → requests in flight
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Scraper:
@@ -187,16 +190,20 @@ class Scraper:
             self._process.stdin.flush()
 
     @contextlib.contextmanager
-    def sending(self) -> Iterator[None]:
-        self.in_flight += 1
-        if self.in_flight == 1:
-            self._say("busy")
+    def sending(self, scenario: str) -> Iterator[None]:
+        key = self.endpoint_of.get(scenario)
+        if key is None:  # a scenario whose server is not read
+            yield
+            return
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        if self.in_flight[key] == 1:
+            self._say(f"busy {key}")
         try:
             yield
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._say("idle")
+            self.in_flight[key] -= 1
+            if self.in_flight[key] == 0:
+                self._say(f"idle {key}")
 
 
 async def endpoints(study: StudySpec, targets: dict[str, Target], router_pid: int | None) -> tuple[
