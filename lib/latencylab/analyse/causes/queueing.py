@@ -142,12 +142,16 @@ class Queueing(Cause):
         amount = max(0.0 if math.isnan(wait) else wait, client)
         if not values.serialised and scale.material(amount, latency) and "memory" in context.confirmed:
             # Where the machine is short of memory, a server that held a request without working on it was reading
-            # its own pages back from storage (major faults in the window): memory pressure's time, not a queue.
+            # its own pages back from storage (major faults in the window) or stalled for memory (the kernel's
+            # memory pressure stall in its cgroup): memory pressure's time, not a queue.
             waited = after[numeric(after["server_wait_ms"]) >= scale.ms]
-            faults = numeric(waited.get("major_faults", pd.Series(dtype=float))).dropna()
-            if len(faults) and (faults > 0).mean() >= 0.5 and client < scale.ms:
-                return Verdict(self.name, key, "present", replace(values, faulted=float((faults > 0).mean())),
-                               "memory")
+            faults = numeric(waited.get("major_faults", pd.Series(dtype=float)))
+            stalled = numeric(waited.get("memory_stall_ms", pd.Series(dtype=float))).where(
+                waited.get("psi_scope", pd.Series(dtype=object)) == "cgroup")
+            known = faults.notna() | stalled.notna()
+            paging = ((faults > 0) | (stalled > 0))[known]
+            if len(paging) and paging.mean() >= 0.5 and client < scale.ms:
+                return Verdict(self.name, key, "present", replace(values, faulted=float(paging.mean())), "memory")
         if values.serialised or scale.material(amount, latency):
             return Verdict(self.name, key, "confirmed", values)
         return Verdict(self.name, key, "present" if amount >= PRESENT_MS else "refuted", values)
